@@ -1,0 +1,49 @@
+/**
+ * Typed errors that the CLI turns into one line and a non-zero exit code.
+ *
+ * Every error a user can cause (a bad path, a corrupt file, an unsupported scheme) is one of these,
+ * carrying the file and, where it helps, the field that is wrong. Anything else is a bug and gets a
+ * stack trace.
+ *
+ * @example
+ * ```ts
+ * throw new FormatError("header length 9999 runs past the end of the file", "model.safetensors");
+ * ```
+ */
+export class AutoRoundError extends Error {
+  /** The file or folder the problem is about, when there is one. */
+  readonly file?: string;
+  /** Process exit code the CLI uses for this kind of error. */
+  readonly exitCode: number = 1;
+
+  constructor(message: string, file?: string) {
+    super(message);
+    this.name = new.target.name;
+    this.file = file;
+  }
+
+  /** One line for the terminal: `error: <file>: <message>`. */
+  oneLine(): string {
+    return this.file ? `${this.file}: ${this.message}` : this.message;
+  }
+}
+
+/** Bad command-line usage: unknown flag, invalid scheme or group size, conflicting options. */
+export class UsageError extends AutoRoundError {
+  override readonly exitCode = 2;
+}
+
+/** A path that does not exist, cannot be read, or cannot be written. */
+export class InputError extends AutoRoundError {}
+
+/** A file whose bytes do not follow its format (safetensors header, GGUF, JSON config). */
+export class FormatError extends AutoRoundError {}
+
+/** A model this program does not know how to run (architecture, feature). */
+export class UnsupportedError extends AutoRoundError {}
+
+/** A quantization setting that cannot be applied (bits, group size, layer_config). */
+export class QuantizeError extends AutoRoundError {}
+
+/** A backend that cannot be used (no GPU, missing library, out of device memory). */
+export class BackendError extends AutoRoundError {}
