@@ -1,0 +1,142 @@
+// Small assertion helpers (no JSR access here for @std/assert).
+function assert(cond: unknown, msg = "assertion failed"): asserts cond {
+  if (!cond) throw new Error(msg);
+}
+function deepEqual(a: unknown, b: unknown): boolean {
+  if (Object.is(a, b)) return true;
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
+  if (Object.getPrototypeOf(a) !== Object.getPrototypeOf(b)) return false;
+  if (ArrayBuffer.isView(a)) {
+    const x = a as unknown as ArrayLike<unknown>, y = b as unknown as ArrayLike<unknown>;
+    if (x.length !== y.length) return false;
+    for (let i = 0; i < x.length; i++) if (!Object.is(x[i], y[i])) return false;
+    return true;
+  }
+  const ka = Object.keys(a), kb = Object.keys(b);
+  const ra = a as Record<string, unknown>, rb = b as Record<string, unknown>;
+  return ka.length === kb.length && ka.every((k) => Object.hasOwn(rb, k) && deepEqual(ra[k], rb[k]));
+}
+function assertEquals(actual: unknown, expected: unknown, msg = ""): void {
+  if (!deepEqual(actual, expected)) {
+    const show = (v: unknown) =>
+      ArrayBuffer.isView(v) ? `${v.constructor.name}(${(v as Uint8Array).length})` : Deno.inspect(v);
+    throw new Error(`${msg ? msg + ": " : ""}expected ${show(expected)}, got ${show(actual)}`);
+  }
+}
+type ErrorClass<E> = new (...args: never[]) => E;
+async function assertRejects<E extends Error>(
+  fn: () => Promise<unknown>,
+  cls: ErrorClass<E>,
+  part = "",
+): Promise<E> {
+  try {
+    await fn();
+  } catch (e) {
+    assert(e instanceof cls, `expected ${cls.name}, got ${e}`);
+    assert(e.message.includes(part), `"${e.message}" should include "${part}"`);
+    return e;
+  }
+  throw new Error(`expected ${cls.name}, nothing was thrown`);
+}
+
+import { InputError } from "../src/errors.ts";
+import { OutputFolder } from "../src/io/output_folder.ts";
+
+async function withTemp(fn: (dir: string) => Promise<void>) {
+  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "autoround-of-test-" }));
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const list = (dir: string) => [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+
+Deno.test("OutputFolder: writes go to a sibling temp folder; commit moves it into place, nothing else left", async () => {
+  await withTemp(async (root) => {
+    const final = `${root}/out/model`;
+    const out = await OutputFolder.create(final);
+    assert(out.path.startsWith(`${final}.partial-${Deno.pid}-`), out.path);
+    await Deno.writeTextFile(`${out.path}/config.json`, "{}");
+    assertEquals(list(`${root}/out`), [out.path.split("/").pop()], "final folder absent before commit");
+    await out.commit();
+    assertEquals(list(`${root}/out`), ["model"]);
+    assertEquals(await Deno.readTextFile(`${final}/config.json`), "{}");
+    await out[Symbol.asyncDispose](); // disposing after commit keeps the output
+    assertEquals(list(final), ["config.json"]);
+  });
+});
+
+Deno.test("OutputFolder: abort removes the temp folder and never creates the final one", async () => {
+  await withTemp(async (root) => {
+    const out = await OutputFolder.create(`${root}/model`);
+    await Deno.mkdir(`${out.path}/sub`);
+    await Deno.writeTextFile(`${out.path}/sub/x`, "x");
+    await out.abort();
+    assertEquals(list(root), []);
+    await out.abort(); // idempotent
+  });
+});
+
+Deno.test("OutputFolder: commit replaces an existing folder completely and leaves no .old folder", async () => {
+  await withTemp(async (root) => {
+    const final = `${root}/model`;
+    await Deno.mkdir(final);
+    await Deno.writeTextFile(`${final}/stale.safetensors`, "old");
+    await Deno.writeTextFile(`${final}/config.json`, "old");
+    const out = await OutputFolder.create(final);
+    await Deno.writeTextFile(`${out.path}/config.json`, "new");
+    assertEquals(await Deno.readTextFile(`${final}/config.json`), "old", "old output intact until commit");
+    await out.commit();
+    assertEquals(list(root), ["model"]);
+    assertEquals(list(final), ["config.json"]);
+    assertEquals(await Deno.readTextFile(`${final}/config.json`), "new");
+  });
+});
+
+Deno.test("OutputFolder: a parent under a regular file is an InputError before any work, creating nothing", async () => {
+  await withTemp(async (root) => {
+    await Deno.writeTextFile(`${root}/file`, "not a folder");
+    const final = `${root}/file/sub/out`;
+    const e = await assertRejects(
+      () => OutputFolder.create(final),
+      InputError,
+      "cannot write output folder: ",
+    );
+    assertEquals(e.file, final);
+    assertEquals(list(root), ["file"]);
+    // A final path that is itself a regular file cannot be replaced by a folder either.
+    await assertRejects(() => OutputFolder.create(`${root}/file`), InputError, "not a folder");
+    assertEquals(list(root), ["file"]);
+  });
+});
+
+Deno.test("OutputFolder: await using without commit leaves nothing behind when the work throws", async () => {
+  await withTemp(async (root) => {
+    const final = `${root}/model`;
+    let temp = "";
+    await assertRejects(
+      async () => {
+        await using out = await OutputFolder.create(final);
+        temp = out.path;
+        await Deno.writeTextFile(`${out.path}/model.safetensors`, "partial");
+        throw new Error("quantization failed half way");
+      },
+      Error,
+      "half way",
+    );
+    assert(temp !== "");
+    assertEquals(list(root), []);
+  });
+});
+
+Deno.test("OutputFolder: a relative final path is made absolute next to the working folder", async () => {
+  await withTemp(async (root) => {
+    const up = "../".repeat(Deno.cwd().split("/").filter((s) => s).length);
+    const out = await OutputFolder.create(`${up}${root.slice(1)}/./a/../model`);
+    assertEquals(out.finalDir, `${root}/model`);
+    await out.commit();
+    assertEquals(list(root), ["model"]);
+  });
+});
