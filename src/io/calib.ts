@@ -1,0 +1,604 @@
+/**
+ * Calibration data, selected as AutoRound selects it (spec ALGORITHM.md § Calibration; auto-round
+ * calib_dataset.py `get_local_dataset`, `_get_dataset_impl`; calibration/llm.py `calib`):
+ *
+ * 1. read the texts of a local source (AutoRound's .json/.jsonl row rules; also .txt, .parquet, a
+ *    folder, or the local Hugging Face cache), each `rstrip`ped like Python's `str.rstrip()`;
+ * 2. shuffle them with CPython's `random.Random(seed).shuffle`;
+ * 3. tokenize each with special tokens, truncated to `seqlen` (optionally `concat`enated first);
+ * 4. drop rows shorter than `seqlen` or whose last token fills more than seqlen/2 positions;
+ * 5. keep the first `nsamples` (and at most `num=`).
+ *
+ * Tokenizing stops once enough rows are kept: the result is the same, as selection is in order.
+ * A `.safetensors` file with an integer `input_ids` [n, len] tensor gives ready rows instead.
+ *
+ * @module
+ */
+
+import { parquetMetadata, parquetReadObjects, parquetSchema } from "hyparquet";
+import { FormatError, InputError, UsageError } from "../errors.ts";
+import { type EnvReader, hubCacheDir, resolveDatasetCacheDir } from "./model_source.ts";
+import { PyRandom } from "./pyrandom.ts";
+import { SafetensorsReader } from "./safetensors.ts";
+import type { Tokenizer } from "./tokenizer.ts";
+
+/** Token rows for calibration, row-major, with the positions the loss counts. */
+export interface CalibrationSet {
+  nsamples: number;
+  seqlen: number;
+  /** nsamples × seqlen token ids, row-major. */
+  ids: Int32Array;
+  /** 1 where the position's next-token loss is counted, 0 for padding and each row's last position. */
+  lossMask: Uint8Array;
+  /** Things the caller should print (fewer samples than asked, ...). */
+  warnings: string[];
+  /** What was read, for logs: the resolved path(s) and options. */
+  source: string;
+}
+
+/** Options of {@linkcode loadCalibration}. */
+export interface CalibrationOptions {
+  seqlen: number;
+  nsamples: number;
+  seed: number;
+  /** Environment for the Hugging Face cache lookup (default `Deno.env`). */
+  env?: EnvReader;
+}
+
+/** A parsed `--dataset` value: `name[:num=N][:concat=true][:apply_chat_template][:system_prompt=S]`. */
+export interface DatasetSpec {
+  name: string;
+  num?: number;
+  concat: boolean;
+  applyChatTemplate: boolean;
+  systemPrompt: string;
+  split?: string[];
+}
+
+/** AutoRound's default calibration set (`--dataset` default). */
+export const DEFAULT_DATASET = "NeelNanda/pile-10k";
+/** AutoRound's system prompt when `apply_chat_template` is on (`_get_dataset_impl`). */
+const DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant.";
+const TEXT_EXTENSIONS = [".jsonl", ".json", ".txt", ".parquet"];
+
+/**
+ * Build the calibration set named by `spec` (a file, folder, or cached Hugging Face data set, with
+ * AutoRound's suffix options) for tokenizer `tok`.
+ *
+ * @throws {UsageError} the data set is not local, or no text yields `seqlen` tokens
+ * @throws {FormatError} a file breaks its format or AutoRound's row rules
+ * @example
+ * ```ts
+ * const tok = await Tokenizer.fromDir("tests/fixtures/stories260K");
+ * const calib = await loadCalibration("tests/fixtures/stories260K/eval.txt", tok, {
+ *   seqlen: 64, nsamples: 8, seed: 42,
+ * });
+ * calib.ids.length; // 8 * 64
+ * for (const w of calib.warnings) console.warn(w);
+ * ```
+ */
+export async function loadCalibration(
+  spec: string,
+  tok: Tokenizer,
+  opts: CalibrationOptions,
+): Promise<CalibrationSet> {
+  const { seqlen, nsamples, seed } = opts;
+  if (!Number.isInteger(seqlen) || seqlen < 1) {
+    throw new UsageError(`--seqlen must be a positive integer, got ${seqlen}`);
+  }
+  if (!Number.isInteger(nsamples) || nsamples < 1) {
+    throw new UsageError(`--nsamples must be a positive integer, got ${nsamples}`);
+  }
+  const ds = (await pathKind(spec)) ? { ...parseDatasetSpec(""), name: spec } : parseDatasetSpec(spec);
+  const paths = await resolveSource(ds, opts.env ?? Deno.env);
+  const source = paths.join(", ") + describeOptions(ds);
+  if (paths.length === 1 && paths[0].endsWith(".safetensors")) {
+    return await readyRows(paths[0], tok, seqlen, Math.min(nsamples, ds.num ?? Infinity), source);
+  }
+  const texts: string[] = [];
+  for (const p of paths) texts.push(...(await readTexts(p)));
+  const order = texts.map((_, i) => i);
+  new PyRandom(seed).shuffle(order);
+
+  const render = ds.applyChatTemplate ? chatRenderer(tok, ds.systemPrompt) : (t: string) => t;
+  const tokenized = (function* () {
+    for (const i of order) yield tok.encode(render(texts[i]), { maxLength: seqlen });
+  })();
+  const candidates = ds.concat ? concatSamples(tokenized, seqlen, tok.bosTokenId, tok.eosTokenId) : tokenized;
+  const limit = Math.min(nsamples, ds.num ?? Infinity);
+  const rows: number[][] = [];
+  for (const row of candidates) {
+    if (rows.length >= limit) break;
+    if (keepSample(row, seqlen)) rows.push(row.slice(0, seqlen));
+  }
+  if (rows.length === 0) {
+    throw new UsageError(
+      `no calibration sample is >= ${seqlen} tokens in ${source} (${texts.length} texts); use a smaller --seqlen`,
+    );
+  }
+  const warnings: string[] = [];
+  if (rows.length < nsamples) {
+    const why = rows.length === ds.num
+      ? `num=${ds.num} limits it`
+      : ds.concat
+      ? `concat gives only ${rows.length} usable ${seqlen}-token rows`
+      : `only ${rows.length} of ${texts.length} texts reach ${seqlen} tokens`;
+    warnings.push(`calibration: ${rows.length} of ${nsamples} requested samples from ${source} (${why})`);
+  }
+  return packRows(rows, seqlen, tok.padTokenId, warnings, source);
+}
+
+/**
+ * Parse a `--dataset` value with AutoRound's options (`_get_dataset_impl`): `num=N` keeps at most N
+ * samples, `concat[=true]` joins tokenized texts into seqlen-long rows, `apply_chat_template` and
+ * `system_prompt=S` render each text as a user turn. Spaces are removed first, as `calib()` does.
+ *
+ * @throws {UsageError} several comma-separated data sets, or an unknown or malformed option
+ * @example
+ * ```ts
+ * parseDatasetSpec("data.jsonl:num=64:concat=true");
+ * // { name: "data.jsonl", num: 64, concat: true, applyChatTemplate: false, systemPrompt: "You are a helpful assistant." }
+ * ```
+ */
+export function parseDatasetSpec(spec: string): DatasetSpec {
+  const s = spec.replaceAll(" ", "");
+  if (s.includes(",")) {
+    // AutoRound mixes several sets and reorders the mix with datasets' numpy-based shuffle, which
+    // this port does not reproduce; refuse rather than give a different selection.
+    throw new UsageError(`several calibration data sets (${spec}) are not supported: pass one --dataset`);
+  }
+  const [name, ...options] = s.split(":");
+  const ds: DatasetSpec = {
+    name: name || DEFAULT_DATASET,
+    concat: false,
+    applyChatTemplate: false,
+    systemPrompt: DEFAULT_SYSTEM_PROMPT,
+  };
+  for (const opt of options) {
+    const [key, ...values] = opt.split("=");
+    const flag = !(values.length > 0 && values[0].toLowerCase() === "false");
+    if (key === "num") {
+      const n = Number(values[0]);
+      if (!Number.isInteger(n) || n < 1) {
+        throw new UsageError(`dataset option num=${values[0]} is not a positive integer`);
+      }
+      ds.num = n;
+    } else if (key === "concat") ds.concat = flag;
+    else if (key === "apply_chat_template") ds.applyChatTemplate = flag;
+    else if (key === "system_prompt") {
+      ds.systemPrompt = values[0] ?? "";
+      ds.applyChatTemplate = true;
+    } else if (key === "split") ds.split = (values[0] ?? "").split("+");
+    else {throw new UsageError(
+        `unknown dataset option "${opt}" in ${spec} (num=, concat, apply_chat_template, system_prompt=, split=)`,
+      );}
+  }
+  return ds;
+}
+
+/**
+ * AutoRound's `filter_func`: keep a row of at least `seqlen` ids whose first `seqlen` ids do not hold
+ * their last id more than seqlen/2 times (that is padding, not text).
+ *
+ * @example
+ * ```ts
+ * keepSample([5, 6, 7, 8], 4); // true
+ * keepSample([5, 8, 8, 8], 4); // false: 8 fills 3 > 4/2 positions
+ * ```
+ */
+export function keepSample(ids: readonly number[], seqlen: number): boolean {
+  if (ids.length < seqlen) return false;
+  const last = ids[seqlen - 1];
+  let count = 0;
+  for (let i = 0; i < seqlen; i++) if (ids[i] === last) count++;
+  return !(seqlen > 2 && count > Math.floor(seqlen / 2));
+}
+
+/**
+ * The loss mask of one row (calibration/llm.py `calib`): 0 at pad ids when the tokenizer has a pad
+ * id, else 0 at the trailing repeats of the last id; the last position is always 0.
+ *
+ * @example
+ * ```ts
+ * lossMaskOf([4, 5, 9, 9, 9]); // [1, 1, 0, 0, 0]
+ * lossMaskOf([0, 4, 5, 0], 0); // [0, 1, 1, 0]
+ * ```
+ */
+export function lossMaskOf(row: ArrayLike<number>, padTokenId?: number): Uint8Array {
+  const n = row.length;
+  const mask = new Uint8Array(n).fill(1);
+  if (padTokenId !== undefined) {
+    for (let j = 0; j < n; j++) if (row[j] === padTokenId) mask[j] = 0;
+  } else {
+    for (let j = n - 2; j >= 0 && row[j] === row[n - 1]; j--) mask[j] = 0;
+  }
+  if (n > 0) mask[n - 1] = 0;
+  return mask;
+}
+
+/**
+ * AutoRound's `concat_dataset_element`: strip each row's BOS/EOS, join the rows, and cut
+ * `seqlen`-long pieces, each given back its BOS/EOS. Ported with its quirk: the count of stripped
+ * BOS/EOS (`os_cnt`) is never reset, so with a BOS-adding tokenizer later pieces come out shorter
+ * than seqlen and the length filter drops them.
+ *
+ * @example
+ * ```ts
+ * [...concatSamples([[7, 8, 9], [10, 11, 12]], 4)]; // [[7, 8, 9, 10]]
+ * ```
+ */
+export function* concatSamples(
+  rows: Iterable<number[]>,
+  seqlen: number,
+  bosTokenId?: number,
+  eosTokenId?: number,
+): Generator<number[]> {
+  let buffer: number[] = [];
+  let osCount = 0;
+  let haveBos = false;
+  let haveEos = false;
+  const wrap = (ids: number[]) => [
+    ...(haveBos ? [bosTokenId!] : []),
+    ...ids,
+    ...(haveEos ? [eosTokenId!] : []),
+  ];
+  for (let ids of rows) {
+    if (ids.length > 0 && bosTokenId !== undefined && ids[0] === bosTokenId) {
+      ids = ids.slice(1);
+      osCount++;
+      haveBos = true;
+    }
+    if (ids.length > 0 && eosTokenId !== undefined && ids[ids.length - 1] === eosTokenId) {
+      ids = ids.slice(0, -1);
+      osCount++;
+      haveEos = true;
+    }
+    if (buffer.length + ids.length + osCount > seqlen) {
+      const keep = seqlen - buffer.length - osCount; // may be negative: Python slice semantics below
+      yield wrap([...buffer, ...pySlice(ids, 0, keep)]);
+      buffer = pySlice(ids, keep, ids.length);
+    } else {
+      buffer = buffer.concat(ids);
+    }
+    if (buffer.length + osCount === seqlen) {
+      yield wrap(buffer);
+      buffer = [];
+    }
+  }
+}
+
+/**
+ * The texts of one local source, in file order, each `rstrip`ped as Python's `str.rstrip()` does.
+ *
+ * - `.jsonl`: one JSON value a line (blank lines skipped); `.json`: a list, or a dict whose values are
+ *   taken. A value is a string, an object with a single key (its value), or an object with `text`
+ *   (AutoRound `get_local_dataset`).
+ * - `.txt`: documents separated by one or more blank (whitespace-only) lines.
+ * - `.parquet`: the `text` column.
+ * - a folder: every such file below it, in path order, concatenated.
+ *
+ * @throws {FormatError} malformed JSON, a row without text, a parquet file without `text`
+ * @example
+ * ```ts
+ * const texts = await readTexts("tests/fixtures/calib/docs.txt");
+ * ```
+ */
+export async function readTexts(path: string): Promise<string[]> {
+  const kind = await pathKind(path);
+  if (kind === undefined) throw new InputError("no such file or folder", path);
+  if (kind === "dir") {
+    const files = (await listFiles(path)).filter((f) => TEXT_EXTENSIONS.some((e) => f.endsWith(e)));
+    if (files.length === 0) {
+      throw new InputError(`no ${TEXT_EXTENSIONS.join("/")} files in this folder`, path);
+    }
+    const out: string[] = [];
+    for (const f of files) out.push(...(await readTexts(f)));
+    return out;
+  }
+  const raw = await readFileTexts(path);
+  return raw.map((t) => pyRstrip(t));
+}
+
+// ---- sources ----
+
+async function readFileTexts(path: string): Promise<string[]> {
+  if (path.endsWith(".jsonl")) {
+    const out: string[] = [];
+    const lines = (await readText(path)).split(/\r\n|\r|\n/);
+    lines.forEach((line, i) => {
+      if (line.trim() === "") return;
+      out.push(rowText(parseJson(line, `${path}:${i + 1}`), `${path}:${i + 1}`));
+    });
+    return out;
+  }
+  if (path.endsWith(".json")) {
+    const text = await readText(path);
+    const data = parseJson(text, path);
+    const rows = Array.isArray(data)
+      ? data
+      : data && typeof data === "object"
+      ? topLevelKeys(text).map((k) => (data as Record<string, unknown>)[k])
+      : undefined;
+    if (!rows) throw new FormatError("a .json calibration file must hold a list or an object", path);
+    return rows.map((r, i) => rowText(r, `${path}[${i}]`));
+  }
+  if (path.endsWith(".txt")) return splitDocuments(await readText(path));
+  if (path.endsWith(".parquet")) return await parquetTexts(path);
+  throw new UsageError(
+    `unsupported calibration file ${path}: use .jsonl (with "text"), .json, .txt, .parquet, .safetensors (input_ids) or a folder`,
+  );
+}
+
+/** AutoRound's row rules; anything else is its `TypeError("data must be a string")`. */
+function rowText(row: unknown, where: string): string {
+  if (typeof row === "string") return row;
+  if (row && typeof row === "object" && !Array.isArray(row)) {
+    const obj = row as Record<string, unknown>;
+    const keys = Object.keys(obj);
+    const text = keys.length === 1 ? obj[keys[0]] : obj.text;
+    if (typeof text === "string") return text;
+  }
+  throw new FormatError(
+    `calibration row is not a string, a one-key object, or an object with a "text" string`,
+    where,
+  );
+}
+
+/** Documents separated by one or more whitespace-only lines; lines inside a document keep "\n". */
+function splitDocuments(text: string): string[] {
+  const docs: string[] = [];
+  let current: string[] = [];
+  for (const line of text.split(/\r\n|\r|\n/)) {
+    if (line.trim() === "") {
+      if (current.length) docs.push(current.join("\n"));
+      current = [];
+    } else current.push(line);
+  }
+  if (current.length) docs.push(current.join("\n"));
+  return docs;
+}
+
+async function parquetTexts(path: string): Promise<string[]> {
+  const bytes = await readBytes(path);
+  const file = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+  let rows: Record<string, unknown>[];
+  try {
+    const metadata = parquetMetadata(file);
+    const columns = parquetSchema(metadata).children.map((c) => c.element.name);
+    if (!columns.includes("text")) {
+      throw new FormatError(`parquet file has no "text" column (columns: ${columns.join(", ")})`, path);
+    }
+    rows = await parquetReadObjects({ file, metadata, columns: ["text"] });
+  } catch (e) {
+    if (e instanceof FormatError) throw e;
+    throw new FormatError(`cannot read parquet: ${(e as Error).message}`, path);
+  }
+  return rows.map((r, i) => {
+    if (typeof r.text !== "string") throw new FormatError(`row ${i}: "text" is not a string`, path);
+    return r.text;
+  });
+}
+
+/** Rows of an integer `input_ids` [n, len] tensor, file order, truncated to seqlen: no shuffle, no filter. */
+async function readyRows(path: string, tok: Tokenizer, seqlen: number, limit: number, source: string) {
+  const { shape, values } = await readInputIds(path);
+  const [n, len] = shape;
+  if (len < seqlen) {
+    throw new UsageError(
+      `input_ids rows are ${len} tokens, shorter than --seqlen ${seqlen}; use --seqlen ${len} or less`,
+      path,
+    );
+  }
+  const rows: number[][] = [];
+  for (let r = 0; r < Math.min(n, limit); r++) {
+    rows.push(Array.from(values.subarray(r * len, r * len + seqlen)));
+  }
+  const warnings = rows.length < limit
+    ? [`calibration: ${rows.length} of ${limit} requested samples (the file has ${n} rows)`]
+    : [];
+  return packRows(rows, seqlen, tok.padTokenId, warnings, source);
+}
+
+/** The integer `input_ids` [n, len] tensor of a safetensors file, as int32 token ids. */
+async function readInputIds(path: string): Promise<{ shape: number[]; values: Int32Array }> {
+  using st = await SafetensorsReader.open(path);
+  if (!st.has("input_ids")) {
+    throw new FormatError(`no "input_ids" tensor (tensors: ${st.names().join(", ")})`, path);
+  }
+  const { dtype, shape } = st.info("input_ids");
+  if (shape.length !== 2) throw new FormatError(`input_ids must be 2-D [n, seqlen], got [${shape}]`, path);
+  const bytes = await st.readBytes("input_ids");
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const read: Partial<Record<string, [number, (at: number) => number]>> = {
+    I64: [8, (at) => Number(view.getBigInt64(at, true))],
+    I32: [4, (at) => view.getInt32(at, true)],
+    U32: [4, (at) => view.getUint32(at, true)],
+    I16: [2, (at) => view.getInt16(at, true)],
+    U16: [2, (at) => view.getUint16(at, true)],
+    U8: [1, (at) => view.getUint8(at)],
+  };
+  const reader = read[dtype];
+  if (!reader) throw new FormatError(`input_ids dtype ${dtype} is not an integer type`, path);
+  const [width, get] = reader;
+  const values = new Int32Array(shape[0] * shape[1]);
+  for (let i = 0; i < values.length; i++) {
+    const v = get(i * width);
+    if (v < 0 || v > 0x7fffffff) throw new FormatError(`input_ids[${i}] = ${v} is not a token id`, path);
+    values[i] = v;
+  }
+  return { shape, values };
+}
+
+// ---- where a data set name points ----
+
+/** The files (or single file) a spec names: a local path, else a data set in the local HF cache. */
+async function resolveSource(ds: DatasetSpec, env: EnvReader): Promise<string[]> {
+  if (await pathKind(ds.name)) return [ds.name];
+  const repoId = ds.name === "pile-10k" ? DEFAULT_DATASET : ds.name;
+  const snapshot = await resolveDatasetCacheDir(repoId, env);
+  if (snapshot) {
+    const all = (await listFiles(snapshot)).filter((f) => f.endsWith(".parquet") || f.endsWith(".jsonl"));
+    // AutoRound loads the "train" split of pile-10k; keep files named for the split when some are.
+    const splits = ds.split ?? ["train"];
+    const named = all.filter((f) =>
+      splits.some((s) => new RegExp(`(^|[/_.-])${s}([/_.-]|$)`).test(f.slice(snapshot.length)))
+    );
+    const files = named.length ? named : all;
+    if (files.length) return files;
+  }
+  const looked = `${hubCacheDir(env)}/datasets--${repoId.replaceAll("/", "--")}/snapshots/`;
+  throw new UsageError(
+    `calibration data set "${ds.name}" is not a local file and not in the local Hugging Face cache ` +
+      `(looked in ${looked}); pass --dataset FILE (.jsonl with "text", .txt, .parquet, .safetensors of input_ids, or a folder)`,
+  );
+}
+
+// ---- small helpers ----
+
+function packRows(
+  rows: number[][],
+  seqlen: number,
+  pad: number | undefined,
+  warnings: string[],
+  source: string,
+): CalibrationSet {
+  const ids = new Int32Array(rows.length * seqlen);
+  const lossMask = new Uint8Array(rows.length * seqlen);
+  rows.forEach((row, r) => {
+    ids.set(row, r * seqlen);
+    lossMask.set(lossMaskOf(row, pad), r * seqlen);
+  });
+  return { nsamples: rows.length, seqlen, ids, lossMask, warnings, source };
+}
+
+/** AutoRound's `apply_chat_template_to_samples`: system + user turn, generation prompt; on a template error, retry without the system turn. */
+function chatRenderer(tok: Tokenizer, systemPrompt: string): (text: string) => string {
+  return (text) => {
+    const user = { role: "user", content: text };
+    if (systemPrompt === "") return tok.applyChatTemplate([user]);
+    try {
+      return tok.applyChatTemplate([{ role: "system", content: systemPrompt }, user]);
+    } catch (e) {
+      if (e instanceof InputError) throw e; // no template at all
+      return tok.applyChatTemplate([user]);
+    }
+  };
+}
+
+function describeOptions(ds: DatasetSpec): string {
+  const opts = [
+    ds.num !== undefined ? `num=${ds.num}` : "",
+    ds.concat ? "concat" : "",
+    ds.applyChatTemplate ? "apply_chat_template" : "",
+  ].filter(Boolean);
+  return opts.length ? ` (${opts.join(", ")})` : "";
+}
+
+/** Python's `str.rstrip()`: drops trailing characters for which `str.isspace()` is true. */
+export function pyRstrip(s: string): string {
+  let end = s.length;
+  while (end > 0 && PY_SPACE.has(s.charCodeAt(end - 1))) end--;
+  return s.slice(0, end);
+}
+
+/** Code points with Python `str.isspace()` true (all in the BMP); JS `\s` differs (U+FEFF, U+001C-1F, U+0085). */
+const PY_SPACE = new Set([
+  0x09,
+  0x0a,
+  0x0b,
+  0x0c,
+  0x0d,
+  0x1c,
+  0x1d,
+  0x1e,
+  0x1f,
+  0x20,
+  0x85,
+  0xa0,
+  0x1680,
+  0x2000,
+  0x2001,
+  0x2002,
+  0x2003,
+  0x2004,
+  0x2005,
+  0x2006,
+  0x2007,
+  0x2008,
+  0x2009,
+  0x200a,
+  0x2028,
+  0x2029,
+  0x202f,
+  0x205f,
+  0x3000,
+]);
+
+/**
+ * The keys of a top-level JSON object in file order, each once. Python's dict keeps that order; a JS
+ * object puts integer-like keys first, so `Object.values` would reorder `{"b": .., "1": ..}`.
+ */
+function topLevelKeys(json: string): string[] {
+  const keys = new Set<string>();
+  let depth = 0;
+  for (let i = 0; i < json.length; i++) {
+    const c = json[i];
+    if (c === "{" || c === "[") depth++;
+    else if (c === "}" || c === "]") depth--;
+    else if (c === '"') {
+      let j = i + 1;
+      while (json[j] !== '"') j += json[j] === "\\" ? 2 : 1;
+      let k = j + 1;
+      while (" \t\r\n".includes(json[k])) k++;
+      if (depth === 1 && json[k] === ":") keys.add(JSON.parse(json.slice(i, j + 1)) as string);
+      i = j;
+    }
+  }
+  return [...keys];
+}
+
+/** Python's `xs[a:b]` for a 1-D list (negative bounds count from the end). */
+function pySlice<T>(xs: T[], a: number, b: number): T[] {
+  const norm = (i: number) => (i < 0 ? Math.max(0, xs.length + i) : Math.min(i, xs.length));
+  return xs.slice(norm(a), norm(b));
+}
+
+function parseJson(text: string, where: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new FormatError(`not valid JSON: ${(e as Error).message}`, where);
+  }
+}
+
+async function pathKind(path: string): Promise<"file" | "dir" | undefined> {
+  try {
+    const st = await Deno.stat(path);
+    return st.isDirectory ? "dir" : "file";
+  } catch {
+    return undefined;
+  }
+}
+
+async function listFiles(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    const p = `${dir}/${e.name}`;
+    const kind = e.isSymlink ? await pathKind(p) : e.isDirectory ? "dir" : "file";
+    if (kind === "dir") out.push(...(await listFiles(p)));
+    else if (kind === "file") out.push(p);
+  }
+  return out.sort();
+}
+
+async function readText(path: string): Promise<string> {
+  return new TextDecoder().decode(await readBytes(path));
+}
+
+async function readBytes(path: string): Promise<Uint8Array> {
+  try {
+    return await Deno.readFile(path);
+  } catch (e) {
+    throw new InputError(`cannot read: ${(e as Error).message}`, path);
+  }
+}
