@@ -1,0 +1,81 @@
+/**
+ * autoround — SignRound / RTN weight quantization for LLMs, as one executable.
+ *
+ *   autoround quantize --model DIR --scheme W4A16 --output_dir OUT
+ *   autoround eval     --model OUT --text FILE --seqlen 2048
+ *   autoround inspect  OUT
+ *
+ * Errors a user can cause print one line (`error: ...`) and exit non-zero; `--debug` adds the stack.
+ */
+import { evalCommand } from "./src/cli/eval.ts";
+import { inspectCommand } from "./src/cli/inspect.ts";
+import { quantizeCommand } from "./src/cli/quantize.ts";
+import { AutoRoundError } from "./src/errors.ts";
+import { type Log, stderrLog } from "./src/log.ts";
+import { VERSION } from "./src/version.ts";
+
+const HELP = `autoround ${VERSION} — AutoRound (SignRound) weight quantization for LLMs
+
+Usage: autoround <command> [options]
+
+Commands
+  quantize   quantize a Hugging Face checkpoint (SignRound or RTN) and export it
+  eval       perplexity of a text file under a model or a quantized folder
+  inspect    summarise a checkpoint or output folder
+
+Run \`autoround <command> --help\` for a command's options.
+
+Examples
+  autoround quantize --model tests/fixtures/stories260K --scheme W4A16 --group_size 32 --iters 0 \\
+      --dataset tests/fixtures/stories260K/eval.txt --seqlen 64 --output_dir out
+  autoround eval --model out --text tests/fixtures/stories260K/eval.txt --seqlen 256
+  autoround inspect out
+`;
+
+const COMMANDS: Record<string, (argv: string[], log: Log) => Promise<void>> = {
+  quantize: quantizeCommand,
+  eval: evalCommand,
+  inspect: inspectCommand,
+};
+
+/** Run the CLI; returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const debug = argv.includes("--debug");
+  const log = stderrLog({ debug, quiet: argv.includes("--quiet") });
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === "--help" || cmd === "-h" || cmd === "help") {
+    console.log(HELP);
+    return 0;
+  }
+  if (cmd === "--version") {
+    console.log(VERSION);
+    return 0;
+  }
+  const run = COMMANDS[cmd];
+  if (!run) {
+    console.error(`error: unknown command "${cmd}" (use quantize, eval or inspect; see autoround --help)`);
+    return 2;
+  }
+  try {
+    await run(rest, log);
+    return 0;
+  } catch (e) {
+    if (e instanceof AutoRoundError) {
+      console.error(`error: ${e.oneLine()}`);
+      if (debug) console.error(e.stack);
+      return e.exitCode;
+    }
+    // node:util parseArgs reports unknown or malformed flags as TypeErrors with ERR_PARSE_ARGS_* codes.
+    const code = (e as { code?: string }).code;
+    if (typeof code === "string" && code.startsWith("ERR_PARSE_ARGS")) {
+      console.error(`error: ${(e as Error).message} (see autoround ${cmd} --help)`);
+      return 2;
+    }
+    console.error(`internal error: ${(e as Error).message ?? e}`);
+    if (debug) console.error((e as Error).stack);
+    else console.error(`(run with --debug for the stack trace)`);
+    return 70;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,210 @@
+/**
+ * The one interface every compute backend implements: CPU (the reference), WebGPU and CUDA.
+ *
+ * The model forward pass, the SignRound loop and the evaluators are written once against these
+ * ops; a backend only adds kernels. Shapes are row-major. Activations are 2-D `[rows, features]`
+ * where rows = batch × sequence; attention and RoPE take the batch/sequence/head geometry as
+ * arguments instead of needing 4-D tensors.
+ *
+ * Ops enqueue work and return at once (GPU backends run asynchronously); only `read` waits.
+ * Every tensor a call returns is owned by the caller and must be disposed (`using t = ...`).
+ * A `view` shares its parent's storage and must not outlive it; disposing a view frees nothing.
+ */
+
+/** Element types tensors can hold on a device. */
+export type DType = "f32" | "f16" | "bf16" | "i32" | "u8";
+
+/** A tensor living in one backend's memory. */
+export interface Tensor extends Disposable {
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+  /** Number of elements. */
+  readonly size: number;
+  /** The backend that owns the storage. */
+  readonly backend: Backend;
+}
+
+/** Batch geometry of attention inputs laid out as `[B·T, heads·headDim]`. */
+export interface AttentionShape {
+  batch: number;
+  seqLen: number;
+  nHeads: number;
+  nKvHeads: number;
+  headDim: number;
+  /** Softmax scale, normally 1/sqrt(headDim). */
+  scale: number;
+}
+
+/** Integer weight quantizer settings of one Linear (spec ALGORITHM.md § Integer quantizers). */
+export interface IntQuantParams {
+  bits: number;
+  /** Columns per group; equals K for per-row (group_size -1 or K < group_size). */
+  groupSize: number;
+  sym: boolean;
+  /** Scale storage dtype the forward rounds scales to (fp16 by default in AutoRound). */
+  scaleDType: "f16" | "bf16" | "f32";
+}
+
+/**
+ * Tunable quantization state of one Linear with weight `[N, K]` and G = K / groupSize groups:
+ * V `[N, K]` rounding offsets, α (min scale) and β (max scale) `[N·G]`, and the per-group
+ * weight min/max `[N·G]` taken once from the unquantized weight (AutoRound's `weight_min/max`).
+ */
+export interface QuantState {
+  v: Tensor;
+  minScale: Tensor;
+  maxScale: Tensor;
+  wMin: Tensor;
+  wMax: Tensor;
+  /** Optional searched initial scale `[N·G]` (opt-RTN); when present it replaces the min/max scale. */
+  initScale?: Tensor;
+}
+
+/** Integer codes, scales and zero points of a quantized Linear, on the host. */
+export interface QuantizedWeights {
+  /** Codes q + zp in [0, 2^bits − 1], `[N, K]` row-major. */
+  codes: Uint8Array;
+  /** Scales `[N, G]` (already rounded to the scale dtype). */
+  scales: Float32Array;
+  /** Zero points `[N, G]` (2^(bits−1) for symmetric schemes). */
+  zeros: Int32Array;
+}
+
+/** Gradients of the fake-quant op with respect to its tunable inputs. */
+export interface FakeQuantGrads {
+  dv: Tensor;
+  dMinScale: Tensor;
+  dMaxScale: Tensor;
+}
+
+/** The op set. Each method's JSDoc states its exact math; the CPU backend is the reference. */
+export interface Backend extends Disposable {
+  readonly name: "cpu" | "webgpu" | "cuda";
+  /** Human-readable device description for logs. */
+  readonly device: string;
+  /** The dtype activations and weights use for compute on this backend (f32 on the CPU). */
+  readonly computeDType: "f32" | "bf16" | "f16";
+
+  // ---- memory ---------------------------------------------------------------------------------
+  /** Copy host values to a new tensor of `dtype` (rounded to nearest even). */
+  upload(data: Float32Array | Float64Array, shape: readonly number[], dtype?: DType): Tensor;
+  /** Copy host integers to a new i32 tensor. */
+  uploadInt(data: Int32Array, shape: readonly number[]): Tensor;
+  /** New tensor filled with `value`. */
+  full(shape: readonly number[], value: number, dtype?: DType): Tensor;
+  /** Read a float tensor back as f32 (waits for queued work). */
+  read(t: Tensor): Promise<Float32Array>;
+  /** Read an i32 tensor back. */
+  readInt(t: Tensor): Promise<Int32Array>;
+  /** Same storage, new shape of the same size. */
+  view(t: Tensor, shape: readonly number[]): Tensor;
+  /** Rows `[start, start+count)` of a 2-D tensor as a view. */
+  rows(t: Tensor, start: number, count: number): Tensor;
+  /** dst ← src (same size; converts dtype if they differ). */
+  copy(dst: Tensor, src: Tensor): void;
+  /**
+   * Gather whole samples: dst rows `[i·rowsPerSample, (i+1)·rowsPerSample)` ← src rows of sample
+   * `indices[i]`. Used to assemble a training batch from the calibration activations.
+   */
+  gatherSamples(dst: Tensor, src: Tensor, indices: readonly number[], rowsPerSample: number): void;
+
+  // ---- dense math -----------------------------------------------------------------------------
+  /**
+   * C = alpha · op(A) · op(B) + beta · C, op(X) = Xᵀ when the flag is set. A linear layer
+   * `x @ Wᵀ` is `matmul(x, W, {transB: true})`. With `out` omitted a new C is returned (beta
+   * ignored).
+   */
+  matmul(
+    a: Tensor,
+    b: Tensor,
+    opts?: { transA?: boolean; transB?: boolean; alpha?: number; beta?: number; out?: Tensor },
+  ): Tensor;
+  /** out = a + b (same shape); `out` may alias `a`. */
+  add(a: Tensor, b: Tensor, out?: Tensor): Tensor;
+  /** x[r, :] += bias for every row (in place). */
+  addRowVector(x: Tensor, bias: Tensor): void;
+  /**
+   * y = x · rsqrt(mean(x²) + eps) · w over each consecutive run of n = w.size elements of x (a row
+   * of `[rows, n]`, or one head of `[rows, heads·n]` for Qwen3's q/k norm). Output has x's shape.
+   */
+  rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor;
+  /** dx of rmsNorm for given dy (w frozen). */
+  rmsNormBackward(x: Tensor, w: Tensor, dy: Tensor, eps: number): Tensor;
+  /**
+   * Rotary embedding, Hugging Face `rotate_half` convention, in place on `[B·T, heads·headDim]`:
+   * for position t (0-based within each sequence, plus `posOffset`) and i < headDim/2,
+   * (x_i, x_{i+h}) ← (x_i·cos − x_{i+h}·sin, x_{i+h}·cos + x_i·sin) with cos/sin from `table`
+   * `[maxPos, headDim/2]` pairs (cos table, sin table). `inverse` rotates by −θ (the backward).
+   */
+  rope(
+    x: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+    geo: { batch: number; seqLen: number; nHeads: number; headDim: number; posOffset?: number },
+    inverse?: boolean,
+  ): void;
+  /**
+   * Causal grouped-query attention. q `[B·T, nH·hd]`, k/v `[B·T, nKv·hd]` → out `[B·T, nH·hd]`
+   * and the row log-sum-exp `[B·nH·T]` (f32) the backward needs.
+   */
+  attention(q: Tensor, k: Tensor, v: Tensor, shape: AttentionShape): { out: Tensor; lse: Tensor };
+  /** Gradients of attention for dOut. */
+  attentionBackward(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    dOut: Tensor,
+    shape: AttentionShape,
+  ): { dq: Tensor; dk: Tensor; dv: Tensor };
+  /** h = silu(g) · u. */
+  siluMul(g: Tensor, u: Tensor): Tensor;
+  /** Gradients of siluMul for dh. */
+  siluMulBackward(g: Tensor, u: Tensor, dh: Tensor): { dg: Tensor; du: Tensor };
+  /** Embedding lookup: rows of `table` `[V, H]` for token ids (i32 `[n]`) → `[n, H]`. */
+  embedding(table: Tensor, ids: Tensor): Tensor;
+  /**
+   * Per-row negative log-likelihood of the target token under softmax(logits): logits `[n, V]`,
+   * targets i32 `[n]` → f32 `[n]`, computed in f32 with a max-shifted log-sum-exp.
+   */
+  crossEntropy(logits: Tensor, targets: Tensor): Tensor;
+  /** Index of the largest value of each row → i32 `[rows]` (ties: lowest index). */
+  argmaxRows(x: Tensor): Tensor;
+
+  // ---- quantization ---------------------------------------------------------------------------
+  /**
+   * Fake-quantize weight `w` `[N, K]` with the tunable state (spec ALGORITHM.md § Integer
+   * quantizers; AutoRound `quant_tensor_sym` / `quant_tensor_asym`), returning Ŵ in `outDType`.
+   */
+  fakeQuant(w: Tensor, state: QuantState, p: IntQuantParams, outDType?: DType): Tensor;
+  /**
+   * Straight-through gradients of fakeQuant for dŴ: ∂/∂V = dŴ·scale on unclamped elements, and the
+   * exact gradients through the scale (and zero point) to α and β, as autograd computes them with
+   * round_ste.
+   */
+  fakeQuantBackward(w: Tensor, state: QuantState, p: IntQuantParams, dWq: Tensor): FakeQuantGrads;
+  /** The final integer codes, scales and zero points for export (same math as fakeQuant). */
+  quantizeWeights(w: Tensor, state: QuantState, p: IntQuantParams): Promise<QuantizedWeights>;
+
+  // ---- training -------------------------------------------------------------------------------
+  /**
+   * Masked MSE as AutoRound computes it: loss = Σ mask_r·(y − t)² / (rows·cols), in f32; also
+   * returns dy = scale · ∂loss/∂y. mask is f32 `[rows]` (1 = counted) or omitted.
+   */
+  mseLoss(y: Tensor, target: Tensor, mask: Tensor | undefined, scale: number): { loss: Tensor; dy: Tensor };
+  /** Sign-SGD step: p ← p − lr·sign(g), then clamp into [lo, hi] when given. */
+  signSgdStep(p: Tensor, g: Tensor, lr: number, clamp?: { lo: number; hi: number }): void;
+  /** acc += x (same shape). */
+  accumulate(acc: Tensor, x: Tensor): void;
+  /** acc[c] += Σ_r x[r, c]² for x `[rows, cols]`, acc f32 `[cols]` (importance matrix statistics). */
+  accumulateColumnSquares(acc: Tensor, x: Tensor): void;
+  /**
+   * If `loss[0] < best[0]`: best ← loss and every `dst ← src` in `pairs`. Evaluated on the device
+   * so the tuning loop need not wait for the loss each iteration.
+   */
+  keepBest(loss: Tensor, best: Tensor, pairs: readonly (readonly [src: Tensor, dst: Tensor])[]): void;
+
+  /** Wait until queued work finishes. */
+  sync(): Promise<void>;
+}

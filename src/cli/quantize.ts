@@ -1,0 +1,255 @@
+/**
+ * `autoround quantize`: flags with auto-round's names and defaults, then the pipeline.
+ */
+import { type Backend } from "../backend/backend.ts";
+import { createBackend, parseDevice } from "../backend/select.ts";
+import { UsageError } from "../errors.ts";
+import { AutoRoundExporter } from "../export/auto_round.ts";
+import type { ExportContext, Exporter, RunInfo } from "../export/exporter.ts";
+import { type CalibrationSet, DEFAULT_DATASET, loadCalibration } from "../io/calib.ts";
+import { openCheckpoint } from "../io/checkpoint.ts";
+import { OutputFolder } from "../io/output_folder.ts";
+import { parseSize } from "../io/safetensors.ts";
+import { Tokenizer } from "../io/tokenizer.ts";
+import type { Log } from "../log.ts";
+import { compressLayerNames, parseLayerConfigArg, resolveLayerConfig } from "../quant/layer_config.ts";
+import { runPipeline, usesOptRtn } from "../quant/pipeline.ts";
+import { getRecipe } from "../quant/recipes.ts";
+import { resolveScheme, schemeNames } from "../quant/scheme.ts";
+import { join } from "../std/path.ts";
+import { type FlagSpec, parseFlags } from "../std/cli.ts";
+import { evalTextPerplexity } from "./eval.ts";
+import { Progress } from "./progress.ts";
+import { flagInt, flagStr } from "./flags.ts";
+
+/** Flags of `quantize` (auto-round names and aliases). */
+export const QUANTIZE_FLAGS: FlagSpec = {
+  model: { type: "string" },
+  model_name: { type: "string" },
+  model_name_or_path: { type: "string" },
+  scheme: { type: "string" },
+  bits: { type: "string" },
+  group_size: { type: "string" },
+  asym: { type: "boolean" },
+  sym: { type: "boolean" },
+  data_type: { type: "string" },
+  dtype: { type: "string" },
+  recipe: { type: "string" },
+  iters: { type: "string" },
+  iter: { type: "string" },
+  lr: { type: "string" },
+  minmax_lr: { type: "string" },
+  nsamples: { type: "string" },
+  nsample: { type: "string" },
+  seqlen: { type: "string" },
+  seq_len: { type: "string" },
+  batch_size: { type: "string" },
+  bs: { type: "string" },
+  train_bs: { type: "string" },
+  gradient_accumulate_steps: { type: "string" },
+  dataset: { type: "string" },
+  format: { type: "string" },
+  formats: { type: "string" },
+  output_dir: { type: "string" },
+  layer_config: { type: "string" },
+  ignore_layers: { type: "string" },
+  fp_layers: { type: "string" },
+  device: { type: "string" },
+  device_map: { type: "string" },
+  seed: { type: "string" },
+  disable_opt_rtn: { type: "boolean" },
+  enable_opt_rtn: { type: "boolean" },
+  max_shard_size: { type: "string" },
+  eval_text: { type: "string" },
+  eval_seqlen: { type: "string" },
+  quiet: { type: "boolean" },
+  debug: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+};
+
+export const QUANTIZE_HELP = `autoround quantize — quantize a Hugging Face checkpoint with SignRound or RTN
+
+Usage: autoround quantize --model DIR|ORG/NAME [options]
+
+Model and output
+  --model DIR            model folder, or a repo id found in the local HF cache (never downloads)
+  --output_dir DIR       where to write (default ./tmp_autoround); written atomically on success
+  --format LIST          auto_round (default)
+  --max_shard_size S     shard size of the written safetensors (default 5GB)
+
+Scheme
+  --scheme NAME          ${schemeNames()} (default W4A16 = 4 bits, group 128, sym)
+  --bits N               2, 3, 4 or 8, overriding the scheme
+  --group_size N         -1 (per channel), 32, 64, 128, ...
+  --asym | --sym         asymmetric / symmetric weights
+  --layer_config JSON    per-layer overrides: '{"mlp.down_proj": {"bits": 8}}' or a JSON file
+  --ignore_layers LIST   comma-separated layer names kept in 16-bit (alias --fp_layers)
+
+Tuning (recipe values unless given)
+  --recipe NAME          default (200 iters), best (1000), light (50, lr 5e-3), rtn, opt_rtn
+  --iters N              0 = RTN (optimized RTN for symmetric schemes below 8 bits)
+  --lr X, --minmax_lr X  learning rates (default 1/iters)
+  --nsamples N           calibration samples (default 128)
+  --seqlen N             tokens per sample (default 2048)
+  --batch_size N         samples per step (default 8)
+  --gradient_accumulate_steps N
+  --dataset SPEC         .jsonl/.json/.txt/.parquet/.safetensors file or folder, with :num=N,
+                         :concat=true options (default ${DEFAULT_DATASET} from the local HF cache)
+  --seed N               (default 42)
+  --disable_opt_rtn | --enable_opt_rtn
+
+Runtime
+  --device NAME          auto (default), cpu, cuda, webgpu
+  --eval_text FILE       print the perplexity of FILE before and after (one document per line)
+  --eval_seqlen N        window length for --eval_text (default: --seqlen)
+  --quiet, --debug
+
+Examples
+  autoround quantize --model tests/fixtures/stories260K --scheme W4A16 --group_size 32 --iters 0 \\
+      --dataset tests/fixtures/stories260K/eval.txt --seqlen 64 --nsamples 32 --output_dir out
+  autoround quantize --model Qwen/Qwen3-8B --scheme W4A16 --dataset c4.jsonl --device cuda
+`;
+
+/** Run `quantize` with argv (after the subcommand). */
+export async function quantizeCommand(argv: string[], log: Log): Promise<void> {
+  const { values: f, positionals } = parseFlags(argv, QUANTIZE_FLAGS);
+  if (f.help) {
+    console.log(QUANTIZE_HELP);
+    return;
+  }
+  const model = flagStr(f, "model", "model_name", "model_name_or_path") ?? positionals[0];
+  if (!model) throw new UsageError(`--model is required (a model folder or a repo id in the local HF cache)`);
+  if (f.asym && f.sym) throw new UsageError(`--asym and --sym contradict each other`);
+  if (f.disable_opt_rtn && f.enable_opt_rtn) {
+    throw new UsageError(`--disable_opt_rtn and --enable_opt_rtn contradict`);
+  }
+
+  const recipe = getRecipe(flagStr(f, "recipe") ?? "default");
+  const iters = flagInt(f, "iters", "iter") ?? recipe.iters;
+  const nsamples = flagInt(f, "nsamples", "nsample") ?? recipe.nsamples;
+  const seqlen = flagInt(f, "seqlen", "seq_len") ?? recipe.seqlen;
+  const batchSize = flagInt(f, "batch_size", "bs", "train_bs") ?? recipe.batch_size;
+  const gas = flagInt(f, "gradient_accumulate_steps") ?? 1;
+  const seed = flagInt(f, "seed") ?? 42;
+  const disableOptRtn = f.disable_opt_rtn ? true : f.enable_opt_rtn ? false : recipe.disable_opt_rtn;
+  for (
+    const [name, v, min] of [["iters", iters, 0], ["nsamples", nsamples, 1], ["seqlen", seqlen, 2], [
+      "batch_size",
+      batchSize,
+      1,
+    ], ["gradient_accumulate_steps", gas, 1]] as const
+  ) {
+    if (v < min) throw new UsageError(`--${name} must be >= ${min} (got ${v})`);
+  }
+  if (iters > 0) {
+    throw new UsageError(`--iters ${iters}: SignRound tuning is not in this build yet; use --iters 0 (RTN)`);
+  }
+
+  const scheme = resolveScheme(flagStr(f, "scheme") ?? "W4A16", {
+    bits: flagInt(f, "bits"),
+    groupSize: flagInt(f, "group_size"),
+    sym: f.asym ? false : f.sym ? true : undefined,
+    dataType: flagStr(f, "data_type", "dtype"),
+  });
+  const formats = (flagStr(f, "format", "formats") ?? "auto_round").toLowerCase().replaceAll(" ", "").split(
+    ",",
+  );
+  for (const fmt of formats) {
+    if (fmt !== "auto_round") {
+      throw new UsageError(`--format ${fmt} is not supported by this build yet (auto_round is)`);
+    }
+  }
+  const userLayers = f.layer_config ? await parseLayerConfigArg(String(f.layer_config)) : {};
+  const ignore = (flagStr(f, "ignore_layers", "fp_layers") ?? "").replaceAll(" ", "").split(",").filter(
+    Boolean,
+  );
+  const maxShardSize = parseSize(flagStr(f, "max_shard_size") ?? "5GB");
+  const device = parseDevice(flagStr(f, "device", "device_map") ?? "auto");
+  const evalText = flagStr(f, "eval_text");
+  const evalSeqlen = flagInt(f, "eval_seqlen") ?? seqlen;
+  const datasetSpec = flagStr(f, "dataset") ?? DEFAULT_DATASET;
+
+  // Everything that can fail on bad input is checked before the slow work starts.
+  await using out = await OutputFolder.create(flagStr(f, "output_dir") ?? "./tmp_autoround");
+  using ckpt = await openCheckpoint(model);
+  if (ckpt.quantMethod) throw new UsageError(`${ckpt.dir} is already quantized (${ckpt.quantMethod})`);
+  const layers = resolveLayerConfig(ckpt.spec, scheme, userLayers, ignore);
+  const tok = await Tokenizer.fromDir(ckpt.dir);
+  const needCalib = iters > 0 ||
+    [...layers.layers.values()].some((p) => p.quantize && usesOptRtn(p.scheme, iters, disableOptRtn));
+  let calib: CalibrationSet | undefined;
+  if (needCalib) {
+    calib = await loadCalibration(datasetSpec, tok, { seqlen, nsamples, seed });
+    for (const w of calib.warnings) log.warn(w);
+    log.info(`calibration: ${calib.nsamples} samples × ${calib.seqlen} tokens from ${calib.source}`);
+  }
+  using be: Backend = await createBackend(device, log);
+  log.info(
+    `model ${ckpt.dir}: ${ckpt.spec.modelType}, ${ckpt.spec.nLayers} blocks, hidden ${ckpt.spec.hidden}`,
+  );
+  log.info(
+    `scheme: ${scheme.bits} bits, group ${scheme.groupSize}, ${scheme.sym ? "sym" : "asym"}; ` +
+      `${
+        iters === 0 ? (needCalib ? "optimized RTN" : "RTN") : `SignRound ${iters} iters`
+      }; device ${be.device}`,
+  );
+  const skipped = [...layers.layers].filter(([, p]) => !p.quantize);
+  if (skipped.length) {
+    const reasons = new Map<string, string[]>();
+    for (const [n, p] of skipped) {
+      if (!p.quantize) reasons.set(p.reason, [...(reasons.get(p.reason) ?? []), n]);
+    }
+    for (const [why, names] of reasons) {
+      log.info(`kept in 16-bit (${why}): ${compressLayerNames(names).join(", ")}`);
+    }
+  }
+
+  const fpPpl = evalText ? await evalTextPerplexity(be, ckpt, tok, evalText, evalSeqlen, log) : undefined;
+
+  const run: RunInfo = {
+    scheme,
+    layers,
+    iters,
+    nsamples: calib?.nsamples ?? nsamples,
+    seqlen,
+    batchSize,
+    gradientAccumulateSteps: gas,
+    enableMinmaxTuning: true,
+    enableQuantedInput: true,
+    lowGpuMemUsage: false,
+    amp: be.computeDType !== "f32",
+    dataset: datasetSpec,
+  };
+  const ctx: ExportContext = { spec: ckpt.spec, sourceDir: ckpt.dir, config: ckpt.config, run, maxShardSize };
+  const exporters: Exporter[] = [];
+  for (const fmt of formats) {
+    const dir = formats.length === 1 ? out.path : join(out.path, fmt);
+    if (formats.length > 1) await Deno.mkdir(dir);
+    exporters.push(new AutoRoundExporter(dir, ctx));
+  }
+  const progress = new Progress("block", ckpt.spec.nLayers, (s) => log.info(s));
+  await runPipeline({
+    be,
+    ckpt,
+    scheme,
+    layers,
+    settings: { iters, disableOptRtn, batchSize },
+    calib,
+    exporters,
+    log,
+    onBlock: (r, i) => progress.step(i, `${r.quantized.length} quantized, ${r.seconds.toFixed(2)}s`),
+  });
+  for (const e of exporters) await e.finish();
+  await out.commit();
+  log.info(`wrote ${formats.join(", ")} to ${out.finalDir}`);
+
+  if (evalText) {
+    using q = await openCheckpoint(out.finalDir);
+    const qPpl = await evalTextPerplexity(be, q, tok, evalText, evalSeqlen, log);
+    console.log(
+      `perplexity of ${evalText} (seqlen ${evalSeqlen}): fp ${fpPpl!.toFixed(4)} → quantized ${
+        qPpl.toFixed(4)
+      }`,
+    );
+  }
+}

@@ -1,0 +1,66 @@
+/**
+ * What every export format receives while a model is quantized: tensors stream in block by block
+ * (each written to disk at once), then `finish` writes configs and tokenizer files.
+ */
+import type { QuantizedWeights } from "../backend/backend.ts";
+import type { ModelSpec } from "../model/config.ts";
+import type { LayerConfigResult } from "../quant/layer_config.ts";
+import type { QuantScheme } from "../quant/scheme.ts";
+import type { StDType } from "../tensor/dtype.ts";
+
+/** One quantized Linear as the exporters see it. */
+export interface QuantizedLinear {
+  /** Layer name without `.weight`, e.g. `model.layers.0.self_attn.q_proj`. */
+  name: string;
+  /** Output features N and input features K. */
+  n: number;
+  k: number;
+  bits: number;
+  /** Group size as configured (-1 allowed); the effective group is min(g, K). */
+  groupSize: number;
+  sym: boolean;
+  q: QuantizedWeights;
+  /** Bias values when the layer has one. */
+  bias?: Float32Array;
+}
+
+/** Settings of the run that the formats record in their configs. */
+export interface RunInfo {
+  scheme: QuantScheme;
+  layers: LayerConfigResult;
+  iters: number;
+  lr?: number;
+  minmaxLr?: number;
+  nsamples: number;
+  seqlen: number;
+  batchSize: number;
+  gradientAccumulateSteps: number;
+  enableMinmaxTuning: boolean;
+  enableQuantedInput: boolean;
+  lowGpuMemUsage: boolean;
+  amp: boolean;
+  dataset: string;
+}
+
+/** Everything an exporter needs to know about the source model. */
+export interface ExportContext {
+  spec: ModelSpec;
+  /** The source model folder (tokenizer and generation files are copied from it). */
+  sourceDir: string;
+  /** The source config.json as parsed. */
+  config: Record<string, unknown>;
+  run: RunInfo;
+  /** Shard size limit in bytes. */
+  maxShardSize: number;
+}
+
+/** A format writer. Calls arrive in model order; each tensor is written to disk before returning. */
+export interface Exporter {
+  readonly format: string;
+  /** A tensor kept as it is in the source checkpoint (norms, embeddings, unquantized Linears). */
+  writeRaw(name: string, dtype: StDType, shape: number[], bytes: Uint8Array): Promise<void>;
+  /** A quantized Linear. */
+  writeQuantized(layer: QuantizedLinear): Promise<void>;
+  /** Configs, tokenizer and index files. */
+  finish(): Promise<void>;
+}

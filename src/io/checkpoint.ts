@@ -1,0 +1,84 @@
+/**
+ * Open a model for reading: resolve the folder (or HF cache entry), parse config.json, and expose
+ * its weights as a WeightSource. Quantized folders (auto_round, auto_gptq, …) are read through
+ * their loader, which dequantizes on the fly, so evaluation treats every format alike.
+ */
+import { FormatError, InputError } from "../errors.ts";
+import { type ModelSpec, parseModelConfig } from "../model/config.ts";
+import type { WeightSource } from "../model/transformer.ts";
+import { join } from "../std/path.ts";
+import { resolveModelDir } from "./model_source.ts";
+import { SafetensorsReader } from "./safetensors.ts";
+import { openQuantizedSource } from "./quantized_loader.ts";
+
+/** An opened model folder. Close it with `using`. */
+export interface Checkpoint extends Disposable {
+  dir: string;
+  config: Record<string, unknown>;
+  spec: ModelSpec;
+  reader: SafetensorsReader;
+  /** Weights as f32 (dequantized when the folder is quantized). */
+  weights: WeightSource;
+  /** `quant_method` of a quantized folder, else undefined. */
+  quantMethod?: string;
+}
+
+/** Read and parse `<dir>/config.json`. */
+export async function readConfig(dir: string): Promise<Record<string, unknown>> {
+  const file = join(dir, "config.json");
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch {
+    throw new InputError(`no config.json in the model folder`, dir);
+  }
+  try {
+    const cfg = JSON.parse(text);
+    if (typeof cfg !== "object" || cfg === null || Array.isArray(cfg)) throw new Error("not an object");
+    return cfg as Record<string, unknown>;
+  } catch (e) {
+    throw new FormatError(`config.json is not a JSON object: ${(e as Error).message}`, file);
+  }
+}
+
+/** A WeightSource over a plain (unquantized) safetensors checkpoint. */
+export function plainSource(reader: SafetensorsReader, origin: string): WeightSource {
+  return {
+    origin,
+    has: (n) => reader.has(n),
+    shape: (n) => reader.info(n).shape,
+    readF32: (n) => reader.readF32(n),
+  };
+}
+
+/**
+ * Open a model folder, a Hugging Face cache entry (`org/name`), or a quantized output folder.
+ *
+ * @example
+ * ```ts
+ * using ckpt = await openCheckpoint("tests/fixtures/stories260K");
+ * console.log(ckpt.spec.nLayers);
+ * ```
+ */
+export async function openCheckpoint(model: string): Promise<Checkpoint> {
+  const dir = await resolveModelDir(model);
+  const config = await readConfig(dir);
+  const spec = parseModelConfig(config, join(dir, "config.json"));
+  const reader = await SafetensorsReader.open(dir);
+  try {
+    const qc = config.quantization_config as Record<string, unknown> | undefined;
+    const weights = qc ? openQuantizedSource(reader, qc, dir) : plainSource(reader, dir);
+    return {
+      dir,
+      config,
+      spec,
+      reader,
+      weights,
+      quantMethod: qc ? String(qc.quant_method) : undefined,
+      [Symbol.dispose]: () => reader.close(),
+    };
+  } catch (e) {
+    reader.close();
+    throw e;
+  }
+}

@@ -1,0 +1,137 @@
+/**
+ * One Llama-family decoder block, forward and backward, written once against the Backend ops:
+ *
+ *   h1 = rmsnorm(x)·ln1;  q,k,v = h1·Wᵀ (+bias);  [q,k = rmsnorm_head(q,k)];  rope(q,k)
+ *   a  = attention(q,k,v);  x2 = x + a·Woᵀ
+ *   h2 = rmsnorm(x2)·ln2;  m = silu(h2·Wgᵀ) ∘ (h2·Wuᵀ);  y = x2 + m·Wdᵀ
+ *
+ * The Linear weights come in as tensors, so SignRound passes the fake-quantized ones and evaluation
+ * the plain or dequantized ones; nothing here knows about quantization.
+ */
+import type { Backend, Tensor } from "../backend/backend.ts";
+import type { LinearName, ModelSpec } from "./config.ts";
+
+/** The tensors of one block on a backend. */
+export interface BlockWeights {
+  inputNorm: Tensor;
+  postNorm: Tensor;
+  linear: Record<LinearName, Tensor>;
+  /** q/k/v biases (Qwen2). */
+  bias?: { q: Tensor; k: Tensor; v: Tensor };
+  /** Per-head q/k RMSNorm weights `[headDim]` (Qwen3). */
+  qNorm?: Tensor;
+  kNorm?: Tensor;
+}
+
+/** RoPE tables on the backend, `[positions, headDim/2]` each. */
+export interface RopeTensors {
+  cos: Tensor;
+  sin: Tensor;
+}
+
+/** Row geometry: the input is `[batch·seqLen, hidden]`. */
+export interface Geometry {
+  batch: number;
+  seqLen: number;
+}
+
+/** Intermediate tensors the backward pass reads; dispose with disposeSaved. */
+export interface SavedBlock {
+  x: Tensor;
+  h1: Tensor;
+  qPre?: Tensor;
+  kPre?: Tensor;
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  attn: Tensor;
+  lse: Tensor;
+  x2: Tensor;
+  h2: Tensor;
+  gate: Tensor;
+  up: Tensor;
+  act: Tensor;
+}
+
+/** Called with the input of each Linear (for importance statistics); must not keep the tensor. */
+export type LinearInputObserver = (name: LinearName, input: Tensor) => void;
+
+function linear(be: Backend, x: Tensor, w: Tensor): Tensor {
+  return be.matmul(x, w, { transB: true });
+}
+
+function attentionShape(spec: ModelSpec, geo: Geometry) {
+  return {
+    batch: geo.batch,
+    seqLen: geo.seqLen,
+    nHeads: spec.nHeads,
+    nKvHeads: spec.nKvHeads,
+    headDim: spec.headDim,
+    scale: 1 / Math.sqrt(spec.headDim),
+  };
+}
+
+/**
+ * Forward one block. With `save` the intermediates for blockBackward are returned (the caller
+ * disposes them with disposeSaved); without it they are freed as soon as possible.
+ */
+export function blockForward(
+  be: Backend,
+  spec: ModelSpec,
+  w: BlockWeights,
+  x: Tensor,
+  geo: Geometry,
+  rope: RopeTensors,
+  opts: { save?: boolean; observe?: LinearInputObserver; posOffset?: number } = {},
+): { y: Tensor; saved?: SavedBlock } {
+  const { save = false, observe } = opts;
+  const ropeGeo = { batch: geo.batch, seqLen: geo.seqLen, headDim: spec.headDim, posOffset: opts.posOffset };
+  const h1 = be.rmsNorm(x, w.inputNorm, spec.rmsEps);
+  observe?.("self_attn.q_proj", h1);
+  let q = linear(be, h1, w.linear["self_attn.q_proj"]);
+  let k = linear(be, h1, w.linear["self_attn.k_proj"]);
+  const v = linear(be, h1, w.linear["self_attn.v_proj"]);
+  if (w.bias) {
+    be.addRowVector(q, w.bias.q);
+    be.addRowVector(k, w.bias.k);
+    be.addRowVector(v, w.bias.v);
+  }
+  let qPre: Tensor | undefined, kPre: Tensor | undefined;
+  if (w.qNorm && w.kNorm) {
+    qPre = q;
+    kPre = k;
+    // rmsNorm normalizes each run of w.size = headDim elements: per head.
+    q = be.rmsNorm(qPre, w.qNorm, spec.rmsEps);
+    k = be.rmsNorm(kPre, w.kNorm, spec.rmsEps);
+    if (!save) {
+      qPre[Symbol.dispose]();
+      kPre[Symbol.dispose]();
+      qPre = kPre = undefined;
+    }
+  }
+  be.rope(q, rope.cos, rope.sin, { ...ropeGeo, nHeads: spec.nHeads });
+  be.rope(k, rope.cos, rope.sin, { ...ropeGeo, nHeads: spec.nKvHeads });
+  const { out: attn, lse } = be.attention(q, k, v, attentionShape(spec, geo));
+  observe?.("self_attn.o_proj", attn);
+  const o = linear(be, attn, w.linear["self_attn.o_proj"]);
+  const x2 = be.add(x, o);
+  o[Symbol.dispose]();
+  const h2 = be.rmsNorm(x2, w.postNorm, spec.rmsEps);
+  observe?.("mlp.gate_proj", h2);
+  const gate = linear(be, h2, w.linear["mlp.gate_proj"]);
+  const up = linear(be, h2, w.linear["mlp.up_proj"]);
+  const act = be.siluMul(gate, up);
+  observe?.("mlp.down_proj", act);
+  const d = linear(be, act, w.linear["mlp.down_proj"]);
+  const y = be.add(x2, d, d);
+  if (save) {
+    return { y, saved: { x, h1, qPre, kPre, q, k, v, attn, lse, x2, h2, gate, up, act } };
+  }
+  for (const t of [h1, q, k, v, attn, lse, x2, h2, gate, up, act]) t[Symbol.dispose]();
+  return { y };
+}
+
+/** Free the intermediates of a saved forward (not the input x, which the caller owns). */
+export function disposeSaved(s: SavedBlock): void {
+  for (const [key, t] of Object.entries(s)) if (key !== "x" && t) (t as Tensor)[Symbol.dispose]();
+}

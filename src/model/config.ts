@@ -1,0 +1,227 @@
+/**
+ * config.json → a description of a Llama-family decoder (Llama incl. llama3 rope scaling, Mistral,
+ * Qwen2, Qwen3). Architectures are data: each entry of ARCHITECTURES says which optional parts a
+ * family has; adding a family is a table row, not a new forward pass.
+ */
+import { FormatError, UnsupportedError } from "../errors.ts";
+
+/** Optional parts that distinguish the supported families. */
+export interface ArchTraits {
+  /** Bias on q/k/v projections (Qwen2). */
+  qkvBias: boolean;
+  /** RMSNorm over head_dim on q and k before RoPE (Qwen3). */
+  qkNorm: boolean;
+  /** GGUF `general.architecture` name. */
+  ggufArch: string;
+}
+
+/** Supported `model_type` values. */
+export const ARCHITECTURES: Readonly<Record<string, ArchTraits>> = {
+  llama: { qkvBias: false, qkNorm: false, ggufArch: "llama" },
+  mistral: { qkvBias: false, qkNorm: false, ggufArch: "llama" },
+  qwen2: { qkvBias: true, qkNorm: false, ggufArch: "qwen2" },
+  qwen3: { qkvBias: false, qkNorm: true, ggufArch: "qwen3" },
+};
+
+/** RoPE frequency scaling as transformers implements it. */
+export type RopeScaling =
+  | { type: "none" }
+  | { type: "linear"; factor: number }
+  | {
+    type: "llama3";
+    factor: number;
+    lowFreqFactor: number;
+    highFreqFactor: number;
+    originalMaxPositions: number;
+  };
+
+/** Everything the forward pass needs to know about a checkpoint's architecture. */
+export interface ModelSpec {
+  modelType: string;
+  /** `architectures[0]` of config.json, e.g. "LlamaForCausalLM". */
+  architecture: string;
+  traits: ArchTraits;
+  hidden: number;
+  intermediate: number;
+  nLayers: number;
+  nHeads: number;
+  nKvHeads: number;
+  headDim: number;
+  vocab: number;
+  maxPositions: number;
+  rmsEps: number;
+  ropeTheta: number;
+  ropeScaling: RopeScaling;
+  tieEmbeddings: boolean;
+  /** Sliding-window size when the config enables one (not applied; calibration windows are shorter). */
+  slidingWindow?: number;
+  /** Checkpoint dtype from config (`torch_dtype` / `dtype`). */
+  torchDtype: "float32" | "float16" | "bfloat16";
+  bosTokenId?: number;
+  eosTokenIds: number[];
+  padTokenId?: number;
+}
+
+/** The seven Linear layers of a decoder block, in execution order. */
+export const BLOCK_LINEARS = [
+  "self_attn.q_proj",
+  "self_attn.k_proj",
+  "self_attn.v_proj",
+  "self_attn.o_proj",
+  "mlp.gate_proj",
+  "mlp.up_proj",
+  "mlp.down_proj",
+] as const;
+export type LinearName = typeof BLOCK_LINEARS[number];
+
+/** Name prefix of block i's tensors. */
+export function blockPrefix(i: number): string {
+  return `model.layers.${i}.`;
+}
+
+function num(cfg: Record<string, unknown>, key: string, file: string, fallback?: number): number {
+  const v = cfg[key];
+  if (typeof v === "number" && Number.isFinite(v)) return v;
+  if (v === undefined || v === null) {
+    if (fallback !== undefined) return fallback;
+    throw new FormatError(`config.json has no numeric "${key}"`, file);
+  }
+  throw new FormatError(`config.json field "${key}" is ${JSON.stringify(v)}, expected a number`, file);
+}
+
+function ids(v: unknown): number[] {
+  if (typeof v === "number") return [v];
+  if (Array.isArray(v)) return v.filter((x): x is number => typeof x === "number");
+  return [];
+}
+
+function parseRopeScaling(raw: unknown, file: string): RopeScaling {
+  if (raw === undefined || raw === null) return { type: "none" };
+  if (typeof raw !== "object") throw new FormatError(`rope_scaling must be an object`, file);
+  const r = raw as Record<string, unknown>;
+  const type = String(r.rope_type ?? r.type ?? "default");
+  if (type === "default") return { type: "none" };
+  if (type === "linear") return { type: "linear", factor: num(r, "factor", file) };
+  if (type === "llama3") {
+    return {
+      type: "llama3",
+      factor: num(r, "factor", file),
+      lowFreqFactor: num(r, "low_freq_factor", file),
+      highFreqFactor: num(r, "high_freq_factor", file),
+      originalMaxPositions: num(r, "original_max_position_embeddings", file),
+    };
+  }
+  throw new UnsupportedError(
+    `rope_scaling type "${type}" is not supported (supported: default, linear, llama3)`,
+    file,
+  );
+}
+
+/**
+ * Parse a config.json object. `file` is only used in error messages.
+ *
+ * @example
+ * ```ts
+ * const spec = parseModelConfig(JSON.parse(await Deno.readTextFile("m/config.json")), "m/config.json");
+ * ```
+ */
+export function parseModelConfig(cfg: Record<string, unknown>, file: string): ModelSpec {
+  const modelType = String(cfg.model_type ?? "");
+  const traits = ARCHITECTURES[modelType];
+  if (!traits) {
+    throw new UnsupportedError(
+      `unsupported architecture model_type "${modelType}" (supported: ${
+        Object.keys(ARCHITECTURES).join(", ")
+      })`,
+      file,
+    );
+  }
+  const hidden = num(cfg, "hidden_size", file);
+  const nHeads = num(cfg, "num_attention_heads", file);
+  const nKvHeads = num(cfg, "num_key_value_heads", file, nHeads);
+  const headDim = num(cfg, "head_dim", file, hidden / nHeads);
+  if (!Number.isInteger(headDim) || headDim % 2 !== 0) {
+    throw new FormatError(`head_dim ${headDim} must be an even integer`, file);
+  }
+  if (nHeads % nKvHeads !== 0) {
+    throw new FormatError(
+      `num_attention_heads ${nHeads} is not a multiple of num_key_value_heads ${nKvHeads}`,
+      file,
+    );
+  }
+  if (cfg.attention_bias === true && !traits.qkvBias) {
+    throw new UnsupportedError(`attention_bias=true is not supported for model_type ${modelType}`, file);
+  }
+  if (cfg.mlp_bias === true) throw new UnsupportedError(`mlp_bias=true is not supported`, file);
+  const act = String(cfg.hidden_act ?? "silu");
+  if (act !== "silu") throw new UnsupportedError(`hidden_act "${act}" is not supported (only silu)`, file);
+  const dtypeRaw = String(cfg.torch_dtype ?? cfg.dtype ?? "float32");
+  const torchDtype = dtypeRaw === "bfloat16" || dtypeRaw === "float16" ? dtypeRaw : "float32";
+  const useSliding = cfg.use_sliding_window === undefined ? true : cfg.use_sliding_window === true;
+  const sliding = typeof cfg.sliding_window === "number" && useSliding ? cfg.sliding_window : undefined;
+  const arch = Array.isArray(cfg.architectures) && typeof cfg.architectures[0] === "string"
+    ? cfg.architectures[0]
+    : "";
+  return {
+    modelType,
+    architecture: arch,
+    traits,
+    hidden,
+    intermediate: num(cfg, "intermediate_size", file),
+    nLayers: num(cfg, "num_hidden_layers", file),
+    nHeads,
+    nKvHeads,
+    headDim,
+    vocab: num(cfg, "vocab_size", file),
+    maxPositions: num(cfg, "max_position_embeddings", file, 2048),
+    rmsEps: num(cfg, "rms_norm_eps", file, 1e-6),
+    ropeTheta: num(cfg, "rope_theta", file, 10000),
+    ropeScaling: parseRopeScaling(cfg.rope_scaling, file),
+    tieEmbeddings: cfg.tie_word_embeddings === true,
+    slidingWindow: sliding,
+    torchDtype,
+    bosTokenId: typeof cfg.bos_token_id === "number" ? cfg.bos_token_id : undefined,
+    eosTokenIds: ids(cfg.eos_token_id),
+    padTokenId: typeof cfg.pad_token_id === "number" ? cfg.pad_token_id : undefined,
+  };
+}
+
+/** Shape of every weight the forward pass reads, keyed by checkpoint tensor name. */
+export function expectedWeights(spec: ModelSpec): Map<string, number[]> {
+  const m = new Map<string, number[]>();
+  const { hidden: H, intermediate: I, nHeads, nKvHeads, headDim: D } = spec;
+  m.set("model.embed_tokens.weight", [spec.vocab, H]);
+  for (let i = 0; i < spec.nLayers; i++) {
+    for (const [name, shape] of blockWeightShapes(spec)) m.set(blockPrefix(i) + name, shape);
+  }
+  m.set("model.norm.weight", [H]);
+  if (!spec.tieEmbeddings) m.set("lm_head.weight", [spec.vocab, H]);
+  void I, nHeads, nKvHeads, D;
+  return m;
+}
+
+/** Tensor names (relative to the block prefix) and shapes of one decoder block. */
+export function blockWeightShapes(spec: ModelSpec): [string, number[]][] {
+  const { hidden: H, intermediate: I, nHeads, nKvHeads, headDim: D } = spec;
+  const out: [string, number[]][] = [
+    ["input_layernorm.weight", [H]],
+    ["self_attn.q_proj.weight", [nHeads * D, H]],
+    ["self_attn.k_proj.weight", [nKvHeads * D, H]],
+    ["self_attn.v_proj.weight", [nKvHeads * D, H]],
+    ["self_attn.o_proj.weight", [H, nHeads * D]],
+    ["post_attention_layernorm.weight", [H]],
+    ["mlp.gate_proj.weight", [I, H]],
+    ["mlp.up_proj.weight", [I, H]],
+    ["mlp.down_proj.weight", [H, I]],
+  ];
+  if (spec.traits.qkvBias) {
+    out.push(["self_attn.q_proj.bias", [nHeads * D]]);
+    out.push(["self_attn.k_proj.bias", [nKvHeads * D]]);
+    out.push(["self_attn.v_proj.bias", [nKvHeads * D]]);
+  }
+  if (spec.traits.qkNorm) {
+    out.push(["self_attn.q_norm.weight", [D]]);
+    out.push(["self_attn.k_norm.weight", [D]]);
+  }
+  return out;
+}

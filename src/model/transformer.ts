@@ -1,0 +1,171 @@
+/**
+ * A whole decoder on a backend: embeddings, the blocks, the final norm and the output head.
+ * Weights come from any WeightSource (an fp checkpoint, or a quantized folder dequantized on
+ * load), so evaluation reads every format through one path.
+ */
+import type { Backend, DType, Tensor } from "../backend/backend.ts";
+import { FormatError } from "../errors.ts";
+import { blockForward, type BlockWeights, type Geometry, type RopeTensors } from "./block.ts";
+import { BLOCK_LINEARS, blockPrefix, blockWeightShapes, type LinearName, type ModelSpec } from "./config.ts";
+import { ropeTables } from "./rope.ts";
+
+/** Where weights come from: name → f32 values (dequantized if stored quantized). */
+export interface WeightSource {
+  /** File or folder, for error messages. */
+  readonly origin: string;
+  has(name: string): boolean;
+  shape(name: string): number[];
+  readF32(name: string): Promise<Float32Array>;
+}
+
+async function loadChecked(
+  be: Backend,
+  src: WeightSource,
+  name: string,
+  shape: number[],
+  dtype: DType,
+): Promise<Tensor> {
+  if (!src.has(name)) throw new FormatError(`tensor "${name}" is missing`, src.origin);
+  const got = src.shape(name);
+  if (got.length !== shape.length || got.some((d, i) => d !== shape[i])) {
+    throw new FormatError(`tensor "${name}" has shape [${got}], expected [${shape}]`, src.origin);
+  }
+  return be.upload(await src.readF32(name), shape, dtype);
+}
+
+/** Load block i's weights onto the backend. */
+export async function loadBlockWeights(
+  be: Backend,
+  spec: ModelSpec,
+  src: WeightSource,
+  i: number,
+  dtype: DType = be.computeDType,
+): Promise<BlockWeights & Disposable> {
+  const p = blockPrefix(i);
+  const t: Record<string, Tensor> = {};
+  try {
+    for (const [name, shape] of blockWeightShapes(spec)) {
+      t[name] = await loadChecked(be, src, p + name, shape, dtype);
+    }
+  } catch (e) {
+    for (const x of Object.values(t)) x[Symbol.dispose]();
+    throw e;
+  }
+  const linear = Object.fromEntries(BLOCK_LINEARS.map((n) => [n, t[`${n}.weight`]])) as Record<
+    LinearName,
+    Tensor
+  >;
+  return {
+    inputNorm: t["input_layernorm.weight"],
+    postNorm: t["post_attention_layernorm.weight"],
+    linear,
+    bias: spec.traits.qkvBias
+      ? { q: t["self_attn.q_proj.bias"], k: t["self_attn.k_proj.bias"], v: t["self_attn.v_proj.bias"] }
+      : undefined,
+    qNorm: t["self_attn.q_norm.weight"],
+    kNorm: t["self_attn.k_norm.weight"],
+    [Symbol.dispose]() {
+      for (const x of Object.values(t)) x[Symbol.dispose]();
+    },
+  };
+}
+
+/** Upload RoPE tables for `positions` positions. */
+export function uploadRope(be: Backend, spec: ModelSpec, positions: number): RopeTensors & Disposable {
+  const { cos, sin } = ropeTables(spec, positions);
+  const half = spec.headDim / 2;
+  const c = be.upload(cos, [positions, half]), s = be.upload(sin, [positions, half]);
+  return {
+    cos: c,
+    sin: s,
+    [Symbol.dispose]() {
+      c[Symbol.dispose]();
+      s[Symbol.dispose]();
+    },
+  };
+}
+
+/** Every weight of a model resident on one backend (for evaluation and generation). */
+export class LoadedModel implements Disposable {
+  private constructor(
+    readonly be: Backend,
+    readonly spec: ModelSpec,
+    readonly embed: Tensor,
+    readonly finalNorm: Tensor,
+    readonly lmHead: Tensor,
+    readonly blocks: (BlockWeights & Disposable)[],
+    readonly rope: RopeTensors & Disposable,
+  ) {}
+
+  /** Load all weights from `src`; RoPE tables cover `positions` positions. */
+  static async load(
+    be: Backend,
+    spec: ModelSpec,
+    src: WeightSource,
+    opts: { positions?: number; dtype?: DType } = {},
+  ): Promise<LoadedModel> {
+    const dtype = opts.dtype ?? be.computeDType;
+    const embed = await loadChecked(be, src, "model.embed_tokens.weight", [spec.vocab, spec.hidden], dtype);
+    const norm = await loadChecked(be, src, "model.norm.weight", [spec.hidden], dtype);
+    // Tied models may still ship lm_head.weight (a copy); prefer it when present.
+    const lmHead = !spec.tieEmbeddings || src.has("lm_head.weight")
+      ? await loadChecked(be, src, "lm_head.weight", [spec.vocab, spec.hidden], dtype)
+      : embed;
+    const blocks = [];
+    for (let i = 0; i < spec.nLayers; i++) blocks.push(await loadBlockWeights(be, spec, src, i, dtype));
+    const rope = uploadRope(be, spec, opts.positions ?? spec.maxPositions);
+    return new LoadedModel(be, spec, embed, norm, lmHead, blocks, rope);
+  }
+
+  /** Final normalized hidden states `[B·T, hidden]` for token ids `[B·T]`. */
+  hidden(ids: Int32Array, geo: Geometry, posOffset = 0): Tensor {
+    using idT = this.be.uploadInt(ids, [ids.length]);
+    let x = this.be.embedding(this.embed, idT);
+    for (const b of this.blocks) {
+      const { y } = blockForward(this.be, this.spec, b, x, geo, this.rope, { posOffset });
+      x[Symbol.dispose]();
+      x = y;
+    }
+    const h = this.be.rmsNorm(x, this.finalNorm, this.spec.rmsEps);
+    x[Symbol.dispose]();
+    return h;
+  }
+
+  /** Logits `[rows, vocab]` of hidden states. */
+  logits(hidden: Tensor): Tensor {
+    return this.be.matmul(hidden, this.lmHead, { transB: true });
+  }
+
+  /**
+   * Negative log-likelihood of each next token: for sequences `ids` `[B, T]`, row b·T + t holds
+   * −log p(ids[b, t+1] | ids[b, ≤t]) for t < T−1 (the last position of each sequence gets 0).
+   * The output head runs in row chunks so a large vocabulary never needs all logits at once.
+   */
+  async nextTokenNll(ids: Int32Array, geo: Geometry, chunkRows = 2048): Promise<Float64Array> {
+    const n = geo.batch * geo.seqLen;
+    const targets = new Int32Array(n);
+    for (let b = 0; b < geo.batch; b++) {
+      for (let t = 0; t + 1 < geo.seqLen; t++) targets[b * geo.seqLen + t] = ids[b * geo.seqLen + t + 1];
+    }
+    using h = this.hidden(ids, geo);
+    const out = new Float64Array(n);
+    for (let r = 0; r < n; r += chunkRows) {
+      const rows = Math.min(chunkRows, n - r);
+      using hr = this.be.rows(h, r, rows);
+      using lg = this.logits(hr);
+      using tg = this.be.uploadInt(targets.subarray(r, r + rows), [rows]);
+      using nll = this.be.crossEntropy(lg, tg);
+      out.set(await this.be.read(nll), r);
+    }
+    for (let b = 0; b < geo.batch; b++) out[b * geo.seqLen + geo.seqLen - 1] = 0;
+    return out;
+  }
+
+  [Symbol.dispose](): void {
+    this.embed[Symbol.dispose]();
+    this.finalNorm[Symbol.dispose]();
+    if (this.lmHead !== this.embed) this.lmHead[Symbol.dispose]();
+    for (const b of this.blocks) b[Symbol.dispose]();
+    this.rope[Symbol.dispose]();
+  }
+}
