@@ -70,10 +70,10 @@ const TEXT_EXTENSIONS = [".jsonl", ".json", ".txt", ".parquet"];
  * @example
  * ```ts
  * const tok = await Tokenizer.fromDir("tests/fixtures/stories260K");
- * const calib = await loadCalibration("tests/fixtures/stories260K/eval.txt", tok, {
- *   seqlen: 64, nsamples: 8, seed: 42,
+ * const calib = await loadCalibration("../shared/data/calib/c4-en-1000.jsonl", tok, {
+ *   seqlen: 512, nsamples: 128, seed: 42,
  * });
- * calib.ids.length; // 8 * 64
+ * calib.ids.length; // 128 * 512
  * for (const w of calib.warnings) console.warn(w);
  * ```
  */
