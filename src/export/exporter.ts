@@ -61,6 +61,19 @@ export interface Exporter {
   writeRaw(name: string, dtype: StDType, shape: number[], bytes: Uint8Array): Promise<void>;
   /** A quantized Linear. */
   writeQuantized(layer: QuantizedLinear): Promise<void>;
+  /**
+   * Formats that quantize with their own block structure (GGUF) set this and receive every block
+   * Linear's float weight `[n, k]` instead (with the importance statistics `[k]` when calibration
+   * collected them); they then get no writeQuantized/writeRaw call for those weights.
+   */
+  readonly wantsFloatLinears?: boolean;
+  writeFloatLinear?(
+    name: string,
+    n: number,
+    k: number,
+    weight: Float32Array,
+    importance?: Float32Array,
+  ): Promise<void>;
   /** Configs, tokenizer and index files. */
   finish(): Promise<void>;
 }

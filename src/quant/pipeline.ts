@@ -145,9 +145,15 @@ export async function runPipeline(p: PipelineInput): Promise<BlockReport[]> {
 }
 
 async function writeRawAll(p: PipelineInput, name: string): Promise<void> {
+  await writeRawTo(p, p.exporters, name);
+}
+
+/** Copy a tensor as stored into the given exporters. */
+async function writeRawTo(p: PipelineInput, to: Exporter[], name: string): Promise<void> {
+  if (to.length === 0) return;
   const info = p.ckpt.reader.info(name);
   const bytes = await p.ckpt.reader.readBytes(name);
-  for (const e of p.exporters) await e.writeRaw(name, info.dtype, info.shape, bytes);
+  for (const e of to) await e.writeRaw(name, info.dtype, info.shape, bytes);
 }
 
 /** Quantize one block; returns its report and the next block's inputs (when calibrating). */
@@ -198,28 +204,39 @@ async function quantizeBlock(
   }
 
   const quantized: string[] = [], skipped: string[] = [];
+  const packed = p.exporters.filter((e) => !e.wantsFloatLinears);
+  const floatWanting = p.exporters.filter((e) => e.wantsFloatLinears);
   try {
     for (const [lname, plan] of plans) {
       const full = prefix + lname;
+      const weight = w.linear[lname];
+      if (floatWanting.length) {
+        const wf = await be.read(weight);
+        const imp = imatrix.get(lname);
+        const impValues = imp ? await be.read(imp) : undefined;
+        for (const e of floatWanting) {
+          await e.writeFloatLinear!(full, weight.shape[0], weight.shape[1], wf, impValues);
+        }
+      }
       if (!plan.quantize) {
         skipped.push(full);
+        await writeRawTo(p, packed, `${full}.weight`);
         continue;
       }
-      const q = await rtnQuantizeLinear(p, full, w.linear[lname], plan.scheme, imatrix.get(lname));
-      for (const e of p.exporters) await e.writeQuantized(q);
+      const q = await rtnQuantizeLinear(p, full, weight, plan.scheme, imatrix.get(lname));
+      for (const e of packed) await e.writeQuantized(q);
       quantized.push(full);
     }
   } finally {
     for (const t of imatrix.values()) t[Symbol.dispose]();
   }
-  // Everything of the block that is not a packed Linear weight is copied as stored.
+  // The rest of the block (norms; biases of Linears kept in 16-bit) is copied as stored.
   for (const [rel] of blockWeightShapes(spec)) {
-    const name = prefix + rel;
-    const lin = rel.endsWith(".weight") ? rel.slice(0, -".weight".length) : "";
-    const isQuantizedWeight = plans.get(lin as LinearName)?.quantize === true;
-    const isQuantizedBias = rel.endsWith(".bias") &&
-      plans.get(rel.slice(0, -".bias".length) as LinearName)?.quantize;
-    if (!isQuantizedWeight && !isQuantizedBias) await writeRawAll(p, name);
+    const lin = rel.replace(/\.(weight|bias)$/, "") as LinearName;
+    const plan = plans.get(lin);
+    if (plan && rel.endsWith(".weight")) continue; // Linear weights handled above
+    const packedGetsIt = !(plan?.quantize && rel.endsWith(".bias")); // quantized layers carry their bias
+    await writeRawTo(p, packedGetsIt ? p.exporters : floatWanting, prefix + rel);
   }
   return { report: { block: b, quantized, skipped }, next };
 }

@@ -6,7 +6,18 @@
  */
 
 /** Element types a checkpoint tensor can have (safetensors names). */
-export type StDType = "F64" | "F32" | "F16" | "BF16" | "I64" | "I32" | "I16" | "I8" | "U8" | "BOOL" | "F8_E4M3";
+export type StDType =
+  | "F64"
+  | "F32"
+  | "F16"
+  | "BF16"
+  | "I64"
+  | "I32"
+  | "I16"
+  | "I8"
+  | "U8"
+  | "BOOL"
+  | "F8_E4M3";
 
 /** Bytes per element of each safetensors dtype. */
 export const ST_DTYPE_BYTES: Readonly<Record<StDType, number>> = {
@@ -111,8 +122,8 @@ export function encodeFloats(values: Float32Array, dtype: FloatDType): Uint8Arra
 
 /** Round every value in place to what storing it as `dtype` would keep. */
 export function roundToDType(values: Float32Array, dtype: FloatDType): Float32Array {
-  if (dtype === "F16") for (let i = 0; i < values.length; i++) values[i] = Math.f16round(values[i]);
-  else if (dtype === "BF16") for (let i = 0; i < values.length; i++) values[i] = roundBf16(values[i]);
+  if (dtype === "F16") { for (let i = 0; i < values.length; i++) values[i] = Math.f16round(values[i]); }
+  else if (dtype === "BF16") { for (let i = 0; i < values.length; i++) values[i] = roundBf16(values[i]); }
   return values;
 }
 
