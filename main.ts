@@ -2,12 +2,14 @@
  * autoround — SignRound / RTN weight quantization for LLMs, as one executable.
  *
  *   autoround quantize --model DIR --scheme W4A16 --output_dir OUT
- *   autoround eval     --model OUT --text FILE --seqlen 2048
+ *   autoround eval     --model OUT --tasks arc_easy,piqa --data_dir DATA
+ *   autoround generate --model OUT --prompt "Once upon a time"
  *   autoround inspect  OUT
  *
  * Errors a user can cause print one line (`error: ...`) and exit non-zero; `--debug` adds the stack.
  */
 import { evalCommand } from "./src/cli/eval.ts";
+import { generateCommand } from "./src/cli/generate.ts";
 import { inspectCommand } from "./src/cli/inspect.ts";
 import { quantizeCommand } from "./src/cli/quantize.ts";
 import { AutoRoundError } from "./src/errors.ts";
@@ -20,7 +22,8 @@ Usage: autoround <command> [options]
 
 Commands
   quantize   quantize a Hugging Face checkpoint (SignRound or RTN) and export it
-  eval       perplexity of a text file under a model or a quantized folder
+  eval       lm-eval-style tasks (wikitext, lambada, ARC, PIQA, HellaSwag, WinoGrande) or a text's perplexity
+  generate   continue a prompt (greedy or sampled, optional chat template)
   inspect    summarise a checkpoint or output folder
 
 Run \`autoround <command> --help\` for a command's options.
@@ -35,6 +38,7 @@ Examples
 const COMMANDS: Record<string, (argv: string[], log: Log) => Promise<void>> = {
   quantize: quantizeCommand,
   eval: evalCommand,
+  generate: generateCommand,
   inspect: inspectCommand,
 };
 
@@ -53,7 +57,9 @@ export async function main(argv: string[]): Promise<number> {
   }
   const run = COMMANDS[cmd];
   if (!run) {
-    console.error(`error: unknown command "${cmd}" (use quantize, eval or inspect; see autoround --help)`);
+    console.error(
+      `error: unknown command "${cmd}" (use quantize, eval, generate or inspect; see autoround --help)`,
+    );
     return 2;
   }
   try {
