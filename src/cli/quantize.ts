@@ -1,25 +1,19 @@
 /**
  * `autoround quantize`: flags with auto-round's names and defaults, then the pipeline.
  */
-import { type Backend } from "../backend/backend.ts";
 import { createBackend, parseDevice } from "../backend/select.ts";
 import { UsageError } from "../errors.ts";
-import { AutoRoundExporter } from "../export/auto_round.ts";
-import type { ExportContext, Exporter, RunInfo } from "../export/exporter.ts";
-import { type CalibrationSet, DEFAULT_DATASET, loadCalibration } from "../io/calib.ts";
+import { DEFAULT_DATASET } from "../io/calib.ts";
 import { openCheckpoint } from "../io/checkpoint.ts";
-import { OutputFolder } from "../io/output_folder.ts";
 import { parseSize } from "../io/safetensors.ts";
 import { Tokenizer } from "../io/tokenizer.ts";
 import type { Log } from "../log.ts";
-import { compressLayerNames, parseLayerConfigArg, resolveLayerConfig } from "../quant/layer_config.ts";
-import { runPipeline, usesOptRtn } from "../quant/pipeline.ts";
+import { parseLayerConfigArg } from "../quant/layer_config.ts";
+import { quantize } from "../quant/quantize.ts";
 import { getRecipe } from "../quant/recipes.ts";
 import { resolveScheme, schemeNames } from "../quant/scheme.ts";
-import { join } from "../std/path.ts";
 import { type FlagSpec, parseFlags } from "../std/cli.ts";
 import { evalTextPerplexity } from "./eval.ts";
-import { Progress } from "./progress.ts";
 import { flagInt, flagStr } from "./flags.ts";
 
 /** Flags of `quantize` (auto-round names and aliases). */
@@ -141,9 +135,6 @@ export async function quantizeCommand(argv: string[], log: Log): Promise<void> {
   ) {
     if (v < min) throw new UsageError(`--${name} must be >= ${min} (got ${v})`);
   }
-  if (iters > 0) {
-    throw new UsageError(`--iters ${iters}: SignRound tuning is not in this build yet; use --iters 0 (RTN)`);
-  }
 
   const scheme = resolveScheme(flagStr(f, "scheme") ?? "W4A16", {
     bits: flagInt(f, "bits"),
@@ -154,11 +145,6 @@ export async function quantizeCommand(argv: string[], log: Log): Promise<void> {
   const formats = (flagStr(f, "format", "formats") ?? "auto_round").toLowerCase().replaceAll(" ", "").split(
     ",",
   );
-  for (const fmt of formats) {
-    if (fmt !== "auto_round") {
-      throw new UsageError(`--format ${fmt} is not supported by this build yet (auto_round is)`);
-    }
-  }
   const userLayers = f.layer_config ? await parseLayerConfigArg(String(f.layer_config)) : {};
   const ignore = (flagStr(f, "ignore_layers", "fp_layers") ?? "").replaceAll(" ", "").split(",").filter(
     Boolean,
@@ -169,82 +155,34 @@ export async function quantizeCommand(argv: string[], log: Log): Promise<void> {
   const evalSeqlen = flagInt(f, "eval_seqlen") ?? seqlen;
   const datasetSpec = flagStr(f, "dataset") ?? DEFAULT_DATASET;
 
-  // Everything that can fail on bad input is checked before the slow work starts.
-  await using out = await OutputFolder.create(flagStr(f, "output_dir") ?? "./tmp_autoround");
-  using ckpt = await openCheckpoint(model);
-  if (ckpt.quantMethod) throw new UsageError(`${ckpt.dir} is already quantized (${ckpt.quantMethod})`);
-  const layers = resolveLayerConfig(ckpt.spec, scheme, userLayers, ignore);
-  const tok = await Tokenizer.fromDir(ckpt.dir);
-  const needCalib = iters > 0 ||
-    [...layers.layers.values()].some((p) => p.quantize && usesOptRtn(p.scheme, iters, disableOptRtn));
-  let calib: CalibrationSet | undefined;
-  if (needCalib) {
-    calib = await loadCalibration(datasetSpec, tok, { seqlen, nsamples, seed });
-    for (const w of calib.warnings) log.warn(w);
-    log.info(`calibration: ${calib.nsamples} samples × ${calib.seqlen} tokens from ${calib.source}`);
-  }
-  using be: Backend = await createBackend(device, log);
-  log.info(
-    `model ${ckpt.dir}: ${ckpt.spec.modelType}, ${ckpt.spec.nLayers} blocks, hidden ${ckpt.spec.hidden}`,
-  );
-  log.info(
-    `scheme: ${scheme.bits} bits, group ${scheme.groupSize}, ${scheme.sym ? "sym" : "asym"}; ` +
-      `${
-        iters === 0 ? (needCalib ? "optimized RTN" : "RTN") : `SignRound ${iters} iters`
-      }; device ${be.device}`,
-  );
-  const skipped = [...layers.layers].filter(([, p]) => !p.quantize);
-  if (skipped.length) {
-    const reasons = new Map<string, string[]>();
-    for (const [n, p] of skipped) {
-      if (!p.quantize) reasons.set(p.reason, [...(reasons.get(p.reason) ?? []), n]);
-    }
-    for (const [why, names] of reasons) {
-      log.info(`kept in 16-bit (${why}): ${compressLayerNames(names).join(", ")}`);
-    }
-  }
-
-  const fpPpl = evalText ? await evalTextPerplexity(be, ckpt, tok, evalText, evalSeqlen, log) : undefined;
-
-  const run: RunInfo = {
+  let fpPpl: number | undefined;
+  const result = await quantize({
+    model,
+    outputDir: flagStr(f, "output_dir") ?? "./tmp_autoround",
+    formats,
     scheme,
-    layers,
+    layerConfig: userLayers,
+    ignoreLayers: ignore,
     iters,
-    nsamples: calib?.nsamples ?? nsamples,
+    nsamples,
     seqlen,
     batchSize,
     gradientAccumulateSteps: gas,
-    enableMinmaxTuning: true,
-    enableQuantedInput: true,
-    lowGpuMemUsage: false,
-    amp: be.computeDType !== "f32",
+    seed,
     dataset: datasetSpec,
-  };
-  const ctx: ExportContext = { spec: ckpt.spec, sourceDir: ckpt.dir, config: ckpt.config, run, maxShardSize };
-  const exporters: Exporter[] = [];
-  for (const fmt of formats) {
-    const dir = formats.length === 1 ? out.path : join(out.path, fmt);
-    if (formats.length > 1) await Deno.mkdir(dir);
-    exporters.push(new AutoRoundExporter(dir, ctx));
-  }
-  const progress = new Progress("block", ckpt.spec.nLayers, (s) => log.info(s));
-  await runPipeline({
-    be,
-    ckpt,
-    scheme,
-    layers,
-    settings: { iters, disableOptRtn, batchSize },
-    calib,
-    exporters,
-    log,
-    onBlock: (r, i) => progress.step(i, `${r.quantized.length} quantized, ${r.seconds.toFixed(2)}s`),
-  });
-  for (const e of exporters) await e.finish();
-  await out.commit();
-  log.info(`wrote ${formats.join(", ")} to ${out.finalDir}`);
-
+    disableOptRtn,
+    maxShardSize,
+    device,
+    beforeRun: evalText
+      ? async ({ be, ckpt, tok }) => {
+        fpPpl = await evalTextPerplexity(be, ckpt, tok, evalText, evalSeqlen, log);
+      }
+      : undefined,
+  }, log);
   if (evalText) {
-    using q = await openCheckpoint(out.finalDir);
+    using q = await openCheckpoint(result.outputDir);
+    using be = await createBackend(device, log);
+    const tok = await Tokenizer.fromDir(q.dir);
     const qPpl = await evalTextPerplexity(be, q, tok, evalText, evalSeqlen, log);
     console.log(
       `perplexity of ${evalText} (seqlen ${evalSeqlen}): fp ${fpPpl!.toFixed(4)} → quantized ${

@@ -82,3 +82,13 @@ export async function openCheckpoint(model: string): Promise<Checkpoint> {
     throw e;
   }
 }
+
+/** A WeightSource that serves `overrides` (e.g. fake-quantized weights) in place of `base`'s tensors. */
+export function overlaySource(base: WeightSource, overrides: ReadonlyMap<string, Float32Array>): WeightSource {
+  return {
+    origin: base.origin,
+    has: (n) => overrides.has(n) || base.has(n),
+    shape: (n) => base.shape(n),
+    readF32: (n) => overrides.has(n) ? Promise.resolve(overrides.get(n)!) : base.readF32(n),
+  };
+}

@@ -159,6 +159,10 @@ export function parseModelConfig(cfg: Record<string, unknown>, file: string): Mo
   const torchDtype = dtypeRaw === "bfloat16" || dtypeRaw === "float16" ? dtypeRaw : "float32";
   const useSliding = cfg.use_sliding_window === undefined ? true : cfg.use_sliding_window === true;
   const sliding = typeof cfg.sliding_window === "number" && useSliding ? cfg.sliding_window : undefined;
+  // transformers ≥ 5 writes `rope_parameters: {rope_theta, rope_type, ...}` instead of the old keys.
+  const ropeParams = typeof cfg.rope_parameters === "object" && cfg.rope_parameters !== null
+    ? cfg.rope_parameters as Record<string, unknown>
+    : undefined;
   const arch = Array.isArray(cfg.architectures) && typeof cfg.architectures[0] === "string"
     ? cfg.architectures[0]
     : "";
@@ -175,8 +179,8 @@ export function parseModelConfig(cfg: Record<string, unknown>, file: string): Mo
     vocab: num(cfg, "vocab_size", file),
     maxPositions: num(cfg, "max_position_embeddings", file, 2048),
     rmsEps: num(cfg, "rms_norm_eps", file, 1e-6),
-    ropeTheta: num(cfg, "rope_theta", file, 10000),
-    ropeScaling: parseRopeScaling(cfg.rope_scaling, file),
+    ropeTheta: num(cfg, "rope_theta", file, typeof ropeParams?.rope_theta === "number" ? ropeParams.rope_theta : 10000),
+    ropeScaling: parseRopeScaling(cfg.rope_scaling ?? ropeParams, file),
     tieEmbeddings: cfg.tie_word_embeddings === true,
     slidingWindow: sliding,
     torchDtype,

@@ -186,25 +186,32 @@ export function fakeQuantizeBackward(
 ): void {
   const G = groupsPerRow(l);
   const [qlo, qhi] = codeRange(m);
-  for (let r = 0; r < l.n; r++) {
+  for (let row = 0; row < l.n; row++) {
     for (let gi = 0; gi < G; gi++) {
-      const idx = r * G + gi;
+      const idx = row * G + gi;
+      const r0 = row * l.k;
       const gs = groupScale(m, t, idx);
       const s = gs.scale;
-      let gScale = 0, gZp = 0;
+      // The scale's gradient arrives in pieces, one per use of the scale in AutoRound's graph; the
+      // scale is a 16-bit tensor there, so autograd rounds each piece to the scale dtype and sums
+      // them in it. Emulated with m.roundScale (verified against torch autograd to ~1e-8).
+      const r = m.roundScale;
+      let gFromProduct = 0, gFromQuotient = 0, gZp = 0;
       const end = Math.min((gi + 1) * l.g, l.k);
       for (let c = gi * l.g; c < end; c++) {
-        const i = r * l.k + c;
+        const i = r0 + c;
         const z = w[i] / s + (t.v ? t.v[i] : 0);
         const rz = roundHalfEven(z) + (m.sym ? 0 : gs.zp);
         const inRange = rz >= qlo && rz <= qhi ? 1 : 0;
         const q = Math.min(Math.max(rz, qlo), qhi);
         const g = dWq[i];
         dv[i] = g * s * inRange;
-        // ∂Ŵ/∂scale through Ŵ = s·(q − zp) with q depending on W/s: (q − zp) − inRange·W/s.
-        gScale += g * ((m.sym ? q : q - gs.zp) - inRange * w[i] / s);
+        // Ŵ = s·(q − zp) with q depending on W/s: ∂/∂s = (q − zp) [product] − inRange·W/s [quotient].
+        gFromProduct += g * (m.sym ? q : q - gs.zp);
+        gFromQuotient -= g * inRange * w[i] / s;
         if (!m.sym) gZp += g * s * (inRange - 1);
       }
+      let gScale = r(r(gFromProduct) + r(gFromQuotient));
       let a = 0, b = 0;
       if (gs.scalePasses) {
         if (m.sym) {
@@ -219,10 +226,10 @@ export function fakeQuantizeBackward(
           }
         } else {
           const maxq = 2 ** m.bits - 1;
-          // zp = round_ste(−lo/s): ∂zp/∂lo = −1/s, ∂zp/∂s = lo/s².
-          const gS = gScale + gZp * gs.lo / (s * s);
-          const gHi = gS / maxq;
-          const gLo = -gS / maxq - gZp / s;
+          // zp = round_ste(−lo/s): ∂zp/∂lo = −1/s, ∂zp/∂s = lo/s² (its piece is the third use of s).
+          gScale = r(gScale + r(gZp * gs.lo / (s * s)));
+          const gHi = gScale / maxq;
+          const gLo = -gScale / maxq - gZp / s;
           b = gHi * t.wMax[idx];
           a = gLo * t.wMin[idx];
         }

@@ -103,6 +103,8 @@ export interface PipelineInput {
   exporters: Exporter[];
   log: Log;
   onBlock?: BlockProgress;
+  /** Receives each quantized Linear's fake-quantized weight Ŵ (as the backend computed it). */
+  onFakeWeight?: (name: string, values: Float32Array) => void;
 }
 
 /** Run the pipeline. Exporters receive every tensor; the caller finishes them. */
@@ -259,12 +261,12 @@ async function rtnQuantizeLinear(
     initScale = searchScalesSym(w, layout, s.bits, imp, 1e-5);
   }
   using state = initialState(be, w, n, k, s, initScale);
-  const q = await be.quantizeWeights(weight, state, {
-    bits: s.bits,
-    groupSize: resolveGroupSize(s.groupSize, k),
-    sym: s.sym,
-    scaleDType: "f16",
-  });
+  const params = { bits: s.bits, groupSize: resolveGroupSize(s.groupSize, k), sym: s.sym, scaleDType: "f16" as const };
+  const q = await be.quantizeWeights(weight, state, params);
+  if (p.onFakeWeight) {
+    using fq = be.fakeQuant(weight, state, params);
+    p.onFakeWeight(`${name}.weight`, await be.read(fq));
+  }
   const biasName = `${name}.bias`;
   const bias = p.ckpt.weights.has(biasName) ? await p.ckpt.weights.readF32(biasName) : undefined;
   return { name, n, k, bits: s.bits, groupSize: s.groupSize, sym: s.sym, q, bias };

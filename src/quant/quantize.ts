@@ -1,0 +1,148 @@
+/**
+ * `quantize()`: the whole job as a library call — open the model, resolve the plan, load the
+ * calibration set, run the block pipeline, write every requested format, and move the output
+ * into place only when everything succeeded. The CLI maps flags onto QuantizeOptions.
+ */
+import type { Backend } from "../backend/backend.ts";
+import { createBackend, type DeviceName } from "../backend/select.ts";
+import { UsageError } from "../errors.ts";
+import { AutoRoundExporter } from "../export/auto_round.ts";
+import type { ExportContext, Exporter, RunInfo } from "../export/exporter.ts";
+import { type CalibrationSet, loadCalibration } from "../io/calib.ts";
+import { type Checkpoint, openCheckpoint } from "../io/checkpoint.ts";
+import { OutputFolder } from "../io/output_folder.ts";
+import { Tokenizer } from "../io/tokenizer.ts";
+import type { Log } from "../log.ts";
+import { join } from "../std/path.ts";
+import { Progress } from "../cli/progress.ts";
+import { compressLayerNames, type LayerConfigResult, type LayerOverride, resolveLayerConfig } from "./layer_config.ts";
+import { type BlockReport, runPipeline, usesOptRtn } from "./pipeline.ts";
+import type { QuantScheme } from "./scheme.ts";
+
+/** Everything a quantization run needs (CLI flags map onto these). */
+export interface QuantizeOptions {
+  model: string;
+  outputDir: string;
+  formats: string[];
+  scheme: QuantScheme;
+  layerConfig?: Record<string, LayerOverride>;
+  ignoreLayers?: string[];
+  iters: number;
+  nsamples: number;
+  seqlen: number;
+  batchSize: number;
+  gradientAccumulateSteps?: number;
+  seed?: number;
+  dataset: string;
+  disableOptRtn?: boolean;
+  maxShardSize: number;
+  device?: DeviceName;
+  /** Use this backend instead of creating one for `device` (tests). */
+  backend?: Backend;
+  /** Runs after validation and before quantization (e.g. the fp perplexity for --eval_text). */
+  beforeRun?: (ctx: { be: Backend; ckpt: Checkpoint; tok: Tokenizer }) => Promise<void>;
+  /** Receives each quantized Linear's fake-quantized weight (in-memory model checks). */
+  onFakeWeight?: (name: string, values: Float32Array) => void;
+}
+
+/** What a run produced. */
+export interface QuantizeResult {
+  outputDir: string;
+  layers: LayerConfigResult;
+  blocks: BlockReport[];
+  calibration?: { nsamples: number; seqlen: number; source: string };
+  seconds: number;
+}
+
+/** Quantize a model and write the formats; the output folder appears only on success. */
+export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeResult> {
+  const t0 = performance.now();
+  for (const fmt of o.formats) {
+    if (fmt !== "auto_round") throw new UsageError(`--format ${fmt} is not supported by this build yet (auto_round is)`);
+  }
+  if (o.iters > 0) throw new UsageError(`--iters ${o.iters}: SignRound tuning is not in this build yet; use --iters 0`);
+  // Everything that can fail on bad input is checked before the slow work starts.
+  await using out = await OutputFolder.create(o.outputDir);
+  using ckpt = await openCheckpoint(o.model);
+  if (ckpt.quantMethod) throw new UsageError(`${ckpt.dir} is already quantized (${ckpt.quantMethod})`);
+  const layers = resolveLayerConfig(ckpt.spec, o.scheme, o.layerConfig ?? {}, o.ignoreLayers ?? []);
+  const needCalib = o.iters > 0 ||
+    [...layers.layers.values()].some((p) => p.quantize && usesOptRtn(p.scheme, o.iters, o.disableOptRtn));
+  // The tokenizer is only needed for calibration and evaluation: plain RTN runs without one.
+  const tok = needCalib || o.beforeRun ? await Tokenizer.fromDir(ckpt.dir) : undefined;
+  let calib: CalibrationSet | undefined;
+  if (needCalib) {
+    calib = await loadCalibration(o.dataset, tok!, { seqlen: o.seqlen, nsamples: o.nsamples, seed: o.seed ?? 42 });
+    for (const w of calib.warnings) log.warn(w);
+    log.info(`calibration: ${calib.nsamples} samples × ${calib.seqlen} tokens from ${calib.source}`);
+  }
+  const owned = o.backend ? undefined : await createBackend(o.device ?? "auto", log);
+  try {
+    const be = o.backend ?? owned!;
+    logPlan(log, ckpt, o, layers, needCalib, be);
+    await o.beforeRun?.({ be, ckpt, tok: tok! });
+    const run: RunInfo = {
+      scheme: o.scheme,
+      layers,
+      iters: o.iters,
+      nsamples: calib?.nsamples ?? o.nsamples,
+      seqlen: o.seqlen,
+      batchSize: o.batchSize,
+      gradientAccumulateSteps: o.gradientAccumulateSteps ?? 1,
+      enableMinmaxTuning: true,
+      enableQuantedInput: o.iters > 0,
+      lowGpuMemUsage: false,
+      amp: be.computeDType !== "f32",
+      dataset: o.dataset,
+    };
+    const ctx: ExportContext = { spec: ckpt.spec, sourceDir: ckpt.dir, config: ckpt.config, run, maxShardSize: o.maxShardSize };
+    const exporters: Exporter[] = [];
+    for (const fmt of o.formats) {
+      const dir = o.formats.length === 1 ? out.path : join(out.path, fmt);
+      if (o.formats.length > 1) await Deno.mkdir(dir);
+      exporters.push(new AutoRoundExporter(dir, ctx));
+    }
+    const progress = new Progress("block", ckpt.spec.nLayers, (s) => log.info(s));
+    const blocks = await runPipeline({
+      be,
+      ckpt,
+      scheme: o.scheme,
+      layers,
+      settings: { iters: o.iters, disableOptRtn: o.disableOptRtn, batchSize: o.batchSize },
+      calib,
+      exporters,
+      log,
+      onBlock: (r, i) => progress.step(i, `${r.quantized.length} quantized, ${r.seconds.toFixed(2)}s`),
+      onFakeWeight: o.onFakeWeight,
+    });
+    for (const e of exporters) await e.finish();
+    await out.commit();
+    log.info(`wrote ${o.formats.join(", ")} to ${out.finalDir}`);
+    return {
+      outputDir: out.finalDir,
+      layers,
+      blocks,
+      calibration: calib && { nsamples: calib.nsamples, seqlen: calib.seqlen, source: calib.source },
+      seconds: (performance.now() - t0) / 1000,
+    };
+  } finally {
+    owned?.[Symbol.dispose]();
+  }
+}
+
+function logPlan(
+  log: Log,
+  ckpt: Checkpoint,
+  o: QuantizeOptions,
+  layers: LayerConfigResult,
+  needCalib: boolean,
+  be: Backend,
+): void {
+  const s = o.scheme;
+  log.info(`model ${ckpt.dir}: ${ckpt.spec.modelType}, ${ckpt.spec.nLayers} blocks, hidden ${ckpt.spec.hidden}`);
+  const method = o.iters === 0 ? (needCalib ? "optimized RTN" : "RTN") : `SignRound ${o.iters} iters`;
+  log.info(`scheme: ${s.bits} bits, group ${s.groupSize}, ${s.sym ? "sym" : "asym"}; ${method}; device ${be.device}`);
+  const reasons = new Map<string, string[]>();
+  for (const [n, p] of layers.layers) if (!p.quantize) reasons.set(p.reason, [...(reasons.get(p.reason) ?? []), n]);
+  for (const [why, names] of reasons) log.info(`kept in 16-bit (${why}): ${compressLayerNames(names).join(", ")}`);
+}
