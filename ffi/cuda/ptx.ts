@@ -1,0 +1,25 @@
+/**
+ * The kernels' PTX, embedded in the program as text (built by ffi/cuda/build.sh from the .cu files
+ * beside this one). `deno compile` and `deno task bundle` inline these imports, so a built program
+ * needs only the driver and cuBLASLt at run time. The driver JIT-compiles the PTX for the device at
+ * module load and keeps the result in its compute cache (~/.nv/ComputeCache) for later runs.
+ */
+import core80 from "./kernels_sm80.ptx" with { type: "text" };
+import core90 from "./kernels_sm90.ptx" with { type: "text" };
+import flash80 from "./flash_sm80.ptx" with { type: "text" };
+import flash90 from "./flash_sm90.ptx" with { type: "text" };
+
+/** The two modules: everything but tensor-core attention, and tensor-core attention. */
+export type KernelModuleName = "core" | "flash";
+
+/**
+ * PTX for a device of compute capability `cc`: the sm_90 build on Hopper and newer (the driver
+ * JIT-compiles it forward), the sm_80 build on Ampere and Ada; null below 8.0 (the tensor-core
+ * instructions the kernels use need sm_80).
+ */
+export function ptxFor(cc: readonly [number, number], module: KernelModuleName): string | null {
+  const major = cc[0];
+  if (major < 8) return null;
+  if (major >= 9) return module === "core" ? core90 : flash90;
+  return module === "core" ? core80 : flash80;
+}
