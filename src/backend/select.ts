@@ -4,6 +4,7 @@
  */
 import type { Backend } from "./backend.ts";
 import { CpuBackend } from "./cpu/cpu_backend.ts";
+import { createCudaBackend, probeCuda } from "./cuda/cuda_backend.ts";
 import { BackendError, UsageError } from "../errors.ts";
 import type { Log } from "../log.ts";
 
@@ -21,8 +22,27 @@ export function parseDevice(value: string): DeviceName {
 
 /** Create the backend for a device name. */
 export async function createBackend(device: DeviceName, log: Log): Promise<Backend> {
-  if (device === "cuda" || device === "webgpu") {
+  if (device === "cuda") {
+    // CUDA driver API + cuBLASLt through FFI; a BackendError names the missing library or device.
+    const be = createCudaBackend();
+    log.debug(`cuda: ${be.device}`);
+    return be;
+  }
+  if (device === "webgpu") {
     throw new BackendError(`--device ${device}: this build has no ${device} backend yet; use --device cpu`);
+  }
+  if (device === "auto") {
+    // Prefer CUDA when libcuda.so.1 loads and a device exists; any failure falls back quietly.
+    const probe = probeCuda();
+    if (probe.ok) {
+      try {
+        const be = createCudaBackend();
+        log.debug(`auto: cuda, ${be.device}`);
+        return be;
+      } catch (e) {
+        log.debug(`auto: CUDA unusable (${(e as Error).message}); falling back`);
+      }
+    } else log.debug(`auto: no CUDA (${probe.reason})`);
   }
   if (device === "auto") log.debug("no GPU backend in this build: using the CPU");
   return await Promise.resolve(new CpuBackend());
