@@ -40,6 +40,11 @@ export interface RunInfo {
   lowGpuMemUsage: boolean;
   amp: boolean;
   dataset: string;
+  /**
+   * `--disable_opt_rtn` (true) / `--enable_opt_rtn` (false) as given; undefined = AutoRound's default
+   * (optimized RTN on at iters 0, off for 8-bit int). Formats that quantize by themselves (GGUF) read it.
+   */
+  disableOptRtn?: boolean;
 }
 
 /** Everything an exporter needs to know about the source model. */
@@ -67,6 +72,17 @@ export interface Exporter {
    * collected them); they then get no writeQuantized/writeRaw call for those weights.
    */
   readonly wantsFloatLinears?: boolean;
+  /**
+   * Set by such exporters when they want the importance statistics (imatrix) even if the run's
+   * own scheme would not collect them (GGUF with optimized RTN, like AutoRound's OptimizedRTNQuantizer).
+   */
+  readonly wantsImportance?: boolean;
+  /**
+   * For such exporters: true when a Linear the pipeline quantized anyway can be written as it is
+   * (its integer grid is the one this format stores for that tensor); the pipeline then calls
+   * writeQuantized instead of writeFloatLinear, so the run quantizes that Linear once.
+   */
+  acceptsQuantized?(l: QuantizedLinear): boolean;
   writeFloatLinear?(
     name: string,
     n: number,

@@ -125,3 +125,115 @@ export function transpose<T extends Float32Array | Int32Array>(a: T, rows: numbe
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c];
   return out;
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Legacy GPTQ zero points, AWQ's interleaved order, compressed-tensors' dense packing
+// ---------------------------------------------------------------------------------------------------
+
+/** Σ_j 1 << (j·b) over one word's (or, for 3 bits, one 3-word group's) values: the "minus one" of GPTQ v1. */
+function onesPattern(bits: number): bigint {
+  const per = bits === 3 ? 32 : 32 / bits;
+  let c = 0n;
+  for (let j = 0; j < per; j++) c |= 1n << BigInt(j * bits);
+  return c;
+}
+
+/** Add `delta` (±pattern) to each packed run, as unsigned arithmetic on 32 (or 96 for 3 bits) bits. */
+function addToRuns(words: Int32Array, bits: number, delta: bigint): Int32Array {
+  const out = new Int32Array(words.length);
+  const span = bits === 3 ? 3 : 1, width = BigInt(32 * span), mask = (1n << width) - 1n;
+  for (let w = 0; w < words.length; w += span) {
+    let v = 0n;
+    for (let s = 0; s < span; s++) v |= BigInt(words[w + s] >>> 0) << BigInt(32 * s);
+    v = (v + delta) & mask;
+    for (let s = 0; s < span; s++) out[w + s] = Number((v >> BigInt(32 * s)) & 0xffffffffn) | 0;
+  }
+  return out;
+}
+
+/**
+ * `qzeros` int32 `[G, N·b/32]` in the legacy GPTQ ("v1") convention: zero points stored minus one.
+ * The subtraction is arithmetic over each packed run (auto_round_extension qlinear_torch_zp.py
+ * `pack_248_bits`: `zeros -= 1` then the shifted values are summed), so a zero point of 0 borrows
+ * from its neighbour exactly as there; gptqmodel's v1 → v2 conversion adds the pattern back.
+ * `zeros` is `[G, N]` row-major with the true zero points.
+ */
+export function packZerosGptqV1(zeros: Int32Array, g: number, n: number, bits: number): Int32Array {
+  return addToRuns(packRowsAlongN(zeros, g, n, bits), bits, -onesPattern(bits));
+}
+
+/** Inverse of {@link packZerosGptqV1} → true zero points `[G, N]`. */
+export function unpackZerosGptqV1(q: Int32Array, g: number, n: number, bits: number): Int32Array {
+  return unpackRowsAlongN(addToRuns(q, bits, onesPattern(bits)), g, n, bits);
+}
+
+/** AutoAWQ's order of 4-bit values inside a word (export_to_awq/utils.py `new_order_map`). */
+export const AWQ_PACK_ORDER = [0, 4, 1, 5, 2, 6, 3, 7] as const;
+
+/**
+ * AWQ GEMM packing of `values` `[rows, N]` (row-major, unsigned b-bit) along N: word w of a row
+ * holds columns 8w..8w+7, column 8w + j at nibble AWQ_PACK_ORDER[j]. → int32 `[rows, N·b/32]`.
+ */
+export function packAwqAlongN(
+  values: Int32Array | Uint8Array,
+  rows: number,
+  n: number,
+  bits: number,
+): Int32Array {
+  if (bits !== 4) throw new FormatError(`AWQ packing supports 4 bits, got ${bits}`);
+  if (n % 8 !== 0) throw new FormatError(`AWQ packing needs a multiple of 8 columns, got ${n}`);
+  const cols = n / 8;
+  const out = new Int32Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    for (let w = 0; w < cols; w++) {
+      let word = 0;
+      for (let j = 0; j < 8; j++) word |= (values[r * n + w * 8 + j] & 0xf) << (AWQ_PACK_ORDER[j] * 4);
+      out[r * cols + w] = word;
+    }
+  }
+  return out;
+}
+
+/** Inverse of {@link packAwqAlongN} → `[rows, N]` (AWQ_REVERSE_ORDER applied). */
+export function unpackAwqAlongN(q: Int32Array, rows: number, n: number, bits: number): Int32Array {
+  if (bits !== 4) throw new FormatError(`AWQ unpacking supports 4 bits, got ${bits}`);
+  const cols = n / 8;
+  const out = new Int32Array(rows * n);
+  for (let r = 0; r < rows; r++) {
+    for (let w = 0; w < cols; w++) {
+      const word = q[r * cols + w] >>> 0;
+      for (let j = 0; j < 8; j++) out[r * n + w * 8 + j] = (word >>> (AWQ_PACK_ORDER[j] * 4)) & 0xf;
+    }
+  }
+  return out;
+}
+
+/**
+ * compressed-tensors `pack_to_int32` on one run of unsigned b-bit values (1 ≤ b ≤ 8): value i at
+ * global bit i·b, little-endian across word boundaries, the last word zero-padded; returns
+ * ⌈count·b/32⌉ words.
+ */
+export function packDenseInt32(values: ArrayLike<number>, bits: number): Int32Array {
+  const words = Math.ceil((values.length * bits) / 32);
+  const out = new Uint32Array(words);
+  for (let i = 0; i < values.length; i++) {
+    const bit = i * bits, w = bit >>> 5, off = bit & 31;
+    const v = values[i] & ((1 << bits) - 1);
+    out[w] = (out[w] | (v << off)) >>> 0;
+    if (off + bits > 32) out[w + 1] = (out[w + 1] | (v >>> (32 - off))) >>> 0;
+  }
+  return new Int32Array(out.buffer);
+}
+
+/** Inverse of {@link packDenseInt32}: `count` unsigned values. */
+export function unpackDenseInt32(words: Int32Array, count: number, bits: number): Uint8Array {
+  const out = new Uint8Array(count);
+  const mask = (1 << bits) - 1;
+  for (let i = 0; i < count; i++) {
+    const bit = i * bits, w = bit >>> 5, off = bit & 31;
+    let v = (words[w] >>> off) & mask;
+    if (off + bits > 32) v |= (words[w + 1] << (32 - off)) & mask;
+    out[i] = v;
+  }
+  return out;
+}

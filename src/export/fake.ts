@@ -1,0 +1,38 @@
+/**
+ * The fake format: the checkpoint with every quantized Linear weight replaced by its dequantized
+ * value W̃ = scale · (code − zero), in the checkpoint's dtype, and config.json unchanged (no
+ * quantization_config), so anything that loads the original model loads it. Source:
+ * auto_round/export/formats/backends/fake.py (saves the model after quantize-dequantize).
+ */
+import { SafetensorsWriter } from "../io/safetensors.ts";
+import { join } from "../std/path.ts";
+import { encodeFloats, type StDType } from "../tensor/dtype.ts";
+import { checkpointDType, dequantizeLinear } from "./common.ts";
+import type { ExportContext, Exporter, QuantizedLinear } from "./exporter.ts";
+import { copyModelSideFiles, writeJson } from "./hf_files.ts";
+
+/** Writes a fake-quantized checkpoint folder. */
+export class FakeExporter implements Exporter {
+  readonly format = "fake";
+  private readonly writer: SafetensorsWriter;
+
+  constructor(private readonly dir: string, private readonly ctx: ExportContext) {
+    this.writer = new SafetensorsWriter(dir, { maxShardSize: ctx.maxShardSize });
+  }
+
+  async writeRaw(name: string, dtype: StDType, shape: number[], bytes: Uint8Array): Promise<void> {
+    await this.writer.add(name, dtype, shape, bytes);
+  }
+
+  async writeQuantized(l: QuantizedLinear): Promise<void> {
+    const dt = checkpointDType(this.ctx.spec);
+    await this.writer.add(`${l.name}.weight`, dt, [l.n, l.k], encodeFloats(dequantizeLinear(l), dt));
+    if (l.bias) await this.writer.add(`${l.name}.bias`, dt, [l.n], encodeFloats(l.bias, dt));
+  }
+
+  async finish(): Promise<void> {
+    await this.writer.finish();
+    await writeJson(join(this.dir, "config.json"), this.ctx.config);
+    await copyModelSideFiles(this.ctx.sourceDir, this.dir);
+  }
+}

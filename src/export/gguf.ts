@@ -1,0 +1,289 @@
+/**
+ * The gguf format (llama.cpp, ollama, LM Studio): one `<model>-<TYPE>.gguf` file per `gguf:<type>`
+ * format. Spec: FORMATS.md § gguf; source: auto-round export/export_to_gguf/ (convert.py, packing.py)
+ * and export/formats/backends/gguf.py.
+ *
+ * The exporter quantizes with the GGML block structure itself: it receives every block Linear as
+ * float weights (with the importance matrix when calibration collected one), picks each tensor's type
+ * with AutoRound's mix rules (gguf/formats.ts), quantizes it as AutoRound does (gguf/quantize.ts),
+ * permutes q/k rows for the "llama" architecture, and streams the blocks to the file.
+ */
+import { FormatError } from "../errors.ts";
+import { packBlocks } from "../io/gguf_blocks.ts";
+import { hfToGgufName, permuteRowsHfToGguf, permutesQK, qkHeads } from "../io/gguf_names.ts";
+import type { GgmlTypeName } from "../io/gguf_types.ts";
+import { GgufWriter, meta } from "../io/gguf_writer.ts";
+import { basename, join } from "../std/path.ts";
+import { decodeFloats, encodeFloats, type FloatDType, type StDType } from "../tensor/dtype.ts";
+import type { ExportContext, Exporter, QuantizedLinear } from "./exporter.ts";
+import { copyModelSideFiles } from "./hf_files.ts";
+import { type GgufFormat, ggufFormat, GgufTypeSelector } from "./gguf/formats.ts";
+import {
+  architectureMetadata,
+  generalMetadata,
+  llama3RopeFactors,
+  tokenizerMetadata,
+} from "./gguf/metadata.ts";
+import {
+  type GgufParams,
+  isQuantType,
+  packParams,
+  quantizeAtExport,
+  quantizeTensor,
+} from "./gguf/quantize.ts";
+
+/** What each tensor became, for logs, inspect and tests. */
+export interface GgufTensorRecord {
+  name: string;
+  hfName: string;
+  type: GgmlTypeName;
+  /** Whether the codes came from a QuantizedLinear given by the pipeline (no second quantization). */
+  fromGivenCodes?: boolean;
+}
+
+/**
+ * The QuantizedLinear's own quantization as GGUF parameters when the tensor's type stores exactly
+ * that integer grid: symmetric 4/5/8 bits in groups of 32 as Q4_0/Q5_0/Q8_0, asymmetric 4/5 bits
+ * in groups of 32 as Q4_1/Q5_1 (m = −zp·d). Returns the W̃ too; undefined when they differ.
+ */
+export function paramsFromQuantized(
+  l: QuantizedLinear,
+  type: GgmlTypeName,
+): { params: GgufParams; wq: Float32Array } | undefined {
+  const g = l.groupSize <= 0 || l.groupSize > l.k ? l.k : l.groupSize;
+  if (g !== 32) return undefined;
+  const symType = { 4: "Q4_0", 5: "Q5_0", 8: "Q8_0" }[l.bits as 4 | 5 | 8];
+  const asymType = { 4: "Q4_1", 5: "Q5_1" }[l.bits as 4 | 5];
+  if ((l.sym ? symType : asymType) !== type) return undefined;
+  const G = l.k / g;
+  const wq = new Float32Array(l.n * l.k);
+  for (let r = 0; r < l.n; r++) {
+    for (let c = 0; c < l.k; c++) {
+      const gi = r * G + Math.floor(c / g);
+      wq[r * l.k + c] = Math.fround(l.q.scales[gi] * (l.q.codes[r * l.k + c] - l.q.zeros[gi]));
+    }
+  }
+  const scale = Float32Array.from(l.q.scales);
+  const params: GgufParams = l.sym
+    ? { kind: "sym", scale }
+    : { kind: "asym", scale, zp: Float32Array.from(l.q.zeros) };
+  return { params, wq };
+}
+
+/** Writes one GGUF file. */
+export class GgufExporter implements Exporter {
+  readonly format: string;
+  readonly wantsFloatLinears = true;
+  /** AutoRound collects the importance matrix for GGUF when optimized RTN is on (iters 0). */
+  readonly wantsImportance: boolean;
+  readonly fileName: string;
+  readonly records: GgufTensorRecord[] = [];
+  readonly #dir: string;
+  readonly #ctx: ExportContext;
+  readonly #fmt: GgufFormat;
+  readonly #selector: GgufTypeSelector;
+  readonly #optRtn: boolean;
+  readonly #permute: boolean;
+  #writer?: GgufWriter;
+  readonly #types = new Map<string, GgmlTypeName>();
+
+  readonly #forceType?: GgmlTypeName;
+
+  /**
+   * `opts.forceType` writes every weight (Linears and embeddings) in one type instead of the
+   * format's mix, e.g. F32 to check a conversion against the float model bit for bit.
+   */
+  constructor(dir: string, ctx: ExportContext, formatName: string, opts: { forceType?: GgmlTypeName } = {}) {
+    this.#forceType = opts.forceType;
+    const fmt = ggufFormat(formatName);
+    if (!fmt) throw new FormatError(`unknown GGUF format "${formatName}"`);
+    this.#dir = dir;
+    this.#ctx = ctx;
+    this.#fmt = fmt;
+    this.format = `gguf:${fmt.name}`;
+    const spec = ctx.spec;
+    this.fileName = `${basename(ctx.sourceDir)}-${fmt.fileTypeName}.gguf`;
+    const nAttnV =
+      [...ctx.run.layers.layers].filter(([n, p]) => n.endsWith(".v_proj") && (p.quantize || !p.fromUser))
+        .length;
+    this.#selector = new GgufTypeSelector(fmt, {
+      nLayers: spec.nLayers,
+      nHeads: spec.nHeads,
+      nKvHeads: spec.nKvHeads,
+      tied: spec.tieEmbeddings,
+    }, nAttnV);
+    // RTNConfig: opt-RTN unless disabled; W8 int (gguf:q8_0) turns it off by default.
+    this.#optRtn = ctx.run.iters === 0 &&
+      !(ctx.run.disableOptRtn ?? (fmt.base === "Q8_0"));
+    this.wantsImportance = this.#optRtn;
+    this.#permute = permutesQK(spec.traits.ggufArch);
+  }
+
+  /** Path of the file written by {@link finish}. */
+  get path(): string {
+    return join(this.#dir, this.fileName);
+  }
+
+  async #w(): Promise<GgufWriter> {
+    return this.#writer ??= await GgufWriter.create(this.path);
+  }
+
+  /** Rows of q/k permuted into llama.cpp's order (the "llama" architecture only). */
+  #toGgufRows(hfName: string, w: Float32Array, rows: number, cols: number): Float32Array {
+    const heads = this.#permute ? qkHeads(hfName, this.#ctx.spec.nHeads, this.#ctx.spec.nKvHeads) : 0;
+    return heads ? permuteRowsHfToGguf(w, rows, cols, heads) : w;
+  }
+
+  /** Add a tensor; `ne` in ggml order (a weight [n, k] is [k, n]). */
+  async #put(hfName: string, type: GgmlTypeName, ne: number[], bytes: Uint8Array, given = false) {
+    const name = hfToGgufName(hfName);
+    if (!name) throw new FormatError(`no GGUF name for tensor ${hfName}`);
+    await (await this.#w()).addTensor(name, type, ne, bytes);
+    this.records.push({ name, hfName, type, fromGivenCodes: given || undefined });
+  }
+
+  /** Float tensor bytes of a GGUF float type. */
+  static floatBytes(type: "F32" | "F16" | "BF16", w: Float32Array): Uint8Array {
+    return encodeFloats(w, type as FloatDType);
+  }
+
+  async #quantized(
+    hfName: string,
+    type: GgmlTypeName,
+    w: Float32Array,
+    n: number,
+    k: number,
+    how: "linear" | "export",
+    imatrix?: Float32Array,
+  ) {
+    if (!isQuantType(type)) {
+      await this.#put(hfName, type, [k, n], GgufExporter.floatBytes(type as "F32" | "F16" | "BF16", w));
+      return;
+    }
+    let imp: Float64Array | undefined;
+    if (imatrix) {
+      // Per-token mean of x² (AutoRound divides the sum by the sample count; the searches only
+      // compare weighted sums, so the scale does not change the result).
+      const div = Math.max(1, this.#ctx.run.nsamples);
+      imp = Float64Array.from(imatrix, (v) => v / div);
+    }
+    const blocks = how === "export"
+      ? quantizeAtExport(type, w, n, k)
+      : quantizeTensor(type, w, n, k, { optRtn: this.#optRtn, imatrix: imp });
+    await this.#put(hfName, type, [k, n], packBlocks(blocks));
+  }
+
+  async writeRaw(name: string, dtype: StDType, shape: number[], bytes: Uint8Array): Promise<void> {
+    if (dtype !== "F32" && dtype !== "F16" && dtype !== "BF16" && dtype !== "F64") {
+      throw new FormatError(`tensor ${name}: dtype ${dtype} cannot go into GGUF`);
+    }
+    const w = decodeFloats(bytes, dtype);
+    const spec = this.#ctx.spec;
+    if (name === "lm_head.weight") {
+      if (spec.tieEmbeddings) return; // llama.cpp falls back to token_embd when output is absent
+      const [n, k] = shape;
+      await this.#quantized(name, this.#forceType ?? this.#selector.lmHead(k), w, n, k, "linear");
+      return;
+    }
+    if (name === "model.embed_tokens.weight") {
+      const [n, k] = shape;
+      await this.#quantized(name, this.#forceType ?? this.#selector.embedding(k), w, n, k, "export");
+      return;
+    }
+    // Norms and biases: F32 (convert.py: 1-D tensors and norms stay float32).
+    const rows = shape[0], cols = shape.length > 1 ? shape[1] : 1;
+    const wr = this.#toGgufRows(name, w, rows, cols);
+    await this.#put(name, "F32", [...shape].reverse(), encodeFloats(wr, "F32"));
+  }
+
+  /** The type of a block Linear, with the user's layer_config taken into account. */
+  linearType(layer: string, k: number): GgmlTypeName {
+    if (this.#forceType) return this.#forceType;
+    // Decided once per layer: the selector counts attn_v tensors as it is asked.
+    const known = this.#types.get(layer);
+    if (known) return known;
+    const gname = hfToGgufName(`${layer}.weight`) ?? layer;
+    const m = /layers\.(\d+)\./.exec(layer);
+    const plan = this.#ctx.run.layers.layers.get(layer);
+    let userBits: number | undefined;
+    if (plan?.fromUser) userBits = plan.quantize ? plan.scheme.bits : 16;
+    const t = this.#selector.linear(gname, m ? Number(m[1]) : 0, k, userBits);
+    this.#types.set(layer, t);
+    return t;
+  }
+
+  async writeFloatLinear(
+    name: string,
+    n: number,
+    k: number,
+    weight: Float32Array,
+    importance?: Float32Array,
+  ): Promise<void> {
+    const type = this.linearType(name, k);
+    const w = this.#toGgufRows(`${name}.weight`, weight, n, k);
+    await this.#quantized(`${name}.weight`, type, w, n, k, "linear", importance);
+  }
+
+  /**
+   * Whether {@link writeQuantized} would store this Linear's own codes (its scheme is the grid of the
+   * tensor's GGUF type), so a run that packs that scheme anyway need not quantize it twice.
+   */
+  acceptsQuantized(l: QuantizedLinear): boolean {
+    return paramsFromQuantized(l, this.linearType(l.name, l.k)) !== undefined;
+  }
+
+  /**
+   * A Linear already quantized by the pipeline: written with its own codes and scales when the
+   * tensor's GGUF type stores that grid (see {@link paramsFromQuantized}); otherwise its W̃ is
+   * quantized again to the tensor's type.
+   */
+  async writeQuantized(l: QuantizedLinear): Promise<void> {
+    const type = this.linearType(l.name, l.k);
+    const hf = `${l.name}.weight`;
+    const given = paramsFromQuantized(l, type);
+    if (given && isQuantType(type)) {
+      const heads = this.#permute ? qkHeads(hf, this.#ctx.spec.nHeads, this.#ctx.spec.nKvHeads) : 0;
+      let { wq, params } = given;
+      if (heads) {
+        wq = permuteRowsHfToGguf(wq, l.n, l.k, heads);
+        const G = l.k / 32;
+        const perm = (a: Float32Array) => permuteRowsHfToGguf(a, l.n, G, heads);
+        params = params.kind === "sym" ? { kind: "sym", scale: perm(params.scale) } : {
+          kind: "asym",
+          scale: perm((params as { scale: Float32Array }).scale),
+          zp: perm((params as { zp: Float32Array }).zp),
+        };
+      }
+      await this.#put(hf, type, [l.k, l.n], packBlocks(packParams(type, wq, l.n, l.k, params)), true);
+    } else {
+      const G = Math.ceil(l.k / (l.groupSize <= 0 ? l.k : Math.min(l.groupSize, l.k)));
+      const g = l.k / G;
+      const w = new Float32Array(l.n * l.k);
+      for (let r = 0; r < l.n; r++) {
+        for (let c = 0; c < l.k; c++) {
+          const gi = r * G + Math.floor(c / g);
+          w[r * l.k + c] = l.q.scales[gi] * (l.q.codes[r * l.k + c] - l.q.zeros[gi]);
+        }
+      }
+      await this.#quantized(hf, type, this.#toGgufRows(hf, w, l.n, l.k), l.n, l.k, "linear");
+    }
+    if (l.bias) await this.writeRaw(`${l.name}.bias`, "F32", [l.n], encodeFloats(l.bias, "F32"));
+  }
+
+  async finish(): Promise<void> {
+    const w = await this.#w();
+    const spec = this.#ctx.spec;
+    const factors = llama3RopeFactors(spec);
+    if (factors && !w.hasTensor("rope_freqs.weight")) {
+      await w.addTensor("rope_freqs.weight", "F32", [factors.length], encodeFloats(factors, "F32"));
+    }
+    w.setMeta("general.architecture", meta.str(spec.traits.ggufArch));
+    for (const [k, v] of generalMetadata(basename(this.#ctx.sourceDir), this.#fmt)) w.setMeta(k, v);
+    for (const [k, v] of architectureMetadata(spec)) w.setMeta(k, v);
+    for (const [k, v] of await tokenizerMetadata(this.#ctx.sourceDir, spec)) w.setMeta(k, v);
+    await w.finish();
+    // The tokenizer files go next to the .gguf so our own tools can encode for it (llama.cpp reads
+    // the vocabulary from the metadata).
+    await copyModelSideFiles(this.#ctx.sourceDir, this.#dir);
+  }
+}

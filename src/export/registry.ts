@@ -1,0 +1,266 @@
+/**
+ * `--format` for the CLI: the list of formats, which scheme a run quantizes when formats are
+ * combined, the checks that say in one line when they cannot be, and the exporters.
+ *
+ * Rules (auto-round export/formats/resolver.py and backends/*.py, extended so GGUF can sit next to
+ * the packed formats):
+ * - Names: auto_round, auto_gptq (alias gptqmodel), auto_awq, llm_compressor, fake, gguf:<type>
+ *   (q4_0 … q8_0, q2_k_s … q6_k; "q*_" takes the bits of the scheme, as auto-round does).
+ * - With a gguf format and no explicit scheme, the run's scheme follows the GGUF base type
+ *   (GGUF_SCHEME_FACTS); packed formats next to it must be able to store that scheme: Q4_0, Q8_0 and
+ *   Q4_1 (written with an integer zero point, auto-round's `data_type: int` when formats are
+ *   combined) can, the 5-bit and K-quant bases cannot.
+ * - With an explicit scheme, the packed formats store it and each GGUF file quantizes the same float
+ *   weights with its own type mix (one pipeline pass, one importance matrix). Where the two agree
+ *   (e.g. W4A16 group 32 and a Q4_0 tensor) the GGUF tensor can take the pipeline's codes as they are.
+ *   SignRound tuning (iters > 0) tunes one scheme: a gguf format then requires it to be the GGUF base.
+ * - Without an explicit scheme, all gguf formats of one run must share one base type, since the run
+ *   follows it (auto-round: "Cannot export q4_k_m and q3_k_s at the same time").
+ * - auto_awq stores 4-bit weights only (and warns when symmetric: the classic kernels want
+ *   zero_point true); auto_gptq warns for asymmetric schemes (auto-round's warning).
+ */
+import { UsageError } from "../errors.ts";
+import type { LayerConfigResult } from "../quant/layer_config.ts";
+import type { QuantScheme } from "../quant/scheme.ts";
+import { join } from "../std/path.ts";
+import { AutoAwqExporter } from "./auto_awq.ts";
+import { AutoGptqExporter } from "./auto_gptq.ts";
+import { AutoRoundExporter } from "./auto_round.ts";
+import type { ExportContext, Exporter } from "./exporter.ts";
+import { FakeExporter } from "./fake.ts";
+import { GgufExporter } from "./gguf.ts";
+import { GGUF_FORMAT_NAMES, GGUF_SCHEME_FACTS, type GgufFormat, ggufFormat } from "./gguf/formats.ts";
+import { LlmCompressorExporter } from "./llm_compressor.ts";
+
+/** The families of formats. */
+export type FormatKind = "auto_round" | "auto_gptq" | "auto_awq" | "llm_compressor" | "fake" | "gguf";
+
+/** One requested format. */
+export interface FormatSpec {
+  /** Canonical name: "auto_round", …, "gguf:q4_k_m". */
+  name: string;
+  kind: FormatKind;
+  gguf?: GgufFormat;
+}
+
+const PACKED: Record<string, FormatKind> = {
+  auto_round: "auto_round",
+  auto_gptq: "auto_gptq",
+  gptqmodel: "auto_gptq",
+  auto_awq: "auto_awq",
+  llm_compressor: "llm_compressor",
+  fake: "fake",
+};
+
+/** Every name `--format` accepts, for help texts. */
+export function formatNames(): string {
+  return [
+    ...Object.keys(PACKED).filter((k) => k !== "gptqmodel"),
+    ...GGUF_FORMAT_NAMES.map((g) => `gguf:${g}`),
+  ]
+    .join(", ");
+}
+
+/**
+ * Parse `--format`: comma-separated, case-insensitive, duplicates dropped. `bits` fills in "q*_"
+ * (auto-round `_normalize_format_names`).
+ *
+ * @example
+ * ```ts
+ * parseFormats("auto_round, GGUF:Q4_K_M"); // [{name: "auto_round", …}, {name: "gguf:q4_k_m", …}]
+ * ```
+ */
+export function parseFormats(arg: string, bits = 4): FormatSpec[] {
+  const names = arg.toLowerCase().replaceAll(" ", "").replaceAll("q*_", `q${bits}_`).split(",").filter(
+    Boolean,
+  );
+  if (names.length === 0) throw new UsageError(`--format is empty (use one of ${formatNames()})`);
+  const out: FormatSpec[] = [];
+  for (const n of names) {
+    let spec: FormatSpec;
+    if (n.startsWith("gguf:")) {
+      if (n === "gguf:q2_k_mixed") {
+        throw new UsageError(
+          `--format gguf:q2_k_mixed is for MoE models and is not supported; use gguf:q2_k_s`,
+        );
+      }
+      const g = ggufFormat(n);
+      if (!g) {
+        throw new UsageError(
+          `unknown GGUF type "${n}" (supported: ${GGUF_FORMAT_NAMES.map((x) => `gguf:${x}`).join(", ")})`,
+        );
+      }
+      spec = { name: `gguf:${g.name}`, kind: "gguf", gguf: g };
+    } else if (PACKED[n]) {
+      spec = { name: PACKED[n], kind: PACKED[n] };
+    } else {
+      throw new UsageError(`unknown format "${n}" (supported: ${formatNames()})`);
+    }
+    if (!out.some((o) => o.name === spec.name)) out.push(spec);
+  }
+  return out;
+}
+
+/**
+ * The integer scheme a GGUF base type quantizes with, when the packed formats can store it (Q4_0,
+ * Q8_0 symmetric; Q4_1 asymmetric with an integer zero point); undefined otherwise.
+ */
+export function ggufIntScheme(g: GgufFormat): QuantScheme | undefined {
+  const f = GGUF_SCHEME_FACTS[g.base];
+  if (f.superBits || ![2, 3, 4, 8].includes(f.bits)) return undefined;
+  return { bits: f.bits, groupSize: f.groupSize, sym: f.sym, dataType: "int" };
+}
+
+/** What {@link resolveRunScheme} decides. */
+export interface RunScheme {
+  /** The scheme the pipeline quantizes the packed formats with. */
+  scheme: QuantScheme;
+  /** One line for the log, e.g. "GGUF:Q4_K_M (per-tensor K-quant mix)". */
+  describe: string;
+  /** Whether the pipeline has anything to pack (false for GGUF-only runs). */
+  packs: boolean;
+}
+
+/**
+ * The scheme of a run. `explicit` is the scheme from --scheme/--bits/--group_size/--asym when the
+ * user gave any of them, else undefined; `fallback` is what the CLI resolved by default (W4A16).
+ * Throws UsageError when the formats cannot share one quantization.
+ */
+export function resolveRunScheme(
+  formats: FormatSpec[],
+  explicit: QuantScheme | undefined,
+  fallback: QuantScheme,
+  iters = 0,
+): RunScheme {
+  const ggufs = formats.filter((f) => f.kind === "gguf");
+  const packed = formats.filter((f) => f.kind !== "gguf");
+  const packs = packed.length > 0;
+  if (ggufs.length === 0) {
+    return { scheme: explicit ?? fallback, describe: describeScheme(explicit ?? fallback), packs };
+  }
+  const bases = [...new Set(ggufs.map((f) => f.gguf!.base))];
+  if (bases.length > 1 && (!explicit || iters > 0)) {
+    throw new UsageError(
+      `--format ${
+        ggufs.map((f) => f.name).join(",")
+      }: the run's scheme follows the GGUF type, and these have ` +
+        `different bases (${bases.join(", ")}); give --scheme or export them in separate runs`,
+    );
+  }
+  const g = ggufs[0].gguf!;
+  const intScheme = ggufIntScheme(g);
+  const label = `GGUF:${g.fileTypeName}`;
+  if (explicit) {
+    if (iters > 0 && !(intScheme && sameScheme(intScheme, explicit))) {
+      throw new UsageError(
+        `--format ${ggufs[0].name} with --iters ${iters}: tuning must use the GGUF scheme (${label}), ` +
+          `not ${describeScheme(explicit)}; drop --scheme or export GGUF in a separate run`,
+      );
+    }
+    return {
+      scheme: explicit,
+      describe: `${describeScheme(explicit)}; ${label} per-tensor mix for GGUF`,
+      packs,
+    };
+  }
+  if (packs && !intScheme) {
+    throw new UsageError(
+      `--format ${formats.map((f) => f.name).join(",")}: without --scheme the scheme follows ${
+        ggufs[0].name
+      } ` +
+        `(${label}: ${GGUF_SCHEME_FACTS[g.base].bits}-bit ${
+          g.base.endsWith("_K") ? "K-quant" : "32-group"
+        } ` +
+        `blocks), which ${packed.map((f) => f.name).join(", ")} cannot store; add --scheme (e.g. W4A16) ` +
+        `to write them with their own scheme next to the GGUF file`,
+    );
+  }
+  // GGUF-only runs pack nothing; the scheme only labels the run and plans the layers.
+  return { scheme: intScheme ?? fallback, describe: `${label} (per-tensor type mix)`, packs };
+}
+
+function sameScheme(a: QuantScheme, b: QuantScheme): boolean {
+  return a.bits === b.bits && a.groupSize === b.groupSize && a.sym === b.sym;
+}
+
+function describeScheme(s: QuantScheme): string {
+  return `${s.bits} bits, group ${s.groupSize}, ${s.sym ? "sym" : "asym"}`;
+}
+
+/**
+ * Check that every format can store the layers as planned; returns warnings to log, throws
+ * UsageError (one line) otherwise.
+ */
+export function checkFormats(
+  formats: FormatSpec[],
+  layers: LayerConfigResult,
+  scheme: QuantScheme,
+): string[] {
+  const warnings: string[] = [];
+  for (const f of formats) {
+    if (f.kind === "auto_awq") {
+      const bad = [...layers.layers].filter(([, p]) => p.quantize && p.scheme.bits !== 4).map(([n]) => n);
+      if (scheme.bits !== 4 || bad.length) {
+        throw new UsageError(
+          `--format auto_awq stores 4-bit weights only (AWQ GEMM kernels), but ${
+            bad.length
+              ? `${bad.length} layers use other bits (${bad[0]} …)`
+              : `the scheme has ${scheme.bits} bits`
+          }; use auto_round or auto_gptq`,
+        );
+      }
+      if (scheme.sym) {
+        warnings.push(
+          `auto_awq with a symmetric scheme writes zero_point: false; the classic AWQ kernels need --asym`,
+        );
+      }
+    }
+    if (f.kind === "auto_gptq" && !scheme.sym) {
+      warnings.push(
+        `the asymmetrical kernel of the GPTQ format may result in a noticeable accuracy drop (auto-round); ` +
+          `auto_round or auto_awq store asymmetric weights better`,
+      );
+    }
+  }
+  return warnings;
+}
+
+/** Folder of a format's output inside `outDir` when several formats are written. */
+export function formatDirName(name: string): string {
+  return name.replace(":", "-");
+}
+
+/**
+ * The exporters of a run. One format writes into `outDir`; several write into `outDir/<format>`
+ * (":" becomes "-": `gguf-q4_k_m`), created here.
+ *
+ * @example
+ * ```ts
+ * const exporters = createExporters(["auto_round", "gguf:q4_k_m"], out.path, ctx);
+ * ```
+ */
+export function createExporters(
+  formats: string[] | FormatSpec[],
+  outDir: string,
+  ctx: ExportContext,
+): Exporter[] {
+  const specs = formats.map((f) => (typeof f === "string" ? parseFormats(f)[0] : f));
+  return specs.map((f) => {
+    const dir = specs.length === 1 ? outDir : join(outDir, formatDirName(f.name));
+    Deno.mkdirSync(dir, { recursive: true });
+    switch (f.kind) {
+      case "auto_round":
+        return new AutoRoundExporter(dir, ctx);
+      case "auto_gptq":
+        return new AutoGptqExporter(dir, ctx);
+      case "auto_awq":
+        return new AutoAwqExporter(dir, ctx);
+      case "llm_compressor":
+        return new LlmCompressorExporter(dir, ctx);
+      case "fake":
+        return new FakeExporter(dir, ctx);
+      case "gguf":
+        return new GgufExporter(dir, ctx, f.name);
+    }
+  });
+}

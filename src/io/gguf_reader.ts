@@ -1,0 +1,511 @@
+/**
+ * Reads GGUF files back: header, metadata and tensor infos (layout in gguf_writer.ts), tensor bytes
+ * by positioned reads, dequantization of every supported type (gguf_blocks.ts), a WeightSource with
+ * Hugging Face names so our own forward runs on a GGUF file, and the summary `autoround inspect`
+ * prints.
+ */
+import { FormatError, InputError, UnsupportedError } from "../errors.ts";
+import { type ModelSpec, parseModelConfig } from "../model/config.ts";
+import type { WeightSource } from "../model/transformer.ts";
+import { dequantizeBytes } from "./gguf_blocks.ts";
+import { ggufToHfName, hfToGgufName, permuteRowsGgufToHf, permutesQK, qkHeads } from "./gguf_names.ts";
+import {
+  GGML_TYPES,
+  type GgmlTypeName,
+  ggmlTypeName,
+  GGUF_DEFAULT_ALIGNMENT,
+  GGUF_MAGIC,
+  GgufValueType,
+  llamaFileTypeName,
+} from "./gguf_types.ts";
+import type { GgufMetaValue, GgufScalarType } from "./gguf_writer.ts";
+
+/** One tensor as the header describes it. */
+export interface GgufTensorInfo {
+  name: string;
+  /** ggml order, innermost first. */
+  ne: number[];
+  /** Type name, or `type<id>` for a type this program cannot decode. */
+  type: GgmlTypeName | `type${number}`;
+  /** Absolute byte offset in the file, and byte length. */
+  offset: number;
+  bytes: number;
+}
+
+const SCALAR_NAMES: Record<number, GgufScalarType> = {
+  [GgufValueType.UINT8]: "uint8",
+  [GgufValueType.INT8]: "int8",
+  [GgufValueType.UINT16]: "uint16",
+  [GgufValueType.INT16]: "int16",
+  [GgufValueType.UINT32]: "uint32",
+  [GgufValueType.INT32]: "int32",
+  [GgufValueType.FLOAT32]: "float32",
+  [GgufValueType.BOOL]: "bool",
+  [GgufValueType.STRING]: "string",
+  [GgufValueType.UINT64]: "uint64",
+  [GgufValueType.INT64]: "int64",
+  [GgufValueType.FLOAT64]: "float64",
+};
+
+class NeedMore extends Error {}
+
+/** Little-endian reader over the start of a file. */
+class Cursor {
+  pos = 0;
+  private readonly view: DataView;
+  private readonly dec = new TextDecoder("utf-8", { fatal: false });
+  constructor(
+    private readonly buf: Uint8Array,
+    private readonly complete: boolean,
+    private readonly path: string,
+  ) {
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
+  private need(n: number) {
+    if (this.pos + n <= this.buf.length) return;
+    if (this.complete) {
+      throw new FormatError(`header runs past the end of the file at byte ${this.pos}`, this.path);
+    }
+    throw new NeedMore();
+  }
+  u8() {
+    this.need(1);
+    return this.view.getUint8(this.pos++);
+  }
+  u32() {
+    this.need(4);
+    const v = this.view.getUint32(this.pos, true);
+    this.pos += 4;
+    return v;
+  }
+  u64(): number {
+    this.need(8);
+    const v = this.view.getBigUint64(this.pos, true);
+    this.pos += 8;
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError(`integer ${v} too large`, this.path);
+    return Number(v);
+  }
+  str(): string {
+    const n = this.u64();
+    this.need(n);
+    const s = this.dec.decode(this.buf.subarray(this.pos, this.pos + n));
+    this.pos += n;
+    return s;
+  }
+  scalar(t: GgufScalarType): number | bigint | boolean | string {
+    const sizes: Partial<Record<GgufScalarType, number>> = {
+      uint8: 1,
+      int8: 1,
+      uint16: 2,
+      int16: 2,
+      uint32: 4,
+      int32: 4,
+      float32: 4,
+      bool: 1,
+      uint64: 8,
+      int64: 8,
+      float64: 8,
+    };
+    if (t === "string") return this.str();
+    const n = sizes[t]!;
+    this.need(n);
+    const at = this.pos, v = this.view;
+    this.pos += n;
+    switch (t) {
+      case "uint8":
+        return v.getUint8(at);
+      case "int8":
+        return v.getInt8(at);
+      case "uint16":
+        return v.getUint16(at, true);
+      case "int16":
+        return v.getInt16(at, true);
+      case "uint32":
+        return v.getUint32(at, true);
+      case "int32":
+        return v.getInt32(at, true);
+      case "float32":
+        return v.getFloat32(at, true);
+      case "bool":
+        return v.getUint8(at) !== 0;
+      case "uint64": {
+        const b = v.getBigUint64(at, true);
+        return b <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(b) : b;
+      }
+      case "int64": {
+        const b = v.getBigInt64(at, true);
+        return b <= BigInt(Number.MAX_SAFE_INTEGER) && b >= BigInt(Number.MIN_SAFE_INTEGER) ? Number(b) : b;
+      }
+      default:
+        return v.getFloat64(at, true);
+    }
+  }
+}
+
+/**
+ * An opened GGUF file. Close it with `using`.
+ *
+ * @example
+ * ```ts
+ * using f = await GgufFile.open("out/model-Q4_K_M.gguf");
+ * f.str("general.architecture"); // "llama"
+ * const w = await f.readF32("blk.0.attn_q.weight"); // dequantized, ggml row order
+ * ```
+ */
+export class GgufFile implements Disposable {
+  private constructor(
+    readonly path: string,
+    private readonly file: Deno.FsFile,
+    readonly version: number,
+    readonly metadata: Map<string, GgufMetaValue>,
+    readonly tensors: GgufTensorInfo[],
+    readonly alignment: number,
+    readonly dataOffset: number,
+    readonly fileSize: number,
+  ) {}
+
+  /** Parse the header of `path`. Throws InputError for missing files, FormatError for broken ones. */
+  static async open(path: string): Promise<GgufFile> {
+    let file: Deno.FsFile;
+    try {
+      file = await Deno.open(path, { read: true });
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) throw new InputError("no such file", path);
+      throw new InputError(`cannot open: ${(e as Error).message}`, path);
+    }
+    try {
+      const size = (await file.stat()).size;
+      let chunk = Math.min(size, 1 << 20);
+      for (;;) {
+        const buf = new Uint8Array(chunk);
+        await file.seek(0, Deno.SeekMode.Start);
+        let got = 0;
+        while (got < chunk) {
+          const n = await file.read(buf.subarray(got));
+          if (n === null) break;
+          got += n;
+        }
+        try {
+          return GgufFile.parse(path, file, buf.subarray(0, got), got >= size, size);
+        } catch (e) {
+          if (!(e instanceof NeedMore)) throw e;
+          chunk = Math.min(size, chunk * 4);
+        }
+      }
+    } catch (e) {
+      file.close();
+      throw e;
+    }
+  }
+
+  private static parse(path: string, file: Deno.FsFile, buf: Uint8Array, complete: boolean, size: number) {
+    const c = new Cursor(buf, complete, path);
+    if (buf.length < 4 || c.u32() !== GGUF_MAGIC) throw new FormatError(`not a GGUF file (bad magic)`, path);
+    const version = c.u32();
+    if (version < 2 || version > 3) {
+      throw new FormatError(`GGUF version ${version} is not supported (2, 3 are)`, path);
+    }
+    const nTensors = c.u64(), nKv = c.u64();
+    const metadata = new Map<string, GgufMetaValue>();
+    for (let i = 0; i < nKv; i++) {
+      const key = c.str();
+      const t = c.u32();
+      if (t === GgufValueType.ARRAY) {
+        const it = c.u32();
+        const itemType = SCALAR_NAMES[it];
+        if (!itemType) throw new FormatError(`metadata ${key}: unknown array item type ${it}`, path);
+        const n = c.u64();
+        const value: (number | bigint | boolean | string)[] = new Array(n);
+        for (let j = 0; j < n; j++) value[j] = c.scalar(itemType);
+        metadata.set(key, { type: "array", itemType, value });
+      } else {
+        const type = SCALAR_NAMES[t];
+        if (!type) throw new FormatError(`metadata ${key}: unknown value type ${t}`, path);
+        metadata.set(key, { type, value: c.scalar(type) } as GgufMetaValue);
+      }
+    }
+    const alignV = metadata.get("general.alignment");
+    const alignment = alignV && alignV.type !== "array" ? Number(alignV.value) : GGUF_DEFAULT_ALIGNMENT;
+    const raw: { name: string; ne: number[]; typeId: number; rel: number }[] = [];
+    for (let i = 0; i < nTensors; i++) {
+      const name = c.str();
+      const nd = c.u32();
+      if (nd > 4) throw new FormatError(`tensor ${name}: ${nd} dimensions`, path);
+      const ne: number[] = [];
+      for (let d = 0; d < nd; d++) ne.push(c.u64());
+      raw.push({ name, ne, typeId: c.u32(), rel: c.u64() });
+    }
+    const dataOffset = Math.ceil(c.pos / alignment) * alignment;
+    const tensors: GgufTensorInfo[] = raw.map((t) => {
+      const name = ggmlTypeName(t.typeId);
+      const count = t.ne.reduce((a, b) => a * b, 1);
+      const info = name ? GGML_TYPES[name] : undefined;
+      const bytes = info ? (count / info.blockSize) * info.typeSize : 0;
+      const offset = dataOffset + t.rel;
+      if (info && offset + bytes > size) {
+        throw new FormatError(`tensor ${t.name} runs past the end of the file (truncated?)`, path);
+      }
+      return { name: t.name, ne: t.ne, type: name ?? `type${t.typeId}`, offset, bytes };
+    });
+    return new GgufFile(path, file, version, metadata, tensors, alignment, dataOffset, size);
+  }
+
+  /** A metadata value (scalar), or undefined. */
+  get(key: string): number | bigint | boolean | string | undefined {
+    const v = this.metadata.get(key);
+    return v && v.type !== "array" ? v.value : undefined;
+  }
+  /** A string metadata value, or undefined. */
+  str(key: string): string | undefined {
+    const v = this.get(key);
+    return typeof v === "string" ? v : undefined;
+  }
+  /** A numeric metadata value, or undefined. */
+  num(key: string): number | undefined {
+    const v = this.get(key);
+    return typeof v === "number" ? v : typeof v === "bigint" ? Number(v) : undefined;
+  }
+  /** An array metadata value, or undefined. */
+  array(key: string): (number | bigint | boolean | string)[] | undefined {
+    const v = this.metadata.get(key);
+    return v?.type === "array" ? v.value : undefined;
+  }
+
+  /** The info of tensor `name`; FormatError when absent. */
+  tensor(name: string): GgufTensorInfo {
+    const t = this.tensors.find((x) => x.name === name);
+    if (!t) throw new FormatError(`tensor "${name}" is missing`, this.path);
+    return t;
+  }
+
+  /** Raw bytes of a tensor. */
+  async readBytes(name: string): Promise<Uint8Array> {
+    const t = this.tensor(name);
+    if (t.type.startsWith("type")) throw new UnsupportedError(`tensor ${name} has GGML ${t.type}`, this.path);
+    const buf = new Uint8Array(t.bytes);
+    await this.file.seek(t.offset, Deno.SeekMode.Start);
+    let got = 0;
+    while (got < buf.length) {
+      const n = await this.file.read(buf.subarray(got));
+      if (n === null) throw new FormatError(`tensor ${name} is truncated`, this.path);
+      got += n;
+    }
+    return buf;
+  }
+
+  /** A tensor dequantized to f32, in ggml order (ne[1] rows of ne[0] values). */
+  async readF32(name: string): Promise<Float32Array> {
+    return dequantizeBytes(this.tensor(name).type as GgmlTypeName, await this.readBytes(name));
+  }
+
+  [Symbol.dispose](): void {
+    this.file.close();
+  }
+}
+
+const HF_ARCH: Record<string, { modelType: string; architecture: string; bias: boolean }> = {
+  llama: { modelType: "llama", architecture: "LlamaForCausalLM", bias: false },
+  qwen2: { modelType: "qwen2", architecture: "Qwen2ForCausalLM", bias: true },
+  qwen3: { modelType: "qwen3", architecture: "Qwen3ForCausalLM", bias: false },
+};
+
+/** A config.json object equivalent to a GGUF file's hyperparameters (for {@link parseModelConfig}). */
+export function ggufModelConfig(f: GgufFile): Record<string, unknown> {
+  const arch = f.str("general.architecture") ?? "";
+  const hf = HF_ARCH[arch];
+  if (!hf) {
+    throw new UnsupportedError(
+      `GGUF architecture "${arch}" cannot be read back (${Object.keys(HF_ARCH).join(", ")} can)`,
+      f.path,
+    );
+  }
+  if (f.tensors.some((t) => t.name === "rope_freqs.weight")) {
+    throw new UnsupportedError(
+      `GGUF files with rope_freqs (Llama 3 RoPE scaling) cannot be read back yet`,
+      f.path,
+    );
+  }
+  const k = (s: string) => f.num(`${arch}.${s}`);
+  const need = (s: string) => {
+    const v = k(s);
+    if (v === undefined) throw new FormatError(`metadata ${arch}.${s} is missing`, f.path);
+    return v;
+  };
+  const hidden = need("embedding_length"), heads = need("attention.head_count");
+  const vocab = k("vocab_size") ?? f.array("tokenizer.ggml.tokens")?.length ??
+    f.tensor("token_embd.weight").ne[1];
+  const cfg: Record<string, unknown> = {
+    architectures: [hf.architecture],
+    model_type: hf.modelType,
+    hidden_size: hidden,
+    intermediate_size: need("feed_forward_length"),
+    num_hidden_layers: need("block_count"),
+    num_attention_heads: heads,
+    num_key_value_heads: k("attention.head_count_kv") ?? heads,
+    head_dim: k("attention.key_length") ?? hidden / heads,
+    vocab_size: vocab,
+    max_position_embeddings: k("context_length") ?? 2048,
+    rms_norm_eps: need("attention.layer_norm_rms_epsilon"),
+    rope_theta: k("rope.freq_base") ?? 10000,
+    tie_word_embeddings: !f.tensors.some((t) => t.name === "output.weight"),
+    attention_bias: hf.bias,
+    hidden_act: "silu",
+    torch_dtype: "float32",
+    bos_token_id: f.num("tokenizer.ggml.bos_token_id"),
+    eos_token_id: f.num("tokenizer.ggml.eos_token_id"),
+  };
+  if (f.str(`${arch}.rope.scaling.type`) === "linear") {
+    cfg.rope_scaling = { rope_type: "linear", factor: k("rope.scaling.factor") };
+  }
+  return cfg;
+}
+
+/** A GGUF file opened as a model: spec, config and a WeightSource with HF names (dequantized f32). */
+export interface GgufModel extends Disposable {
+  file: GgufFile;
+  config: Record<string, unknown>;
+  spec: ModelSpec;
+  weights: WeightSource;
+}
+
+/**
+ * Open a GGUF file for our own forward pass: HF tensor names, weights dequantized to f32 and q/k rows
+ * put back into HF order for the "llama" architecture.
+ *
+ * @example
+ * ```ts
+ * using m = await openGgufModel("out/stories260K-Q4_K_M.gguf");
+ * using model = await LoadedModel.load(be, m.spec, m.weights);
+ * ```
+ */
+export async function openGgufModel(path: string): Promise<GgufModel> {
+  const file = await GgufFile.open(path);
+  try {
+    const config = ggufModelConfig(file);
+    const spec = parseModelConfig(config, path);
+    const permute = permutesQK(file.str("general.architecture") ?? "");
+    const names = new Map<string, GgufTensorInfo>();
+    for (const t of file.tensors) {
+      const hf = ggufToHfName(t.name);
+      if (hf) names.set(hf, t);
+    }
+    const weights: WeightSource = {
+      origin: path,
+      has: (n) => names.has(n),
+      shape: (n) => {
+        const t = names.get(n);
+        if (!t) {
+          throw new FormatError(`tensor "${n}" (${hfToGgufName(n) ?? "no GGUF name"}) is missing`, path);
+        }
+        return [...t.ne].reverse();
+      },
+      readF32: async (n) => {
+        const t = names.get(n);
+        if (!t) throw new FormatError(`tensor "${n}" is missing`, path);
+        const w = await file.readF32(t.name);
+        const heads = permute ? qkHeads(n, spec.nHeads, spec.nKvHeads) : 0;
+        if (!heads) return w;
+        const rows = t.ne.length > 1 ? t.ne[1] : t.ne[0];
+        const cols = t.ne.length > 1 ? t.ne[0] : 1;
+        return permuteRowsGgufToHf(w, rows, cols, heads);
+      },
+    };
+    return { file, config, spec, weights, [Symbol.dispose]: () => file[Symbol.dispose]() };
+  } catch (e) {
+    file[Symbol.dispose]();
+    throw e;
+  }
+}
+
+/** What `autoround inspect FILE.gguf` reports. */
+export interface GgufSummary {
+  path: string;
+  format: "gguf";
+  version: number;
+  fileBytes: number;
+  architecture?: string;
+  name?: string;
+  fileType?: string;
+  tensors: number;
+  /** Per GGML type: tensors, weights and bytes. */
+  byType: Record<string, { tensors: number; weights: number; bytes: number }>;
+  /** Bits per weight over all tensors. */
+  bitsPerWeight: number;
+  /** Metadata, arrays shown by length and first items. */
+  metadata: Record<string, unknown>;
+  tensorList?: { name: string; type: string; ne: number[] }[];
+}
+
+/**
+ * Summarise a GGUF file for `autoround inspect`.
+ *
+ * @example
+ * ```ts
+ * const s = await inspectGguf("out/stories260K-Q4_K_M.gguf");
+ * console.log(formatGgufSummary(s));
+ * ```
+ */
+export async function inspectGguf(path: string, listTensors = false): Promise<GgufSummary> {
+  using f = await GgufFile.open(path);
+  const byType: GgufSummary["byType"] = {};
+  let weights = 0, bytes = 0;
+  for (const t of f.tensors) {
+    const n = t.ne.reduce((a, b) => a * b, 1);
+    const e = (byType[t.type] ??= { tensors: 0, weights: 0, bytes: 0 });
+    e.tensors++;
+    e.weights += n;
+    e.bytes += t.bytes;
+    weights += n;
+    bytes += t.bytes;
+  }
+  const metadata: Record<string, unknown> = {};
+  for (const [key, v] of f.metadata) {
+    if (v.type !== "array") {
+      metadata[key] = typeof v.value === "bigint" ? v.value.toString() : v.value;
+      continue;
+    }
+    const head = v.value.slice(0, 8).map((x) => (typeof x === "bigint" ? x.toString() : x));
+    metadata[key] = v.value.length <= 8 ? head : { length: v.value.length, first: head };
+  }
+  const ft = f.num("general.file_type");
+  return {
+    path,
+    format: "gguf",
+    version: f.version,
+    fileBytes: f.fileSize,
+    architecture: f.str("general.architecture"),
+    name: f.str("general.name"),
+    fileType: ft === undefined ? undefined : llamaFileTypeName(ft) ?? String(ft),
+    tensors: f.tensors.length,
+    byType,
+    bitsPerWeight: weights ? (bytes * 8) / weights : 0,
+    metadata,
+    tensorList: listTensors ? f.tensors.map((t) => ({ name: t.name, type: t.type, ne: t.ne })) : undefined,
+  };
+}
+
+/** The summary as the lines `autoround inspect` prints. */
+export function formatGgufSummary(s: GgufSummary): string {
+  const mb = (n: number) => `${(n / 1e6).toFixed(2)} MB`;
+  const lines = [
+    `path: ${s.path}`,
+    `format: GGUF v${s.version}, ${mb(s.fileBytes)}, architecture ${s.architecture ?? "?"}` +
+    `${s.name ? ` (${s.name})` : ""}, file type ${s.fileType ?? "?"}`,
+    `tensors: ${s.tensors}, ${s.bitsPerWeight.toFixed(3)} bits per weight`,
+  ];
+  for (const [t, e] of Object.entries(s.byType)) {
+    lines.push(
+      `  ${t.padEnd(6)} ${String(e.tensors).padStart(5)} tensors ${String(e.weights).padStart(12)} weights  ${
+        mb(e.bytes)
+      }`,
+    );
+  }
+  lines.push("metadata:");
+  for (const [k, v] of Object.entries(s.metadata)) {
+    let text = JSON.stringify(v);
+    if (text.length > 160) text = text.slice(0, 157) + "...";
+    lines.push(`  ${k} = ${text}`);
+  }
+  for (const t of s.tensorList ?? []) lines.push(`  ${t.name}  ${t.type}  [${t.ne.join(", ")}]`);
+  return lines.join("\n");
+}
