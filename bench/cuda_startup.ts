@@ -6,6 +6,8 @@
  *   deno run -A bench/cuda_startup.ts
  */
 import { createCudaBackend } from "../src/backend/cuda/cuda_backend.ts";
+import { createBackend } from "../src/backend/select.ts";
+import { silentLog } from "../src/log.ts";
 
 let t0 = performance.now();
 using be = createCudaBackend();
@@ -26,3 +28,7 @@ console.log(
     (wait * 1000).toFixed(0)
   } µs, worker-thread wait: ${be.rt.driver.nonblockingSync}`,
 );
+{
+  using auto = await createBackend("auto", silentLog);
+  console.log(`--device auto picks: ${auto.name} (${auto.device})`);
+}

@@ -5,6 +5,7 @@
  */
 import type { DType, Tensor } from "../src/backend/backend.ts";
 import { BackendError } from "../src/errors.ts";
+import { gemmTuning } from "../src/backend/cuda/matmul.ts";
 import {
   cpu,
   cuda,
@@ -105,6 +106,33 @@ cudaTest("matmul: every transpose form, alpha/beta, odd shapes, f32 and bf16, mi
   using yc = cpu.matmul(xc, w2c, { transB: true });
   expectClose("linear bf16 512×256·(384×256)ᵀ", ...(await readBoth(y, yc)), BF16_BOUND);
 });
+
+cudaTest(
+  "the fallback GEMM kernel (used where cuBLASLt has no algorithm) matches the reference",
+  async () => {
+    const be = cuda(), rng = new Rng(freshSeed());
+    const [M, N, K] = [19, 33, 45];
+    gemmTuning.forceFallback = true;
+    try {
+      for (const dt of ["f32", "bf16"] as DType[]) {
+        for (const [ta, tb] of [[false, true], [true, false]]) {
+          const [ga, ca] = pair(be, rng.normal(M * K), ta ? [K, M] : [M, K], dt);
+          const [gb, cb] = pair(be, rng.normal(K * N), tb ? [N, K] : [K, N], dt);
+          const [go, co] = pair(be, rng.normal(M * N), [M, N], dt);
+          be.matmul(ga, gb, { transA: ta, transB: tb, alpha: 1.5, beta: 0.5, out: go });
+          cpu.matmul(ca, cb, { transA: ta, transB: tb, alpha: 1.5, beta: 0.5, out: co });
+          expectClose(
+            `fallback gemm ${dt} ${ta ? "T" : "N"}${tb ? "T" : "N"} α β`,
+            ...(await readBoth(go, co)),
+            bound(dt),
+          );
+        }
+      }
+    } finally {
+      gemmTuning.forceFallback = false;
+    }
+  },
+);
 
 cudaTest("add, addRowVector, siluMul and its backward", async () => {
   const be = cuda(), rng = new Rng(freshSeed());

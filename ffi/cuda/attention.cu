@@ -6,8 +6,8 @@
 // head h / (H/KV). Tiling: one warp per query row (forward, dq) or per key row (dk/dv); lanes split
 // the head dim (hd/32 values each), dot products are warp all-reductions, the softmax is online in
 // f32. dk/dv loop over the heads of their group and the queries t ≥ s, so nothing is atomic.
-// Measured error vs the CPU reference on the H100 (tests/cuda_attention_test.ts): f32 ≤ 1e-6
-// relative; bf16 ≤ one bf16 rounding of the outputs.
+// Measured vs the CPU reference on the H100 (tests/cuda_attention_test.ts, 2026-11-23): f32 (hd 8,
+// 40, 128) out ≤ 1.4e-7, lse ≤ 5e-8, dq/dk/dv ≤ 2.6e-7 relative; bf16 hd 40 ≤ 1.5e-5.
 #include "common.cuh"
 
 #define MAX_DPL 8  // head dim ≤ 32·8

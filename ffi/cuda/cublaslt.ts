@@ -9,6 +9,7 @@
  * "tf32". Enum values from cublasLt.h / cublas_api.h / library_types.h (CUDA 13).
  */
 import { CudaError, CudaUnavailableError } from "./errors.ts";
+import { loaderMessage } from "./driver.ts";
 
 const SYMBOLS = {
   cublasLtCreate: { parameters: ["buffer"], result: "i32" },
@@ -145,7 +146,7 @@ export class CublasLt implements Disposable {
     }
     if (!lib) {
       throw new CudaUnavailableError(
-        `cuBLASLt (libcublasLt.so.13) could not be loaded (${firstError.split("\n")[0]}); ` +
+        `cuBLASLt (libcublasLt.so.13) could not be loaded (${loaderMessage(firstError)}); ` +
           `install the CUDA 13 toolkit's libraries or add their folder to LD_LIBRARY_PATH`,
       );
     }

@@ -32,6 +32,11 @@ const LIBCUDA_CANDIDATES = [
   "/usr/lib/wsl/lib/libcuda.so.1",
 ];
 
+/** The dynamic loader's reason, once (Deno repeats its "Could not open library:" prefix). */
+export function loaderMessage(message: string): string {
+  return message.split("\n")[0].replace(/^(Could not open library: )+/, "");
+}
+
 function cString(ptrValue: bigint): string {
   if (ptrValue === 0n) return "";
   const p = Deno.UnsafePointer.create(ptrValue);
@@ -68,7 +73,7 @@ export class CudaDriver {
     }
     if (!lib) {
       throw new CudaUnavailableError(
-        `the NVIDIA driver library libcuda.so.1 could not be loaded (${firstError.split("\n")[0]})`,
+        `the NVIDIA driver library libcuda.so.1 could not be loaded (${loaderMessage(firstError)})`,
       );
     }
     const drv = new CudaDriver(lib, path);

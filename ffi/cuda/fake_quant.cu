@@ -2,18 +2,22 @@
 // quantizers; src/quant/int_quant.ts is the reference and these kernels mirror it line by line).
 //
 // Layout: W, V, Ŵ, dŴ, dV [N, K] row-major; α, β, wMin, wMax, initScale, dα, dβ f32 [N·G] with
-// G = ceil(K/g) groups per row (a short last group is allowed). Tiling: `tpg` consecutive threads
-// (a power of two ≤ 32, about g/32: ~32 elements per thread) own one group; each thread handles 4 consecutive
-// elements at a time (8-byte bf16 / 16-byte f32 loads when K and g are multiples of 4 and the
-// pointers are aligned). The backward reduces the group's scale/zero-point gradient terms with
-// xor-shuffles inside the tpg lanes.
+// G = ceil(K/g) groups per row (a short last group is allowed).
+// Tiling, streaming path (g ∈ {8, 16, 32, 64, 128, 256} dividing K, K % 8 == 0, aligned; AutoRound's
+// usual layouts): fq_group_params computes each group's scale once (one thread per group, f64);
+// fq_forward_stream / fq_backward_stream give each thread 8 consecutive elements (16-byte loads,
+// coalesced across the warp), the g/8 threads of a group reduce the backward's f64 partial sums with
+// xor-shuffles, and fq_finalize turns them into dα, dβ (one thread per group).
+// Tiling, general path (any g, short last groups, unaligned views): `tpg` consecutive threads (a
+// power of two ≤ 32, about g/32) own one group and handle 4 consecutive elements at a time.
 // Exactness: the reference computes in f64 (JavaScript numbers). Group scales are computed in f64
 // the same way; the per-element code round(W/s + V) is computed in f32 and recomputed in f64 only
 // when the f32 value lies within its error bound of a rounding tie (about 1 element in 10⁵), so the
 // codes, Ŵ and dV equal the reference's bit for bit at f32 speed. The scale-gradient pieces are
 // summed in f64 and rounded to the scale dtype the way the reference emulates autograd.
-// Measured on the H100 (tests/cuda_quant_test.ts): Ŵ, dV, codes, scales, zeros identical to the
-// reference; dα/dβ ≤ 1e-7 relative (only the f64 summation order differs).
+// Measured on the H100 (tests/cuda_quant_test.ts, 2026-11-23): Ŵ, dV, codes, scales, zeros and
+// dα/dβ identical to the reference in every tested layout (both paths). 14336×4096, g 128: forward
+// 0.19 ms (2.5 TB/s, 85% of copy bandwidth), backward 0.37 ms (2.3 TB/s, 75%).
 #include "common.cuh"
 
 #define SCALE_F16 0

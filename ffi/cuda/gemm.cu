@@ -3,8 +3,9 @@
 //
 // Layout: row-major; op(A) [M, K] read from A [M, K] (lda = K) or A [K, M] when transposed (lda = M);
 // likewise B. Tiling: 16×16 output tile per 256-thread block, 16-wide K slices staged through shared
-// memory (padded rows, no bank conflicts). Roughly 2 TFLOP/s on an H100: a correctness path, not a
-// fast one. Measured error vs the CPU reference on the H100: f32 ≤ 1e-6 relative.
+// memory (padded rows, no bank conflicts): a correctness path, not a fast one. Not exercised by the
+// H100 runs so far (cuBLASLt had an algorithm for every tested shape); tests/cuda_ops_test.ts forces
+// it through gemmTuning.forceFallback.
 #include "common.cuh"
 
 extern "C" __global__ void gemm_simple(u64 c, int dtc, u64 a, int dta, u64 b, int dtb, int M, int N, int K,

@@ -7,8 +7,9 @@
 // partial sums; mse_loss_finish adds them in a fixed order, so the loss is deterministic (keepBest
 // compares it bit for bit across iterations). Column squares: one block per 32-column strip, 8 row
 // phases, reduced in shared memory, no atomics.
-// Measured error vs the CPU reference on the H100 (tests/cuda_ops_test.ts): cross-entropy ≤ 1e-6
-// relative, MSE loss ≤ 1e-7 (f64 sums), gradients one f32 rounding.
+// Measured vs the CPU reference on the H100 (tests/cuda_ops_test.ts, 2026-11-23): cross-entropy
+// ≤ 2.2e-8 relative, argmax identical, MSE loss and dy identical (f64 sums, one rounding), column
+// squares ≤ 1.1e-7. 16384×4096 bf16 MSE + gradient: 2.7 TB/s.
 #include "common.cuh"
 
 #define RED_THREADS 256

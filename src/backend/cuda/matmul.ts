@@ -34,6 +34,9 @@ export interface MatmulOptions {
 
 const isGemmType = (d: DType): d is GemmType => d === "f32" || d === "bf16" || d === "f16";
 
+/** Test hook: route every product through the fallback kernel (it otherwise runs only rarely). */
+export const gemmTuning = { forceFallback: false };
+
 /** C = alpha·op(A)·op(B) + beta·C. */
 export function matmul(op: OpContext, a: CudaTensor, b: CudaTensor, opts: MatmulOptions = {}): CudaTensor {
   const transA = opts.transA ?? false, transB = opts.transB ?? false;
@@ -51,7 +54,7 @@ export function matmul(op: OpContext, a: CudaTensor, b: CudaTensor, opts: Matmul
   else if (op.computeDType !== "f32" && (a.dtype === op.computeDType || b.dtype === op.computeDType)) {
     ab = op.computeDType;
   } else ab = "f32";
-  if (!isGemmType(ab) || K === 0) {
+  if (!isGemmType(ab) || K === 0 || gemmTuning.forceFallback) {
     simpleGemm(op, out, a, b, { M, N, K, transA, transB, alpha, beta });
     return out;
   }
