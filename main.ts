@@ -22,6 +22,8 @@ Usage: autoround <command> [options]
 
 Commands
   quantize   quantize a Hugging Face checkpoint (SignRound or RTN) and export it
+  best, light, rtn
+             quantize with that recipe (auto-round-best, auto-round-light, auto-round-rtn too)
   eval       lm-eval-style tasks (wikitext, lambada, ARC, PIQA, HellaSwag, WinoGrande) or a text's perplexity
   generate   continue a prompt (greedy or sampled, optional chat template)
   inspect    summarise a checkpoint or output folder
@@ -37,6 +39,14 @@ Examples
 
 const COMMANDS: Record<string, (argv: string[], log: Log) => Promise<void>> = {
   quantize: quantizeCommand,
+  // Recipe commands, also under auto-round's console-script names.
+  best: (a, l) => quantizeCommand(a, l, "best"),
+  light: (a, l) => quantizeCommand(a, l, "light"),
+  rtn: (a, l) => quantizeCommand(a, l, "rtn"),
+  "auto-round": (a, l) => quantizeCommand(a, l, "default"),
+  "auto-round-best": (a, l) => quantizeCommand(a, l, "best"),
+  "auto-round-light": (a, l) => quantizeCommand(a, l, "light"),
+  "auto-round-rtn": (a, l) => quantizeCommand(a, l, "rtn"),
   eval: evalCommand,
   generate: generateCommand,
   inspect: inspectCommand,

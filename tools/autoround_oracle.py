@@ -9,7 +9,12 @@ github.com/intel/auto-round at b9f3d0079) and writes, under $OUT:
                         calibration rows autoround-ts uses (.oracle/calib_256x128.json) and the
                         eval stream of stories260K/eval.txt (.oracle/eval_ids.json)
   rtn_exports.tar     - the auto_round folders AutoRound wrote for the RTN runs
-Run: python3 tools/autoround_oracle.py [goldens] [runs]
+Run: python3 tools/autoround_oracle.py [goldens] [runs] [fixmask] [c4]
+  fixmask: turn the float 0/1 attention masks auto-round's calibration replay hands to SDPA on
+           transformers 5.17 (which SDPA adds to the logits: attention becomes non-causal) back
+           into boolean causal masks, so its tuning sees the attention the model really has
+  c4:      calibrate on .oracle/calib_c4_256x128.json (C4 documents) instead of TinyStories
+  only=P:  run only the configurations whose name starts with P (repeatable)
 """
 import json
 import math
@@ -120,7 +125,7 @@ def goldens():
                                  "bias": tl(lin.bias),
                                  "qweight": ql.qweight.reshape(-1).tolist(), "qzeros": ql.qzeros.reshape(-1).tolist(),
                                  "scales": tl(ql.scales), "bias_f16": tl(ql.bias)})
-    with open(f"{OUT}/quant_goldens.json", "w") as fh:
+    with open(f"{OUT}/quant_goldens.json", "w") as fh:  # noqa: SIM115
         json.dump(out, fh)
     print(f"goldens: {len(out['cases'])} quantizer cases, {len(out['opt_rtn'])} opt-rtn, {len(out['packs'])} packs")
 
@@ -141,11 +146,25 @@ def perplexity(model, ids, seqlen=256):
     return math.exp(total / count)
 
 
-def runs(configs):
+def fix_float_masks():
+    """SDPA treats a float mask as additive; auto-round's replay passes 1.0 = visible, 0.0 = hidden."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    orig = ALL_ATTENTION_FUNCTIONS["sdpa"]
+
+    def sdpa(module, query, key, value, attention_mask, **kw):
+        if attention_mask is not None and attention_mask.dtype != torch.bool:
+            if float(attention_mask.max()) == 1.0 and float(attention_mask.min()) == 0.0:
+                attention_mask = attention_mask > 0.5
+        return orig(module, query, key, value, attention_mask, **kw)
+
+    ALL_ATTENTION_FUNCTIONS["sdpa"] = sdpa
+
+
+def runs(configs, calib_file=".oracle/calib_256x128.json", export_prefixes=("rtn",)):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from auto_round import AutoRound
     fixture = "tests/fixtures/stories260K"
-    rows = json.load(open(".oracle/calib_256x128.json"))
+    rows = json.load(open(calib_file))
     ids = json.load(open(".oracle/eval_ids.json"))
     data = []
     for i in range(0, len(rows), 8):
@@ -156,7 +175,7 @@ def runs(configs):
     results.append({"name": "fp32", "ppl": perplexity(base, ids)})
     print(results[-1], flush=True)
     del base
-    tar = tarfile.open(f"{OUT}/rtn_exports.tar", "w")
+    tar = tarfile.open(f"{OUT}/rtn_exports{os.environ.get('RUNS_TAG', '')}.tar", "w")
     for cfg in configs:
         name = cfg.pop("name")
         t0 = time.time()
@@ -168,7 +187,7 @@ def runs(configs):
             model, _ = ar.quantize()
             ppl = perplexity(model.cuda(), ids)
             rec = {"name": name, "cfg": cfg, "ppl": ppl, "seconds": time.time() - t0}
-            if cfg.get("iters", 200) == 0:
+            if cfg.get("iters", 200) == 0 and name.startswith(export_prefixes):
                 out_dir = f"/tmp/ar_{name}"
                 ar.save_quantized(out_dir, format="auto_round", inplace=True)
                 tar.add(out_dir, arcname=name)
@@ -176,7 +195,7 @@ def runs(configs):
         except Exception as e:  # keep going: one failing config must not hide the others
             results.append({"name": name, "cfg": cfg, "error": repr(e), "trace": traceback.format_exc()[-3000:]})
         print(results[-1] if "error" not in results[-1] else results[-1]["trace"], flush=True)
-        with open(f"{OUT}/runs.json", "w") as fh:
+        with open(f"{OUT}/runs{os.environ.get('RUNS_TAG', '')}.json", "w") as fh:
             json.dump(results, fh, indent=1)
     tar.close()
 
@@ -185,6 +204,8 @@ if __name__ == "__main__":
     what = sys.argv[1:] or ["goldens", "runs"]
     if "goldens" in what:
         goldens()
+    if "fixmask" in what:
+        fix_float_masks()
     if "runs" in what:
         cfgs = []
         for bits in (4, 3, 2):
@@ -196,4 +217,11 @@ if __name__ == "__main__":
                 cfgs.append({"name": f"light_{tag}", "bits": bits, "group_size": 32, "sym": sym, "iters": 50,
                              "lr": 5e-3})
                 cfgs.append({"name": f"default_{tag}", "bits": bits, "group_size": 32, "sym": sym, "iters": 200})
-        runs(cfgs)
+        only = [w[5:] for w in what if w.startswith("only=")]
+        if only:
+            cfgs = [c for c in cfgs if c["name"].startswith(tuple(only))]
+        if "c4" in what:
+            cfgs = [c for c in cfgs if not c["name"].startswith("rtnplain")]
+            runs(cfgs, ".oracle/calib_c4_256x128.json", ())
+        else:
+            runs(cfgs)

@@ -195,8 +195,8 @@ export interface Backend extends Disposable {
   mseLoss(y: Tensor, target: Tensor, mask: Tensor | undefined, scale: number): { loss: Tensor; dy: Tensor };
   /** Sign-SGD step: p ← p − lr·sign(g), then clamp into [lo, hi] when given. */
   signSgdStep(p: Tensor, g: Tensor, lr: number, clamp?: { lo: number; hi: number }): void;
-  /** acc += x (same shape). */
-  accumulate(acc: Tensor, x: Tensor): void;
+  /** acc += alpha·x (same shape; alpha defaults to 1). */
+  accumulate(acc: Tensor, x: Tensor, alpha?: number): void;
   /** acc[c] += Σ_r x[r, c]² for x `[rows, cols]`, acc f32 `[cols]` (importance matrix statistics). */
   accumulateColumnSquares(acc: Tensor, x: Tensor): void;
   /**

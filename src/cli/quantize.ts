@@ -14,7 +14,10 @@ import { getRecipe } from "../quant/recipes.ts";
 import { resolveScheme, schemeNames } from "../quant/scheme.ts";
 import { type FlagSpec, parseFlags } from "../std/cli.ts";
 import { evalTextPerplexity } from "./eval.ts";
-import { flagInt, flagStr } from "./flags.ts";
+import { flagInt, flagNum, flagStr } from "./flags.ts";
+import { formatResultsTable } from "../eval/report.ts";
+import { resolveDataDir, runEvalTasks } from "../eval/run.ts";
+import { findTaskFile, parseTaskList } from "../eval/tasks.ts";
 
 /** Flags of `quantize` (auto-round names and aliases). */
 export const QUANTIZE_FLAGS: FlagSpec = {
@@ -52,6 +55,21 @@ export const QUANTIZE_FLAGS: FlagSpec = {
   device_map: { type: "string" },
   seed: { type: "string" },
   disable_opt_rtn: { type: "boolean" },
+  enable_minmax_tuning: { type: "boolean" },
+  disable_minmax_tuning: { type: "boolean" },
+  "no-enable_minmax_tuning": { type: "boolean" },
+  enable_quanted_input: { type: "boolean" },
+  disable_quanted_input: { type: "boolean" },
+  "no-enable_quanted_input": { type: "boolean" },
+  not_use_best_mse: { type: "boolean" },
+  dynamic_max_gap: { type: "string" },
+  low_gpu_mem_usage: { type: "boolean" },
+  log_json: { type: "string" },
+  eval: { type: "string" },
+  tasks: { type: "string" },
+  data_dir: { type: "string" },
+  limit: { type: "string" },
+  eval_bs: { type: "string" },
   enable_opt_rtn: { type: "boolean" },
   max_shard_size: { type: "string" },
   eval_text: { type: "string" },
@@ -80,7 +98,8 @@ Scheme
   --ignore_layers LIST   comma-separated layer names kept in 16-bit (alias --fp_layers)
 
 Tuning (recipe values unless given)
-  --recipe NAME          default (200 iters), best (1000), light (50, lr 5e-3), rtn, opt_rtn
+  --recipe NAME          default (200 iters), best (1000), light (50, lr 5e-3), rtn, opt_rtn;
+                         also as commands: autoround best|light|rtn ... (auto-round-best, ...)
   --iters N              0 = RTN (optimized RTN for symmetric schemes below 8 bits)
   --lr X, --minmax_lr X  learning rates (default 1/iters)
   --nsamples N           calibration samples (default 128)
@@ -91,11 +110,17 @@ Tuning (recipe values unless given)
                          :concat=true options (default ${DEFAULT_DATASET} from the local HF cache)
   --seed N               (default 42)
   --disable_opt_rtn | --enable_opt_rtn
+  --disable_minmax_tuning, --disable_quanted_input, --not_use_best_mse, --dynamic_max_gap N
+  --low_gpu_mem_usage    keep calibration activations in host memory
+  --log_json FILE        per-block records (loss at start, best loss and its iteration, seconds)
 
 Runtime
   --device NAME          auto (default), cpu, cuda, webgpu
   --eval_text FILE       print the perplexity of FILE before and after (one document per line)
   --eval_seqlen N        window length for --eval_text (default: --seqlen)
+  --eval TASKS           evaluate the output right after quantizing (alias --tasks; see autoround eval)
+  --data_dir DIR         task data folder for --eval (default $AUTOROUND_DATA)
+  --limit N, --eval_bs N documents per task and evaluation batch size
   --quiet, --debug
 
 Examples
@@ -104,8 +129,8 @@ Examples
   autoround quantize --model Qwen/Qwen3-8B --scheme W4A16 --dataset c4.jsonl --device cuda
 `;
 
-/** Run `quantize` with argv (after the subcommand). */
-export async function quantizeCommand(argv: string[], log: Log): Promise<void> {
+/** Run `quantize` with argv (after the subcommand); `recipe` is set by the recipe commands. */
+export async function quantizeCommand(argv: string[], log: Log, recipeName?: string): Promise<void> {
   const { values: f, positionals } = parseFlags(argv, QUANTIZE_FLAGS);
   if (f.help) {
     console.log(QUANTIZE_HELP);
@@ -118,7 +143,15 @@ export async function quantizeCommand(argv: string[], log: Log): Promise<void> {
     throw new UsageError(`--disable_opt_rtn and --enable_opt_rtn contradict`);
   }
 
-  const recipe = getRecipe(flagStr(f, "recipe") ?? "default");
+  if (recipeName && f.recipe) throw new UsageError(`--recipe given to the ${recipeName} command`);
+  const recipe = getRecipe(recipeName ?? flagStr(f, "recipe") ?? "default");
+  const lr = flagNum(f, "lr") ?? recipe.lr ?? undefined;
+  const minmaxLr = flagNum(f, "minmax_lr") ?? recipe.minmax_lr ?? undefined;
+  const dynamicMaxGap = flagInt(f, "dynamic_max_gap");
+  const logJson = flagStr(f, "log_json");
+  if (f.enable_minmax_tuning && (f.disable_minmax_tuning || f["no-enable_minmax_tuning"])) {
+    throw new UsageError(`--enable_minmax_tuning and --disable_minmax_tuning contradict`);
+  }
   const iters = flagInt(f, "iters", "iter") ?? recipe.iters;
   const nsamples = flagInt(f, "nsamples", "nsample") ?? recipe.nsamples;
   const seqlen = flagInt(f, "seqlen", "seq_len") ?? recipe.seqlen;
@@ -155,6 +188,12 @@ export async function quantizeCommand(argv: string[], log: Log): Promise<void> {
   const evalSeqlen = flagInt(f, "eval_seqlen") ?? seqlen;
   const datasetSpec = flagStr(f, "dataset") ?? DEFAULT_DATASET;
 
+  // Evaluation tasks are checked before quantizing, so a typo fails in a second, not after the run.
+  const evalTasks = flagStr(f, "eval", "tasks");
+  const evalSpecs = evalTasks ? parseTaskList(evalTasks) : undefined;
+  const evalData = evalSpecs ? resolveDataDir(flagStr(f, "data_dir")) : undefined;
+  for (const t of evalSpecs ?? []) await findTaskFile(t, evalData!.dir, evalData!.origin);
+  if (logJson) await Deno.writeTextFile(logJson, "");
   let fpPpl: number | undefined;
   const result = await quantize({
     model,
@@ -171,8 +210,18 @@ export async function quantizeCommand(argv: string[], log: Log): Promise<void> {
     seed,
     dataset: datasetSpec,
     disableOptRtn,
+    lr,
+    minmaxLr,
+    enableMinmaxTuning: !(f.disable_minmax_tuning || f["no-enable_minmax_tuning"]),
+    enableQuantedInput: !(f.disable_quanted_input || f["no-enable_quanted_input"]),
+    notUseBestMse: f.not_use_best_mse === true,
+    dynamicMaxGap,
+    lowGpuMemUsage: f.low_gpu_mem_usage === true,
     maxShardSize,
     device,
+    onBlock: logJson
+      ? (r) => Deno.writeTextFileSync(logJson, JSON.stringify(r) + "\n", { append: true })
+      : undefined,
     beforeRun: evalText
       ? async ({ be, ckpt, tok }) => {
         fpPpl = await evalTextPerplexity(be, ckpt, tok, evalText, evalSeqlen, log);
@@ -189,5 +238,19 @@ export async function quantizeCommand(argv: string[], log: Log): Promise<void> {
         qPpl.toFixed(4)
       }`,
     );
+  }
+  if (evalSpecs) {
+    using q = await openCheckpoint(result.outputDir);
+    using be = await createBackend(device, log);
+    const tok = await Tokenizer.fromDir(q.dir);
+    const report = await runEvalTasks(be, q, tok, {
+      tasks: evalSpecs,
+      dataDir: evalData!.dir,
+      limit: flagNum(f, "limit"),
+      batchSize: flagInt(f, "eval_bs"),
+      log,
+      onProgress: (task, done, total) => done === total && log.info(`eval ${task}: ${total} requests done`),
+    });
+    console.log(formatResultsTable(report));
   }
 }

@@ -37,6 +37,12 @@ export interface QuantMath {
   sym: boolean;
   /** Rounds a scale to its storage dtype (identity for f32 compute precision). */
   roundScale: (x: number) => number;
+  /**
+   * Rounds an intermediate to the compute precision: Math.fround on the f32 backend, so W/scale + V
+   * is formed exactly as torch does in float32 (which decides the integer code at near-ties); the
+   * identity on the f64 reference used for gradient checks.
+   */
+  roundCompute?: (x: number) => number;
   /** Smallest scale magnitude: 1e-5 for 16-bit scales, 1e-8 for f32 (AutoRound `q_scale_thresh`). */
   scaleThresh: number;
 }
@@ -49,7 +55,11 @@ export interface QuantTunables {
   /** Per-group weight min (≤ 0) and max (≥ 0) of the unquantized weight. */
   wMin: FArr;
   wMax: FArr;
-  /** Searched scale per group (opt-RTN); replaces the min/max rule, scaled by β. */
+  /**
+   * Searched scale per group (opt-RTN). auto-round's `quant_tensor_opt_rtn_sym` rounds W with this
+   * float32 scale and the export stores it as fp16; the codes follow the former, Ŵ the latter, so
+   * the exported model is what we compute in memory.
+   */
   initScale?: FArr;
 }
 
@@ -77,7 +87,10 @@ const clamp01 = (x: number) => (x < 0 ? 0 : x > 1 ? 1 : x);
 
 /** The scale (and zero point) of one group plus what the backward pass needs to know. */
 export interface GroupScale {
+  /** The stored scale (rounded to the scale dtype): Ŵ = scale·(q − zp). */
   scale: number;
+  /** The scale W is divided by to form the codes (differs from `scale` only for opt-RTN). */
+  divScale: number;
   /** Zero point (asym) or 2^(bits−1) (sym, for export). */
   zp: number;
   /** Whether the threshold clamp was inactive (gradient flows to the scale inputs). */
@@ -100,7 +113,18 @@ export function groupScale(m: QuantMath, t: QuantTunables, idx: number): GroupSc
     const maxq = 2 ** (m.bits - 1);
     let raw: number, sign = 1, side: GroupScale["side"] = "max";
     if (t.initScale) {
-      raw = m.roundScale(t.initScale[idx] * beta);
+      // Already clamped to ±thresh by the search; the codes use it unrounded (see QuantTunables).
+      const exact = t.initScale[idx] * beta;
+      return {
+        scale: m.roundScale(exact),
+        divScale: exact,
+        zp: maxq,
+        scalePasses: true,
+        sign,
+        side,
+        lo: 0,
+        hi: 0,
+      };
     } else {
       const minAbs = -(t.wMin[idx] * alpha), maxAbs = t.wMax[idx] * beta;
       // scale is negative when the positive side dominates, so the largest positive weight maps
@@ -114,14 +138,14 @@ export function groupScale(m: QuantMath, t: QuantTunables, idx: number): GroupSc
       scale = raw < 0 ? -thr : thr;
       passes = false;
     }
-    return { scale, zp: maxq, scalePasses: passes, sign, side, lo: 0, hi: 0 };
+    return { scale, divScale: scale, zp: maxq, scalePasses: passes, sign, side, lo: 0, hi: 0 };
   }
   const maxq = 2 ** m.bits - 1;
   const lo = t.wMin[idx] * alpha, hi = t.wMax[idx] * beta;
   const raw = m.roundScale((hi - lo) / maxq);
   const scale = raw < thr ? thr : raw;
   const zp = roundHalfEven(-lo / scale);
-  return { scale, zp, scalePasses: raw >= thr, sign: 1, side: "max", lo, hi };
+  return { scale, divScale: scale, zp, scalePasses: raw >= thr, sign: 1, side: "max", lo, hi };
 }
 
 /** Integer code range: sym codes are signed before the zero point is added. */
@@ -143,13 +167,14 @@ export function fakeQuantize(
 ): void {
   const G = groupsPerRow(l);
   const [qlo, qhi] = codeRange(m);
+  const rc = m.roundCompute ?? ((x: number) => x);
   for (let r = 0; r < l.n; r++) {
     for (let gi = 0; gi < G; gi++) {
       const gs = groupScale(m, t, r * G + gi);
       const end = Math.min((gi + 1) * l.g, l.k);
       for (let c = gi * l.g; c < end; c++) {
         const i = r * l.k + c;
-        const z = w[i] / gs.scale + (t.v ? t.v[i] : 0);
+        const z = rc(rc(w[i] / gs.divScale) + (t.v ? t.v[i] : 0));
         if (m.sym) {
           const q = Math.min(Math.max(roundHalfEven(z), qlo), qhi);
           out[i] = gs.scale * q;
@@ -186,6 +211,7 @@ export function fakeQuantizeBackward(
 ): void {
   const G = groupsPerRow(l);
   const [qlo, qhi] = codeRange(m);
+  const rc = m.roundCompute ?? ((x: number) => x);
   for (let row = 0; row < l.n; row++) {
     for (let gi = 0; gi < G; gi++) {
       const idx = row * G + gi;
@@ -200,7 +226,7 @@ export function fakeQuantizeBackward(
       const end = Math.min((gi + 1) * l.g, l.k);
       for (let c = gi * l.g; c < end; c++) {
         const i = r0 + c;
-        const z = w[i] / s + (t.v ? t.v[i] : 0);
+        const z = rc(rc(w[i] / s) + (t.v ? t.v[i] : 0));
         const rz = roundHalfEven(z) + (m.sym ? 0 : gs.zp);
         const inRange = rz >= qlo && rz <= qhi ? 1 : 0;
         const q = Math.min(Math.max(rz, qlo), qhi);
@@ -257,6 +283,8 @@ export function searchScalesSym(
   bits: number,
   importance: FArr | undefined,
   scaleThresh: number,
+  /** Compute-precision rounding (Math.fround: float32 candidates and codes, as torch forms them). */
+  rc: (x: number) => number = (x) => x,
 ): Float64Array {
   const G = groupsPerRow(l);
   const nmax = 2 ** (bits - 1);
@@ -270,7 +298,7 @@ export function searchScalesSym(
     step = span / 200 * 2;
     searchMin = Math.trunc(span / step);
   }
-  const recip = (x: number) => (Math.abs(x) >= 1e-30 ? 1 / x : 0);
+  const recip = (x: number) => (Math.abs(x) >= 1e-30 ? rc(1 / x) : 0);
   const scales = new Float64Array(l.n * G);
   for (let r = 0; r < l.n; r++) {
     for (let gi = 0; gi < G; gi++) {
@@ -286,17 +314,17 @@ export function searchScalesSym(
         const sc = recip(iscale);
         let loss = 0;
         for (let i = start; i < end; i++) {
-          const q = Math.min(Math.max(roundHalfEven(iscale * w[i]), -nmax), nmax - 1);
-          const e = sc * q - w[i];
+          const q = Math.min(Math.max(roundHalfEven(rc(iscale * w[i])), -nmax), nmax - 1);
+          const e = rc(sc * q) - w[i];
           loss += e * e * (importance ? importance[i] : 1);
         }
         return loss;
       };
-      let bestIscale = -nmax * recip(gmax);
+      let bestIscale = rc(-nmax * recip(gmax));
       let bestLoss = lossFor(bestIscale);
       for (let is = -searchMin; is <= searchMin; is++) {
         if (is === 0) continue;
-        const iscale = -(nmax - step * is) * recip(gmax);
+        const iscale = rc(-(nmax - step * is) * recip(gmax));
         const loss = lossFor(iscale);
         if (loss < bestLoss) {
           bestLoss = loss;

@@ -1,22 +1,30 @@
 /**
  * The quantize pipeline, one pass block by block (DESIGN.md § Data flow):
  *
- *   calibration tokens → embeddings X₀ (backend memory)
- *   for each block b: read its weights → fp forward for targets / imatrix → quantize each Linear
- *   (RTN, opt-RTN or SignRound) → stream the packed tensors to every exporter → X_{b+1}; free b
+ *   calibration tokens → embeddings X₀ (activation stores: backend memory, or host when short)
+ *   for each block b: read its weights → fp forward: targets and next fp inputs (+ imatrix)
+ *     → quantize each Linear (RTN, opt-RTN, or SignRound against the targets from the quantized
+ *       stream) → stream packed tensors to every exporter → quantized forward: next quantized
+ *       inputs → free block b
  *   then embeddings, final norm, lm_head and configs; the output folder appears only on success.
  *
- * Host memory holds one block's weights plus what the exporters are writing; calibration
- * activations live in the backend.
+ * Host memory holds one block's weights plus what the exporters are writing.
  */
-import type { Backend, QuantState, Tensor } from "../backend/backend.ts";
+import type { Backend, IntQuantParams, QuantState, Tensor } from "../backend/backend.ts";
 import type { Exporter, QuantizedLinear, RunInfo } from "../export/exporter.ts";
 import type { Checkpoint } from "../io/checkpoint.ts";
 import type { CalibrationSet } from "../io/calib.ts";
+import { PyRandom } from "../io/pyrandom.ts";
 import type { Log } from "../log.ts";
-import { blockForward } from "../model/block.ts";
+import {
+  blockForward,
+  type BlockWeights,
+  type LinearInputObserver,
+  type RopeTensors,
+} from "../model/block.ts";
 import { BLOCK_LINEARS, blockPrefix, blockWeightShapes, type LinearName } from "../model/config.ts";
 import { loadBlockWeights, uploadRope } from "../model/transformer.ts";
+import { type ActivationStore, activationStore } from "./activations.ts";
 import {
   groupMinMax,
   groupsPerRow,
@@ -26,13 +34,17 @@ import {
 } from "./int_quant.ts";
 import type { LayerConfigResult, LayerPlan } from "./layer_config.ts";
 import type { QuantScheme } from "./scheme.ts";
+import { type SignRoundSettings, tuneBlock, type TunedLinear } from "./signround.ts";
 
 /** Settings of the quantization step itself (formats and I/O are the caller's). */
-export interface QuantizeSettings {
-  iters: number;
+export interface QuantizeSettings extends SignRoundSettings {
   /** undefined = AutoRound's default (opt-RTN on, except W8). */
   disableOptRtn?: boolean;
-  batchSize: number;
+  /** Feed each block the quantized previous blocks' outputs (auto-round enable_quanted_input). */
+  enableQuantedInput: boolean;
+  /** Keep calibration activations in host memory (auto-round low_gpu_mem_usage). */
+  lowGpuMemUsage: boolean;
+  seed: number;
 }
 
 /** Per-block record for logs and `--log_json`. */
@@ -41,13 +53,14 @@ export interface BlockReport {
   seconds: number;
   quantized: string[];
   skipped: string[];
-  /** SignRound only. */
+  /** SignRound only: auto-round's "loss iter 0: L0 -> iter k: Lbest". */
   lossStart?: number;
   lossBest?: number;
   bestIter?: number;
+  iterations?: number;
 }
 
-/** Progress callback: block i (1-based) of n finished. */
+/** Progress callback: block `index` (1-based) of `total` finished. */
 export type BlockProgress = (report: BlockReport, index: number, total: number) => void;
 
 /** Whether AutoRound would use optimized RTN for this layer (rtn/config.py, get_quant_func). */
@@ -59,9 +72,9 @@ export function usesOptRtn(s: QuantScheme, iters: number, disableOptRtn: boolean
   return !disabled && s.sym;
 }
 
-/** f32 row mask `[rows]` from the calibration loss mask. */
-export function rowMask(calib: CalibrationSet): Float32Array {
-  return Float32Array.from(calib.lossMask);
+/** Quantizer parameters of a layer (scales stored as fp16, auto-round's default scale_dtype). */
+export function quantParams(s: QuantScheme, k: number): IntQuantParams {
+  return { bits: s.bits, groupSize: resolveGroupSize(s.groupSize, k), sym: s.sym, scaleDType: "f16" };
 }
 
 /** Build a Linear's initial tuning state: V = 0, α = β = 1, group min/max of W. */
@@ -107,85 +120,121 @@ export interface PipelineInput {
   onFakeWeight?: (name: string, values: Float32Array) => void;
 }
 
+/** The activation streams while blocks are processed. */
+interface Streams {
+  rope: RopeTensors & Disposable;
+  /** fp inputs of the current block; overwritten in place with its fp outputs (the targets). */
+  fp: ActivationStore;
+  /** Quantized-stream inputs (SignRound with quanted input); overwritten with the q-block outputs. */
+  q?: ActivationStore;
+  /** Tuning inputs when quantized inputs are disabled (a copy of the fp inputs). */
+  fpIn?: ActivationStore;
+}
+
 /** Run the pipeline. Exporters receive every tensor; the caller finishes them. */
 export async function runPipeline(p: PipelineInput): Promise<BlockReport[]> {
   const { be, ckpt, calib } = p;
   const spec = ckpt.spec;
   const reports: BlockReport[] = [];
-  const rope = calib ? uploadRope(be, spec, calib.seqlen) : undefined;
-  let x: Tensor | undefined;
+  const streams = calib ? await initStreams(p, calib) : undefined;
+  const rng = new PyRandom(p.settings.seed);
   try {
-    if (calib) {
-      using embed = be.upload(await ckpt.weights.readF32("model.embed_tokens.weight"), [
-        spec.vocab,
-        spec.hidden,
-      ]);
-      using ids = be.uploadInt(calib.ids, [calib.ids.length]);
-      x = be.embedding(embed, ids);
-    }
     for (let b = 0; b < spec.nLayers; b++) {
       const t0 = performance.now();
-      const report = await quantizeBlock(p, b, x, rope);
-      if (report.next) {
-        x?.[Symbol.dispose]();
-        x = report.next;
-      }
-      const r: BlockReport = { ...report.report, seconds: (performance.now() - t0) / 1000 };
+      const report = await quantizeBlock(p, b, streams, rng);
+      const r: BlockReport = { ...report, seconds: (performance.now() - t0) / 1000 };
       reports.push(r);
       p.onBlock?.(r, b + 1, spec.nLayers);
     }
   } finally {
-    x?.[Symbol.dispose]();
-    rope?.[Symbol.dispose]();
+    if (streams) {
+      for (const s of [streams.rope, streams.fp, streams.q, streams.fpIn]) s?.[Symbol.dispose]();
+    }
   }
   // Tensors outside the blocks are kept as stored (lm_head and embeddings are not quantized).
   for (const name of ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]) {
-    if (!ckpt.reader.has(name)) continue;
-    await writeRawAll(p, name);
+    if (ckpt.reader.has(name)) await writeRawTo(p, p.exporters, name);
   }
   return reports;
 }
 
-async function writeRawAll(p: PipelineInput, name: string): Promise<void> {
-  await writeRawTo(p, p.exporters, name);
+/** Embed the calibration tokens into the activation stores. */
+async function initStreams(p: PipelineInput, calib: CalibrationSet): Promise<Streams> {
+  const { be, ckpt } = p;
+  const spec = ckpt.spec;
+  const tuning = p.settings.iters > 0;
+  const where = p.settings.lowGpuMemUsage ? "host" : "device";
+  const make = () => activationStore(be, where, calib.nsamples, calib.seqlen, spec.hidden);
+  const s: Streams = {
+    rope: uploadRope(be, spec, calib.seqlen),
+    fp: make(),
+    q: tuning && p.settings.enableQuantedInput ? make() : undefined,
+    fpIn: tuning && !p.settings.enableQuantedInput ? make() : undefined,
+  };
+  using embed = be.upload(
+    await ckpt.weights.readF32("model.embed_tokens.weight"),
+    [spec.vocab, spec.hidden],
+    be.computeDType,
+  );
+  const bs = p.settings.batchSize;
+  for (let i = 0; i < calib.nsamples; i += bs) {
+    const n = Math.min(bs, calib.nsamples - i);
+    using ids = be.uploadInt(calib.ids.subarray(i * calib.seqlen, (i + n) * calib.seqlen), [
+      n * calib.seqlen,
+    ]);
+    using x = be.embedding(embed, ids);
+    for (const st of [s.fp, s.q, s.fpIn]) await st?.write(i, x);
+  }
+  return s;
 }
 
-/** Copy a tensor as stored into the given exporters. */
-async function writeRawTo(p: PipelineInput, to: Exporter[], name: string): Promise<void> {
-  if (to.length === 0) return;
-  const info = p.ckpt.reader.info(name);
-  const bytes = await p.ckpt.reader.readBytes(name);
-  for (const e of to) await e.writeRaw(name, info.dtype, info.shape, bytes);
+/** Forward every calibration sample through a block, in place: rows of `store` ← block(rows). */
+async function forwardInPlace(
+  p: PipelineInput,
+  w: BlockWeights,
+  store: ActivationStore,
+  rope: RopeTensors,
+  observe?: LinearInputObserver,
+): Promise<void> {
+  const bs = p.settings.batchSize;
+  for (let s = 0; s < store.samples; s += bs) {
+    const nb = Math.min(bs, store.samples - s);
+    using xb = await store.read(s, nb);
+    const { y } = blockForward(p.be, p.ckpt.spec, w, xb, { batch: nb, seqLen: store.seqLen }, rope, {
+      observe,
+    });
+    await store.write(s, y);
+    y[Symbol.dispose]();
+  }
 }
 
-/** Quantize one block; returns its report and the next block's inputs (when calibrating). */
+/** Quantize one block. */
 async function quantizeBlock(
   p: PipelineInput,
   b: number,
-  x: Tensor | undefined,
-  rope: (Disposable & { cos: Tensor; sin: Tensor }) | undefined,
-): Promise<{ report: Omit<BlockReport, "seconds">; next?: Tensor }> {
-  const { be, ckpt, calib } = p;
+  st: Streams | undefined,
+  rng: PyRandom,
+): Promise<Omit<BlockReport, "seconds">> {
+  const { be, ckpt } = p;
   const spec = ckpt.spec;
   const prefix = blockPrefix(b);
   using w = await loadBlockWeights(be, spec, ckpt.weights, b);
   const plans = new Map<LinearName, LayerPlan>();
   for (const l of BLOCK_LINEARS) plans.set(l, p.layers.layers.get(prefix + l)!);
+  const quantizedNames = BLOCK_LINEARS.filter((l) => plans.get(l)!.quantize);
 
-  // fp forward over the calibration set: next block's inputs, plus importance statistics.
-  let next: Tensor | undefined;
+  // fp forward over the calibration set: the targets (= next fp inputs), plus importance statistics.
   const imatrix = new Map<LinearName, Tensor>();
-  if (calib && x && rope) {
-    const needImatrix = [...plans.values()].some((pl) =>
-      pl.quantize && usesOptRtn(pl.scheme, p.settings.iters, p.settings.disableOptRtn)
-    );
-    next = be.full(x.shape, 0);
-    const rowsPer = calib.seqlen;
-    for (let s = 0; s < calib.nsamples; s += p.settings.batchSize) {
-      const nb = Math.min(p.settings.batchSize, calib.nsamples - s);
-      using xb = be.rows(x, s * rowsPer, nb * rowsPer);
-      const observe = needImatrix
-        ? (name: LinearName, input: Tensor) => {
+  const states = new Map<LinearName, QuantState & Disposable>();
+  const report: Omit<BlockReport, "seconds"> = { block: b, quantized: [], skipped: [] };
+  try {
+    if (st) {
+      const needImatrix = p.exporters.some((e) => e.wantsFloatLinears || e.wantsImportance) ||
+        quantizedNames.some((l) =>
+          usesOptRtn(schemeOf(plans, l), p.settings.iters, p.settings.disableOptRtn)
+        );
+      const observe: LinearInputObserver | undefined = needImatrix
+        ? (name, input) => {
           // q/k/v share h1 and gate/up share h2: record under each consumer.
           const consumers: LinearName[] = name === "self_attn.q_proj"
             ? ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]
@@ -198,78 +247,155 @@ async function quantizeBlock(
           }
         }
         : undefined;
-      const { y } = blockForward(be, spec, w, xb, { batch: nb, seqLen: rowsPer }, rope, { observe });
-      using dst = be.rows(next, s * rowsPer, nb * rowsPer);
-      be.copy(dst, y);
-      y[Symbol.dispose]();
+      if (st.fpIn) await copyStore(st.fp, st.fpIn, p.settings.batchSize);
+      await forwardInPlace(p, w, st.fp, st.rope, observe);
     }
-  }
 
-  const quantized: string[] = [], skipped: string[] = [];
-  const packed = p.exporters.filter((e) => !e.wantsFloatLinears);
-  const floatWanting = p.exporters.filter((e) => e.wantsFloatLinears);
-  try {
-    for (const [lname, plan] of plans) {
-      const full = prefix + lname;
-      const weight = w.linear[lname];
-      if (floatWanting.length) {
-        const wf = await be.read(weight);
-        const imp = imatrix.get(lname);
-        const impValues = imp ? await be.read(imp) : undefined;
-        for (const e of floatWanting) {
-          await e.writeFloatLinear!(full, weight.shape[0], weight.shape[1], wf, impValues);
-        }
+    // Initial quantizer state of each Linear: V = 0, α = β = 1 (and the opt-RTN scale search).
+    for (const l of quantizedNames) {
+      const s = schemeOf(plans, l);
+      const weight = w.linear[l];
+      const [n, k] = weight.shape;
+      const wf = await be.read(weight);
+      let initScale: Float64Array | undefined;
+      if (usesOptRtn(s, p.settings.iters, p.settings.disableOptRtn)) {
+        const layout = { n, k, g: resolveGroupSize(s.groupSize, k) };
+        const imp = imatrix.get(l);
+        const importance = imp ? importanceForWeight(await be.read(imp), wf, layout, s.bits) : undefined;
+        initScale = searchScalesSym(wf, layout, s.bits, importance, 1e-5, Math.fround);
       }
-      if (!plan.quantize) {
-        skipped.push(full);
-        await writeRawTo(p, packed, `${full}.weight`);
-        continue;
-      }
-      const q = await rtnQuantizeLinear(p, full, weight, plan.scheme, imatrix.get(lname));
-      for (const e of packed) await e.writeQuantized(q);
-      quantized.push(full);
+      states.set(l, initialState(be, wf, n, k, s, initScale));
     }
+
+    if (p.settings.iters > 0 && st && quantizedNames.length > 0) {
+      const linears: TunedLinear[] = quantizedNames.map((l) => ({
+        name: l,
+        params: quantParams(schemeOf(plans, l), w.linear[l].shape[1]),
+        state: states.get(l)!,
+      }));
+      const r = await tuneBlock({
+        be,
+        spec,
+        weights: w,
+        linears,
+        inputs: st.q ?? st.fpIn!,
+        targets: st.fp,
+        lossMask: p.calib!.lossMask,
+        rope: st.rope,
+        settings: p.settings,
+        rng,
+      });
+      Object.assign(report, {
+        lossStart: r.lossStart,
+        lossBest: r.lossBest,
+        bestIter: r.bestIter,
+        iterations: r.iterations,
+      });
+    }
+
+    // Final integers → exporters; fake-quantized weights → the quantized stream's next inputs.
+    const fake = new Map<LinearName, Tensor>();
+    try {
+      await writeBlock(p, b, w, plans, states, imatrix, fake, report);
+      if (st?.q) {
+        await forwardInPlace(
+          p,
+          { ...w, linear: { ...w.linear, ...Object.fromEntries(fake) } },
+          st.q,
+          st.rope,
+        );
+      }
+    } finally {
+      for (const t of fake.values()) t[Symbol.dispose]();
+    }
+    return report;
   } finally {
     for (const t of imatrix.values()) t[Symbol.dispose]();
+    for (const s of states.values()) s[Symbol.dispose]();
+  }
+}
+
+function schemeOf(plans: Map<LinearName, LayerPlan>, l: LinearName): QuantScheme {
+  const plan = plans.get(l)!;
+  if (!plan.quantize) throw new Error(`${l} is not quantized`);
+  return plan.scheme;
+}
+
+async function copyStore(from: ActivationStore, to: ActivationStore, bs: number): Promise<void> {
+  for (let s = 0; s < from.samples; s += bs) {
+    using x = await from.read(s, Math.min(bs, from.samples - s));
+    await to.write(s, x);
+  }
+}
+
+/** Send one block's tensors to the exporters; fills `fake` with the fake-quantized weights. */
+async function writeBlock(
+  p: PipelineInput,
+  b: number,
+  w: BlockWeights,
+  plans: Map<LinearName, LayerPlan>,
+  states: Map<LinearName, QuantState>,
+  imatrix: Map<LinearName, Tensor>,
+  fake: Map<LinearName, Tensor>,
+  report: Omit<BlockReport, "seconds">,
+): Promise<void> {
+  const { be } = p;
+  const prefix = blockPrefix(b);
+  const packed = p.exporters.filter((e) => !e.wantsFloatLinears);
+  const floatWanting = p.exporters.filter((e) => e.wantsFloatLinears);
+  for (const [lname, plan] of plans) {
+    const full = prefix + lname;
+    const weight = w.linear[lname];
+    if (floatWanting.length) {
+      const wf = await be.read(weight);
+      const imp = imatrix.get(lname);
+      const impValues = imp ? await be.read(imp) : undefined;
+      for (const e of floatWanting) {
+        await e.writeFloatLinear!(full, weight.shape[0], weight.shape[1], wf, impValues);
+      }
+    }
+    if (!plan.quantize) {
+      report.skipped.push(full);
+      await writeRawTo(p, packed, `${full}.weight`);
+      continue;
+    }
+    const state = states.get(lname)!;
+    const params = quantParams(plan.scheme, weight.shape[1]);
+    const q = await be.quantizeWeights(weight, state, params);
+    const fq = be.fakeQuant(weight, state, params, be.computeDType);
+    fake.set(lname, fq);
+    if (p.onFakeWeight) p.onFakeWeight(`${full}.weight`, await be.read(fq));
+    const biasName = `${full}.bias`;
+    const bias = p.ckpt.weights.has(biasName) ? await p.ckpt.weights.readF32(biasName) : undefined;
+    const ql: QuantizedLinear = {
+      name: full,
+      n: weight.shape[0],
+      k: weight.shape[1],
+      bits: plan.scheme.bits,
+      groupSize: plan.scheme.groupSize,
+      sym: plan.scheme.sym,
+      q,
+      bias,
+    };
+    for (const e of packed) await e.writeQuantized(ql);
+    report.quantized.push(full);
   }
   // The rest of the block (norms; biases of Linears kept in 16-bit) is copied as stored.
-  for (const [rel] of blockWeightShapes(spec)) {
+  for (const [rel] of blockWeightShapes(p.ckpt.spec)) {
     const lin = rel.replace(/\.(weight|bias)$/, "") as LinearName;
     const plan = plans.get(lin);
     if (plan && rel.endsWith(".weight")) continue; // Linear weights handled above
     const packedGetsIt = !(plan?.quantize && rel.endsWith(".bias")); // quantized layers carry their bias
     await writeRawTo(p, packedGetsIt ? p.exporters : floatWanting, prefix + rel);
   }
-  return { report: { block: b, quantized, skipped }, next };
 }
 
-/** RTN (or opt-RTN) of one Linear → packed codes for the exporters. */
-async function rtnQuantizeLinear(
-  p: PipelineInput,
-  name: string,
-  weight: Tensor,
-  s: QuantScheme,
-  imatrix: Tensor | undefined,
-): Promise<QuantizedLinear> {
-  const { be } = p;
-  const [n, k] = weight.shape;
-  const w = await be.read(weight);
-  let initScale: Float64Array | undefined;
-  if (usesOptRtn(s, p.settings.iters, p.settings.disableOptRtn)) {
-    const layout = { n, k, g: resolveGroupSize(s.groupSize, k) };
-    const imp = imatrix ? importanceForWeight(await be.read(imatrix), w, layout, s.bits) : undefined;
-    initScale = searchScalesSym(w, layout, s.bits, imp, 1e-5);
-  }
-  using state = initialState(be, w, n, k, s, initScale);
-  const params = { bits: s.bits, groupSize: resolveGroupSize(s.groupSize, k), sym: s.sym, scaleDType: "f16" as const };
-  const q = await be.quantizeWeights(weight, state, params);
-  if (p.onFakeWeight) {
-    using fq = be.fakeQuant(weight, state, params);
-    p.onFakeWeight(`${name}.weight`, await be.read(fq));
-  }
-  const biasName = `${name}.bias`;
-  const bias = p.ckpt.weights.has(biasName) ? await p.ckpt.weights.readF32(biasName) : undefined;
-  return { name, n, k, bits: s.bits, groupSize: s.groupSize, sym: s.sym, q, bias };
+/** Copy a tensor as stored into the given exporters. */
+async function writeRawTo(p: PipelineInput, to: Exporter[], name: string): Promise<void> {
+  if (to.length === 0) return;
+  const info = p.ckpt.reader.info(name);
+  const bytes = await p.ckpt.reader.readBytes(name);
+  for (const e of to) await e.writeRaw(name, info.dtype, info.shape, bytes);
 }
 
 export type { RunInfo };

@@ -15,7 +15,12 @@ import { Tokenizer } from "../io/tokenizer.ts";
 import type { Log } from "../log.ts";
 import { join } from "../std/path.ts";
 import { Progress } from "../cli/progress.ts";
-import { compressLayerNames, type LayerConfigResult, type LayerOverride, resolveLayerConfig } from "./layer_config.ts";
+import {
+  compressLayerNames,
+  type LayerConfigResult,
+  type LayerOverride,
+  resolveLayerConfig,
+} from "./layer_config.ts";
 import { type BlockReport, runPipeline, usesOptRtn } from "./pipeline.ts";
 import type { QuantScheme } from "./scheme.ts";
 
@@ -28,6 +33,14 @@ export interface QuantizeOptions {
   layerConfig?: Record<string, LayerOverride>;
   ignoreLayers?: string[];
   iters: number;
+  /** SignRound learning rates (undefined: auto-round's 1/iters rule). */
+  lr?: number;
+  minmaxLr?: number;
+  enableMinmaxTuning?: boolean;
+  notUseBestMse?: boolean;
+  dynamicMaxGap?: number;
+  enableQuantedInput?: boolean;
+  lowGpuMemUsage?: boolean;
   nsamples: number;
   seqlen: number;
   batchSize: number;
@@ -43,6 +56,17 @@ export interface QuantizeOptions {
   beforeRun?: (ctx: { be: Backend; ckpt: Checkpoint; tok: Tokenizer }) => Promise<void>;
   /** Receives each quantized Linear's fake-quantized weight (in-memory model checks). */
   onFakeWeight?: (name: string, values: Float32Array) => void;
+  /** Called after each block with its report (e.g. --log_json). */
+  onBlock?: (r: BlockReport) => void;
+}
+
+/** auto-round's per-block line: "quantized 4/7 layers in the block, loss iter 0: L0 -> iter k: Lbest". */
+export function blockSummary(r: BlockReport): string {
+  const n = r.quantized.length, total = n + r.skipped.length;
+  const loss = r.lossStart !== undefined
+    ? `, loss iter 0: ${r.lossStart.toFixed(6)} -> iter ${r.bestIter}: ${r.lossBest!.toFixed(6)}`
+    : "";
+  return `quantized ${n}/${total} layers in the block${loss}, ${r.seconds.toFixed(2)}s`;
 }
 
 /** What a run produced. */
@@ -58,9 +82,10 @@ export interface QuantizeResult {
 export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeResult> {
   const t0 = performance.now();
   for (const fmt of o.formats) {
-    if (fmt !== "auto_round") throw new UsageError(`--format ${fmt} is not supported by this build yet (auto_round is)`);
+    if (fmt !== "auto_round") {
+      throw new UsageError(`--format ${fmt} is not supported by this build yet (auto_round is)`);
+    }
   }
-  if (o.iters > 0) throw new UsageError(`--iters ${o.iters}: SignRound tuning is not in this build yet; use --iters 0`);
   // Everything that can fail on bad input is checked before the slow work starts.
   await using out = await OutputFolder.create(o.outputDir);
   using ckpt = await openCheckpoint(o.model);
@@ -72,7 +97,11 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
   const tok = needCalib || o.beforeRun ? await Tokenizer.fromDir(ckpt.dir) : undefined;
   let calib: CalibrationSet | undefined;
   if (needCalib) {
-    calib = await loadCalibration(o.dataset, tok!, { seqlen: o.seqlen, nsamples: o.nsamples, seed: o.seed ?? 42 });
+    calib = await loadCalibration(o.dataset, tok!, {
+      seqlen: o.seqlen,
+      nsamples: o.nsamples,
+      seed: o.seed ?? 42,
+    });
     for (const w of calib.warnings) log.warn(w);
     log.info(`calibration: ${calib.nsamples} samples × ${calib.seqlen} tokens from ${calib.source}`);
   }
@@ -89,13 +118,21 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
       seqlen: o.seqlen,
       batchSize: o.batchSize,
       gradientAccumulateSteps: o.gradientAccumulateSteps ?? 1,
-      enableMinmaxTuning: true,
-      enableQuantedInput: o.iters > 0,
-      lowGpuMemUsage: false,
+      lr: o.iters > 0 ? o.lr ?? 1 / o.iters : undefined,
+      minmaxLr: o.iters > 0 ? o.minmaxLr ?? o.lr ?? 1 / o.iters : undefined,
+      enableMinmaxTuning: o.enableMinmaxTuning ?? true,
+      enableQuantedInput: o.iters > 0 && (o.enableQuantedInput ?? true),
+      lowGpuMemUsage: o.lowGpuMemUsage ?? false,
       amp: be.computeDType !== "f32",
       dataset: o.dataset,
     };
-    const ctx: ExportContext = { spec: ckpt.spec, sourceDir: ckpt.dir, config: ckpt.config, run, maxShardSize: o.maxShardSize };
+    const ctx: ExportContext = {
+      spec: ckpt.spec,
+      sourceDir: ckpt.dir,
+      config: ckpt.config,
+      run,
+      maxShardSize: o.maxShardSize,
+    };
     const exporters: Exporter[] = [];
     for (const fmt of o.formats) {
       const dir = o.formats.length === 1 ? out.path : join(out.path, fmt);
@@ -108,11 +145,27 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
       ckpt,
       scheme: o.scheme,
       layers,
-      settings: { iters: o.iters, disableOptRtn: o.disableOptRtn, batchSize: o.batchSize },
+      settings: {
+        iters: o.iters,
+        lr: o.lr,
+        minmaxLr: o.minmaxLr,
+        batchSize: o.batchSize,
+        gradientAccumulateSteps: o.gradientAccumulateSteps ?? 1,
+        enableMinmaxTuning: o.enableMinmaxTuning ?? true,
+        notUseBestMse: o.notUseBestMse ?? false,
+        dynamicMaxGap: o.dynamicMaxGap ?? -1,
+        disableOptRtn: o.disableOptRtn,
+        enableQuantedInput: o.enableQuantedInput ?? true,
+        lowGpuMemUsage: o.lowGpuMemUsage ?? false,
+        seed: o.seed ?? 42,
+      },
       calib,
       exporters,
       log,
-      onBlock: (r, i) => progress.step(i, `${r.quantized.length} quantized, ${r.seconds.toFixed(2)}s`),
+      onBlock: (r, i) => {
+        progress.step(i, blockSummary(r));
+        o.onBlock?.(r);
+      },
       onFakeWeight: o.onFakeWeight,
     });
     for (const e of exporters) await e.finish();
@@ -139,10 +192,18 @@ function logPlan(
   be: Backend,
 ): void {
   const s = o.scheme;
-  log.info(`model ${ckpt.dir}: ${ckpt.spec.modelType}, ${ckpt.spec.nLayers} blocks, hidden ${ckpt.spec.hidden}`);
+  log.info(
+    `model ${ckpt.dir}: ${ckpt.spec.modelType}, ${ckpt.spec.nLayers} blocks, hidden ${ckpt.spec.hidden}`,
+  );
   const method = o.iters === 0 ? (needCalib ? "optimized RTN" : "RTN") : `SignRound ${o.iters} iters`;
-  log.info(`scheme: ${s.bits} bits, group ${s.groupSize}, ${s.sym ? "sym" : "asym"}; ${method}; device ${be.device}`);
+  log.info(
+    `scheme: ${s.bits} bits, group ${s.groupSize}, ${s.sym ? "sym" : "asym"}; ${method}; device ${be.device}`,
+  );
   const reasons = new Map<string, string[]>();
-  for (const [n, p] of layers.layers) if (!p.quantize) reasons.set(p.reason, [...(reasons.get(p.reason) ?? []), n]);
-  for (const [why, names] of reasons) log.info(`kept in 16-bit (${why}): ${compressLayerNames(names).join(", ")}`);
+  for (const [n, p] of layers.layers) {
+    if (!p.quantize) reasons.set(p.reason, [...(reasons.get(p.reason) ?? []), n]);
+  }
+  for (const [why, names] of reasons) {
+    log.info(`kept in 16-bit (${why}): ${compressLayerNames(names).join(", ")}`);
+  }
 }

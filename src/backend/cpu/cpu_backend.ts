@@ -404,9 +404,10 @@ export class CpuBackend implements Backend {
     }
     this.finish(this.t(p));
   }
-  accumulate(acc: Tensor, x: Tensor): void {
+  accumulate(acc: Tensor, x: Tensor, alpha = 1): void {
     const A = this.t(acc).f, X = this.t(x).f;
-    for (let i = 0; i < A.length; i++) A[i] += X[i];
+    for (let i = 0; i < A.length; i++) A[i] += alpha * X[i];
+    this.finish(this.t(acc));
   }
   accumulateColumnSquares(acc: Tensor, x: Tensor): void {
     const A = this.t(acc).f, X = this.t(x).f;

@@ -8,7 +8,11 @@
 /** A float array the CPU backend computes on. */
 export type FArr = Float32Array | Float64Array;
 
-/** c[M,N] = alpha·a[M,K]·b[N,K]ᵀ + beta·c (both operands walked along contiguous rows). */
+/**
+ * c[M,N] = alpha·a[M,K]·b[N,K]ᵀ + beta·c: both operands walked along contiguous rows, 4×2 output
+ * tile in registers (~2–4 GFLOP/s in V8 on one core). The other three forms transpose their
+ * operands into this layout first: O(K·(M+N)) copies against O(M·N·K) arithmetic.
+ */
 export function matmulABt(
   a: FArr,
   b: FArr,
@@ -19,30 +23,58 @@ export function matmulABt(
   alpha: number,
   beta: number,
 ): void {
-  for (let i = 0; i < M; i += 2) {
-    const a0 = i * K, a1 = (i + 1 < M ? i + 1 : i) * K;
-    for (let j = 0; j < N; j += 2) {
-      const b0 = j * K, b1 = (j + 1 < N ? j + 1 : j) * K;
-      let s00 = 0, s01 = 0, s10 = 0, s11 = 0;
+  let i = 0;
+  for (; i + 4 <= M; i += 4) {
+    const a0 = i * K, a1 = a0 + K, a2 = a1 + K, a3 = a2 + K;
+    let j = 0;
+    for (; j + 2 <= N; j += 2) {
+      const b0 = j * K, b1 = b0 + K;
+      let s00 = 0, s01 = 0, s10 = 0, s11 = 0, s20 = 0, s21 = 0, s30 = 0, s31 = 0;
       for (let k = 0; k < K; k++) {
-        const x0 = a[a0 + k], x1 = a[a1 + k], y0 = b[b0 + k], y1 = b[b1 + k];
+        const y0 = b[b0 + k], y1 = b[b1 + k];
+        const x0 = a[a0 + k], x1 = a[a1 + k], x2 = a[a2 + k], x3 = a[a3 + k];
         s00 += x0 * y0;
         s01 += x0 * y1;
         s10 += x1 * y0;
         s11 += x1 * y1;
+        s20 += x2 * y0;
+        s21 += x2 * y1;
+        s30 += x3 * y0;
+        s31 += x3 * y1;
       }
       store(c, i * N + j, s00, alpha, beta);
-      if (j + 1 < N) store(c, i * N + j + 1, s01, alpha, beta);
-      if (i + 1 < M) {
-        store(c, (i + 1) * N + j, s10, alpha, beta);
-        if (j + 1 < N) store(c, (i + 1) * N + j + 1, s11, alpha, beta);
-      }
+      store(c, i * N + j + 1, s01, alpha, beta);
+      store(c, (i + 1) * N + j, s10, alpha, beta);
+      store(c, (i + 1) * N + j + 1, s11, alpha, beta);
+      store(c, (i + 2) * N + j, s20, alpha, beta);
+      store(c, (i + 2) * N + j + 1, s21, alpha, beta);
+      store(c, (i + 3) * N + j, s30, alpha, beta);
+      store(c, (i + 3) * N + j + 1, s31, alpha, beta);
+    }
+    for (; j < N; j++) {
+      for (let r = i; r < i + 4; r++) store(c, r * N + j, dotRows(a, r * K, b, j * K, K), alpha, beta);
     }
   }
+  for (; i < M; i++) {
+    for (let j = 0; j < N; j++) store(c, i * N + j, dotRows(a, i * K, b, j * K, K), alpha, beta);
+  }
+}
+
+function dotRows(a: FArr, ao: number, b: FArr, bo: number, K: number): number {
+  let s = 0;
+  for (let k = 0; k < K; k++) s += a[ao + k] * b[bo + k];
+  return s;
 }
 
 function store(c: FArr, idx: number, s: number, alpha: number, beta: number): void {
   c[idx] = beta === 0 ? alpha * s : alpha * s + beta * c[idx];
+}
+
+/** Transpose `[rows, cols]` into a new array of the same element type. */
+function transposed(x: FArr, rows: number, cols: number): FArr {
+  const out = x instanceof Float64Array ? new Float64Array(rows * cols) : new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = x[r * cols + c];
+  return out;
 }
 
 /** c[M,N] = alpha·a[M,K]·b[K,N] + beta·c. */
@@ -56,18 +88,7 @@ export function matmulAB(
   alpha: number,
   beta: number,
 ): void {
-  const row = new Float64Array(N);
-  for (let i = 0; i < M; i++) {
-    row.fill(0);
-    for (let k = 0; k < K; k++) {
-      const x = a[i * K + k];
-      if (x === 0) continue;
-      const bk = k * N;
-      for (let j = 0; j < N; j++) row[j] += x * b[bk + j];
-    }
-    const ci = i * N;
-    for (let j = 0; j < N; j++) store(c, ci + j, row[j], alpha, beta);
-  }
+  matmulABt(a, transposed(b, K, N), c, M, N, K, alpha, beta);
 }
 
 /** c[M,N] = alpha·a[K,M]ᵀ·b[K,N] + beta·c. */
@@ -81,20 +102,10 @@ export function matmulAtB(
   alpha: number,
   beta: number,
 ): void {
-  const acc = new Float64Array(M * N);
-  for (let k = 0; k < K; k++) {
-    const ak = k * M, bk = k * N;
-    for (let i = 0; i < M; i++) {
-      const x = a[ak + i];
-      if (x === 0) continue;
-      const ci = i * N;
-      for (let j = 0; j < N; j++) acc[ci + j] += x * b[bk + j];
-    }
-  }
-  for (let i = 0; i < M * N; i++) store(c, i, acc[i], alpha, beta);
+  matmulABt(transposed(a, K, M), transposed(b, K, N), c, M, N, K, alpha, beta);
 }
 
-/** c[M,N] = alpha·a[K,M]ᵀ·b[N,K]ᵀ + beta·c (rare; done as a plain triple loop). */
+/** c[M,N] = alpha·a[K,M]ᵀ·b[N,K]ᵀ + beta·c. */
 export function matmulAtBt(
   a: FArr,
   b: FArr,
@@ -105,13 +116,7 @@ export function matmulAtBt(
   alpha: number,
   beta: number,
 ): void {
-  for (let i = 0; i < M; i++) {
-    for (let j = 0; j < N; j++) {
-      let s = 0;
-      for (let k = 0; k < K; k++) s += a[k * M + i] * b[j * K + k];
-      store(c, i * N + j, s, alpha, beta);
-    }
-  }
+  matmulABt(transposed(a, K, M), b, c, M, N, K, alpha, beta);
 }
 
 /** y = x·rsqrt(mean(x²)+eps)·w per row. */

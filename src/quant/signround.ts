@@ -1,0 +1,243 @@
+/**
+ * SignRound tuning of one decoder block (spec ALGORITHM.md § The tuning loop; auto-round
+ * algorithms/quantization/sign_round/quantizer.py `quantize_block`), written once against Backend:
+ *
+ *   params per quantized Linear: V (rounding offsets, 0), α = min_scale and β = max_scale (1)
+ *   each iteration: a batch of samples → block forward with fake-quantized weights → masked MSE to
+ *   the fp block's outputs (×1000 before backward) → straight-through gradients → sign-SGD step,
+ *   lr decaying linearly to 0; the parameters of the lowest-loss iteration are kept.
+ *
+ * Everything stays on the device; the host only schedules (sample indices, learning rates) and reads
+ * the per-iteration losses once, after the last iteration.
+ */
+import type { Backend, IntQuantParams, QuantState, Tensor } from "../backend/backend.ts";
+import {
+  blockBackward,
+  blockForward,
+  type BlockWeights,
+  disposeSaved,
+  type RopeTensors,
+} from "../model/block.ts";
+import type { LinearName, ModelSpec } from "../model/config.ts";
+import type { PyRandom } from "../io/pyrandom.ts";
+import type { ActivationStore } from "./activations.ts";
+
+/** Tuning settings (auto-round SignRoundConfig names in comments). */
+export interface SignRoundSettings {
+  iters: number;
+  /** Explicit lr, or undefined for auto-round's rule (1/iters; 2/iters for ≤3-bit layers at ≥1000 iters). */
+  lr?: number;
+  /** Explicit minmax_lr, or undefined: the layer's lr. */
+  minmaxLr?: number;
+  batchSize: number;
+  gradientAccumulateSteps: number;
+  enableMinmaxTuning: boolean;
+  /** not_use_best_mse: keep the last parameters instead of the best-loss ones. */
+  notUseBestMse: boolean;
+  /** dynamic_max_gap: stop after this many iterations without improvement (≤ 0: off). */
+  dynamicMaxGap: number;
+}
+
+/** A quantized Linear of the block being tuned. */
+export interface TunedLinear {
+  name: LinearName;
+  params: IntQuantParams;
+  state: QuantState & Disposable;
+}
+
+/** Outcome of one block's tuning. */
+export interface BlockTuning {
+  lossStart: number;
+  lossBest: number;
+  bestIter: number;
+  iterations: number;
+  /** Logged loss of every iteration (auto-round's `total_loss`). */
+  history: Float64Array;
+}
+
+/** auto-round's learning-rate rule (`SignRoundConfig._lr_for_bits`). */
+export function autoLr(iters: number, bits: number): number {
+  return iters >= 1000 && bits <= 3 ? 2 / iters : 1 / iters;
+}
+
+/**
+ * auto-round's IndexSampler: shuffles 0..n−1 once, hands out `batch` indices per call, reshuffles
+ * when fewer than `batch` remain (the partial rest is dropped).
+ */
+export class IndexSampler {
+  private readonly indices: number[];
+  private index = 0;
+  constructor(private readonly n: number, private readonly batch: number, private readonly rng: PyRandom) {
+    this.indices = [...Array(n).keys()];
+    rng.shuffle(this.indices);
+  }
+  next(): number[] {
+    if (this.index + this.batch > this.n) {
+      this.rng.shuffle(this.indices);
+      this.index = 0;
+    }
+    const b = this.indices.slice(this.index, this.index + this.batch);
+    this.index += this.batch;
+    return b;
+  }
+}
+
+/** Inputs of tuneBlock. */
+export interface TuneInput {
+  be: Backend;
+  spec: ModelSpec;
+  /** The block's weights; the tuned Linears' weights are the unquantized ones. */
+  weights: BlockWeights;
+  linears: TunedLinear[];
+  /** Block inputs (quantized stream) and fp targets. */
+  inputs: ActivationStore;
+  targets: ActivationStore;
+  /** Per-sample loss masks, host side: `mask[s·seqLen + t]` = 1 when position t of sample s counts. */
+  lossMask: Uint8Array;
+  rope: RopeTensors;
+  settings: SignRoundSettings;
+  rng: PyRandom;
+}
+
+/** Tune V, α, β of every Linear in `linears` in place (best-loss values restored at the end). */
+export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
+  const { be, spec, settings: s, inputs } = t;
+  const T = inputs.seqLen, H = inputs.hidden, nsamples = inputs.samples;
+  const globalBatch = Math.min(nsamples, s.batchSize * s.gradientAccumulateSteps);
+  const micro = Math.min(s.batchSize, globalBatch);
+  const sampler = new IndexSampler(nsamples, globalBatch, t.rng);
+  const lr = new Map(t.linears.map((l) => [l.name, s.lr ?? autoLr(s.iters, l.params.bits)]));
+  const mmLr = new Map(t.linears.map((l) => [l.name, s.minmaxLr ?? lr.get(l.name)!]));
+  const sum = s.gradientAccumulateSteps !== 1; // auto-round: MSE "sum" reduction when accumulating
+  const tuned = new Set(t.linears.map((l) => l.name));
+
+  // Device buffers reused by every iteration.
+  const own: Tensor[] = [];
+  const keep = <X extends Tensor>(x: X) => (own.push(x), x);
+  const xb = keep(be.full([micro * T, H], 0, be.computeDType));
+  const yb = keep(be.full([micro * T, H], 0, be.computeDType));
+  const maskBuf = keep(be.full([micro * T], 0));
+  const total = keep(be.full([1], 0)), zero = keep(be.full([1], 0));
+  const best = keep(be.full([1], 3.4028234663852886e38)); // torch.finfo(torch.float).max
+  const history = keep(be.full([Math.max(1, s.iters), 1], 0));
+  const acc = t.linears.map((l) => ({
+    l,
+    dv: keep(be.full(l.state.v.shape, 0)),
+    dMin: keep(be.full(l.state.minScale.shape, 0)),
+    dMax: keep(be.full(l.state.maxScale.shape, 0)),
+    bestV: keep(be.full(l.state.v.shape, 0)),
+    bestMin: keep(be.full(l.state.minScale.shape, 1)),
+    bestMax: keep(be.full(l.state.maxScale.shape, 1)),
+  }));
+  const bestPairs = acc.flatMap((a) =>
+    [
+      [a.l.state.v, a.bestV],
+      [a.l.state.minScale, a.bestMin],
+      [a.l.state.maxScale, a.bestMax],
+    ] as const
+  );
+  let iterations = 0;
+  try {
+    for (let i = 0; i < s.iters; i++) {
+      const indices = sampler.next();
+      let valid = 0;
+      for (const idx of indices) for (let p = 0; p < T; p++) valid += t.lossMask[idx * T + p];
+      be.copy(total, zero);
+      for (let start = 0; start < indices.length; start += micro) {
+        const chunk = indices.slice(start, start + micro);
+        await inputs.gather(xb, chunk);
+        await t.targets.gather(yb, chunk);
+        using maskT = be.upload(
+          Float32Array.from(chunk.flatMap((c) => Array.from(t.lossMask.subarray(c * T, (c + 1) * T)))),
+          [chunk.length * T],
+        );
+        be.copy(maskBuf, maskT);
+        await step(t, acc, xb, yb, maskBuf, total, chunk.length, valid, sum, start === 0, tuned);
+      }
+      using slot = be.rows(history, i, 1);
+      be.copy(slot, total);
+      if (!s.notUseBestMse) be.keepBest(total, best, bestPairs);
+      iterations = i + 1;
+      if (s.dynamicMaxGap > 0 && !s.notUseBestMse) {
+        // Early stop needs the loss on the host: only then does the loop synchronise.
+        const h = await be.read(history);
+        let bestIter = 0;
+        for (let j = 1; j <= i; j++) if (h[j] < h[bestIter]) bestIter = j;
+        if (i - bestIter >= s.dynamicMaxGap) break;
+      }
+      const decay = 1 - i / s.iters; // torch LinearLR(start 1, end 0, total_iters = iters)
+      for (const a of acc) {
+        be.signSgdStep(a.l.state.v, a.dv, lr.get(a.l.name)! * decay);
+        if (s.enableMinmaxTuning) {
+          be.signSgdStep(a.l.state.minScale, a.dMin, mmLr.get(a.l.name)! * decay, { lo: 0, hi: 1 });
+          be.signSgdStep(a.l.state.maxScale, a.dMax, mmLr.get(a.l.name)! * decay, { lo: 0, hi: 1 });
+        }
+      }
+    }
+    const h = Float64Array.from((await be.read(history)).subarray(0, iterations));
+    let bestIter = 0;
+    for (let j = 1; j < h.length; j++) if (h[j] < h[bestIter]) bestIter = j;
+    if (!s.notUseBestMse && iterations > 0) { for (const [src, dst] of bestPairs) be.copy(src, dst); }
+    return {
+      lossStart: h[0] ?? NaN,
+      lossBest: s.notUseBestMse ? h[h.length - 1] : h[bestIter],
+      bestIter: s.notUseBestMse ? iterations : bestIter,
+      iterations,
+      history: h,
+    };
+  } finally {
+    for (const x of own) x[Symbol.dispose]();
+  }
+}
+
+type Acc = { l: TunedLinear; dv: Tensor; dMin: Tensor; dMax: Tensor };
+
+/** One micro-batch: forward with fake-quantized weights, loss, backward, gradient accumulation. */
+async function step(
+  t: TuneInput,
+  acc: Acc[],
+  xb: Tensor,
+  yb: Tensor,
+  mask: Tensor,
+  total: Tensor,
+  batch: number,
+  valid: number,
+  sum: boolean,
+  first: boolean,
+  tuned: Set<LinearName>,
+): Promise<void> {
+  const { be, spec } = t;
+  const T = t.inputs.seqLen, H = t.inputs.hidden;
+  const rows = batch * T;
+  using x = be.rows(xb, 0, rows);
+  using y = be.rows(yb, 0, rows);
+  using m = be.rows(mask, 0, rows);
+  const fake = new Map<LinearName, Tensor>();
+  for (const a of acc) {
+    fake.set(a.l.name, be.fakeQuant(t.weights.linear[a.l.name], a.l.state, a.l.params, be.computeDType));
+  }
+  const w: BlockWeights = { ...t.weights, linear: { ...t.weights.linear, ...Object.fromEntries(fake) } };
+  const geo = { batch, seqLen: T };
+  const { y: out, saved } = blockForward(be, spec, w, x, geo, t.rope, { save: true });
+  // auto-round: mean MSE over all rows·hidden elements (masked ones count as zero), or the sum when
+  // accumulating gradients; backward of 1000·loss; the logged loss is divided by the valid tokens.
+  const elems = rows * H;
+  const { loss, dy } = be.mseLoss(out, y, m, sum ? 1000 * elems : 1000);
+  be.accumulate(total, loss, sum ? elems / valid : 1 / valid);
+  loss[Symbol.dispose]();
+  out[Symbol.dispose]();
+  const grads = blockBackward(be, spec, w, saved!, dy, geo, t.rope, (n) => tuned.has(n));
+  disposeSaved(saved!);
+  dy[Symbol.dispose]();
+  for (const a of acc) {
+    const g = be.fakeQuantBackward(t.weights.linear[a.l.name], a.l.state, a.l.params, grads.get(a.l.name)!);
+    for (const [dst, src] of [[a.dv, g.dv], [a.dMin, g.dMinScale], [a.dMax, g.dMaxScale]] as const) {
+      if (first) be.copy(dst, src);
+      else be.accumulate(dst, src);
+      src[Symbol.dispose]();
+    }
+  }
+  for (const g of grads.values()) g[Symbol.dispose]();
+  for (const f of fake.values()) f[Symbol.dispose]();
+  await Promise.resolve();
+}
