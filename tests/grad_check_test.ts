@@ -32,7 +32,7 @@ function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
   for (let i = 0; i < a.length; i++) s += a[i] * b[i];
   return s;
 }
-async function readF64(t: Tensor): Promise<Float64Array> {
+function readF64(t: Tensor): Float64Array {
   // f64 backend storage is read as f32 by Backend.read; reach into the storage for full precision.
   return Float64Array.from((t as unknown as { f: Float64Array }).f);
 }
@@ -72,7 +72,7 @@ Deno.test("per-op gradients match float64 central differences", async () => {
   {
     const x = rand(rows * n), w = rand(n), R = rand(rows * n);
     const f = () => dot(readSync(be.rmsNorm(up(x, [rows, n]), up(w, [n]), 1e-5)), R);
-    const dx = await readF64(be.rmsNormBackward(up(x, [rows, n]), up(w, [n]), up(R, [rows, n]), 1e-5));
+    const dx = readF64(be.rmsNormBackward(up(x, [rows, n]), up(w, [n]), up(R, [rows, n]), 1e-5));
     report("rmsNorm dx", fdCheck(x, dx, f, sample(x.length)));
   }
   // SiLU·mul
@@ -80,8 +80,8 @@ Deno.test("per-op gradients match float64 central differences", async () => {
     const g = rand(rows * n, 3), u = rand(rows * n), R = rand(rows * n);
     const f = () => dot(readSync(be.siluMul(up(g, [rows, n]), up(u, [rows, n]))), R);
     const { dg, du } = be.siluMulBackward(up(g, [rows, n]), up(u, [rows, n]), up(R, [rows, n]));
-    report("siluMul dg", fdCheck(g, await readF64(dg), f, sample(g.length)));
-    report("siluMul du", fdCheck(u, await readF64(du), f, sample(u.length)));
+    report("siluMul dg", fdCheck(g, readF64(dg), f, sample(g.length)));
+    report("siluMul du", fdCheck(u, readF64(du), f, sample(u.length)));
   }
   // RoPE: the backward is the inverse rotation applied to the upstream gradient.
   {
@@ -96,7 +96,7 @@ Deno.test("per-op gradients match float64 central differences", async () => {
     };
     const g = up(R, [16, 2 * spec.headDim]);
     be.rope(g, rope.cos, rope.sin, geo, true);
-    report("rope dx", fdCheck(x, await readF64(g), f, sample(x.length)));
+    report("rope dx", fdCheck(x, readF64(g), f, sample(x.length)));
   }
   // Causal GQA attention
   {
@@ -114,9 +114,9 @@ Deno.test("per-op gradients match float64 central differences", async () => {
       up(R, [M, 12]),
       shape,
     );
-    report("attention dq", fdCheck(q, await readF64(g.dq), f, sample(q.length, 60)));
-    report("attention dk", fdCheck(k, await readF64(g.dk), f, sample(k.length, 60)));
-    report("attention dv", fdCheck(v, await readF64(g.dv), f, sample(v.length, 60)));
+    report("attention dq", fdCheck(q, readF64(g.dq), f, sample(q.length, 60)));
+    report("attention dk", fdCheck(k, readF64(g.dk), f, sample(k.length, 60)));
+    report("attention dv", fdCheck(v, readF64(g.dv), f, sample(v.length, 60)));
   }
   // Masked MSE (AutoRound's loss, scaled)
   {
@@ -125,14 +125,14 @@ Deno.test("per-op gradients match float64 central differences", async () => {
       mask = Float64Array.from({ length: rows }, (_, i) => (i % 3 ? 1 : 0));
     const f = () => readSync(be.mseLoss(up(y, [rows, n]), up(t, [rows, n]), up(mask, [rows]), 1).loss)[0];
     const { dy } = be.mseLoss(up(y, [rows, n]), up(t, [rows, n]), up(mask, [rows]), 1);
-    report("mseLoss dy", fdCheck(y, await readF64(dy), f, sample(y.length)));
+    report("mseLoss dy", fdCheck(y, readF64(dy), f, sample(y.length)));
   }
   // Linear: x·Wᵀ with the three matmul forms the backward uses.
   {
     const x = rand(rows * n), w = rand(5 * n), R = rand(rows * 5);
     const f = () => dot(readSync(be.matmul(up(x, [rows, n]), up(w, [5, n]), { transB: true })), R);
-    const dW = await readF64(be.matmul(up(R, [rows, 5]), up(x, [rows, n]), { transA: true }));
-    const dX = await readF64(be.matmul(up(R, [rows, 5]), up(w, [5, n])));
+    const dW = readF64(be.matmul(up(R, [rows, 5]), up(x, [rows, n]), { transA: true }));
+    const dX = readF64(be.matmul(up(R, [rows, 5]), up(w, [5, n])));
     report("linear dW (dYᵀ·X)", fdCheck(w, dW, f, sample(w.length)));
     report("linear dX (dY·W)", fdCheck(x, dX, f, sample(x.length)));
   }
@@ -290,7 +290,7 @@ for (const modelType of ["llama", "qwen2", "qwen3"] as const) {
     for (const l of BLOCK_LINEARS) {
       report(
         `${modelType} block d${l.split(".")[1]}`,
-        fdCheck(raw[l], await readF64(grads.get(l)!), f, sample(raw[l].length, 25)),
+        fdCheck(raw[l], readF64(grads.get(l)!), f, sample(raw[l].length, 25)),
       );
     }
   });

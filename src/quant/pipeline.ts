@@ -133,7 +133,7 @@ interface Streams {
 
 /** Run the pipeline. Exporters receive every tensor; the caller finishes them. */
 export async function runPipeline(p: PipelineInput): Promise<BlockReport[]> {
-  const { be, ckpt, calib } = p;
+  const { ckpt, calib } = p;
   const spec = ckpt.spec;
   const reports: BlockReport[] = [];
   const streams = calib ? await initStreams(p, calib) : undefined;

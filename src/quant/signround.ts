@@ -101,7 +101,7 @@ export interface TuneInput {
 
 /** Tune V, α, β of every Linear in `linears` in place (best-loss values restored at the end). */
 export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
-  const { be, spec, settings: s, inputs } = t;
+  const { be, settings: s, inputs } = t;
   const T = inputs.seqLen, H = inputs.hidden, nsamples = inputs.samples;
   const globalBatch = Math.min(nsamples, s.batchSize * s.gradientAccumulateSteps);
   const micro = Math.min(s.batchSize, globalBatch);
