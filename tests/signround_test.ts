@@ -4,7 +4,7 @@
  * auto-round's, and the written auto_round folder evaluates exactly like the tuned in-memory model.
  */
 import type { Backend } from "../src/backend/backend.ts";
-import { CpuBackend } from "../src/backend/cpu/cpu_backend.ts";
+import { CpuBackend, CpuTensor } from "../src/backend/cpu/cpu_backend.ts";
 import { documentStream, windowedPerplexity } from "../src/eval/perplexity.ts";
 import { openCheckpoint, overlaySource } from "../src/io/checkpoint.ts";
 import { PyRandom } from "../src/io/pyrandom.ts";
@@ -103,15 +103,17 @@ Deno.test("learning rate: auto-round's rule and linear decay to 0 over iters", a
   const lrs: number[] = [];
   const orig = be.signSgdStep.bind(be);
   be.signSgdStep = (p, g, lr, clamp) => {
-    lrs.push(lr);
+    lrs.push(lr instanceof CpuTensor ? lr.f[0] : lr as number);
     orig(p, g, lr, clamp);
   };
   const r = await run({ iters: 4, lr: 0.02, minmaxLr: 0.01, nsamples: 8 }, be);
   await r.cleanup();
   // per block and iteration: V at lr·(1 − i/4), α and β at minmax_lr·(1 − i/4), for 4 Linears
   const first = lrs.slice(0, 12), lastIter = lrs.slice(36, 48);
-  assertEquals(first, Array(4).fill([0.02, 0.01, 0.01]).flat());
-  assertEquals(lastIter, Array(4).fill([0.02 * 0.25, 0.01 * 0.25, 0.01 * 0.25]).flat());
+  // (the rates live in f32 device tensors, as torch applies them to f32 parameters)
+  const f = (xs: number[]) => xs.map(Math.fround);
+  assertEquals(first, f(Array(4).fill([0.02, 0.01, 0.01]).flat()));
+  assertEquals(lastIter, f(Array(4).fill([0.02 * 0.25, 0.01 * 0.25, 0.01 * 0.25]).flat()));
   assertEquals(lrs.length, 5 * 4 * 4 * 3);
 });
 

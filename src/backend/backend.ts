@@ -104,9 +104,11 @@ export interface Backend extends Disposable {
   copy(dst: Tensor, src: Tensor): void;
   /**
    * Gather whole samples: dst rows `[i·rowsPerSample, (i+1)·rowsPerSample)` ← src rows of sample
-   * `indices[i]`. Used to assemble a training batch from the calibration activations.
+   * `indices[i]`. Used to assemble a training batch from the calibration activations. `indices` may
+   * be an i32 tensor on this backend, read on the device, so a captured iteration can gather other
+   * samples on every replay.
    */
-  gatherSamples(dst: Tensor, src: Tensor, indices: readonly number[], rowsPerSample: number): void;
+  gatherSamples(dst: Tensor, src: Tensor, indices: readonly number[] | Tensor, rowsPerSample: number): void;
 
   // ---- dense math -----------------------------------------------------------------------------
   /**
@@ -193,8 +195,11 @@ export interface Backend extends Disposable {
    * returns dy = scale · ∂loss/∂y. mask is f32 `[rows]` (1 = counted) or omitted.
    */
   mseLoss(y: Tensor, target: Tensor, mask: Tensor | undefined, scale: number): { loss: Tensor; dy: Tensor };
-  /** Sign-SGD step: p ← p − lr·sign(g), then clamp into [lo, hi] when given. */
-  signSgdStep(p: Tensor, g: Tensor, lr: number, clamp?: { lo: number; hi: number }): void;
+  /**
+   * Sign-SGD step: p ← p − lr·sign(g), then clamp into [lo, hi] when given. `lr` may be an f32 `[1]`
+   * tensor read on the device (the decaying learning rate of a captured iteration).
+   */
+  signSgdStep(p: Tensor, g: Tensor, lr: number | Tensor, clamp?: { lo: number; hi: number }): void;
   /** acc += alpha·x (same shape; alpha defaults to 1). */
   accumulate(acc: Tensor, x: Tensor, alpha?: number): void;
   /** acc[c] += Σ_r x[r, c]² for x `[rows, cols]`, acc f32 `[cols]` (importance matrix statistics). */
@@ -207,4 +212,16 @@ export interface Backend extends Disposable {
 
   /** Wait until queued work finishes. */
   sync(): Promise<void>;
+
+  /**
+   * Optional: record the device work `fn` enqueues (without running it) so `replay()` re-issues it
+   * with one launch (a CUDA graph). `fn` must not read back, upload, or depend on host values that
+   * change between replays; tensors it allocates stay valid for the capture's lifetime.
+   */
+  capture?(fn: () => void): CapturedWork;
+}
+
+/** Device work recorded once and re-issued by `replay()`. */
+export interface CapturedWork extends Disposable {
+  replay(): void;
 }

@@ -218,7 +218,9 @@ async function quantizeBlock(
   const { be, ckpt } = p;
   const spec = ckpt.spec;
   const prefix = blockPrefix(b);
-  using w = await loadBlockWeights(be, spec, ckpt.weights, b);
+  // Weights keep the checkpoint's dtype (the quantizer sees what auto-round sees); matmuls run in
+  // the backend's compute dtype, as under autocast.
+  using w = await loadBlockWeights(be, spec, ckpt.weights, b, checkpointDType(spec));
   const plans = new Map<LinearName, LayerPlan>();
   for (const l of BLOCK_LINEARS) plans.set(l, p.layers.layers.get(prefix + l)!);
   const quantizedNames = BLOCK_LINEARS.filter((l) => plans.get(l)!.quantize);
@@ -313,6 +315,11 @@ async function quantizeBlock(
     for (const t of imatrix.values()) t[Symbol.dispose]();
     for (const s of states.values()) s[Symbol.dispose]();
   }
+}
+
+/** Device dtype of a checkpoint's weights. */
+function checkpointDType(spec: { torchDtype: string }): "f32" | "bf16" | "f16" {
+  return spec.torchDtype === "bfloat16" ? "bf16" : spec.torchDtype === "float16" ? "f16" : "f32";
 }
 
 function schemeOf(plans: Map<LinearName, LayerPlan>, l: LinearName): QuantScheme {

@@ -10,7 +10,7 @@
  * Everything stays on the device; the host only schedules (sample indices, learning rates) and reads
  * the per-iteration losses once, after the last iteration.
  */
-import type { Backend, IntQuantParams, QuantState, Tensor } from "../backend/backend.ts";
+import type { Backend, CapturedWork, IntQuantParams, QuantState, Tensor } from "../backend/backend.ts";
 import {
   blockBackward,
   blockForward,
@@ -20,7 +20,7 @@ import {
 } from "../model/block.ts";
 import type { LinearName, ModelSpec } from "../model/config.ts";
 import type { PyRandom } from "../io/pyrandom.ts";
-import type { ActivationStore } from "./activations.ts";
+import { type ActivationStore, DeviceActivations } from "./activations.ts";
 
 /** Tuning settings (auto-round SignRoundConfig names in comments). */
 export interface SignRoundSettings {
@@ -99,24 +99,47 @@ export interface TuneInput {
   rng: PyRandom;
 }
 
-/** Tune V, α, β of every Linear in `linears` in place (best-loss values restored at the end). */
+/**
+ * Tune V, α, β of every Linear in `linears` in place (best-loss values restored at the end).
+ *
+ * The iteration is one synchronous function of device tensors: the batch's sample indices and the
+ * decayed learning rates are copied into fixed tensors from per-block tables before each run, so a
+ * backend that can capture (CUDA graphs) records the iteration once and replays it. Activations
+ * spilled to host memory, or batches of unequal valid-token counts, run the same code eagerly.
+ */
 export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
-  const { be, settings: s, inputs } = t;
+  const { be, settings: s, inputs, targets } = t;
   const T = inputs.seqLen, H = inputs.hidden, nsamples = inputs.samples;
   const globalBatch = Math.min(nsamples, s.batchSize * s.gradientAccumulateSteps);
   const micro = Math.min(s.batchSize, globalBatch);
   const sampler = new IndexSampler(nsamples, globalBatch, t.rng);
-  const lr = new Map(t.linears.map((l) => [l.name, s.lr ?? autoLr(s.iters, l.params.bits)]));
-  const mmLr = new Map(t.linears.map((l) => [l.name, s.minmaxLr ?? lr.get(l.name)!]));
+  const batches = Array.from({ length: s.iters }, () => sampler.next());
+  const valid = batches.map((b) => b.reduce((n, idx) => n + countValid(t.lossMask, idx, T), 0));
+  const uniform = valid.every((v) => v === valid[0]);
   const sum = s.gradientAccumulateSteps !== 1; // auto-round: MSE "sum" reduction when accumulating
   const tuned = new Set(t.linears.map((l) => l.name));
 
-  // Device buffers reused by every iteration.
   const own: Tensor[] = [];
   const keep = <X extends Tensor>(x: X) => (own.push(x), x);
+  // Per-block tables the iteration reads through fixed tensors.
+  const idxTable = keep(be.uploadInt(Int32Array.from(batches.flat()), [Math.max(1, s.iters), globalBatch]));
+  const curIdx = keep(be.uploadInt(new Int32Array(globalBatch), [globalBatch]));
+  const lrValues = [...new Set(t.linears.flatMap((l) => lrsOf(s, l)))];
+  const lrTable = new Map(lrValues.map((v) => [
+    v,
+    keep(
+      be.upload(Float64Array.from({ length: Math.max(1, s.iters) }, (_, i) => v * (1 - i / s.iters)), [
+        Math.max(1, s.iters),
+        1,
+      ]),
+    ),
+  ]));
+  const lrCur = new Map(lrValues.map((v) => [v, keep(be.full([1], v))]));
+  const maskAll = keep(be.upload(Float32Array.from(t.lossMask), [nsamples * T, 1]));
+  // Buffers reused by every iteration.
   const xb = keep(be.full([micro * T, H], 0, be.computeDType));
   const yb = keep(be.full([micro * T, H], 0, be.computeDType));
-  const maskBuf = keep(be.full([micro * T], 0));
+  const maskBuf = keep(be.full([micro * T, 1], 0));
   const total = keep(be.full([1], 0)), zero = keep(be.full([1], 0));
   const best = keep(be.full([1], 3.4028234663852886e38)); // torch.finfo(torch.float).max
   const history = keep(be.full([Math.max(1, s.iters), 1], 0));
@@ -130,33 +153,74 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
     bestMax: keep(be.full(l.state.maxScale.shape, 1)),
   }));
   const bestPairs = acc.flatMap((a) =>
-    [
-      [a.l.state.v, a.bestV],
-      [a.l.state.minScale, a.bestMin],
-      [a.l.state.maxScale, a.bestMax],
-    ] as const
+    [[a.l.state.v, a.bestV], [a.l.state.minScale, a.bestMin], [a.l.state.maxScale, a.bestMax]] as const
   );
+  // auto-round logs (and compares) Σ losses / valid tokens of the global batch; mseLoss returns the
+  // mean over rows·hidden, so the sum reduction multiplies that back.
+  const invValid = (i: number) => 1 / valid[i];
+  /** Everything after the batch is in place: loss, backward, accumulation (one micro-batch). */
+  const microStep = (rows: number, first: boolean, inv: number) =>
+    step(t, acc, xb, yb, maskBuf, total, rows / T, (sum ? rows * H : 1) * inv, sum, first, tuned);
+  /** Best-loss bookkeeping and the sign-SGD updates at the current learning rates. */
+  const update = () => {
+    if (!s.notUseBestMse) be.keepBest(total, best, bestPairs);
+    for (const a of acc) {
+      const [lrV, lrMin] = lrsOf(s, a.l);
+      be.signSgdStep(a.l.state.v, a.dv, lrCur.get(lrV)!);
+      if (s.enableMinmaxTuning) {
+        be.signSgdStep(a.l.state.minScale, a.dMin, lrCur.get(lrMin)!, { lo: 0, hi: 1 });
+        be.signSgdStep(a.l.state.maxScale, a.dMax, lrCur.get(lrMin)!, { lo: 0, hi: 1 });
+      }
+    }
+  };
+  const deviceStores = inputs instanceof DeviceActivations && targets instanceof DeviceActivations;
+  /** One iteration entirely on the device (capturable when alpha does not vary). */
+  const deviceIteration = (alpha: number) => {
+    be.copy(total, zero);
+    for (let start = 0; start < globalBatch; start += micro) {
+      const n = Math.min(micro, globalBatch - start);
+      using idx = be.rows(curIdx, start, n);
+      using xv = be.rows(xb, 0, n * T), yv = be.rows(yb, 0, n * T), mv = be.rows(maskBuf, 0, n * T);
+      be.gatherSamples(xv, (inputs as DeviceActivations).data, idx, T);
+      be.gatherSamples(yv, (targets as DeviceActivations).data, idx, T);
+      be.gatherSamples(mv, maskAll, idx, T);
+      microStep(n * T, start === 0, alpha);
+    }
+    update();
+  };
+  const hostIteration = async (i: number) => {
+    be.copy(total, zero);
+    for (let start = 0; start < globalBatch; start += micro) {
+      const chunk = batches[i].slice(start, start + micro);
+      using xv = be.rows(xb, 0, chunk.length * T), yv = be.rows(yb, 0, chunk.length * T);
+      using mv = be.rows(maskBuf, 0, chunk.length * T);
+      await inputs.gather(xv, chunk);
+      await targets.gather(yv, chunk);
+      be.gatherSamples(mv, maskAll, chunk, T);
+      microStep(chunk.length * T, start === 0, invValid(i));
+    }
+    update();
+  };
+
+  let graph: CapturedWork | undefined;
   let iterations = 0;
   try {
     for (let i = 0; i < s.iters; i++) {
-      const indices = sampler.next();
-      let valid = 0;
-      for (const idx of indices) for (let p = 0; p < T; p++) valid += t.lossMask[idx * T + p];
-      be.copy(total, zero);
-      for (let start = 0; start < indices.length; start += micro) {
-        const chunk = indices.slice(start, start + micro);
-        await inputs.gather(xb, chunk);
-        await t.targets.gather(yb, chunk);
-        using maskT = be.upload(
-          Float32Array.from(chunk.flatMap((c) => Array.from(t.lossMask.subarray(c * T, (c + 1) * T)))),
-          [chunk.length * T],
-        );
-        be.copy(maskBuf, maskT);
-        await step(t, acc, xb, yb, maskBuf, total, chunk.length, valid, sum, start === 0, tuned);
+      using idxRow = be.rows(idxTable, i, 1);
+      be.copy(curIdx, idxRow);
+      for (const [v, table] of lrTable) {
+        using row = be.rows(table, i, 1);
+        be.copy(lrCur.get(v)!, row);
       }
+      if (deviceStores && uniform) {
+        if (be.capture && s.iters > 1) {
+          graph ??= be.capture(() => deviceIteration(invValid(0)));
+          graph.replay();
+        } else deviceIteration(invValid(0));
+      } else if (deviceStores) deviceIteration(invValid(i));
+      else await hostIteration(i);
       using slot = be.rows(history, i, 1);
       be.copy(slot, total);
-      if (!s.notUseBestMse) be.keepBest(total, best, bestPairs);
       iterations = i + 1;
       if (s.dynamicMaxGap > 0 && !s.notUseBestMse) {
         // Early stop needs the loss on the host: only then does the loop synchronise.
@@ -164,14 +228,6 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
         let bestIter = 0;
         for (let j = 1; j <= i; j++) if (h[j] < h[bestIter]) bestIter = j;
         if (i - bestIter >= s.dynamicMaxGap) break;
-      }
-      const decay = 1 - i / s.iters; // torch LinearLR(start 1, end 0, total_iters = iters)
-      for (const a of acc) {
-        be.signSgdStep(a.l.state.v, a.dv, lr.get(a.l.name)! * decay);
-        if (s.enableMinmaxTuning) {
-          be.signSgdStep(a.l.state.minScale, a.dMin, mmLr.get(a.l.name)! * decay, { lo: 0, hi: 1 });
-          be.signSgdStep(a.l.state.maxScale, a.dMax, mmLr.get(a.l.name)! * decay, { lo: 0, hi: 1 });
-        }
       }
     }
     const h = Float64Array.from((await be.read(history)).subarray(0, iterations));
@@ -186,14 +242,30 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
       history: h,
     };
   } finally {
+    graph?.[Symbol.dispose]();
     for (const x of own) x[Symbol.dispose]();
   }
 }
 
+/** The learning rates of a Linear: [rounding (V), min-max (α, β)]. */
+function lrsOf(s: SignRoundSettings, l: TunedLinear): [number, number] {
+  const lr = s.lr ?? autoLr(s.iters, l.params.bits);
+  return [lr, s.minmaxLr ?? lr];
+}
+
+function countValid(mask: Uint8Array, sample: number, T: number): number {
+  let n = 0;
+  for (let p = 0; p < T; p++) n += mask[sample * T + p];
+  return n;
+}
+
 type Acc = { l: TunedLinear; dv: Tensor; dMin: Tensor; dMax: Tensor };
 
-/** One micro-batch: forward with fake-quantized weights, loss, backward, gradient accumulation. */
-async function step(
+/**
+ * One micro-batch (already gathered into xb/yb/mask): forward with fake-quantized weights, masked
+ * MSE, backward, gradient accumulation. Synchronous: only enqueues device work.
+ */
+function step(
   t: TuneInput,
   acc: Acc[],
   xb: Tensor,
@@ -201,17 +273,18 @@ async function step(
   mask: Tensor,
   total: Tensor,
   batch: number,
-  valid: number,
+  lossAlpha: number,
   sum: boolean,
   first: boolean,
   tuned: Set<LinearName>,
-): Promise<void> {
+): void {
   const { be, spec } = t;
   const T = t.inputs.seqLen, H = t.inputs.hidden;
   const rows = batch * T;
   using x = be.rows(xb, 0, rows);
   using y = be.rows(yb, 0, rows);
-  using m = be.rows(mask, 0, rows);
+  using mr = be.rows(mask, 0, rows);
+  using m = be.view(mr, [rows]);
   const fake = new Map<LinearName, Tensor>();
   for (const a of acc) {
     fake.set(a.l.name, be.fakeQuant(t.weights.linear[a.l.name], a.l.state, a.l.params, be.computeDType));
@@ -223,7 +296,7 @@ async function step(
   // accumulating gradients; backward of 1000·loss; the logged loss is divided by the valid tokens.
   const elems = rows * H;
   const { loss, dy } = be.mseLoss(out, y, m, sum ? 1000 * elems : 1000);
-  be.accumulate(total, loss, sum ? elems / valid : 1 / valid);
+  be.accumulate(total, loss, lossAlpha);
   loss[Symbol.dispose]();
   out[Symbol.dispose]();
   const grads = blockBackward(be, spec, w, saved!, dy, geo, t.rope, (n) => tuned.has(n));
@@ -239,5 +312,4 @@ async function step(
   }
   for (const g of grads.values()) g[Symbol.dispose]();
   for (const f of fake.values()) f[Symbol.dispose]();
-  await Promise.resolve();
 }

@@ -151,8 +151,9 @@ export class CpuBackend implements Backend {
     (d.data as k.FArr).set(s.data as k.FArr);
     this.finish(d);
   }
-  gatherSamples(dst: Tensor, src: Tensor, indices: readonly number[], rowsPerSample: number): void {
+  gatherSamples(dst: Tensor, src: Tensor, idx: readonly number[] | Tensor, rowsPerSample: number): void {
     const d = this.t(dst), s = this.t(src);
+    const indices = Array.isArray(idx) ? idx as readonly number[] : Array.from(this.t(idx as Tensor).data);
     const cols = s.size / s.shape[0];
     const per = rowsPerSample * cols;
     const dd = d.data as k.FArr, sd = s.data as k.FArr;
@@ -395,8 +396,9 @@ export class CpuBackend implements Backend {
     loss.f[0] = sum / denom;
     return { loss, dy };
   }
-  signSgdStep(p: Tensor, g: Tensor, lr: number, clamp?: { lo: number; hi: number }): void {
+  signSgdStep(p: Tensor, g: Tensor, lrArg: number | Tensor, clamp?: { lo: number; hi: number }): void {
     const P = this.t(p).f, G = this.t(g).f;
+    const lr = typeof lrArg === "number" ? lrArg : this.t(lrArg).f[0];
     for (let i = 0; i < P.length; i++) {
       let x = P[i] - lr * Math.sign(G[i]);
       if (clamp) x = Math.min(Math.max(x, clamp.lo), clamp.hi);
