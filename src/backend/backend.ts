@@ -213,6 +213,9 @@ export interface Backend extends Disposable {
   /** Wait until queued work finishes. */
   sync(): Promise<void>;
 
+  /** Optional: bytes of device memory still free for tensors (undefined when unknown). */
+  freeMemory?(): number | undefined;
+
   /**
    * Optional: record the device work `fn` enqueues (without running it) so `replay()` re-issues it
    * with one launch (a CUDA graph). `fn` must not read back, upload, or depend on host values that

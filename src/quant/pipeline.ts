@@ -163,7 +163,16 @@ async function initStreams(p: PipelineInput, calib: CalibrationSet): Promise<Str
   const { be, ckpt } = p;
   const spec = ckpt.spec;
   const tuning = p.settings.iters > 0;
-  const where = p.settings.lowGpuMemUsage ? "host" : "device";
+  const streams = 1 + (tuning ? 1 : 0);
+  const bytes = streams * calib.nsamples * calib.seqlen * spec.hidden * (be.computeDType === "f32" ? 4 : 2);
+  const free = be.freeMemory?.();
+  // Spill to host memory when asked (auto-round's low_gpu_mem_usage) or when the streams would
+  // leave less than half of the device's free memory for a block's weights and the tuning buffers.
+  const spill = p.settings.lowGpuMemUsage || (free !== undefined && bytes > free / 2);
+  if (spill && !p.settings.lowGpuMemUsage) {
+    p.log.info(`calibration activations (${(bytes / 2 ** 30).toFixed(1)} GiB) kept in host memory: the device has ${(free! / 2 ** 30).toFixed(1)} GiB free`);
+  }
+  const where = spill ? "host" : "device";
   const make = () => activationStore(be, where, calib.nsamples, calib.seqlen, spec.hidden);
   const s: Streams = {
     rope: uploadRope(be, spec, calib.seqlen),
