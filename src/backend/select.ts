@@ -5,7 +5,8 @@
 import type { Backend } from "./backend.ts";
 import { CpuBackend } from "./cpu/cpu_backend.ts";
 import { createCudaBackend, probeCuda } from "./cuda/cuda_backend.ts";
-import { BackendError, UsageError } from "../errors.ts";
+import { WebGpuBackend } from "./webgpu/webgpu_backend.ts";
+import { UsageError } from "../errors.ts";
 import type { Log } from "../log.ts";
 
 /** Values `--device` accepts. */
@@ -22,14 +23,17 @@ export function parseDevice(value: string): DeviceName {
 
 /** Create the backend for a device name. */
 export async function createBackend(device: DeviceName, log: Log): Promise<Backend> {
+  if (device === "webgpu") {
+    // Deno's WebGPU: any Vulkan/Metal/DX12 GPU; a BackendError names the cause when none is found.
+    const be = await WebGpuBackend.create();
+    log.debug(`webgpu: ${be.device}, compute ${be.computeDType}`);
+    return be;
+  }
   if (device === "cuda") {
     // CUDA driver API + cuBLASLt through FFI; a BackendError names the missing library or device.
     const be = createCudaBackend();
     log.debug(`cuda: ${be.device}`);
     return be;
-  }
-  if (device === "webgpu") {
-    throw new BackendError(`--device ${device}: this build has no ${device} backend yet; use --device cpu`);
   }
   if (device === "auto") {
     // Prefer CUDA when libcuda.so.1 loads and a device exists; any failure falls back quietly.

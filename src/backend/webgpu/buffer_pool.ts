@@ -1,0 +1,88 @@
+/**
+ * A pool of storage buffers by size class, so the tuning loop's per-iteration tensors reuse memory
+ * instead of creating a GPU buffer per op.
+ *
+ * Reuse is safe without waiting for the GPU: every op is recorded in queue order, so a buffer freed
+ * by one op and taken by the next is only written after the earlier reads (WebGPU orders dispatches
+ * and inserts the barriers). Buffers are destroyed only after the pending work was submitted
+ * (`collect`), because destroying a buffer referenced by unsubmitted commands fails the submit.
+ */
+
+/** Usage every pooled buffer has: bound as storage, copied from (reads) and to (uploads). */
+export const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+
+/**
+ * Size class of a request: powers of two up to 1 MiB, then steps of 1/8 of the power of two below,
+ * so a pooled buffer wastes at most 12.5% of its bytes.
+ *
+ * @example
+ * ```ts
+ * sizeClass(1000); // 1024
+ * sizeClass(5 << 20); // 5 MiB
+ * ```
+ */
+export function sizeClass(bytes: number): number {
+  const b = Math.max(256, Math.ceil(bytes));
+  if (b <= 1 << 20) return 2 ** Math.ceil(Math.log2(b));
+  const step = 2 ** (Math.floor(Math.log2(b)) - 3);
+  return Math.ceil(b / step) * step;
+}
+
+/** Reusable GPU buffers keyed by size class. */
+export class BufferPool implements Disposable {
+  private free = new Map<number, GPUBuffer[]>();
+  private freeBytes = 0;
+  private doomed: GPUBuffer[] = [];
+  /** Bytes currently handed out. */
+  liveBytes = 0;
+
+  /** @param maxFreeBytes free bytes kept for reuse before the largest idle buffers are destroyed */
+  constructor(private readonly device: GPUDevice, private readonly maxFreeBytes = 1 << 30) {}
+
+  /** A buffer of at least `bytes` bytes (contents undefined). */
+  acquire(bytes: number): GPUBuffer {
+    const size = sizeClass(bytes);
+    const list = this.free.get(size);
+    const hit = list?.pop();
+    this.liveBytes += size;
+    if (hit) {
+      this.freeBytes -= size;
+      return hit;
+    }
+    return this.device.createBuffer({ size, usage: STORAGE_USAGE });
+  }
+
+  /** Give a buffer back for reuse. */
+  release(buf: GPUBuffer): void {
+    const size = buf.size;
+    this.liveBytes -= size;
+    let list = this.free.get(size);
+    if (!list) this.free.set(size, list = []);
+    list.push(buf);
+    this.freeBytes += size;
+    if (this.freeBytes > this.maxFreeBytes) this.shrink(this.maxFreeBytes / 2);
+  }
+
+  /** Move idle buffers to the destroy list, largest first, until at most `target` bytes stay idle. */
+  shrink(target = 0): void {
+    const sizes = [...this.free.keys()].sort((a, b) => b - a);
+    for (const size of sizes) {
+      const list = this.free.get(size)!;
+      while (list.length > 0 && this.freeBytes > target) {
+        this.doomed.push(list.pop()!);
+        this.freeBytes -= size;
+      }
+    }
+  }
+
+  /** Destroy what `shrink` set aside; call only right after pending commands were submitted. */
+  collect(): void {
+    for (const b of this.doomed) b.destroy();
+    this.doomed = [];
+  }
+
+  [Symbol.dispose](): void {
+    this.shrink(0);
+    this.collect();
+  }
+}

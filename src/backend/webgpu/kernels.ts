@@ -1,0 +1,136 @@
+/**
+ * WGSL sources and the pipeline cache. Kernel files are imported as text assets so `deno bundle` and
+ * `deno compile` carry them; each pipeline is the kernel file plus a generated prelude (features,
+ * compile-time constants, per-binding storage aliases) and is compiled once per distinct prelude.
+ */
+import common from "../../../wgsl/common.wgsl" with { type: "text" };
+import matmul from "../../../wgsl/matmul.wgsl" with { type: "text" };
+import memory from "../../../wgsl/memory.wgsl" with { type: "text" };
+import elementwise from "../../../wgsl/elementwise.wgsl" with { type: "text" };
+import rmsNorm from "../../../wgsl/rms_norm.wgsl" with { type: "text" };
+import rope from "../../../wgsl/rope.wgsl" with { type: "text" };
+import attention from "../../../wgsl/attention.wgsl" with { type: "text" };
+import attentionBackward from "../../../wgsl/attention_backward.wgsl" with { type: "text" };
+import fakeQuant from "../../../wgsl/fake_quant.wgsl" with { type: "text" };
+import loss from "../../../wgsl/loss.wgsl" with { type: "text" };
+import reduce from "../../../wgsl/reduce.wgsl" with { type: "text" };
+import { type StorageKind, storageKind } from "./storage.ts";
+
+const F32_KIND = storageKind("f32", false);
+
+/** The kernel families, one WGSL file each. */
+export const WGSL_SOURCES = {
+  matmul,
+  memory,
+  elementwise,
+  rmsNorm,
+  rope,
+  attention,
+  attentionBackward,
+  fakeQuant,
+  loss,
+  reduce,
+} as const;
+
+/** Name of a kernel family. */
+export type KernelFamily = keyof typeof WGSL_SOURCES;
+
+/** Binding kinds after the uniform at binding 0: read-only or read-write storage. */
+export type BindingKind = "r" | "rw";
+
+/** Everything that determines one compute pipeline. */
+export interface KernelSpec {
+  family: KernelFamily;
+  entry: string;
+  /** Storage bindings 1..n in order. */
+  bindings: readonly BindingKind[];
+  /** Storage kind of each tensor binding alias (`X` → `X_t`, `X_cv`). */
+  types?: Readonly<Record<string, StorageKind>>;
+  /** Compile-time constants: integers become `u32`, booleans `bool`. */
+  consts?: Readonly<Record<string, number | boolean>>;
+  /** Further prelude lines (e.g. vector aliases chosen per pipeline). */
+  extra?: string;
+}
+
+/** A compiled pipeline and the layout its bind groups use. */
+export interface Kernel {
+  pipeline: GPUComputePipeline;
+  layout: GPUBindGroupLayout;
+}
+
+function storeConversion(name: string, k: StorageKind): string {
+  const t = `${name}_t`;
+  if (k.round === "f16") return `fn ${name}_cv(v: f32) -> ${t} { return round_f16(v); }`;
+  if (k.round === "bf16") return `fn ${name}_cv(v: f32) -> ${t} { return round_bf16(v); }`;
+  return `fn ${name}_cv(v: f32) -> ${t} { return ${t}(v); }`;
+}
+
+/**
+ * The full WGSL text of a kernel: prelude, common helpers, the family's file.
+ *
+ * @example
+ * ```ts
+ * kernelSource({ family: "elementwise", entry: "add", bindings: ["rw", "rw", "rw"] }, true);
+ * ```
+ */
+export function kernelSource(spec: KernelSpec, enableF16: boolean): string {
+  const lines: string[] = [];
+  if (enableF16) lines.push("enable f16;");
+  for (const [name, v] of Object.entries(spec.consts ?? {})) {
+    lines.push(typeof v === "boolean" ? `const ${name}: bool = ${v};` : `const ${name}: u32 = ${v >>> 0}u;`);
+  }
+  // Every alias the family's file mentions must exist, also those of entry points not compiled
+  // now (WGSL validates the whole module): unnamed ones default to f32.
+  const source = WGSL_SOURCES[spec.family];
+  const names = new Set([
+    ...source.matchAll(/\b([a-z][a-z0-9]*)_t\b/g).map((m) => m[1]),
+    ...Object.keys(spec.types ?? {}),
+  ]);
+  for (const name of names) {
+    const k = spec.types?.[name] ?? F32_KIND;
+    lines.push(`alias ${name}_t = ${k.wgsl};`, storeConversion(name, k));
+  }
+  if (spec.extra) lines.push(spec.extra);
+  return `${lines.join("\n")}\n${common}\n${source}`;
+}
+
+/** Compiles pipelines on first use and keeps them for the device's lifetime. */
+export class KernelCache {
+  private cache = new Map<string, Kernel>();
+
+  constructor(private readonly device: GPUDevice, private readonly enableF16: boolean) {}
+
+  /** The pipeline for `spec`, compiled on first request. */
+  get(spec: KernelSpec): Kernel {
+    const code = kernelSource(spec, this.enableF16);
+    const key = `${spec.entry}\n${spec.bindings.join(",")}\n${code}`;
+    let k = this.cache.get(key);
+    if (!k) {
+      const layout = this.device.createBindGroupLayout({
+        label: `${spec.family}.${spec.entry}`,
+        entries: [
+          { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: "uniform" } },
+          ...spec.bindings.map((b, i) => ({
+            binding: i + 1,
+            visibility: GPUShaderStage.COMPUTE,
+            buffer: { type: b === "r" ? "read-only-storage" as const : "storage" as const },
+          })),
+        ],
+      });
+      const module = this.device.createShaderModule({ label: `${spec.family}.wgsl`, code });
+      const pipeline = this.device.createComputePipeline({
+        label: `${spec.family}.${spec.entry}`,
+        layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
+        compute: { module, entryPoint: spec.entry },
+      });
+      k = { pipeline, layout };
+      this.cache.set(key, k);
+    }
+    return k;
+  }
+
+  /** Number of distinct pipelines compiled so far. */
+  get size(): number {
+    return this.cache.size;
+  }
+}

@@ -1,0 +1,216 @@
+/**
+ * Dispatcher of wgsl/matmul.wgsl: picks a tile shape, splits the product into chunks whose operand
+ * windows fit one storage binding (M, N or K ranges; K chunks after the first accumulate with
+ * beta = 1), and chooses vector or scalar loads per chunk.
+ */
+import { BackendError } from "../../errors.ts";
+import type { KernelSpec } from "./kernels.ts";
+import { Params } from "./runtime.ts";
+import type { GpuRuntime } from "./runtime.ts";
+import { bind, type GpuTensor } from "./tensor.ts";
+import type { StorageKind } from "./storage.ts";
+
+/** Workgroup tile of C and the K step (BM, BN multiples of 8 with BM·BN/64 threads). */
+export interface MatmulTile {
+  bm: number;
+  bn: number;
+  bk: number;
+}
+
+/** Options of one product, as in Backend.matmul. */
+export interface MatmulOpts {
+  transA?: boolean;
+  transB?: boolean;
+  alpha?: number;
+  beta?: number;
+}
+
+/** Tiles the dispatcher chooses from, largest first. */
+export const MATMUL_TILES: readonly MatmulTile[] = [
+  { bm: 128, bn: 128, bk: 8 },
+  { bm: 64, bn: 64, bk: 8 },
+  { bm: 32, bn: 32, bk: 8 },
+];
+
+/**
+ * `AUTOROUND_WEBGPU_TILE=BMxBNxBK` forces the tile of large products (bench/webgpu_matmul.ts measures
+ * the candidates on a device; the default is the 128×128×8 tile).
+ */
+function tileOverride(): MatmulTile | undefined {
+  const variable = "AUTOROUND_WEBGPU_TILE";
+  // Ask only when already granted: never prompt for a tuning knob.
+  if (Deno.permissions.querySync({ name: "env", variable }).state !== "granted") return undefined;
+  const m = Deno.env.get(variable)?.match(/^(\d+)x(\d+)x(\d+)$/);
+  return m ? { bm: +m[1], bn: +m[2], bk: +m[3] } : undefined;
+}
+const TILE_OVERRIDE = tileOverride();
+
+/** Workgroup memory a tile needs (two buffers of A and B tiles, rows padded by 4 floats). */
+export function tileBytes(t: MatmulTile): number {
+  return 2 * t.bk * ((t.bm + 4) + (t.bn + 4)) * 4;
+}
+
+/**
+ * The tile for an M×N output: the largest one that still gives at least 64 workgroups (enough to
+ * fill a large GPU) and fits the device's workgroup memory and invocation limits.
+ */
+export function chooseTile(rt: GpuRuntime, M: number, N: number): MatmulTile {
+  const fits = [...(TILE_OVERRIDE ? [TILE_OVERRIDE] : []), ...MATMUL_TILES].filter((t) =>
+    tileBytes(t) <= rt.maxWorkgroupStorage && (t.bm / 8) * (t.bn / 8) <= rt.maxInvocations
+  );
+  for (const t of fits) if (Math.ceil(M / t.bm) * Math.ceil(N / t.bn) >= 64) return t;
+  return fits[fits.length - 1];
+}
+
+/**
+ * Per-operand prelude: the array element type (vec4 or scalar) and conversions that type-check in
+ * both branches of the kernel (WGSL validates the branch a constant disables, too).
+ */
+function operandPrelude(name: string, vec: boolean): string {
+  const el = `${name}_el`;
+  return vec
+    ? [
+      `alias ${el} = vec4<${name}_t>;`,
+      `fn ${name}_ld4(x: ${el}) -> vec4<f32> { return vec4<f32>(x); }`,
+      `fn ${name}_ld1(x: ${el}) -> f32 { return f32(x.x); }`,
+    ].join("\n")
+    : [
+      `alias ${el} = ${name}_t;`,
+      `fn ${name}_ld4(x: ${el}) -> vec4<f32> { return vec4<f32>(f32(x)); }`,
+      `fn ${name}_ld1(x: ${el}) -> f32 { return f32(x); }`,
+    ].join("\n");
+}
+
+function storePrelude(k: StorageKind, vec: boolean): string {
+  const r4 = k.round === "f16"
+    ? "vec4<f32>(round_f16(v.x), round_f16(v.y), round_f16(v.z), round_f16(v.w))"
+    : k.round === "bf16"
+    ? "vec4<f32>(round_bf16(v.x), round_bf16(v.y), round_bf16(v.z), round_bf16(v.w))"
+    : "vec4<c_t>(v)";
+  return vec
+    ? `fn c_st4(v: vec4<f32>) -> c_el { return ${r4}; }\nfn c_st1(v: f32) -> c_el { return c_el(c_cv(v)); }`
+    : `fn c_st4(v: vec4<f32>) -> c_el { return c_cv(v.x); }\nfn c_st1(v: f32) -> c_el { return c_cv(v); }`;
+}
+
+interface Dims {
+  M: number;
+  N: number;
+  K: number;
+}
+
+/** Byte span of the windows one chunk of sizes (mc, nc, kc) needs, per operand. */
+function windowBytes(
+  a: GpuTensor,
+  b: GpuTensor,
+  c: GpuTensor,
+  o: MatmulOpts,
+  mc: number,
+  nc: number,
+  kc: number,
+) {
+  const lda = a.cols, ldb = b.cols, ldc = c.cols;
+  const spanA = o.transA ? (kc - 1) * lda + mc : (mc - 1) * lda + kc;
+  const spanB = o.transB ? (nc - 1) * ldb + kc : (kc - 1) * ldb + nc;
+  const spanC = (mc - 1) * ldc + nc;
+  return [spanA * a.kind.bytes, spanB * b.kind.bytes, spanC * c.kind.bytes];
+}
+
+/** Chunk sizes (mc, nc, kc) whose windows all fit one binding. */
+export function planChunks(rt: GpuRuntime, a: GpuTensor, b: GpuTensor, c: GpuTensor, o: MatmulOpts, d: Dims) {
+  let mc = d.M, nc = d.N, kc = Math.max(1, d.K);
+  const limit = rt.maxBinding - rt.offsetAlign;
+  const halve = (x: number) => Math.max(4, Math.ceil(x / 8) * 4);
+  for (;;) {
+    const [wa, wb, wc] = windowBytes(a, b, c, o, mc, nc, kc);
+    if (wa <= limit && wb <= limit && wc <= limit) return { mc, nc, kc };
+    const worst = Math.max(wa, wb, wc);
+    const before = [mc, nc, kc].join();
+    // Shrink the dimension that shortens the largest window (rows of the operand's storage).
+    if (worst === wa) o.transA ? kc = halve(kc) : mc = halve(mc);
+    else if (worst === wb) o.transB ? nc = halve(nc) : kc = halve(kc);
+    else mc = halve(mc);
+    if ([mc, nc, kc].join() === before) {
+      throw new BackendError(`matmul operand rows do not fit maxStorageBufferBindingSize ${rt.maxBinding}`);
+    }
+  }
+}
+
+/**
+ * C = alpha·op(A)·op(B) + beta·C into `c` (already allocated with M·N elements).
+ *
+ * @example
+ * ```ts
+ * runMatmul(rt, x, w, y, { transB: true }); // y = x·wᵀ
+ * ```
+ */
+export function runMatmul(
+  rt: GpuRuntime,
+  a: GpuTensor,
+  b: GpuTensor,
+  c: GpuTensor,
+  o: MatmulOpts,
+  tile?: MatmulTile,
+): void {
+  const [ar, ac] = [a.rows, a.cols], [br, bc] = [b.rows, b.cols];
+  const M = o.transA ? ac : ar, K = o.transA ? ar : ac;
+  const N = o.transB ? br : bc, K2 = o.transB ? bc : br;
+  if (K !== K2) throw new BackendError(`matmul inner sizes differ: ${K} vs ${K2}`);
+  if (c.size !== M * N) throw new BackendError(`matmul out has ${c.size} elements, need ${M}×${N}`);
+  if (M === 0 || N === 0) return;
+  const t = tile ?? chooseTile(rt, M, N);
+  const alpha = o.alpha ?? 1, beta = o.beta ?? 0;
+  const { mc, nc, kc } = planChunks(rt, a, b, c, o, { M, N, K });
+  const [lda, ldb, ldc] = [ac, bc, N];
+  for (let m0 = 0; m0 < M; m0 += mc) {
+    for (let n0 = 0; n0 < N; n0 += nc) {
+      // K = 0 still runs one chunk: C = beta·C.
+      for (let k0 = 0; k0 < Math.max(K, 1); k0 += kc) {
+        const m = Math.min(mc, M - m0), n = Math.min(nc, N - n0), k = Math.min(kc, K - k0);
+        const aStart = o.transA ? k0 * lda + m0 : m0 * lda + k0;
+        const bStart = o.transB ? n0 * ldb + k0 : k0 * ldb + n0;
+        const cStart = m0 * ldc + n0;
+        const [wa, wb, wc] = windowBytes(a, b, c, o, m, n, Math.max(k, 1));
+        const A = bind(rt, a, aStart, Math.ceil(wa / a.kind.bytes));
+        const B = bind(rt, b, bStart, Math.ceil(wb / b.kind.bytes));
+        const C = bind(rt, c, cStart, Math.ceil(wc / c.kind.bytes));
+        const first = k0 === 0;
+        const chunkBeta = first ? beta : 1;
+        const vecA = lda % 4 === 0 && A.base % 4 === 0 && (o.transA ? m % 4 === 0 : k % 4 === 0);
+        const vecB = ldb % 4 === 0 && B.base % 4 === 0 && (o.transB ? k % 4 === 0 : n % 4 === 0);
+        const vecC = ldc % 4 === 0 && C.base % 4 === 0 && n % 4 === 0;
+        const spec: KernelSpec = {
+          family: "matmul",
+          entry: "matmul",
+          bindings: ["r", "r", "rw"],
+          types: { a: a.kind, b: b.kind, c: c.kind },
+          consts: {
+            BM: t.bm,
+            BN: t.bn,
+            BK: t.bk,
+            TRANS_A: !!o.transA,
+            TRANS_B: !!o.transB,
+            VEC_A: vecA,
+            VEC_B: vecB,
+            VEC_C: vecC,
+            USE_BETA: chunkBeta !== 0,
+          },
+          extra: [
+            operandPrelude("a", vecA),
+            operandPrelude("b", vecB),
+            operandPrelude("c", vecC),
+            storePrelude(c.kind, vecC),
+          ]
+            .join("\n"),
+        };
+        const p = new Params().u(m).u(n).u(k).u(lda).u(ldb).u(ldc).u(A.base).u(B.base).u(C.base).f(alpha).f(
+          chunkBeta,
+        );
+        rt.dispatch(rt.kernel(spec), p, [A.window, B.window, C.window], [
+          Math.ceil(n / t.bn),
+          Math.ceil(m / t.bm),
+          1,
+        ]);
+      }
+    }
+  }
+}

@@ -1,0 +1,268 @@
+/**
+ * The device side of the WebGPU backend: adapter and device, command batching, per-dispatch
+ * uniforms, readback, and error capture.
+ *
+ * Ops record dispatches into one open compute pass; the batch is submitted when it reaches
+ * `BATCH_DISPATCHES`, before an upload, or when the host waits (`read`, `sync`). Each dispatch's
+ * parameters go into a host-side arena that is written to one uniform buffer just before its batch
+ * is submitted (queue writes are ordered after earlier submits, so the buffer is safely reused).
+ * WebGPU reports errors asynchronously; the first one is kept and thrown as a BackendError at the
+ * next `read` or `sync`.
+ */
+import { BackendError } from "../../errors.ts";
+import { BufferPool } from "./buffer_pool.ts";
+import { type Kernel, KernelCache, type KernelSpec } from "./kernels.ts";
+
+/** Dispatches recorded before a batch is submitted to keep the GPU fed without a long queue. */
+const BATCH_DISPATCHES = 64;
+/** Bytes reserved per dispatch in the uniform arena (the largest Params struct is far smaller). */
+const PARAM_BYTES = 128;
+const ARENA_SLOTS = 256;
+
+/** A storage binding: a byte range of a buffer. */
+export interface BufferWindow {
+  buffer: GPUBuffer;
+  offset: number;
+  size: number;
+}
+
+/** Options of `GpuRuntime.open`. */
+export interface RuntimeOptions {
+  /** Ask for `shader-f16` when the adapter has it (default true). */
+  f16?: boolean;
+  /** Lower `maxStorageBufferBindingSize` artificially (tests of tensor splitting). */
+  maxBindingBytes?: number;
+  /** Adapter request options (power preference). */
+  powerPreference?: GPUPowerPreference;
+  /** Idle bytes the buffer pool keeps for reuse (default 2 GiB). */
+  poolBytes?: number;
+}
+
+/** Builder of a uniform Params struct whose fields are all 4-byte u32, i32 or f32, in order. */
+export class Params {
+  private view = new DataView(new ArrayBuffer(PARAM_BYTES));
+  private n = 0;
+  /** Append a u32 field. */
+  u(x: number): this {
+    this.view.setUint32(this.n, x >>> 0, true);
+    this.n += 4;
+    return this;
+  }
+  /** Append an f32 field. */
+  f(x: number): this {
+    this.view.setFloat32(this.n, x, true);
+    this.n += 4;
+    return this;
+  }
+  /** The encoded bytes (padded to 16 as uniform structs require). */
+  bytes(): Uint8Array {
+    return new Uint8Array(this.view.buffer, 0, Math.max(16, Math.ceil(this.n / 16) * 16));
+  }
+}
+
+/** Device, queue, pools and the command batch. */
+export class GpuRuntime implements Disposable {
+  readonly pool: BufferPool;
+  readonly kernels: KernelCache;
+  /** Largest byte range one storage binding may cover (after the optional test override). */
+  readonly maxBinding: number;
+  readonly maxBufferSize: number;
+  readonly offsetAlign: number;
+  readonly maxWorkgroupStorage: number;
+  readonly maxInvocations: number;
+  readonly description: string;
+  private encoder?: GPUCommandEncoder;
+  private pass?: GPUComputePassEncoder;
+  private queued = 0;
+  private readonly arena: Uint8Array<ArrayBuffer>;
+  private readonly uniformBuf: GPUBuffer;
+  private readonly slot: number;
+  private slots = 0;
+  private error?: string;
+
+  private constructor(
+    readonly device: GPUDevice,
+    readonly nativeF16: boolean,
+    info: GPUAdapterInfo,
+    opts: RuntimeOptions,
+  ) {
+    const l = device.limits;
+    this.maxBinding = Math.min(l.maxStorageBufferBindingSize, opts.maxBindingBytes ?? Infinity);
+    this.maxBufferSize = l.maxBufferSize;
+    this.offsetAlign = l.minStorageBufferOffsetAlignment;
+    this.maxWorkgroupStorage = l.maxComputeWorkgroupStorageSize;
+    this.maxInvocations = l.maxComputeInvocationsPerWorkgroup;
+    this.description = [info.vendor, info.architecture, info.device, info.description].filter((s) => s).join(
+      " ",
+    );
+    this.slot = Math.max(PARAM_BYTES, l.minUniformBufferOffsetAlignment);
+    this.arena = new Uint8Array(this.slot * ARENA_SLOTS);
+    this.uniformBuf = device.createBuffer({
+      size: this.arena.byteLength,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    });
+    this.pool = new BufferPool(device, opts.poolBytes ?? 2 ** 31);
+    this.kernels = new KernelCache(device, nativeF16);
+    device.addEventListener("uncapturederror", (e) => {
+      this.error ??= (e as GPUUncapturedErrorEvent).error.message;
+    });
+    device.lost.then((i) => {
+      this.error ??= `device lost: ${i.message}`;
+    });
+  }
+
+  /**
+   * Request an adapter and a device with the adapter's full limits (large bindings, more workgroup
+   * memory) and `shader-f16` when present.
+   *
+   * @example
+   * ```ts
+   * using rt = await GpuRuntime.open();
+   * console.log(rt.description);
+   * ```
+   */
+  static async open(opts: RuntimeOptions = {}): Promise<GpuRuntime> {
+    if (!navigator.gpu) {
+      throw new BackendError("WebGPU is not available in this Deno (run with --unstable-webgpu)");
+    }
+    const adapter = await navigator.gpu.requestAdapter({
+      powerPreference: opts.powerPreference ?? "high-performance",
+    });
+    if (!adapter) {
+      throw new BackendError(
+        "no WebGPU adapter found (no Vulkan/Metal/DX12 driver; on Linux install mesa-vulkan-drivers or the GPU's Vulkan driver)",
+      );
+    }
+    const f16 = (opts.f16 ?? true) && adapter.features.has("shader-f16");
+    const al = adapter.limits;
+    const requiredLimits: Record<string, number> = {
+      maxStorageBufferBindingSize: al.maxStorageBufferBindingSize,
+      maxBufferSize: al.maxBufferSize,
+      maxComputeWorkgroupStorageSize: al.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: al.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupSizeX: al.maxComputeWorkgroupSizeX,
+      maxStorageBuffersPerShaderStage: Math.min(al.maxStorageBuffersPerShaderStage, 16),
+      // Finer binding offsets waste less when views and chunks are bound.
+      minStorageBufferOffsetAlignment: al.minStorageBufferOffsetAlignment,
+      minUniformBufferOffsetAlignment: al.minUniformBufferOffsetAlignment,
+    };
+    const device = await adapter.requestDevice({
+      requiredFeatures: f16 ? ["shader-f16"] : [],
+      requiredLimits,
+    });
+    return new GpuRuntime(device, f16, adapter.info, opts);
+  }
+
+  /** Compile (or fetch) the pipeline for a kernel spec. */
+  kernel(spec: KernelSpec): Kernel {
+    return this.kernels.get(spec);
+  }
+
+  /**
+   * Record one dispatch. `groups` is a workgroup count (spread over x and y when above the
+   * 65535-per-dimension limit; kernels recover the linear index with `group_index`) or an
+   * explicit [x, y, z].
+   */
+  dispatch(
+    k: Kernel,
+    params: Params,
+    bindings: readonly BufferWindow[],
+    groups: number | [number, number, number],
+  ): void {
+    if (this.slots === ARENA_SLOTS) this.flush();
+    const bytes = params.bytes();
+    const off = this.slots++ * this.slot;
+    this.arena.set(bytes, off);
+    const bindGroup = this.device.createBindGroup({
+      layout: k.layout,
+      entries: [
+        { binding: 0, resource: { buffer: this.uniformBuf, offset: off, size: bytes.byteLength } },
+        ...bindings.map((w, i) => ({
+          binding: i + 1,
+          resource: { buffer: w.buffer, offset: w.offset, size: w.size },
+        })),
+      ],
+    });
+    const [x, y, z] = typeof groups === "number" ? grid(groups) : groups;
+    if (x === 0 || y === 0 || z === 0) return;
+    this.encoder ??= this.device.createCommandEncoder();
+    this.pass ??= this.encoder.beginComputePass();
+    this.pass.setPipeline(k.pipeline);
+    this.pass.setBindGroup(0, bindGroup);
+    this.pass.dispatchWorkgroups(x, y, z);
+    if (++this.queued >= BATCH_DISPATCHES) this.flush();
+  }
+
+  /** Submit the recorded batch. */
+  flush(): void {
+    if (this.slots > 0) {
+      this.device.queue.writeBuffer(this.uniformBuf, 0, this.arena, 0, this.slots * this.slot);
+    }
+    this.pass?.end();
+    if (this.encoder) this.device.queue.submit([this.encoder.finish()]);
+    this.pass = undefined;
+    this.encoder = undefined;
+    this.queued = 0;
+    this.slots = 0;
+    this.pool.collect();
+  }
+
+  /** Write host bytes into a buffer after everything recorded so far. */
+  write(buffer: GPUBuffer, offset: number, bytes: Uint8Array<ArrayBuffer>): void {
+    this.flush();
+    const n = bytes.byteLength & ~3;
+    if (n > 0) this.device.queue.writeBuffer(buffer, offset, bytes, 0, n);
+    if (n < bytes.byteLength) {
+      // writeBuffer needs a multiple of 4 bytes: pad the tail (the buffer is allocated in 256-byte classes).
+      const tail = new Uint8Array(4);
+      tail.set(bytes.subarray(n));
+      this.device.queue.writeBuffer(buffer, offset + n, tail);
+    }
+  }
+
+  /** Copy a byte range back to the host after all queued work. */
+  async read(buffer: GPUBuffer, offset: number, size: number): Promise<ArrayBuffer> {
+    const start = offset & ~3, end = Math.ceil((offset + size) / 4) * 4;
+    this.flush();
+    const staging = this.device.createBuffer({
+      size: Math.max(4, end - start),
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    try {
+      const enc = this.device.createCommandEncoder();
+      if (end > start) enc.copyBufferToBuffer(buffer, start, staging, 0, end - start);
+      this.device.queue.submit([enc.finish()]);
+      await staging.mapAsync(GPUMapMode.READ);
+      this.check();
+      return staging.getMappedRange().slice(offset - start, offset - start + size);
+    } finally {
+      staging.destroy();
+    }
+  }
+
+  /** Wait for all queued work; throws the first device error seen. */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.device.queue.onSubmittedWorkDone();
+    this.check();
+  }
+
+  /** Throw the first recorded device error, if any. */
+  check(): void {
+    if (this.error) throw new BackendError(`WebGPU: ${this.error}`);
+  }
+
+  [Symbol.dispose](): void {
+    this.flush();
+    this.pool[Symbol.dispose]();
+    this.uniformBuf.destroy();
+    this.device.destroy();
+  }
+}
+
+/** Spread a workgroup count over x and y (each at most 65535). */
+export function grid(groups: number): [number, number, number] {
+  if (groups <= 65535) return [groups, 1, 1];
+  const y = Math.ceil(groups / 65535);
+  return [Math.ceil(groups / y), y, 1];
+}

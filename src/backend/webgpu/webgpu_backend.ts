@@ -1,0 +1,335 @@
+/**
+ * The WebGPU backend: every Backend op as WGSL kernels (wgsl/), on any GPU Deno's WebGPU reaches
+ * (Vulkan, Metal, DX12; Mesa's llvmpipe in CI).
+ *
+ * Storage (storage.ts): f32; f16 natively with `shader-f16`, else as f16-rounded f32; bf16 as
+ * bf16-rounded f32 (WGSL has no bf16); i32; u8 as one u32 per element. `computeDType` is f16 when
+ * the device has `shader-f16` and an f16 matmul self-check passes at startup, else f32; pass
+ * `computeDType` to force one.
+ */
+import type {
+  AttentionShape,
+  Backend,
+  DType,
+  FakeQuantGrads,
+  IntQuantParams,
+  QuantizedWeights,
+  QuantState,
+  Tensor,
+} from "../backend.ts";
+import { BackendError } from "../../errors.ts";
+import { type GpuContext, numel } from "./context.ts";
+import { GpuRuntime, type RuntimeOptions } from "./runtime.ts";
+import { decodeFloat, decodeInt, encodeHost, isFloat, storageKind } from "./storage.ts";
+import { gpu, GpuStorage, GpuTensor } from "./tensor.ts";
+import { runMatmul } from "./matmul.ts";
+import * as mem from "./memory_ops.ts";
+import * as math from "./math_ops.ts";
+import * as attn from "./attention.ts";
+import * as fq from "./fake_quant.ts";
+import * as loss from "./loss_ops.ts";
+
+/** Options of `WebGpuBackend.create`. */
+export interface WebGpuOptions extends RuntimeOptions {
+  /** Force the compute dtype (default: f16 when available and accurate, else f32). */
+  computeDType?: "f16" | "f32";
+  /** Fill every new tensor with NaN (integers: −1) so tests catch outputs a kernel forgot. */
+  poison?: boolean;
+}
+
+/** Relative error an f16 matmul must stay under at startup to be chosen as the compute dtype. */
+const F16_SELF_CHECK_BOUND = 1e-2;
+
+/** `AUTOROUND_WEBGPU_DTYPE=f32|f16` picks the compute dtype of `--device webgpu` (read only if granted). */
+function dtypeFromEnv(): "f16" | "f32" | undefined {
+  const variable = "AUTOROUND_WEBGPU_DTYPE";
+  if (Deno.permissions.querySync({ name: "env", variable }).state !== "granted") return undefined;
+  const v = Deno.env.get(variable);
+  if (v === undefined || v === "") return undefined;
+  if (v !== "f16" && v !== "f32") throw new BackendError(`${variable} must be f16 or f32 (got "${v}")`);
+  return v;
+}
+
+/** The WebGPU implementation of Backend. Create with `await WebGpuBackend.create()`. */
+export class WebGpuBackend implements Backend, GpuContext {
+  readonly name = "webgpu" as const;
+  readonly device: string;
+
+  private poison = false;
+
+  private constructor(readonly rt: GpuRuntime, public computeDType: "f32" | "f16") {
+    this.device = `WebGPU ${rt.description}${rt.nativeF16 ? " (shader-f16)" : ""}`;
+  }
+
+  /**
+   * Open the default adapter. Throws BackendError when no adapter exists.
+   *
+   * @example
+   * ```ts
+   * using be = await WebGpuBackend.create({ computeDType: "f32" });
+   * using x = be.upload(new Float32Array([1, 2, 3, 4]), [2, 2]);
+   * console.log(await be.read(be.matmul(x, x)));
+   * ```
+   */
+  static async create(opts: WebGpuOptions = {}): Promise<WebGpuBackend> {
+    const rt = await GpuRuntime.open(opts);
+    const be = new WebGpuBackend(rt, "f32");
+    be.poison = opts.poison ?? false;
+    if (opts.computeDType === "f16" && !rt.nativeF16) {
+      rt[Symbol.dispose]();
+      throw new BackendError("computeDType f16 needs the adapter feature shader-f16, which this GPU lacks");
+    }
+    const forced = opts.computeDType ?? dtypeFromEnv();
+    be.computeDType = forced ?? (rt.nativeF16 && await be.f16Accurate() ? "f16" : "f32");
+    return be;
+  }
+
+  /** Startup check that f16 operands give a sane product (guards against broken f16 drivers). */
+  private async f16Accurate(): Promise<boolean> {
+    const M = 37, K = 70, N = 29;
+    const a = Float32Array.from({ length: M * K }, (_, i) => Math.sin(i * 0.37));
+    const b = Float32Array.from({ length: K * N }, (_, i) => Math.cos(i * 0.11));
+    using A = this.upload(a, [M, K], "f16");
+    using B = this.upload(b, [K, N], "f16");
+    using C = this.matmul(A, B);
+    const got = await this.read(C);
+    let num = 0, den = 0;
+    for (let i = 0; i < M; i++) {
+      for (let j = 0; j < N; j++) {
+        let s = 0;
+        for (let k = 0; k < K; k++) s += a[i * K + k] * b[k * N + j];
+        num += (got[i * N + j] - s) ** 2;
+        den += s * s;
+      }
+    }
+    return Math.sqrt(num / den) < F16_SELF_CHECK_BOUND;
+  }
+
+  /** A new tensor with undefined contents. */
+  alloc(shape: readonly number[], dtype: DType): GpuTensor {
+    const kind = storageKind(dtype, this.rt.nativeF16);
+    const bytes = Math.max(4, numel(shape) * kind.bytes);
+    if (bytes > this.rt.maxBufferSize) {
+      throw new BackendError(
+        `a ${dtype} tensor of shape [${shape}] needs ${bytes} bytes, over this GPU's maxBufferSize ${this.rt.maxBufferSize}`,
+      );
+    }
+    const t = new GpuTensor(
+      this,
+      shape,
+      dtype,
+      new GpuStorage(this.rt.pool.acquire(bytes), kind, this.rt.pool),
+    );
+    if (this.poison) mem.fill(this, t, isFloat(dtype) ? NaN : -1);
+    return t;
+  }
+
+  // ---- memory ---------------------------------------------------------------------------------
+  upload(data: Float32Array | Float64Array, shape: readonly number[], dtype: DType = "f32"): Tensor {
+    if (!isFloat(dtype)) throw new BackendError(`upload() takes float data; use uploadInt`);
+    if (data.length !== numel(shape)) {
+      throw new BackendError(`upload: ${data.length} values for shape [${shape}]`);
+    }
+    const t = this.alloc(shape, dtype);
+    this.rt.write(t.storage.buffer, 0, encodeHost(data, t.kind));
+    return t;
+  }
+  uploadInt(data: Int32Array, shape: readonly number[]): Tensor {
+    if (data.length !== numel(shape)) {
+      throw new BackendError(`uploadInt: ${data.length} values for shape [${shape}]`);
+    }
+    const t = this.alloc(shape, "i32");
+    this.rt.write(t.storage.buffer, 0, encodeHost(data, t.kind));
+    return new GpuTensor(this, shape, "i32", t.storage, 0, false, Int32Array.from(data));
+  }
+  full(shape: readonly number[], value: number, dtype: DType = "f32"): Tensor {
+    const t = this.alloc(shape, dtype);
+    mem.fill(this, t, value);
+    return t;
+  }
+  async read(x: Tensor): Promise<Float32Array> {
+    const t = gpu(x);
+    if (!isFloat(t.dtype)) throw new BackendError(`read() of a ${t.dtype} tensor; use readInt`);
+    const es = t.kind.bytes;
+    const bytes = await this.rt.read(t.storage.buffer, t.offset * es, t.size * es);
+    return decodeFloat(bytes, 0, t.kind, t.size);
+  }
+  async readInt(x: Tensor): Promise<Int32Array> {
+    const t = gpu(x);
+    if (t.dtype !== "i32" && t.dtype !== "u8") throw new BackendError(`readInt of a ${t.dtype} tensor`);
+    const bytes = await this.rt.read(t.storage.buffer, t.offset * 4, t.size * 4);
+    return decodeInt(bytes, 0, t.kind, t.size);
+  }
+  view(x: Tensor, shape: readonly number[]): Tensor {
+    const t = gpu(x);
+    if (numel(shape) !== t.size) throw new BackendError(`view [${shape}] of a tensor of shape [${t.shape}]`);
+    return new GpuTensor(this, shape, t.dtype, t.storage, t.offset, true, t.hostInts);
+  }
+  rows(x: Tensor, start: number, count: number): Tensor {
+    const t = gpu(x);
+    if (start < 0 || count < 0 || start + count > t.rows) {
+      throw new BackendError(`rows ${start}+${count} of ${t.rows}`);
+    }
+    const host = t.hostInts?.subarray(start * t.cols, (start + count) * t.cols);
+    return new GpuTensor(
+      this,
+      [count, ...t.shape.slice(1)],
+      t.dtype,
+      t.storage,
+      t.offset + start * t.cols,
+      true,
+      host,
+    );
+  }
+  copy(dst: Tensor, src: Tensor): void {
+    const d = gpu(dst), s = gpu(src);
+    if (d.size !== s.size) throw new BackendError(`copy of ${s.size} elements into ${d.size}`);
+    mem.copyRange(this, d, s, s.size);
+  }
+  gatherSamples(dst: Tensor, src: Tensor, indices: readonly number[] | Tensor, rowsPerSample: number): void {
+    if (Array.isArray(indices)) {
+      using idx = this.uploadInt(Int32Array.from(indices as readonly number[]), [indices.length]);
+      mem.gatherSamples(this, gpu(dst), gpu(src), gpu(idx), rowsPerSample);
+    } else mem.gatherSamples(this, gpu(dst), gpu(src), gpu(indices as Tensor), rowsPerSample);
+  }
+
+  // ---- dense math -----------------------------------------------------------------------------
+  matmul(
+    a: Tensor,
+    b: Tensor,
+    opts: { transA?: boolean; transB?: boolean; alpha?: number; beta?: number; out?: Tensor } = {},
+  ): Tensor {
+    const A = gpu(a), B = gpu(b);
+    const M = opts.transA ? A.cols : A.rows, N = opts.transB ? B.rows : B.cols;
+    if (!opts.out) {
+      const C = this.alloc([M, N], A.dtype === "f32" ? "f32" : A.dtype);
+      runMatmul(this.rt, A, B, C, { ...opts, beta: 0 });
+      return C;
+    }
+    const C = gpu(opts.out);
+    const aliased = C.storage === A.storage || C.storage === B.storage;
+    if (!aliased) {
+      runMatmul(this.rt, A, B, C, opts);
+      return C;
+    }
+    // out shares a buffer with an operand: a buffer cannot be read-only and writable in one dispatch.
+    using tmp = this.alloc(C.shape, C.dtype);
+    if ((opts.beta ?? 0) !== 0) mem.copyRange(this, tmp, C, C.size);
+    runMatmul(this.rt, A, B, tmp, opts);
+    mem.copyRange(this, C, tmp, C.size);
+    return C;
+  }
+  add(a: Tensor, b: Tensor, out?: Tensor): Tensor {
+    const A = gpu(a);
+    const O = out ? gpu(out) : this.alloc(A.shape, A.dtype);
+    math.add(this, A, gpu(b), O);
+    return O;
+  }
+  addRowVector(x: Tensor, bias: Tensor): void {
+    math.addRowVector(this, gpu(x), gpu(bias));
+  }
+  rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
+    const X = gpu(x), Y = this.alloc(X.shape, X.dtype);
+    math.rmsNorm(this, X, gpu(w), Y, eps);
+    return Y;
+  }
+  rmsNormBackward(x: Tensor, w: Tensor, dy: Tensor, eps: number): Tensor {
+    const X = gpu(x), DY = gpu(dy), DX = this.alloc(X.shape, DY.dtype);
+    math.rmsNormBackward(this, X, gpu(w), DY, DX, eps);
+    return DX;
+  }
+  rope(
+    x: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+    geo: { batch: number; seqLen: number; nHeads: number; headDim: number; posOffset?: number },
+    inverse = false,
+  ): void {
+    math.rope(this, gpu(x), gpu(cos), gpu(sin), geo, inverse);
+  }
+  attention(q: Tensor, k: Tensor, v: Tensor, shape: AttentionShape): { out: Tensor; lse: Tensor } {
+    const Q = gpu(q);
+    const out = this.alloc(Q.shape, Q.dtype);
+    const lse = this.alloc([shape.batch * shape.nHeads * shape.seqLen], "f32");
+    attn.attention(this, Q, gpu(k), gpu(v), out, lse, shape);
+    return { out, lse };
+  }
+  attentionBackward(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    dOut: Tensor,
+    shape: AttentionShape,
+  ): { dq: Tensor; dk: Tensor; dv: Tensor } {
+    const t = { q: gpu(q), k: gpu(k), v: gpu(v), out: gpu(out), lse: gpu(lse), dOut: gpu(dOut) };
+    const dt = t.dOut.dtype;
+    const g = { dq: this.alloc(t.q.shape, dt), dk: this.alloc(t.k.shape, dt), dv: this.alloc(t.v.shape, dt) };
+    attn.attentionBackward(this, t, g, shape);
+    return g;
+  }
+  siluMul(g: Tensor, u: Tensor): Tensor {
+    const G = gpu(g), H = this.alloc(G.shape, G.dtype);
+    math.siluMul(this, G, gpu(u), H);
+    return H;
+  }
+  siluMulBackward(g: Tensor, u: Tensor, dh: Tensor): { dg: Tensor; du: Tensor } {
+    const G = gpu(g), U = gpu(u), DH = gpu(dh);
+    const dg = this.alloc(G.shape, DH.dtype), du = this.alloc(U.shape, DH.dtype);
+    math.siluMulBackward(this, G, U, DH, dg, du);
+    return { dg, du };
+  }
+  embedding(table: Tensor, ids: Tensor): Tensor {
+    const T = gpu(table), I = gpu(ids);
+    const out = this.alloc([I.size, T.cols], T.dtype);
+    mem.embedding(this, T, I, out);
+    return out;
+  }
+  crossEntropy(logits: Tensor, targets: Tensor): Tensor {
+    const T = gpu(targets), out = this.alloc([T.size], "f32");
+    loss.crossEntropy(this, gpu(logits), T, out);
+    return out;
+  }
+  argmaxRows(x: Tensor): Tensor {
+    const X = gpu(x), out = this.alloc([X.rows], "i32");
+    loss.argmaxRows(this, X, out);
+    return out;
+  }
+
+  // ---- quantization ---------------------------------------------------------------------------
+  fakeQuant(w: Tensor, state: QuantState, p: IntQuantParams, outDType?: DType): Tensor {
+    const W = gpu(w);
+    return fq.fakeQuant(this, W, state, p, outDType ?? W.dtype);
+  }
+  fakeQuantBackward(w: Tensor, state: QuantState, p: IntQuantParams, dWq: Tensor): FakeQuantGrads {
+    return fq.fakeQuantBackward(this, gpu(w), state, p, gpu(dWq));
+  }
+  quantizeWeights(w: Tensor, state: QuantState, p: IntQuantParams): Promise<QuantizedWeights> {
+    return fq.quantizeWeights(this, gpu(w), state, p);
+  }
+
+  // ---- training -------------------------------------------------------------------------------
+  mseLoss(y: Tensor, target: Tensor, mask: Tensor | undefined, scale: number): { loss: Tensor; dy: Tensor } {
+    return loss.mseLoss(this, gpu(y), gpu(target), mask ? gpu(mask) : undefined, scale);
+  }
+  signSgdStep(p: Tensor, g: Tensor, lr: number | Tensor, clamp?: { lo: number; hi: number }): void {
+    math.signSgdStep(this, gpu(p), gpu(g), typeof lr === "number" ? lr : gpu(lr), clamp);
+  }
+  accumulate(acc: Tensor, x: Tensor, alpha = 1): void {
+    const A = gpu(acc);
+    math.add(this, A, gpu(x), A, alpha);
+  }
+  accumulateColumnSquares(acc: Tensor, x: Tensor): void {
+    math.accumulateColumnSquares(this, gpu(acc), gpu(x));
+  }
+  keepBest(lossT: Tensor, best: Tensor, pairs: readonly (readonly [src: Tensor, dst: Tensor])[]): void {
+    mem.keepBest(this, gpu(lossT), gpu(best), pairs.map(([s, d]) => [gpu(s), gpu(d)] as const));
+  }
+  sync(): Promise<void> {
+    return this.rt.sync();
+  }
+  [Symbol.dispose](): void {
+    this.rt[Symbol.dispose]();
+  }
+}

@@ -1,0 +1,106 @@
+// WebGPU matmul against the CPU reference: every transpose form, odd sizes that do not divide the
+// tiles, alpha/beta accumulation into `out`, f32 and f16 operands, rows() views as operands.
+import { both, cpu, expectClose, gpuTest, openGpu, reportErrors, Rng } from "./webgpu_helpers.ts";
+import type { Tensor } from "../src/backend/backend.ts";
+
+const be = await openGpu();
+
+const FORMS = [
+  { transA: false, transB: true },
+  { transA: false, transB: false },
+  { transA: true, transB: false },
+  { transA: true, transB: true },
+];
+
+// Sizes that divide no tile (scalar loads) and aligned ones (vector loads). Each form and dtype
+// compiles its own pipelines — about a second each on llvmpipe — so f16 runs the aligned case on
+// the forward (A·Bᵀ) and weight-gradient (Aᵀ·B) forms only.
+const ODD: [number, number, number][] = [[37, 29, 45], [130, 9, 71]];
+const ALIGNED: [number, number, number] = [64, 40, 32];
+
+for (const dtype of ["f32", "f16"] as const) {
+  const bound = dtype === "f32" ? 1e-5 : 4e-3;
+  for (const f of FORMS) {
+    gpuTest(
+      `matmul ${dtype} transA=${f.transA} transB=${f.transB} matches the CPU on odd and aligned sizes`,
+      be,
+      async (be) => {
+        const rng = new Rng();
+        const aligned = dtype === "f32" || f.transA !== f.transB;
+        for (const [M, N, K] of aligned ? [...ODD, ALIGNED] : ODD) {
+          const a = rng.uniform(M * K), b = rng.uniform(K * N);
+          const [ga, ca] = both(be, a, f.transA ? [K, M] : [M, K], dtype);
+          const [gb, cb] = both(be, b, f.transB ? [N, K] : [K, N], dtype);
+          using g = be.matmul(ga, gb, f);
+          const ref = await cpu.read(cpu.matmul(ca, cb, f));
+          expectClose(
+            `matmul ${dtype} ${f.transA ? "Aᵀ" : "A"}·${f.transB ? "Bᵀ" : "B"}`,
+            await be.read(g),
+            ref,
+            bound,
+            rng,
+          );
+          ga[Symbol.dispose]();
+          gb[Symbol.dispose]();
+        }
+      },
+    );
+  }
+}
+
+gpuTest(
+  "matmul alpha/beta accumulates into out (also when out aliases nothing, and K chunks)",
+  be,
+  async (be) => {
+    const rng = new Rng();
+    for (const f of FORMS) {
+      const [M, N, K] = [23, 18, 33];
+      const a = rng.uniform(M * K), b = rng.uniform(K * N), c = rng.uniform(M * N);
+      const [ga, ca] = both(be, a, f.transA ? [K, M] : [M, K]);
+      const [gb, cb] = both(be, b, f.transB ? [N, K] : [K, N]);
+      const [gc, cc] = both(be, c, [M, N]);
+      const o = { ...f, alpha: -0.75, beta: 1.5 };
+      be.matmul(ga, gb, { ...o, out: gc });
+      cpu.matmul(ca, cb, { ...o, out: cc });
+      expectClose("matmul alpha/beta out", await be.read(gc), await cpu.read(cc), 1e-5, rng);
+    }
+  },
+);
+
+gpuTest("matmul beta = 0 ignores NaN already in out; out may alias an operand", be, async (be) => {
+  const rng = new Rng();
+  const a = rng.uniform(12 * 12);
+  const [ga, ca] = both(be, a, [12, 12]);
+  using gc = be.full([12, 12], NaN);
+  be.matmul(ga, ga, { out: gc, beta: 0 });
+  const ref = await cpu.read(cpu.matmul(ca, ca));
+  expectClose("matmul beta=0 over NaN", await be.read(gc), ref, 1e-5, rng);
+  // out = a: the product is formed in a temporary first (the reference works on a copy).
+  be.matmul(ga, ga, { out: ga, alpha: 2, beta: 1 });
+  using cc = cpu.upload(a, [12, 12]);
+  cpu.matmul(ca, ca, { out: cc, alpha: 2, beta: 1 });
+  expectClose("matmul out aliases A", await be.read(ga), await cpu.read(cc), 1e-5, rng);
+});
+
+gpuTest("matmul on rows() views and f16 output rounding matches the CPU", be, async (be) => {
+  const rng = new Rng();
+  const x = rng.uniform(40 * 24), w = rng.uniform(20 * 24);
+  const [gx, cx] = both(be, x, [40, 24]);
+  const [gw, cw] = both(be, w, [20, 24], "f16");
+  using gv = be.rows(gx, 7, 21);
+  const cv: Tensor = cpu.rows(cx, 7, 21);
+  using g = be.matmul(gv, gw, { transB: true });
+  expectClose(
+    "matmul rows view · f16ᵀ",
+    await be.read(g),
+    await cpu.read(cpu.matmul(cv, cw, { transB: true })),
+    1e-5,
+    rng,
+  );
+  // f16 A gives an f16 C (the CPU rounds its f32 result to f16 the same way).
+  using g16 = be.matmul(gw, gx, { transA: false, transB: true });
+  const r16 = await cpu.read(cpu.matmul(cw, cx, { transB: true }));
+  expectClose("matmul f16 output", await be.read(g16), r16, 2e-3, rng);
+});
+
+reportErrors("webgpu_matmul_test");
