@@ -3,8 +3,9 @@
  * 16384 tokens (x·Wᵀ, dY·W, dYᵀ·X with hidden 4096 and intermediate 14336) in f32 and f16 for each
  * candidate tile, and seconds per SignRound block-iteration (8 × 2048 tokens). Each row states the
  * floor it aims at: the plain-FP ceiling of the GPU (H100 SXM: 67 TFLOP/s f32 FMA, 134 TFLOP/s f16
- * HFMA2, no tensor cores in WGSL). The f16 kernels accumulate in f32, so their own ceiling is the
- * f32 FMA rate; the table shows both percentages.
+ * HFMA2, no tensor cores in WGSL). The default f16 kernels accumulate in f32, so their own ceiling
+ * is the f32 FMA rate; the table shows both percentages. "f16-partials" rows are the opt-in ACC16
+ * kernel (packed f16 FMAs over one K tile, then added in f32), which can approach the f16 rate.
  *
  * Usage: deno run -A bench/webgpu_matmul.ts [--quick] [--reps N] [--no-block] [--json FILE]
  *   --quick   small shapes (a smoke run on llvmpipe)
@@ -38,6 +39,10 @@ const TILES: MatmulTile[] = [
   { bm: 64, bn: 128, bk: 8 },
   { bm: 64, bn: 64, bk: 8 },
 ].filter((t) => tileBytes(t) <= be.rt.maxWorkgroupStorage && (t.bm / 8) * (t.bn / 8) <= be.rt.maxInvocations);
+const ACC16_TILES: MatmulTile[] = [
+  { bm: 128, bn: 128, bk: 16 },
+  { bm: 128, bn: 128, bk: 32 },
+].filter((t) => tileBytes(t, 2) <= be.rt.maxWorkgroupStorage);
 
 interface Row {
   what: string;
@@ -71,8 +76,13 @@ for (const dtype of ["f32", "f16"] as const) {
     using b = gpu(be.full(f.transB ? [f.N, f.K] : [f.K, f.N], 0.02, dtype));
     using c = gpu(be.full([f.M, f.N], 0, dtype));
     const flop = 2 * f.M * f.N * f.K;
-    for (const tile of TILES) {
-      const ms = await timeIt(() => runMatmul(be.rt, a, b, c, f, tile));
+    // f16 also runs the opt-in packed-f16 partial sums (ACC16), whose tiles are half the bytes.
+    const variants = [
+      ...TILES.map((tile) => ({ tile, acc16: false })),
+      ...(dtype === "f16" ? ACC16_TILES.map((tile) => ({ tile, acc16: true })) : []),
+    ];
+    for (const { tile, acc16 } of variants) {
+      const ms = await timeIt(() => runMatmul(be.rt, a, b, c, { ...f, f16Partials: acc16 }, tile));
       const tf = flop / ms / 1e9;
       const floor = dtype === "f32"
         ? `${ceil(CEIL_F32)} f32 FMA: ${pct(tf, CEIL_F32)}`
@@ -82,7 +92,7 @@ for (const dtype of ["f32", "f16"] as const) {
       rows.push({
         what: `matmul ${f.name} ${f.M}×${f.N}×${f.K}`,
         dtype,
-        detail: `tile ${tile.bm}×${tile.bn}×${tile.bk}`,
+        detail: `tile ${tile.bm}×${tile.bn}×${tile.bk}${acc16 ? " f16-partials" : ""}`,
         ms,
         tflops: tf,
         floor,

@@ -2,6 +2,8 @@
 // tiles, alpha/beta accumulation into `out`, f32 and f16 operands, rows() views as operands.
 import { both, cpu, expectClose, gpuTest, openGpu, reportErrors, Rng } from "./webgpu_helpers.ts";
 import type { Tensor } from "../src/backend/backend.ts";
+import { runMatmul } from "../src/backend/webgpu/mod.ts";
+import { gpu } from "../src/backend/webgpu/tensor.ts";
 
 const be = await openGpu();
 
@@ -33,13 +35,19 @@ for (const dtype of ["f32", "f16"] as const) {
           const [gb, cb] = both(be, b, f.transB ? [N, K] : [K, N], dtype);
           using g = be.matmul(ga, gb, f);
           const ref = await cpu.read(cpu.matmul(ca, cb, f));
+          const got = await be.read(g);
           expectClose(
             `matmul ${dtype} ${f.transA ? "Aᵀ" : "A"}·${f.transB ? "Bᵀ" : "B"}`,
-            await be.read(g),
+            got,
             ref,
             bound,
             rng,
           );
+          if (dtype === "f16") {
+            // What f16 compute costs against f32 math on the unrounded values (inputs, output rounded).
+            const exact = await cpu.read(cpu.matmul(cpu.upload(a, ca.shape), cpu.upload(b, cb.shape), f));
+            expectClose("matmul f16 vs f32 on unrounded inputs", got, exact, 1e-2, rng);
+          }
           ga[Symbol.dispose]();
           gb[Symbol.dispose]();
         }
@@ -101,6 +109,26 @@ gpuTest("matmul on rows() views and f16 output rounding matches the CPU", be, as
   using g16 = be.matmul(gw, gx, { transA: false, transB: true });
   const r16 = await cpu.read(cpu.matmul(cw, cx, { transB: true }));
   expectClose("matmul f16 output", await be.read(g16), r16, 2e-3, rng);
+});
+
+gpuTest("opt-in f16 partial sums (ACC16) stay within 1e-2 of the CPU on f16 operands", be, async (be) => {
+  if (!be.rt.nativeF16) return;
+  const rng = new Rng();
+  for (const f of [FORMS[0], FORMS[2]]) {
+    const [M, N, K] = [37, 29, 100];
+    const [ga, ca] = both(be, rng.uniform(M * K), f.transA ? [K, M] : [M, K], "f16");
+    const [gb, cb] = both(be, rng.uniform(K * N), f.transB ? [N, K] : [K, N], "f16");
+    using gc = be.full([M, N], NaN);
+    runMatmul(be.rt, gpu(ga), gpu(gb), gpu(gc), { ...f, f16Partials: true });
+    const ref = await cpu.read(cpu.matmul(ca, cb, f));
+    expectClose(
+      `matmul f16 partials ${f.transA ? "Aᵀ" : "A"}·${f.transB ? "Bᵀ" : "B"}`,
+      await be.read(gc),
+      ref,
+      1e-2,
+      rng,
+    );
+  }
 });
 
 reportErrors("webgpu_matmul_test");

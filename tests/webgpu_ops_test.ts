@@ -158,4 +158,31 @@ gpuTest("embedding gathers table rows; an id outside the vocabulary is a Backend
   }
 });
 
+// Without shader-f16, f16 tensors are f32 words rounded by wgsl/common.wgsl's round_f16 at every store.
+const noF16 = await openGpu({ f16: false, computeDType: "f32" });
+
+gpuTest(
+  "f16 tensors without shader-f16 round like Math.f16round (subnormals, overflow, ties)",
+  noF16,
+  async (b) => {
+    const rng = new Rng();
+    const x = rng.normal(4000, 3);
+    // f16 subnormals, the largest normal, values that overflow to ±∞, and exact ties.
+    x.set([1e-7, -3e-6, 6.1e-5, 65504, 65519, 65520, -70000, 1 + 2 ** -11, 1 + 3 * 2 ** -11], 0);
+    using src = b.upload(x, [4000]);
+    using dst = b.full([4000], 0, "f16");
+    b.copy(dst, src);
+    expectEqual("copy f32→f16 (emulated)", await b.read(dst), Float32Array.from(x, Math.f16round), rng);
+    const [ga, ca] = both(b, rng.uniform(33 * 20), [33, 20], "f16");
+    const [gb, cb] = both(b, rng.uniform(20 * 9), [20, 9], "f16");
+    expectClose(
+      "matmul f16 (emulated storage)",
+      await b.read(b.matmul(ga, gb)),
+      await cpu.read(cpu.matmul(ca, cb)),
+      4e-3,
+      rng,
+    );
+  },
+);
+
 reportErrors("webgpu_ops_test");

@@ -5,8 +5,9 @@
 // chunks start on row boundaries so the column is i % cols. Every binding is read_write so that
 // `out` may alias an input (WebGPU forbids one buffer as read-only and writable in one dispatch).
 // Tiling: one thread per element, 256 per workgroup, 2-D grid (group_index).
-// Measured (tests/webgpu_ops_test.ts, llvmpipe): add/accumulate/addRowVector/signSgd exact in f32;
-// siluMul(+backward) relative error ≈ 1e-7 (f32 exp vs the CPU's f64 exp), bound asserted 1e-5.
+// Measured (tests/webgpu_ops_test.ts, webgpu_loss_test.ts, llvmpipe): add, addRowVector, signSgdStep
+// (number or tensor lr) bit-identical to the CPU in f32; accumulate with alpha ≈ 1e-8 (alpha·x in
+// f32, not f64); siluMul(+backward) ≤ 1e-7 (f32 exp vs the CPU's f64 exp), bound asserted 1e-5.
 
 struct BinParams { n: u32, a_base: u32, b_base: u32, out_base: u32, cols: u32, alpha: f32, pad1: u32, pad2: u32 }
 @group(0) @binding(0) var<uniform> pb: BinParams;

@@ -12,8 +12,15 @@
 // stored, so f16 operands cost one conversion per element per tile, not per multiply-add. Global
 // loads are vec4 along the contiguous dimension when it is a multiple of 4 (VEC_A/VEC_B), else
 // scalar with bounds checks; edge tiles read zeros.
-// Measured (tests/webgpu_matmul_test.ts, llvmpipe): relative error ‖C−ref‖/‖ref‖ ≈ 1e-7 for f32
-// operands and ≈ 3e-4 for f16 operands against the CPU f32 reference (bound asserted: 1e-5, 4e-3).
+// ACC16 (opt-in, f16 operands only): tiles are kept as f16 in workgroup memory and each thread forms
+// the products of one K step of BK as packed f16 FMAs (2 per instruction on GPUs with f16 ALUs),
+// adding these f16 partial sums of BK products into the f32 accumulators after every tile: about
+// twice the multiply rate, at a relative error near 2^-11·sqrt(BK) and with f16's range for the
+// partial sums (±65504), so it is never the default.
+// Measured (tests/webgpu_matmul_test.ts, llvmpipe, odd and aligned sizes, all four forms): relative
+// error ‖C−ref‖/‖ref‖ ≤ 1.7e-7 with f32 operands (bound asserted 1e-5); with f16 operands ≤ 1.1e-5
+// against the CPU on the same f16 values (f16 output rounding; bound 4e-3) and ≈ 3.6e-4 against f32
+// math on the unrounded values (bound 1e-2); ACC16 ≈ 2.1e-4 (K = 100; bound 1e-2).
 
 struct MatmulParams {
   M: u32, N: u32, K: u32,
@@ -35,8 +42,8 @@ const LB: u32 = BN * BK / 4u / NT;
 @group(0) @binding(2) var<storage, read> B: array<b_el>;
 @group(0) @binding(3) var<storage, read_write> C: array<c_el>;
 
-var<workgroup> As: array<vec4<f32>, 2u * BK * SA4>;
-var<workgroup> Bs: array<vec4<f32>, 2u * BK * SB4>;
+var<workgroup> As: array<vec4<tile_t>, 2u * BK * SA4>;
+var<workgroup> Bs: array<vec4<tile_t>, 2u * BK * SB4>;
 
 // Four consecutive elements of A along its contiguous dimension, starting at (row, col) of the
 // stored matrix (row < rows, col a multiple of 4 in the vector path), zeros outside.
@@ -93,16 +100,16 @@ fn stash_a(buf: u32, idx: u32, v: vec4<f32>) {
   if (TRANS_A) {
     let krow = idx / (BM / 4u);
     let mq = idx % (BM / 4u);
-    As[o + krow * SA4 + mq] = v;
+    As[o + krow * SA4 + mq] = vec4<tile_t>(v);
   } else {
     let row = idx / (BK / 4u);
     let kq = (idx % (BK / 4u)) * 4u;
     let c = o + kq * SA4 + row / 4u;
     let r = row % 4u;
-    As[c][r] = v.x;
-    As[c + SA4][r] = v.y;
-    As[c + 2u * SA4][r] = v.z;
-    As[c + 3u * SA4][r] = v.w;
+    As[c][r] = tile_t(v.x);
+    As[c + SA4][r] = tile_t(v.y);
+    As[c + 2u * SA4][r] = tile_t(v.z);
+    As[c + 3u * SA4][r] = tile_t(v.w);
   }
 }
 
@@ -126,14 +133,14 @@ fn stash_b(buf: u32, idx: u32, v: vec4<f32>) {
     let kq = (idx % (BK / 4u)) * 4u;
     let c = o + kq * SB4 + col / 4u;
     let r = col % 4u;
-    Bs[c][r] = v.x;
-    Bs[c + SB4][r] = v.y;
-    Bs[c + 2u * SB4][r] = v.z;
-    Bs[c + 3u * SB4][r] = v.w;
+    Bs[c][r] = tile_t(v.x);
+    Bs[c + SB4][r] = tile_t(v.y);
+    Bs[c + 2u * SB4][r] = tile_t(v.z);
+    Bs[c + 3u * SB4][r] = tile_t(v.w);
   } else {
     let krow = idx / (BN / 4u);
     let nq = idx % (BN / 4u);
-    Bs[o + krow * SB4 + nq] = v;
+    Bs[o + krow * SB4 + nq] = vec4<tile_t>(v);
   }
 }
 
@@ -170,7 +177,11 @@ fn matmul(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li
   let tiles = (P.K + BK - 1u) / BK;
 
   var acc: array<vec4<f32>, 16>;
-  for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
+  var h: array<vec4<tile_t>, 16>;
+  for (var i = 0u; i < 16u; i++) {
+    acc[i] = vec4<f32>(0.0);
+    h[i] = vec4<tile_t>();
+  }
   var ra: array<vec4<f32>, LA>;
   var rb: array<vec4<f32>, LB>;
 
@@ -187,27 +198,58 @@ fn matmul(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li
     }
     let oa = (t % 2u) * BK * SA4;
     let ob = (t % 2u) * BK * SB4;
-    for (var k = 0u; k < BK; k++) {
-      let a0 = As[oa + k * SA4 + ty];
-      let a1 = As[oa + k * SA4 + ty + TY];
-      let b0 = Bs[ob + k * SB4 + tx];
-      let b1 = Bs[ob + k * SB4 + tx + TX];
-      acc[0] += a0.x * b0;
-      acc[1] += a0.x * b1;
-      acc[2] += a0.y * b0;
-      acc[3] += a0.y * b1;
-      acc[4] += a0.z * b0;
-      acc[5] += a0.z * b1;
-      acc[6] += a0.w * b0;
-      acc[7] += a0.w * b1;
-      acc[8] += a1.x * b0;
-      acc[9] += a1.x * b1;
-      acc[10] += a1.y * b0;
-      acc[11] += a1.y * b1;
-      acc[12] += a1.z * b0;
-      acc[13] += a1.z * b1;
-      acc[14] += a1.w * b0;
-      acc[15] += a1.w * b1;
+    if (ACC16) {
+      for (var k = 0u; k < BK; k++) {
+        let a0 = As[oa + k * SA4 + ty];
+        let a1 = As[oa + k * SA4 + ty + TY];
+        let b0 = Bs[ob + k * SB4 + tx];
+        let b1 = Bs[ob + k * SB4 + tx + TX];
+        h[0] = fma(vec4<tile_t>(a0.x), b0, h[0]);
+        h[1] = fma(vec4<tile_t>(a0.x), b1, h[1]);
+        h[2] = fma(vec4<tile_t>(a0.y), b0, h[2]);
+        h[3] = fma(vec4<tile_t>(a0.y), b1, h[3]);
+        h[4] = fma(vec4<tile_t>(a0.z), b0, h[4]);
+        h[5] = fma(vec4<tile_t>(a0.z), b1, h[5]);
+        h[6] = fma(vec4<tile_t>(a0.w), b0, h[6]);
+        h[7] = fma(vec4<tile_t>(a0.w), b1, h[7]);
+        h[8] = fma(vec4<tile_t>(a1.x), b0, h[8]);
+        h[9] = fma(vec4<tile_t>(a1.x), b1, h[9]);
+        h[10] = fma(vec4<tile_t>(a1.y), b0, h[10]);
+        h[11] = fma(vec4<tile_t>(a1.y), b1, h[11]);
+        h[12] = fma(vec4<tile_t>(a1.z), b0, h[12]);
+        h[13] = fma(vec4<tile_t>(a1.z), b1, h[13]);
+        h[14] = fma(vec4<tile_t>(a1.w), b0, h[14]);
+        h[15] = fma(vec4<tile_t>(a1.w), b1, h[15]);
+      }
+      // Explicit reset: naga hoists a loop-local `var` without initializer to function entry, so it
+      // would not start from zero again on the next tile.
+      for (var i = 0u; i < 16u; i++) {
+        acc[i] += vec4<f32>(h[i]);
+        h[i] = vec4<tile_t>();
+      }
+    } else {
+      for (var k = 0u; k < BK; k++) {
+        let a0 = vec4<f32>(As[oa + k * SA4 + ty]);
+        let a1 = vec4<f32>(As[oa + k * SA4 + ty + TY]);
+        let b0 = vec4<f32>(Bs[ob + k * SB4 + tx]);
+        let b1 = vec4<f32>(Bs[ob + k * SB4 + tx + TX]);
+        acc[0] += a0.x * b0;
+        acc[1] += a0.x * b1;
+        acc[2] += a0.y * b0;
+        acc[3] += a0.y * b1;
+        acc[4] += a0.z * b0;
+        acc[5] += a0.z * b1;
+        acc[6] += a0.w * b0;
+        acc[7] += a0.w * b1;
+        acc[8] += a1.x * b0;
+        acc[9] += a1.x * b1;
+        acc[10] += a1.y * b0;
+        acc[11] += a1.y * b1;
+        acc[12] += a1.z * b0;
+        acc[13] += a1.z * b1;
+        acc[14] += a1.w * b0;
+        acc[15] += a1.w * b1;
+      }
     }
     if (more) {
       let nb = (t + 1u) % 2u;

@@ -23,6 +23,11 @@ export interface MatmulOpts {
   transB?: boolean;
   alpha?: number;
   beta?: number;
+  /**
+   * Opt-in: form each tile's products as f16 partial sums (packed f16 FMAs) added into the f32
+   * accumulators (see wgsl/matmul.wgsl ACC16). Used only when both operands are native f16.
+   */
+  f16Partials?: boolean;
 }
 
 /** Tiles the dispatcher chooses from, largest first. */
@@ -46,8 +51,8 @@ function tileOverride(): MatmulTile | undefined {
 const TILE_OVERRIDE = tileOverride();
 
 /** Workgroup memory a tile needs (two buffers of A and B tiles, rows padded by 4 floats). */
-export function tileBytes(t: MatmulTile): number {
-  return 2 * t.bk * ((t.bm + 4) + (t.bn + 4)) * 4;
+export function tileBytes(t: MatmulTile, elemBytes = 4): number {
+  return 2 * t.bk * ((t.bm + 4) + (t.bn + 4)) * elemBytes;
 }
 
 /**
@@ -157,7 +162,13 @@ export function runMatmul(
   if (K !== K2) throw new BackendError(`matmul inner sizes differ: ${K} vs ${K2}`);
   if (c.size !== M * N) throw new BackendError(`matmul out has ${c.size} elements, need ${M}×${N}`);
   if (M === 0 || N === 0) return;
-  const t = tile ?? chooseTile(rt, M, N);
+  const acc16 = !!o.f16Partials && a.kind.wgsl === "f16" && b.kind.wgsl === "f16";
+  const t = tile ?? (acc16 ? { ...chooseTile(rt, M, N), bk: 16 } : chooseTile(rt, M, N));
+  if (tileBytes(t, acc16 ? 2 : 4) > rt.maxWorkgroupStorage) {
+    throw new BackendError(
+      `matmul tile ${t.bm}×${t.bn}×${t.bk} needs more workgroup memory than the device has`,
+    );
+  }
   const alpha = o.alpha ?? 1, beta = o.beta ?? 0;
   const { mc, nc, kc } = planChunks(rt, a, b, c, o, { M, N, K });
   const [lda, ldb, ldc] = [ac, bc, N];
@@ -193,6 +204,7 @@ export function runMatmul(
             VEC_B: vecB,
             VEC_C: vecC,
             USE_BETA: chunkBeta !== 0,
+            ACC16: acc16,
           },
           extra: [
             operandPrelude("a", vecA),

@@ -35,6 +35,12 @@ export interface WebGpuOptions extends RuntimeOptions {
   computeDType?: "f16" | "f32";
   /** Fill every new tensor with NaN (integers: −1) so tests catch outputs a kernel forgot. */
   poison?: boolean;
+  /**
+   * Opt-in faster f16 products: f16 × f16 matmuls form each K tile's products as f16 partial sums
+   * (wgsl/matmul.wgsl ACC16). Relative error ≈ 1e-3 instead of ≈ 3e-4, partial sums limited to
+   * ±65504. Off by default.
+   */
+  matmulF16Partials?: boolean;
 }
 
 /** Relative error an f16 matmul must stay under at startup to be chosen as the compute dtype. */
@@ -56,6 +62,7 @@ export class WebGpuBackend implements Backend, GpuContext {
   readonly device: string;
 
   private poison = false;
+  private f16Partials = false;
 
   private constructor(readonly rt: GpuRuntime, public computeDType: "f32" | "f16") {
     this.device = `WebGPU ${rt.description}${rt.nativeF16 ? " (shader-f16)" : ""}`;
@@ -75,6 +82,7 @@ export class WebGpuBackend implements Backend, GpuContext {
     const rt = await GpuRuntime.open(opts);
     const be = new WebGpuBackend(rt, "f32");
     be.poison = opts.poison ?? false;
+    be.f16Partials = opts.matmulF16Partials ?? false;
     if (opts.computeDType === "f16" && !rt.nativeF16) {
       rt[Symbol.dispose]();
       throw new BackendError("computeDType f16 needs the adapter feature shader-f16, which this GPU lacks");
@@ -201,6 +209,7 @@ export class WebGpuBackend implements Backend, GpuContext {
   ): Tensor {
     const A = gpu(a), B = gpu(b);
     const M = opts.transA ? A.cols : A.rows, N = opts.transB ? B.rows : B.cols;
+    opts = { ...opts, f16Partials: this.f16Partials } as typeof opts;
     if (!opts.out) {
       const C = this.alloc([M, N], A.dtype === "f32" ? "f32" : A.dtype);
       runMatmul(this.rt, A, B, C, { ...opts, beta: 0 });
