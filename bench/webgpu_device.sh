@@ -41,5 +41,4 @@ echo "tests (rc $test_rc): $summary"
 echo "largest relative errors on this adapter:"
 awk '{print $NF "\t" $0}' "$OUT/test_errors.txt" | sort -g | tail -8 | cut -f2-
 echo "bench (rc $bench_rc):"
-sed -n '/^WebGPU bench/,$p' "$OUT/bench.log"
-[ "$bench_rc" = 0 ] || tail -20 "$OUT/bench.log"
+if grep -q '^WebGPU bench' "$OUT/bench.log"; then sed -n '/^WebGPU bench/,$p' "$OUT/bench.log"; else tail -40 "$OUT/bench.log"; fi

@@ -7,8 +7,9 @@
  * is the f32 FMA rate; the table shows both percentages. "f16-partials" rows are the opt-in ACC16
  * kernel (packed f16 FMAs over one K tile, then added in f32), which can approach the f16 rate.
  *
- * Usage: deno run -A bench/webgpu_matmul.ts [--quick] [--reps N] [--no-block] [--json FILE]
+ * Usage: deno run -A bench/webgpu_matmul.ts [--quick] [--reps N] [--no-block] [--budget S] [--json FILE]
  *   --quick   small shapes (a smoke run on llvmpipe)
+ *   --budget  seconds after which remaining measurements are skipped (default 150)
  */
 import { runMatmul, WebGpuBackend } from "../src/backend/webgpu/mod.ts";
 import { gpu } from "../src/backend/webgpu/tensor.ts";
@@ -57,13 +58,22 @@ const pct = (x: number, c: number) => (Number.isFinite(c) ? `${(100 * x / c).toF
 const ceil = (c: number) => (Number.isFinite(c) ? `${c} TF` : "? TF");
 const num = (x: number) => (x >= 0.1 ? x.toFixed(2) : x.toPrecision(3));
 
+/** Wall-clock budget: later measurements are skipped (and said so) so the table always prints. */
+const BUDGET_MS = Number(args[args.indexOf("--budget") + 1]) * 1000 || 150_000;
+const start = performance.now();
+const overBudget = () => performance.now() - start > BUDGET_MS;
+
+/** Mean ms of one call after a warm-up (which compiles), with fewer repetitions for slow calls. */
 async function timeIt(fn: () => void): Promise<number> {
+  let t0 = performance.now();
   fn();
   await be.sync();
-  const t0 = performance.now();
-  for (let i = 0; i < reps; i++) fn();
+  const first = performance.now() - t0;
+  const n = Math.max(1, Math.min(reps, Math.floor(3000 / Math.max(first, 1))));
+  t0 = performance.now();
+  for (let i = 0; i < n; i++) fn();
   await be.sync();
-  return (performance.now() - t0) / reps;
+  return (performance.now() - t0) / n;
 }
 
 console.log(
@@ -82,13 +92,22 @@ for (const dtype of ["f32", "f16"] as const) {
       ...(dtype === "f16" ? ACC16_TILES.map((tile) => ({ tile, acc16: true })) : []),
     ];
     for (const { tile, acc16 } of variants) {
+      if (overBudget()) {
+        console.log(
+          `  over the ${
+            BUDGET_MS / 1000
+          } s budget: skipping ${f.name} ${dtype} tile ${tile.bm}×${tile.bn}×${tile.bk}`,
+        );
+        continue;
+      }
       const ms = await timeIt(() => runMatmul(be.rt, a, b, c, { ...f, f16Partials: acc16 }, tile));
       const tf = flop / ms / 1e9;
+      const f16Floor = `${ceil(CEIL_F16)} f16 HFMA2: ${pct(tf, CEIL_F16)}`;
       const floor = dtype === "f32"
         ? `${ceil(CEIL_F32)} f32 FMA: ${pct(tf, CEIL_F32)}`
-        : `${ceil(CEIL_F16)} f16 HFMA2: ${pct(tf, CEIL_F16)} (f32-acc ceiling ${ceil(CEIL_F32)}: ${
-          pct(tf, CEIL_F32)
-        })`;
+        : acc16
+        ? f16Floor
+        : `${f16Floor} (f32-acc ceiling ${ceil(CEIL_F32)}: ${pct(tf, CEIL_F32)})`;
       rows.push({
         what: `matmul ${f.name} ${f.M}×${f.N}×${f.K}`,
         dtype,
@@ -110,6 +129,10 @@ if (!args.includes("--no-block")) {
     : LLAMA3_8B;
   for (const dtype of ["f16", "f32"] as const) {
     if (dtype === "f16" && !be.rt.nativeF16) continue;
+    if (overBudget()) {
+      console.log(`  over the ${BUDGET_MS / 1000} s budget: skipping the ${dtype} block-iteration`);
+      continue;
+    }
     try {
       using blk = setupBlock(be, d, dtype);
       const ms = await timeIt(() => blk.iterate());

@@ -8,6 +8,8 @@ const be = await openGpu();
 const CASES: AttentionShape[] = [
   { batch: 2, seqLen: 37, nHeads: 4, nKvHeads: 2, headDim: 8, scale: 1 / Math.sqrt(8) },
   { batch: 1, seqLen: 21, nHeads: 2, nKvHeads: 1, headDim: 16, scale: 0.3 },
+  // Head size 128 (Llama): 8 threads per row, the layout large GPUs run.
+  { batch: 1, seqLen: 19, nHeads: 2, nKvHeads: 1, headDim: 128, scale: 1 / Math.sqrt(128) },
 ];
 
 for (const dtype of ["f32", "f16"] as const) {

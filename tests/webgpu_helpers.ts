@@ -12,10 +12,13 @@ import type { Backend, Tensor } from "../src/backend/backend.ts";
 /** Why the WebGPU tests cannot run here, or undefined when an adapter was found. */
 export let skipReason: string | undefined;
 
-/** Open a backend for tests (poisoned allocations), or undefined with `skipReason` set. */
+/**
+ * Open a backend for tests (poisoned allocations; compute dtype fixed to f32 so each file skips the
+ * startup f16 check, tests name their dtypes), or undefined with `skipReason` set.
+ */
 export async function openGpu(opts: WebGpuOptions = {}): Promise<WebGpuBackend | undefined> {
   try {
-    return await WebGpuBackend.create({ poison: true, ...opts });
+    return await WebGpuBackend.create({ poison: true, computeDType: "f32", ...opts });
   } catch (e) {
     skipReason = (e as Error).message;
     if (Deno.env.get("AUTOROUND_REQUIRE_GPU")) throw e;

@@ -2,15 +2,18 @@
 //
 // Layout: q, out [B·T, H·D]; k, v [B·T, KV·D]; lse [B·H·T] f32 at (b·H + h)·T + t. Query head h
 // reads kv head h / (H/KV). The dispatch covers a chunk of batch entries (z), heads (y) and query
-// blocks (x); bases address the chunk's windows.
+// blocks (x); bases address the chunk's windows. D is a multiple of 4.
 // Tiling: a workgroup owns BQ queries of one (b, h) with TPR threads per query (BQ·TPR threads).
 // Q is staged once; K and V stream through workgroup memory BK keys at a time, only up to the
-// block's last query (causal). Each thread computes BK/TPR full scores of its query, the row's
-// threads share them through workgroup memory, and the online softmax (running max m, sum l)
-// rescales a D/TPR-wide slice of the output accumulator held in registers (dims lane + i·TPR).
-// Rows are padded by one float against bank conflicts. Scores and accumulation are f32.
-// Measured (tests/webgpu_attention_test.ts, llvmpipe, T = 37 and 21, GQA): relative error ≤ 1.3e-7
-// (out) and ≤ 7e-8 (lse) with f32 inputs (bound 1e-5); f16 inputs ≤ 1.3e-5 (f16 out; bound 2e-3).
+// block's last query (causal). Rows live in workgroup memory as vec4s, padded by one vec4 (so the
+// rows a warp touches fall in different banks): each thread forms BK/TPR scores of its query as
+// vec4 dot products (2 shared loads per 4 multiply-adds), the row's threads share them through
+// workgroup memory, and the online softmax (running max m, sum l) rescales a D/TPR-wide slice of
+// the output accumulator held in registers (vec4 chunks lane + i·TPR, so a warp reads V rows
+// contiguously). Scores and accumulation are f32.
+// Measured (tests/webgpu_attention_test.ts, llvmpipe, T = 37/21/19, head sizes 8/16/128, GQA):
+// relative error ≤ 1.4e-7 (out) and ≤ 7e-8 (lse) with f32 inputs (bound 1e-5); f16 inputs ≤ 2.4e-5
+// (f16 out; bound 2e-3).
 
 struct AttnParams {
   T: u32, H: u32, KV: u32, group: u32,
@@ -24,17 +27,28 @@ struct AttnParams {
 @group(0) @binding(4) var<storage, read_write> ao: array<o_t>;
 @group(0) @binding(5) var<storage, read_write> al: array<f32>;
 
-const DPT: u32 = D / TPR;
+const D4: u32 = D / 4u;
+const C4: u32 = D4 / TPR;
 const KPT: u32 = BK / TPR;
 const NTH: u32 = BQ * TPR;
-const DS: u32 = D + 1u;
+const DS4: u32 = D4 + 1u;
 const SS: u32 = BK + 1u;
 const MASKED: f32 = -1e30;
 
-var<workgroup> Qs: array<f32, BQ * DS>;
-var<workgroup> Ks: array<f32, BK * DS>;
-var<workgroup> Vs: array<f32, BK * DS>;
+var<workgroup> Qs: array<vec4<f32>, BQ * DS4>;
+var<workgroup> Ks: array<vec4<f32>, BK * DS4>;
+var<workgroup> Vs: array<vec4<f32>, BK * DS4>;
 var<workgroup> Ss: array<f32, BQ * SS>;
+
+fn ld_q(o: u32) -> vec4<f32> {
+  return vec4<f32>(f32(aq[o]), f32(aq[o + 1u]), f32(aq[o + 2u]), f32(aq[o + 3u]));
+}
+fn ld_k(o: u32) -> vec4<f32> {
+  return vec4<f32>(f32(ak[o]), f32(ak[o + 1u]), f32(ak[o + 2u]), f32(ak[o + 3u]));
+}
+fn ld_v(o: u32) -> vec4<f32> {
+  return vec4<f32>(f32(av[o]), f32(av[o + 1u]), f32(av[o + 2u]), f32(av[o + 3u]));
+}
 
 @compute @workgroup_size(NTH)
 fn attention(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -47,56 +61,63 @@ fn attention(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index)
   let t = q0 + r;
   let row0 = b * pa.T;
 
-  for (var i = lid; i < BQ * D; i += NTH) {
-    let rr = i / D;
-    let d = i % D;
-    var x = 0.0;
-    if (q0 + rr < pa.T) { x = f32(aq[pa.q_base + (row0 + q0 + rr) * pa.q_stride + h * D + d]); }
-    Qs[rr * DS + d] = x;
+  for (var i = lid; i < BQ * D4; i += NTH) {
+    let rr = i / D4;
+    let c = i % D4;
+    var x = vec4<f32>(0.0);
+    if (q0 + rr < pa.T) { x = ld_q(pa.q_base + (row0 + q0 + rr) * pa.q_stride + h * D + 4u * c); }
+    Qs[rr * DS4 + c] = x;
   }
 
   var m = MASKED;
   var l = 0.0;
-  var acc: array<f32, DPT>;
+  var acc: array<vec4<f32>, C4>;
   let kend = min(pa.T, q0 + BQ);
   for (var k0 = 0u; k0 < kend; k0 += BK) {
     workgroupBarrier();
-    for (var i = lid; i < BK * D; i += NTH) {
-      let j = i / D;
-      let d = i % D;
-      var kx = 0.0;
-      var vx = 0.0;
+    for (var i = lid; i < BK * D4; i += NTH) {
+      let j = i / D4;
+      let c = i % D4;
+      var kx = vec4<f32>(0.0);
+      var vx = vec4<f32>(0.0);
       if (k0 + j < pa.T) {
-        let o = (row0 + k0 + j) * pa.kv_stride + kh * D + d;
-        kx = f32(ak[pa.k_base + o]);
-        vx = f32(av[pa.v_base + o]);
+        let o = (row0 + k0 + j) * pa.kv_stride + kh * D + 4u * c;
+        kx = ld_k(pa.k_base + o);
+        vx = ld_v(pa.v_base + o);
       }
-      Ks[j * DS + d] = kx;
-      Vs[j * DS + d] = vx;
+      Ks[j * DS4 + c] = kx;
+      Vs[j * DS4 + c] = vx;
     }
     workgroupBarrier();
     for (var jj = 0u; jj < KPT; jj++) {
       let j = lane + jj * TPR;
-      var dot = 0.0;
-      for (var d = 0u; d < D; d++) { dot += Qs[r * DS + d] * Ks[j * DS + d]; }
-      Ss[r * SS + j] = select(MASKED, dot * pa.scale, k0 + j <= t && k0 + j < pa.T);
+      var s = 0.0;
+      for (var c = 0u; c < D4; c++) { s += dot(Qs[r * DS4 + c], Ks[j * DS4 + c]); }
+      Ss[r * SS + j] = select(MASKED, s * pa.scale, k0 + j <= t && k0 + j < pa.T);
     }
     workgroupBarrier();
     var mx = m;
     for (var j = 0u; j < BK; j++) { mx = max(mx, Ss[r * SS + j]); }
     let corr = exp(m - mx);
     l *= corr;
-    for (var dd = 0u; dd < DPT; dd++) { acc[dd] *= corr; }
+    for (var cc = 0u; cc < C4; cc++) { acc[cc] *= corr; }
     for (var j = 0u; j < BK; j++) {
       let p = exp(Ss[r * SS + j] - mx);
       l += p;
-      for (var dd = 0u; dd < DPT; dd++) { acc[dd] += p * Vs[j * DS + lane + dd * TPR]; }
+      for (var cc = 0u; cc < C4; cc++) { acc[cc] += p * Vs[j * DS4 + lane + cc * TPR]; }
     }
     m = mx;
   }
   if (t < pa.T) {
-    let o = pa.o_base + (row0 + t) * pa.q_stride + h * D + lane;
-    for (var dd = 0u; dd < DPT; dd++) { ao[o + dd * TPR] = o_cv(acc[dd] / l); }
+    let o = pa.o_base + (row0 + t) * pa.q_stride + h * D;
+    for (var cc = 0u; cc < C4; cc++) {
+      let d = 4u * (lane + cc * TPR);
+      let v = acc[cc] / l;
+      ao[o + d] = o_cv(v.x);
+      ao[o + d + 1u] = o_cv(v.y);
+      ao[o + d + 2u] = o_cv(v.z);
+      ao[o + d + 3u] = o_cv(v.w);
+    }
     if (lane == 0u) { al[pa.l_base + (b * pa.H + h) * pa.T + t] = m + log(l); }
   }
 }

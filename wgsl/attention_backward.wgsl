@@ -8,9 +8,10 @@
 // (b, kv head) with TPR threads per key, keeps dK/dV slices in registers, and walks every query
 // head of its group and every query block at or after its keys; attn_bwd_q: a workgroup owns BQ
 // queries, walks key blocks up to its last query and accumulates dQ in registers. P and dP are
-// recomputed in both (no atomics: WGSL has no float atomics). Rows padded by one float.
-// Measured (tests/webgpu_attention_test.ts, llvmpipe): relative error ≤ 3.8e-7 (dq, dk, dv) with f32
-// inputs (bound 4e-5); f16 ≤ 3.4e-5 (bound 8e-3).
+// recomputed in both (no atomics: WGSL has no float atomics). Rows are vec4s padded by one vec4;
+// dot products and accumulations run on vec4s as in attention.wgsl.
+// Measured (tests/webgpu_attention_test.ts, llvmpipe, head sizes 8/16/128): relative error ≤ 3e-7
+// (dq, dk, dv) with f32 inputs (bound 4e-5); f16 ≤ 2e-5 (bound 8e-3).
 
 struct BwdParams {
   T: u32, H: u32, KV: u32, group: u32,
@@ -33,17 +34,18 @@ struct BwdParams {
 @group(0) @binding(2) var<storage, read> dout: array<o_t>;
 @group(0) @binding(3) var<storage, read_write> ddelta: array<f32>;
 
-const DPT: u32 = D / TPR;
+const D4: u32 = D / 4u;
+const C4: u32 = D4 / TPR;
 const KPT: u32 = BK / TPR;
 const QPT: u32 = BQ / TPR;
-const DS: u32 = D + 1u;
+const DS4: u32 = D4 + 1u;
 const PS: u32 = BQ + 1u;
 const SS: u32 = BK + 1u;
 
-var<workgroup> Qs: array<f32, BQ * DS>;
-var<workgroup> dOs: array<f32, BQ * DS>;
-var<workgroup> Ks: array<f32, BK * DS>;
-var<workgroup> Vs: array<f32, BK * DS>;
+var<workgroup> Qs: array<vec4<f32>, BQ * DS4>;
+var<workgroup> dOs: array<vec4<f32>, BQ * DS4>;
+var<workgroup> Ks: array<vec4<f32>, BK * DS4>;
+var<workgroup> Vs: array<vec4<f32>, BK * DS4>;
 var<workgroup> Ps: array<f32, BK * PS>;
 var<workgroup> dSs: array<f32, BK * PS>;
 var<workgroup> Ls: array<f32, BQ>;
@@ -64,35 +66,48 @@ fn attn_delta(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
   ddelta[pb.d_base + (b * pb.H + h) * pb.T + row % pb.T] = s;
 }
 
+fn ld4_k(o: u32) -> vec4<f32> {
+  return vec4<f32>(f32(bk[o]), f32(bk[o + 1u]), f32(bk[o + 2u]), f32(bk[o + 3u]));
+}
+fn ld4_v(o: u32) -> vec4<f32> {
+  return vec4<f32>(f32(bv[o]), f32(bv[o + 1u]), f32(bv[o + 2u]), f32(bv[o + 3u]));
+}
+fn ld4_q(o: u32) -> vec4<f32> {
+  return vec4<f32>(f32(bq[o]), f32(bq[o + 1u]), f32(bq[o + 2u]), f32(bq[o + 3u]));
+}
+fn ld4_do(o: u32) -> vec4<f32> {
+  return vec4<f32>(f32(bdo[o]), f32(bdo[o + 1u]), f32(bdo[o + 2u]), f32(bdo[o + 3u]));
+}
+
 fn load_kv_block(lid: u32, nth: u32, row0: u32, k0: u32, kh: u32) {
-  for (var i = lid; i < BK * D; i += nth) {
-    let j = i / D;
-    let d = i % D;
-    var kx = 0.0;
-    var vx = 0.0;
+  for (var i = lid; i < BK * D4; i += nth) {
+    let j = i / D4;
+    let c = i % D4;
+    var kx = vec4<f32>(0.0);
+    var vx = vec4<f32>(0.0);
     if (k0 + j < pb.T) {
-      let o = (row0 + k0 + j) * pb.kv_stride + kh * D + d;
-      kx = f32(bk[pb.k_base + o]);
-      vx = f32(bv[pb.v_base + o]);
+      let o = (row0 + k0 + j) * pb.kv_stride + kh * D + 4u * c;
+      kx = ld4_k(pb.k_base + o);
+      vx = ld4_v(pb.v_base + o);
     }
-    Ks[j * DS + d] = kx;
-    Vs[j * DS + d] = vx;
+    Ks[j * DS4 + c] = kx;
+    Vs[j * DS4 + c] = vx;
   }
 }
 
 fn load_q_block(lid: u32, nth: u32, row0: u32, q0: u32, h: u32) {
-  for (var i = lid; i < BQ * D; i += nth) {
-    let r = i / D;
-    let d = i % D;
-    var qx = 0.0;
-    var gx = 0.0;
+  for (var i = lid; i < BQ * D4; i += nth) {
+    let r = i / D4;
+    let c = i % D4;
+    var qx = vec4<f32>(0.0);
+    var gx = vec4<f32>(0.0);
     if (q0 + r < pb.T) {
-      let o = (row0 + q0 + r) * pb.q_stride + h * D + d;
-      qx = f32(bq[pb.q_base + o]);
-      gx = f32(bdo[pb.do_base + o]);
+      let o = (row0 + q0 + r) * pb.q_stride + h * D + 4u * c;
+      qx = ld4_q(pb.q_base + o);
+      gx = ld4_do(pb.do_base + o);
     }
-    Qs[r * DS + d] = qx;
-    dOs[r * DS + d] = gx;
+    Qs[r * DS4 + c] = qx;
+    dOs[r * DS4 + c] = gx;
   }
 }
 
@@ -106,8 +121,8 @@ fn attn_bwd_kv(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_inde
   let key = k0 + j;
   let row0 = b * pb.T;
   load_kv_block(lid, BK * TPR, row0, k0, kh);
-  var dk: array<f32, DPT>;
-  var dv: array<f32, DPT>;
+  var dk: array<vec4<f32>, C4>;
+  var dv: array<vec4<f32>, C4>;
   for (var hh = 0u; hh < pb.group; hh++) {
     let h = kh * pb.group + hh;
     for (var q0 = (k0 / BQ) * BQ; q0 < pb.T; q0 += BQ) {
@@ -130,9 +145,9 @@ fn attn_bwd_kv(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_inde
         let tq = q0 + i;
         var s = 0.0;
         var dp = 0.0;
-        for (var d = 0u; d < D; d++) {
-          s += Qs[i * DS + d] * Ks[j * DS + d];
-          dp += dOs[i * DS + d] * Vs[j * DS + d];
+        for (var c = 0u; c < D4; c++) {
+          s += dot(Qs[i * DS4 + c], Ks[j * DS4 + c]);
+          dp += dot(dOs[i * DS4 + c], Vs[j * DS4 + c]);
         }
         var p = 0.0;
         if (tq < pb.T && key <= tq) { p = exp(s * pb.scale - Ls[i]); }
@@ -143,19 +158,28 @@ fn attn_bwd_kv(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_inde
       for (var i = 0u; i < BQ; i++) {
         let p = Ps[j * PS + i];
         let ds = dSs[j * PS + i];
-        for (var dd = 0u; dd < DPT; dd++) {
-          let d = lane + dd * TPR;
-          dv[dd] += p * dOs[i * DS + d];
-          dk[dd] += ds * Qs[i * DS + d];
+        for (var cc = 0u; cc < C4; cc++) {
+          let c = lane + cc * TPR;
+          dv[cc] += p * dOs[i * DS4 + c];
+          dk[cc] += ds * Qs[i * DS4 + c];
         }
       }
     }
   }
   if (key < pb.T) {
-    let o = (row0 + key) * pb.kv_stride + kh * D + lane;
-    for (var dd = 0u; dd < DPT; dd++) {
-      bdk[pb.g_base + o + dd * TPR] = dk_cv(dk[dd] * pb.scale);
-      bdv[pb.o_base + o + dd * TPR] = dv_cv(dv[dd]);
+    let o = (row0 + key) * pb.kv_stride + kh * D;
+    for (var cc = 0u; cc < C4; cc++) {
+      let d = o + 4u * (lane + cc * TPR);
+      let gk = dk[cc] * pb.scale;
+      let gv = dv[cc];
+      bdk[pb.g_base + d] = dk_cv(gk.x);
+      bdk[pb.g_base + d + 1u] = dk_cv(gk.y);
+      bdk[pb.g_base + d + 2u] = dk_cv(gk.z);
+      bdk[pb.g_base + d + 3u] = dk_cv(gk.w);
+      bdv[pb.o_base + d] = dv_cv(gv.x);
+      bdv[pb.o_base + d + 1u] = dv_cv(gv.y);
+      bdv[pb.o_base + d + 2u] = dv_cv(gv.z);
+      bdv[pb.o_base + d + 3u] = dv_cv(gv.w);
     }
   }
 }
@@ -178,7 +202,7 @@ fn attn_bwd_q(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index
     lv = blse[pb.l_base + o];
     dl = bdelta[pb.d_base + o];
   }
-  var dq: array<f32, DPT>;
+  var dq: array<vec4<f32>, C4>;
   let kend = min(pb.T, q0 + BQ);
   for (var k0 = 0u; k0 < kend; k0 += BK) {
     workgroupBarrier();
@@ -188,9 +212,9 @@ fn attn_bwd_q(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index
       let j = lane + jj * TPR;
       var s = 0.0;
       var dp = 0.0;
-      for (var d = 0u; d < D; d++) {
-        s += Qs[i * DS + d] * Ks[j * DS + d];
-        dp += dOs[i * DS + d] * Vs[j * DS + d];
+      for (var c = 0u; c < D4; c++) {
+        s += dot(Qs[i * DS4 + c], Ks[j * DS4 + c]);
+        dp += dot(dOs[i * DS4 + c], Vs[j * DS4 + c]);
       }
       var p = 0.0;
       if (t < pb.T && k0 + j <= t) { p = exp(s * pb.scale - lv); }
@@ -199,11 +223,18 @@ fn attn_bwd_q(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index
     workgroupBarrier();
     for (var j = 0u; j < BK; j++) {
       let ds = dSq[i * SS + j];
-      for (var dd = 0u; dd < DPT; dd++) { dq[dd] += ds * Ks[j * DS + lane + dd * TPR]; }
+      for (var cc = 0u; cc < C4; cc++) { dq[cc] += ds * Ks[j * DS4 + lane + cc * TPR]; }
     }
   }
   if (t < pb.T) {
-    let o = pb.g_base + (row0 + t) * pb.q_stride + h * D + lane;
-    for (var dd = 0u; dd < DPT; dd++) { bdq[o + dd * TPR] = dq_cv(dq[dd] * pb.scale); }
+    let o = pb.g_base + (row0 + t) * pb.q_stride + h * D;
+    for (var cc = 0u; cc < C4; cc++) {
+      let d = o + 4u * (lane + cc * TPR);
+      let g = dq[cc] * pb.scale;
+      bdq[d] = dq_cv(g.x);
+      bdq[d + 1u] = dq_cv(g.y);
+      bdq[d + 2u] = dq_cv(g.z);
+      bdq[d + 3u] = dq_cv(g.w);
+    }
   }
 }

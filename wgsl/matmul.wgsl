@@ -11,7 +11,7 @@
 // (As[k][m], Bs[k][n], rows padded by 4 floats against bank conflicts) and converted to f32 when
 // stored, so f16 operands cost one conversion per element per tile, not per multiply-add. Global
 // loads are vec4 along the contiguous dimension when it is a multiple of 4 (VEC_A/VEC_B), else
-// scalar with bounds checks; edge tiles read zeros.
+// scalar with bounds checks; edge tiles read zeros. alpha/beta are uniforms (beta read only when set).
 // ACC16 (opt-in, f16 operands only): tiles are kept as f16 in workgroup memory and each thread forms
 // the products of one K step of BK as packed f16 FMAs (2 per instruction on GPUs with f16 ALUs),
 // adding these f16 partial sums of BK products into the f32 accumulators after every tile: about
@@ -26,7 +26,7 @@ struct MatmulParams {
   M: u32, N: u32, K: u32,
   lda: u32, ldb: u32, ldc: u32,
   a_base: u32, b_base: u32, c_base: u32,
-  alpha: f32, beta: f32,
+  alpha: f32, beta: f32, use_beta: u32,
 }
 
 const TX: u32 = BN / 8u;
@@ -40,7 +40,7 @@ const LB: u32 = BN * BK / 4u / NT;
 @group(0) @binding(0) var<uniform> P: MatmulParams;
 @group(0) @binding(1) var<storage, read> A: array<a_el>;
 @group(0) @binding(2) var<storage, read> B: array<b_el>;
-@group(0) @binding(3) var<storage, read_write> C: array<c_el>;
+@group(0) @binding(3) var<storage, read_write> C: array<c_t>;
 
 var<workgroup> As: array<vec4<tile_t>, 2u * BK * SA4>;
 var<workgroup> Bs: array<vec4<tile_t>, 2u * BK * SB4>;
@@ -144,28 +144,23 @@ fn stash_b(buf: u32, idx: u32, v: vec4<f32>) {
   }
 }
 
+// C is written with scalar stores (once per tile, off the critical path) and read only when
+// beta ≠ 0, so NaN already in C never leaks into C = alpha·AB (beta = 0).
 fn store_c1(o: u32, ok: bool, v: f32) {
   if (ok) {
     var r = P.alpha * v;
-    if (USE_BETA) { r += P.beta * c_ld1(C[o]); }
-    C[o] = c_st1(r);
+    if (P.use_beta != 0u) { r += P.beta * f32(C[o]); }
+    C[o] = c_cv(r);
   }
 }
 
 fn store_c4(row: u32, col: u32, v: vec4<f32>) {
   if (row >= P.M) { return; }
   let o = P.c_base + row * P.ldc + col;
-  if (VEC_C) {
-    if (col >= P.N) { return; }
-    var r = P.alpha * v;
-    if (USE_BETA) { r += P.beta * c_ld4(C[o / 4u]); }
-    C[o / 4u] = c_st4(r);
-  } else {
-    store_c1(o, col < P.N, v.x);
-    store_c1(o + 1u, col + 1u < P.N, v.y);
-    store_c1(o + 2u, col + 2u < P.N, v.z);
-    store_c1(o + 3u, col + 3u < P.N, v.w);
-  }
+  store_c1(o, col < P.N, v.x);
+  store_c1(o + 1u, col + 1u < P.N, v.y);
+  store_c1(o + 2u, col + 2u < P.N, v.z);
+  store_c1(o + 3u, col + 3u < P.N, v.w);
 }
 
 @compute @workgroup_size(NT)

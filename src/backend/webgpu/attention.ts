@@ -19,10 +19,10 @@ export interface AttnBlocks {
 
 /**
  * Threads per query (or key) row: enough that each owns about 8 dims of the head (so small heads do
- * not repeat the softmax's exp across threads), at most 8, dividing the head dimension.
+ * not repeat the softmax's exp across threads), at most 8, each owning whole vec4s of the head.
  */
 function threadsPerRow(D: number): number {
-  return [8, 4, 2, 1].find((t) => t <= Math.max(1, D / 8) && D % t === 0)!;
+  return [8, 4, 2, 1].find((t) => t <= Math.max(1, D / 8) && D % (4 * t) === 0)!;
 }
 
 /**
@@ -35,7 +35,8 @@ function threadsPerRow(D: number): number {
  * ```
  */
 export function attnBlocks(D: number, limitBytes: number, kernel: "forward" | "dq" | "dkv"): AttnBlocks {
-  const TPR = threadsPerRow(D), DS = D + 1;
+  if (D % 4 !== 0) throw new BackendError(`attention: head dimension ${D} is not a multiple of 4`);
+  const TPR = threadsPerRow(D), DS = D + 4;
   for (const BQ of [64, 32, 16, 8].filter((b) => b * TPR <= 128 && b >= TPR)) {
     for (const BK of (kernel === "dkv" ? [16, 8] : [32, 16, 8]).filter((b) => b >= TPR)) {
       const words = kernel === "forward"

@@ -8,7 +8,6 @@ import type { KernelSpec } from "./kernels.ts";
 import { Params } from "./runtime.ts";
 import type { GpuRuntime } from "./runtime.ts";
 import { bind, type GpuTensor } from "./tensor.ts";
-import type { StorageKind } from "./storage.ts";
 
 /** Workgroup tile of C and the K step (BM, BN multiples of 8 with BM·BN/64 threads). */
 export interface MatmulTile {
@@ -84,17 +83,6 @@ function operandPrelude(name: string, vec: boolean): string {
       `fn ${name}_ld4(x: ${el}) -> vec4<f32> { return vec4<f32>(f32(x)); }`,
       `fn ${name}_ld1(x: ${el}) -> f32 { return f32(x); }`,
     ].join("\n");
-}
-
-function storePrelude(k: StorageKind, vec: boolean): string {
-  const r4 = k.round === "f16"
-    ? "vec4<f32>(round_f16(v.x), round_f16(v.y), round_f16(v.z), round_f16(v.w))"
-    : k.round === "bf16"
-    ? "vec4<f32>(round_bf16(v.x), round_bf16(v.y), round_bf16(v.z), round_bf16(v.w))"
-    : "vec4<c_t>(v)";
-  return vec
-    ? `fn c_st4(v: vec4<f32>) -> c_el { return ${r4}; }\nfn c_st1(v: f32) -> c_el { return c_el(c_cv(v)); }`
-    : `fn c_st4(v: vec4<f32>) -> c_el { return c_cv(v.x); }\nfn c_st1(v: f32) -> c_el { return c_cv(v); }`;
 }
 
 interface Dims {
@@ -188,7 +176,6 @@ export function runMatmul(
         const chunkBeta = first ? beta : 1;
         const vecA = lda % 4 === 0 && A.base % 4 === 0 && (o.transA ? m % 4 === 0 : k % 4 === 0);
         const vecB = ldb % 4 === 0 && B.base % 4 === 0 && (o.transB ? k % 4 === 0 : n % 4 === 0);
-        const vecC = ldc % 4 === 0 && C.base % 4 === 0 && n % 4 === 0;
         const spec: KernelSpec = {
           family: "matmul",
           entry: "matmul",
@@ -202,21 +189,16 @@ export function runMatmul(
             TRANS_B: !!o.transB,
             VEC_A: vecA,
             VEC_B: vecB,
-            VEC_C: vecC,
-            USE_BETA: chunkBeta !== 0,
             ACC16: acc16,
           },
           extra: [
             operandPrelude("a", vecA),
             operandPrelude("b", vecB),
-            operandPrelude("c", vecC),
-            storePrelude(c.kind, vecC),
           ]
             .join("\n"),
         };
-        const p = new Params().u(m).u(n).u(k).u(lda).u(ldb).u(ldc).u(A.base).u(B.base).u(C.base).f(alpha).f(
-          chunkBeta,
-        );
+        const p = new Params().u(m).u(n).u(k).u(lda).u(ldb).u(ldc).u(A.base).u(B.base).u(C.base)
+          .f(alpha).f(chunkBeta).u(chunkBeta !== 0 ? 1 : 0);
         rt.dispatch(rt.kernel(spec), p, [A.window, B.window, C.window], [
           Math.ceil(n / t.bn),
           Math.ceil(m / t.bm),
