@@ -100,4 +100,41 @@ gpuTest("keepBest copies on the device only when the loss improved", be, async (
   expectEqual("keepBest (better): best updated", await be.read(best), [0.25]);
 });
 
+gpuTest("capture() records an iteration once; replays equal running it directly", be, async (be) => {
+  const rng = new Rng();
+  const x = rng.normal(24 * 16), w = rng.normal(8 * 16), t = rng.normal(24 * 8);
+  // Two copies of the state: one advanced by replays, one by direct calls.
+  const make = () => ({
+    x: be.upload(x, [24, 16]),
+    w: be.upload(w, [8, 16]),
+    t: be.upload(t, [24, 8]),
+    total: be.full([1], 0),
+    lr: be.upload(Float32Array.of(0.01), [1]),
+  });
+  const a = make(), b = make();
+  const iteration = (s: typeof a) => {
+    using y = be.matmul(s.x, s.w, { transB: true });
+    const { loss, dy } = be.mseLoss(y, s.t, undefined, 1);
+    using g = be.matmul(dy, s.x, { transA: true });
+    be.signSgdStep(s.w, g, s.lr);
+    be.accumulate(s.total, loss, 0.5);
+    loss[Symbol.dispose]();
+    dy[Symbol.dispose]();
+  };
+  using graph = be.capture(() => iteration(a));
+  // A tensor allocated after the capture must never share a buffer the replays write.
+  using outside = be.full([24, 8], 7);
+  for (let i = 0; i < 3; i++) {
+    graph.replay();
+    iteration(b);
+  }
+  expectEqual("capture: weights after 3 replays", await be.read(a.w), await be.read(b.w), rng);
+  expectEqual("capture: accumulated loss", await be.read(a.total), await be.read(b.total), rng);
+  expectEqual(
+    "capture: unrelated tensor untouched",
+    await be.read(outside),
+    new Float32Array(24 * 8).fill(7),
+  );
+});
+
 reportErrors("webgpu_loss_test");

@@ -28,9 +28,25 @@ export function sizeClass(bytes: number): number {
   return Math.ceil(b / step) * step;
 }
 
+/**
+ * Buffers a captured command list references (see GpuRuntime.capture): while the capture lives they
+ * never go back to the shared pool, so no later op can take one that a replay still writes.
+ */
+export class CaptureBuffers {
+  /** Released while recording: reusable by later allocations of the same recording. */
+  readonly free = new Map<number, GPUBuffer[]>();
+  /** Released after recording: kept until the capture is disposed. */
+  readonly held: GPUBuffer[] = [];
+  recording = true;
+  disposed = false;
+}
+
 /** Reusable GPU buffers keyed by size class. */
 export class BufferPool implements Disposable {
   private free = new Map<number, GPUBuffer[]>();
+  private owner = new Map<GPUBuffer, CaptureBuffers>();
+  /** The capture being recorded, whose allocations it owns. */
+  recording?: CaptureBuffers;
   private freeBytes = 0;
   private doomed: GPUBuffer[] = [];
   /** Bytes currently handed out. */
@@ -42,20 +58,48 @@ export class BufferPool implements Disposable {
   /** A buffer of at least `bytes` bytes (contents undefined). */
   acquire(bytes: number): GPUBuffer {
     const size = sizeClass(bytes);
-    const list = this.free.get(size);
-    const hit = list?.pop();
     this.liveBytes += size;
-    if (hit) {
-      this.freeBytes -= size;
-      return hit;
-    }
-    return this.device.createBuffer({ size, usage: STORAGE_USAGE });
+    const cap = this.recording;
+    const own = cap?.free.get(size)?.pop();
+    if (own) return own;
+    const hit = this.free.get(size)?.pop();
+    if (hit) this.freeBytes -= size;
+    const buf = hit ?? this.device.createBuffer({ size, usage: STORAGE_USAGE });
+    if (cap) this.owner.set(buf, cap);
+    return buf;
   }
 
   /** Give a buffer back for reuse. */
   release(buf: GPUBuffer): void {
     const size = buf.size;
     this.liveBytes -= size;
+    const cap = this.owner.get(buf);
+    if (cap && !cap.disposed) {
+      if (cap.recording) {
+        let l = cap.free.get(size);
+        if (!l) cap.free.set(size, l = []);
+        l.push(buf);
+      } else cap.held.push(buf);
+      return;
+    }
+    this.owner.delete(buf);
+    this.toFree(buf);
+  }
+
+  /** A capture ended: its idle buffers return to the pool, its live ones will when released. */
+  endCapture(cap: CaptureBuffers): void {
+    cap.disposed = true;
+    const idle = [...cap.held, ...[...cap.free.values()].flat()];
+    cap.held.length = 0;
+    cap.free.clear();
+    for (const b of idle) {
+      this.owner.delete(b);
+      this.toFree(b);
+    }
+  }
+
+  private toFree(buf: GPUBuffer): void {
+    const size = buf.size;
     let list = this.free.get(size);
     if (!list) this.free.set(size, list = []);
     list.push(buf);

@@ -10,7 +10,7 @@
  * next `read` or `sync`.
  */
 import { BackendError } from "../../errors.ts";
-import { BufferPool } from "./buffer_pool.ts";
+import { BufferPool, CaptureBuffers } from "./buffer_pool.ts";
 import { type Kernel, KernelCache, type KernelSpec } from "./kernels.ts";
 
 /** Dispatches recorded before a batch is submitted to keep the GPU fed without a long queue. */
@@ -60,6 +60,19 @@ export class Params {
   }
 }
 
+/** One recorded dispatch of a capture. */
+interface Recorded {
+  k: Kernel;
+  params: Uint8Array<ArrayBuffer>;
+  bindings: readonly BufferWindow[];
+  groups: [number, number, number];
+}
+
+/** Dispatches recorded once by `GpuRuntime.capture`, re-encoded by `replay()`. */
+export interface Captured extends Disposable {
+  replay(): void;
+}
+
 /** Device, queue, pools and the command batch. */
 export class GpuRuntime implements Disposable {
   readonly pool: BufferPool;
@@ -79,6 +92,7 @@ export class GpuRuntime implements Disposable {
   private readonly slot: number;
   private slots = 0;
   private error?: string;
+  private recording?: Recorded[];
 
   private constructor(
     readonly device: GPUDevice,
@@ -169,6 +183,11 @@ export class GpuRuntime implements Disposable {
     bindings: readonly BufferWindow[],
     groups: number | [number, number, number],
   ): void {
+    if (this.recording) {
+      const g: [number, number, number] = typeof groups === "number" ? grid(groups) : groups;
+      this.recording.push({ k, params: params.bytes().slice(), bindings, groups: g });
+      return;
+    }
     if (this.slots === ARENA_SLOTS) this.flush();
     const bytes = params.bytes();
     const off = this.slots++ * this.slot;
@@ -183,14 +202,81 @@ export class GpuRuntime implements Disposable {
         })),
       ],
     });
-    const [x, y, z] = typeof groups === "number" ? grid(groups) : groups;
+    this.encode(k.pipeline, bindGroup, typeof groups === "number" ? grid(groups) : groups);
+  }
+
+  private encode(
+    pipeline: GPUComputePipeline,
+    bindGroup: GPUBindGroup,
+    [x, y, z]: [number, number, number],
+  ): void {
     if (x === 0 || y === 0 || z === 0) return;
     this.encoder ??= this.device.createCommandEncoder();
     this.pass ??= this.encoder.beginComputePass();
-    this.pass.setPipeline(k.pipeline);
+    this.pass.setPipeline(pipeline);
     this.pass.setBindGroup(0, bindGroup);
     this.pass.dispatchWorkgroups(x, y, z);
     if (++this.queued >= BATCH_DISPATCHES) this.flush();
+  }
+
+  /**
+   * Record the dispatches `fn` makes (running nothing) so that `replay()` re-encodes them with their
+   * parameters and bind groups built once — the per-op host work of a tuning iteration is paid once.
+   * Buffers allocated while recording stay owned by the capture until it is disposed (a replay may
+   * still write them); uploads and reads inside `fn` are refused.
+   */
+  capture(fn: () => void): Captured {
+    if (this.recording) throw new BackendError("capture() inside a capture");
+    this.flush();
+    const list: Recorded[] = [];
+    const buffers = new CaptureBuffers();
+    this.recording = list;
+    this.pool.recording = buffers;
+    try {
+      fn();
+    } catch (e) {
+      this.pool.endCapture(buffers);
+      throw e;
+    } finally {
+      this.recording = undefined;
+      this.pool.recording = undefined;
+      buffers.recording = false;
+    }
+    const uniforms = this.device.createBuffer({
+      size: Math.max(this.slot, list.length * this.slot),
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    });
+    const host = new Uint8Array(Math.max(this.slot, list.length * this.slot));
+    list.forEach((r, i) => host.set(r.params, i * this.slot));
+    this.device.queue.writeBuffer(uniforms, 0, host);
+    const cmds = list.map((r, i) => ({
+      pipeline: r.k.pipeline,
+      groups: r.groups,
+      bindGroup: this.device.createBindGroup({
+        layout: r.k.layout,
+        entries: [
+          { binding: 0, resource: { buffer: uniforms, offset: i * this.slot, size: r.params.byteLength } },
+          ...r.bindings.map((w, j) => ({
+            binding: j + 1,
+            resource: { buffer: w.buffer, offset: w.offset, size: w.size },
+          })),
+        ],
+      }),
+    }));
+    let disposed = false;
+    return {
+      replay: () => {
+        if (disposed) throw new BackendError("replay of a disposed capture");
+        for (const c of cmds) this.encode(c.pipeline, c.bindGroup, c.groups);
+      },
+      [Symbol.dispose]: () => {
+        if (disposed) return;
+        disposed = true;
+        this.flush();
+        uniforms.destroy();
+        this.pool.endCapture(buffers);
+      },
+    };
   }
 
   /** Submit the recorded batch. */
@@ -209,6 +295,7 @@ export class GpuRuntime implements Disposable {
 
   /** Write host bytes into a buffer after everything recorded so far. */
   write(buffer: GPUBuffer, offset: number, bytes: Uint8Array<ArrayBuffer>): void {
+    if (this.recording) throw new BackendError("an upload inside capture(): a replay could not repeat it");
     this.flush();
     const n = bytes.byteLength & ~3;
     if (n > 0) this.device.queue.writeBuffer(buffer, offset, bytes, 0, n);
@@ -222,6 +309,7 @@ export class GpuRuntime implements Disposable {
 
   /** Copy a byte range back to the host after all queued work. */
   async read(buffer: GPUBuffer, offset: number, size: number): Promise<ArrayBuffer> {
+    if (this.recording) throw new BackendError("a read inside capture()");
     const start = offset & ~3, end = Math.ceil((offset + size) / 4) * 4;
     this.flush();
     const staging = this.device.createBuffer({

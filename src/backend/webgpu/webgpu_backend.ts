@@ -10,6 +10,7 @@
 import type {
   AttentionShape,
   Backend,
+  CapturedWork,
   DType,
   FakeQuantGrads,
   IntQuantParams,
@@ -337,6 +338,10 @@ export class WebGpuBackend implements Backend, GpuContext {
   }
   sync(): Promise<void> {
     return this.rt.sync();
+  }
+  /** Record `fn`'s dispatches once; `replay()` re-encodes them (see GpuRuntime.capture). */
+  capture(fn: () => void): CapturedWork {
+    return this.rt.capture(fn);
   }
   [Symbol.dispose](): void {
     this.rt[Symbol.dispose]();
