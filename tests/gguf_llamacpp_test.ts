@@ -216,7 +216,7 @@ Deno.test({
       });
       const files = run.exporters.map(pathOf);
       const tok = await Tokenizer.fromDir(wide);
-      const ids = (await storiesEvalIds()).subarray(0, 4 * 256);
+      const ids = (await storiesEvalIds()).subarray(0, 2 * 256);
       const { rows, res } = await compareLogits(files, tok, PROMPTS, {
         perplexity: { ids: [...ids], seqlen: 256 },
       });

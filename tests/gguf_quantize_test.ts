@@ -22,6 +22,7 @@ import {
   makeQpQuants,
 } from "../src/export/gguf/search.ts";
 import { dequantizeBlocks, packBlocks, unpackBlocks } from "../src/io/gguf_blocks.ts";
+import { GGML_TYPES } from "../src/io/gguf_types.ts";
 import type { QuantizedLinear } from "../src/export/exporter.ts";
 
 const QTYPES: QuantGgmlType[] = [
@@ -209,4 +210,34 @@ Deno.test("type mix: other mixes, fallbacks for inputs that are not multiples of
   assertEquals(typeForBits("Q4_0", 8), "Q8_0");
   assertEquals(typeForBits("Q4_K", 8), "Q8_0");
   assertEquals(q2.linear("blk.1.attn_q.weight", 1, 4096, 16), "F16");
+});
+
+Deno.test("auto-round's own GGUF quantizers (goldens from tests/consumers/gguf_oracle.py): same bytes", async () => {
+  const path = new URL("./consumers/goldens/gguf_autoround.json", import.meta.url);
+  let goldens: {
+    cases: { type: QuantGgmlType; imatrix: string | null; n: number; k: number; w: string; bytes: string }[];
+  };
+  try {
+    goldens = JSON.parse(await Deno.readTextFile(path));
+  } catch {
+    return console.log(
+      "skipped: no goldens yet (run tests/consumers/run_gpu.sh, copy gguf_autoround.json there)",
+    );
+  }
+  const f32 = (s: string) => new Float32Array(Uint8Array.from(atob(s), (c) => c.charCodeAt(0)).buffer);
+  for (const c of goldens.cases) {
+    const w = f32(c.w), imatrix = c.imatrix ? Float64Array.from(f32(c.imatrix)) : undefined;
+    const ours = packBlocks(quantizeTensor(c.type, w, c.n, c.k, { optRtn: c.type !== "Q8_0", imatrix }));
+    const theirs = Uint8Array.from(atob(c.bytes), (ch) => ch.charCodeAt(0));
+    assertEquals(ours.length, theirs.length, c.type);
+    const ts = GGML_TYPES[c.type].typeSize;
+    let same = 0, blocks = 0;
+    for (let b = 0; b < ours.length; b += ts) {
+      blocks++;
+      if (ours.subarray(b, b + ts).every((x, i) => x === theirs[b + i])) same++;
+    }
+    console.log(`${c.type}${imatrix ? " +imatrix" : ""}: ${same}/${blocks} blocks byte-identical`);
+    // torch sums in float32, we in float64: a near-tie may pick the neighbouring grid point.
+    assert(same / blocks >= 0.95, `${c.type}: only ${same}/${blocks} blocks identical`);
+  }
 });
