@@ -267,7 +267,8 @@ export class GgufExporter implements Exporter {
       }
       await this.#quantized(hf, type, this.#toGgufRows(hf, w, l.n, l.k), l.n, l.k, "linear");
     }
-    if (l.bias) await this.writeRaw(`${l.name}.bias`, "F32", [l.n], encodeFloats(l.bias, "F32"));
+    // No bias here: the pipeline hands biases of quantized layers to float-wanting exporters with
+    // writeRaw (pipeline.ts), so writing l.bias too would duplicate the tensor.
   }
 
   async finish(): Promise<void> {
