@@ -28,7 +28,7 @@ AUTOROUND_REQUIRE_GPU=1 timeout 150 deno test -A --no-check "${tests[@]}" > "$OU
 test_rc=$?
 grep -E "^  [a-zA-Z].* [0-9.]+e[-+][0-9]+$" "$OUT/tests.log" > "$OUT/test_errors.txt"
 summary=$(grep -E "passed|failed" "$OUT/tests.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g')
-grep -E "FAILED|error:" "$OUT/tests.log" | sed 's/\x1b\[[0-9;]*m//g' | head -20
+sed 's/\x1b\[[0-9;]*m//g' "$OUT/tests.log" | grep -E "FAILED|^error|exceeds|differ" | head -20
 
 echo "== bench (Llama-3-8B shapes)"
 # BENCH_ARGS=--quick for a smoke run on llvmpipe.
