@@ -8,7 +8,7 @@
  *
  * Host memory stays at one tensor: each is generated, written and dropped.
  */
-import { SafetensorsWriter, parseSize } from "../src/io/safetensors.ts";
+import { parseSize, SafetensorsWriter } from "../src/io/safetensors.ts";
 import { blockPrefix, blockWeightShapes, parseModelConfig } from "../src/model/config.ts";
 import { encodeFloats, type FloatDType } from "../src/tensor/dtype.ts";
 import { type FlagSpec, parseFlags } from "../src/std/cli.ts";
@@ -102,7 +102,9 @@ export async function makeRandomLlama(o: {
   };
   await put("model.embed_tokens.weight", [spec.vocab, spec.hidden], false);
   for (let i = 0; i < spec.nLayers; i++) {
-    for (const [rel, shape] of blockWeightShapes(spec)) await put(blockPrefix(i) + rel, shape, rel.includes("norm"));
+    for (const [rel, shape] of blockWeightShapes(spec)) {
+      await put(blockPrefix(i) + rel, shape, rel.includes("norm"));
+    }
   }
   await put("model.norm.weight", [spec.hidden], true);
   await put("lm_head.weight", [spec.vocab, spec.hidden], false);
@@ -138,5 +140,9 @@ if (import.meta.main) {
     tokenizerDir: f.tokenizer as string | undefined,
     seed: n("seed", 1234),
   });
-  console.log(`wrote ${(r.params / 1e9).toFixed(3)}B params, ${(r.bytes / 1e9).toFixed(3)} GB in ${((performance.now() - t0) / 1000).toFixed(1)}s`);
+  console.log(
+    `wrote ${(r.params / 1e9).toFixed(3)}B params, ${(r.bytes / 1e9).toFixed(3)} GB in ${
+      ((performance.now() - t0) / 1000).toFixed(1)
+    }s`,
+  );
 }

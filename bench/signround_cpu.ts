@@ -62,4 +62,8 @@ console.log(`stories260K SignRound on CPU: batch ${B} × ${T} tokens, ${iters} i
 console.log(`| block | s/iteration |\n|---|---|`);
 perIter.forEach((s, i) => console.log(`| ${i} | ${s.toFixed(3)} |`));
 console.log(`| mean | ${mean.toFixed(3)} |`);
-console.log(`≈${(flops / 1e9).toFixed(2)} GFLOP per block-iteration → ${(flops / mean / 1e9).toFixed(2)} GFLOP/s (one core)`);
+console.log(
+  `≈${(flops / 1e9).toFixed(2)} GFLOP per block-iteration → ${
+    (flops / mean / 1e9).toFixed(2)
+  } GFLOP/s (one core)`,
+);

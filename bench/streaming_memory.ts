@@ -14,7 +14,14 @@ import { type FlagSpec, parseFlags } from "../src/std/cli.ts";
 const FLAGS: FlagSpec = { dir: { type: "string" }, layers: { type: "string" }, keep: { type: "boolean" } };
 const { values: f } = parseFlags(Deno.args, FLAGS);
 const dir = String(f.dir ?? "/tmp/ar-bench");
-const shape = { hidden: 2048, intermediate: 5632, layers: Number(f.layers ?? 22), heads: 32, kvHeads: 4, vocab: 32000 };
+const shape = {
+  hidden: 2048,
+  intermediate: 5632,
+  layers: Number(f.layers ?? 22),
+  heads: 32,
+  kvHeads: 4,
+  vocab: 32000,
+};
 
 async function peakOf(pid: number): Promise<number> {
   try {
@@ -39,8 +46,25 @@ const genSec = (performance.now() - t0) / 1000;
 
 const main = new URL("../main.ts", import.meta.url).pathname;
 const child = new Deno.Command(Deno.execPath(), {
-  args: ["run", "-A", main, "quantize", "--model", `${dir}/model`, "--scheme", "W4A16", "--iters", "0", "--disable_opt_rtn",
-    "--output_dir", `${dir}/out`, "--device", "cpu", "--max_shard_size", "1GB"],
+  args: [
+    "run",
+    "-A",
+    main,
+    "quantize",
+    "--model",
+    `${dir}/model`,
+    "--scheme",
+    "W4A16",
+    "--iters",
+    "0",
+    "--disable_opt_rtn",
+    "--output_dir",
+    `${dir}/out`,
+    "--device",
+    "cpu",
+    "--max_shard_size",
+    "1GB",
+  ],
   stdout: "inherit",
   stderr: "piped",
 }).spawn();
@@ -60,8 +84,14 @@ const blockParams = H * shape.heads * D * 2 + 2 * H * shape.kvHeads * D + 3 * H 
 const outBytes = await dirBytes(`${dir}/out`);
 const gb = (x: number) => (x / 1e9).toFixed(2) + " GB";
 console.log(`\n| what | value |\n|---|---|`);
-console.log(`| checkpoint (bf16, ${shape.layers} blocks, ${(made.params / 1e9).toFixed(2)}B params) | ${gb(made.bytes)} |`);
-console.log(`| one block: bf16 on disk / f32 on the CPU backend | ${gb(blockParams * 2)} / ${gb(blockParams * 4)} |`);
+console.log(
+  `| checkpoint (bf16, ${shape.layers} blocks, ${(made.params / 1e9).toFixed(2)}B params) | ${
+    gb(made.bytes)
+  } |`,
+);
+console.log(
+  `| one block: bf16 on disk / f32 on the CPU backend | ${gb(blockParams * 2)} / ${gb(blockParams * 4)} |`,
+);
 console.log(`| embeddings + lm_head (bf16, copied through) | ${gb(2 * shape.vocab * H * 2)} |`);
 console.log(`| **peak RSS of autoround quantize** | **${gb(peak)}** |`);
 console.log(`| peak RSS / checkpoint size | ${(peak / made.bytes).toFixed(2)} |`);

@@ -12,10 +12,9 @@ import { documentStream, windowedPerplexity } from "../eval/perplexity.ts";
 import { formatResultsTable, reportToJson } from "../eval/report.ts";
 import { resolveDataDir, runEvalTasks } from "../eval/run.ts";
 import { parseTaskList, TASKS, type TaskSpec } from "../eval/tasks.ts";
-import { type Checkpoint, openCheckpoint } from "../io/checkpoint.ts";
-import { Tokenizer } from "../io/tokenizer.ts";
+import type { ModelSpec } from "../model/config.ts";
 import type { Log } from "../log.ts";
-import { LoadedModel } from "../model/transformer.ts";
+import { LoadedModel, type WeightSource } from "../model/transformer.ts";
 import { type FlagSpec, type ParsedFlags, parseFlags } from "../std/cli.ts";
 import { flagInt, flagNum, flagStr } from "./flags.ts";
 import { formatDuration, Progress } from "./progress.ts";
@@ -76,11 +75,15 @@ Examples
   autoround eval --model tests/fixtures/stories260K --text tests/fixtures/stories260K/eval.txt --seqlen 256
 `;
 
-/** Perplexity of `textFile` under a checkpoint (used by eval and by quantize --eval_text). */
+/** What text perplexity needs of a model: its architecture, weights and a tokenizer. */
+type TextModel = { spec: ModelSpec; weights: WeightSource };
+type Encoder = { encode(text: string): number[] };
+
+/** Perplexity of `textFile` under a model (used by eval and by quantize --eval_text). */
 export async function evalTextPerplexity(
   be: Backend,
-  ckpt: Checkpoint,
-  tok: Tokenizer,
+  ckpt: TextModel,
+  tok: Encoder,
   textFile: string,
   seqlen: number,
   log: Log,
@@ -91,8 +94,8 @@ export async function evalTextPerplexity(
 
 async function textPerplexity(
   be: Backend,
-  ckpt: Checkpoint,
-  tok: Tokenizer,
+  ckpt: TextModel,
+  tok: Encoder,
   textFile: string,
   seqlen: number,
   log: Log,
@@ -180,16 +183,15 @@ export async function evalCommand(argv: string[], log: Log): Promise<void> {
   }
   const requested = flagInt(f, "seqlen") ?? 2048;
   if (requested < 2) throw new UsageError(`--seqlen must be >= 2`);
-  using ckpt = await openCheckpoint(model);
+  using ckpt = await openEvalModel(model);
   const seqlen = Math.min(requested, ckpt.spec.maxPositions);
   if (seqlen < requested) log.warn(`--seqlen ${requested} capped to the model's context of ${seqlen}`);
-  const tok = await Tokenizer.fromDir(ckpt.dir);
   using be = await createBackend(parseDevice(flagStr(f, "device") ?? "auto"), log);
   const t0 = performance.now();
-  const r = await textPerplexity(be, ckpt, tok, textFile!, seqlen, log, flagInt(f, "batch_size"));
+  const r = await textPerplexity(be, ckpt, ckpt.tokenizer, textFile!, seqlen, log, flagInt(f, "batch_size"));
   const seconds = (performance.now() - t0) / 1000;
   const out = {
-    model: ckpt.dir,
+    model: ckpt.label,
     text: textFile,
     seqlen,
     ppl: r.ppl,

@@ -11,6 +11,7 @@ import { compressLayerNames } from "../quant/layer_config.ts";
 import { type FlagSpec, parseFlags } from "../std/cli.ts";
 import { join } from "../std/path.ts";
 import { resolveModelDir } from "../io/model_source.ts";
+import { formatGgufSummary, inspectGguf } from "../io/gguf_reader.ts";
 
 export const INSPECT_FLAGS: FlagSpec = {
   json: { type: "boolean" },
@@ -24,7 +25,7 @@ export const INSPECT_HELP = `autoround inspect — summarise a checkpoint or an 
 
 Usage: autoround inspect PATH [--tensors] [--json]
 
-  PATH        a model folder, a .safetensors file, or a repo id in the local HF cache
+  PATH        a model folder, a .safetensors or .gguf file, or a repo id in the local HF cache
   --tensors   list every tensor (name, dtype, shape)
   --json      print one JSON object
 
@@ -104,6 +105,11 @@ export async function inspectCommand(argv: string[], _log: Log): Promise<void> {
   const path = positionals[0];
   if (!path) throw new UsageError(`inspect needs a PATH`);
   if (positionals.length > 1) throw new UsageError(`inspect takes one PATH (got ${positionals.length})`);
+  if (path.toLowerCase().endsWith(".gguf")) {
+    const g = await inspectGguf(path, f.tensors === true);
+    console.log(f.json ? JSON.stringify(g, null, 2) : formatGgufSummary(g));
+    return;
+  }
   const s = await inspectPath(path, f.tensors === true).catch((e) => {
     if (e instanceof Deno.errors.NotFound) throw new InputError(`not found`, path);
     throw e;

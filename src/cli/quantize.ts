@@ -13,6 +13,7 @@ import { quantize } from "../quant/quantize.ts";
 import { getRecipe } from "../quant/recipes.ts";
 import { resolveScheme, schemeNames } from "../quant/scheme.ts";
 import { type FlagSpec, parseFlags } from "../std/cli.ts";
+import { formatNames } from "../export/registry.ts";
 import { evalTextPerplexity } from "./eval.ts";
 import { flagInt, flagNum, flagStr } from "./flags.ts";
 import { formatResultsTable } from "../eval/report.ts";
@@ -86,7 +87,8 @@ Usage: autoround quantize --model DIR|ORG/NAME [options]
 Model and output
   --model DIR            model folder, or a repo id found in the local HF cache (never downloads)
   --output_dir DIR       where to write (default ./tmp_autoround); written atomically on success
-  --format LIST          auto_round (default)
+  --format LIST          comma-separated: ${formatNames()}
+                         (default auto_round; several write into OUT/<format>)
   --max_shard_size S     shard size of the written safetensors (default 5GB)
 
 Scheme
@@ -200,6 +202,9 @@ export async function quantizeCommand(argv: string[], log: Log, recipeName?: str
     outputDir: flagStr(f, "output_dir") ?? "./tmp_autoround",
     formats,
     scheme,
+    schemeGiven: ["scheme", "bits", "group_size", "asym", "sym", "data_type", "dtype"].some((k) =>
+      f[k] !== undefined
+    ),
     layerConfig: userLayers,
     ignoreLayers: ignore,
     iters,

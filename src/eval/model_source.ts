@@ -5,6 +5,9 @@
  * tokenizer built from the GGUF vocabulary (anything with the {@linkcode ModelTokenizer} methods).
  */
 import { openCheckpoint } from "../io/checkpoint.ts";
+import { openGgufModel } from "../io/gguf_reader.ts";
+import { llamaFileTypeName } from "../io/gguf_types.ts";
+import { dirname } from "../std/path.ts";
 import { type ChatMessage, Tokenizer } from "../io/tokenizer.ts";
 import type { ModelSpec } from "../model/config.ts";
 import type { WeightSource } from "../model/transformer.ts";
@@ -59,10 +62,33 @@ export const HF_FOLDER_OPENER: ModelOpener = {
 };
 
 /**
- * Openers in the order they are tried. A GGUF reader adds
- * `{ name: "gguf", matches: (p) => p.endsWith(".gguf"), open: openGgufModel }` in front.
+ * A GGUF file written by us or llama.cpp's converter: weights dequantized by our reader, the
+ * tokenizer from the tokenizer files next to it (our GGUF export copies them there).
  */
-export const MODEL_OPENERS: ModelOpener[] = [HF_FOLDER_OPENER];
+export const GGUF_OPENER: ModelOpener = {
+  name: "gguf",
+  matches: (p) => p.toLowerCase().endsWith(".gguf"),
+  async open(path) {
+    const m = await openGgufModel(path);
+    try {
+      const ft = m.file.num("general.file_type");
+      return {
+        label: path,
+        spec: m.spec,
+        weights: m.weights,
+        tokenizer: await Tokenizer.fromDir(dirname(path)),
+        quantMethod: `gguf:${ft === undefined ? "?" : llamaFileTypeName(ft) ?? ft}`,
+        [Symbol.dispose]: () => m[Symbol.dispose](),
+      };
+    } catch (e) {
+      m[Symbol.dispose]();
+      throw e;
+    }
+  },
+};
+
+/** Openers in the order they are tried. */
+export const MODEL_OPENERS: ModelOpener[] = [GGUF_OPENER, HF_FOLDER_OPENER];
 
 /**
  * Open `path` with the first opener that claims it.

@@ -179,7 +179,12 @@ export function parseModelConfig(cfg: Record<string, unknown>, file: string): Mo
     vocab: num(cfg, "vocab_size", file),
     maxPositions: num(cfg, "max_position_embeddings", file, 2048),
     rmsEps: num(cfg, "rms_norm_eps", file, 1e-6),
-    ropeTheta: num(cfg, "rope_theta", file, typeof ropeParams?.rope_theta === "number" ? ropeParams.rope_theta : 10000),
+    ropeTheta: num(
+      cfg,
+      "rope_theta",
+      file,
+      typeof ropeParams?.rope_theta === "number" ? ropeParams.rope_theta : 10000,
+    ),
     ropeScaling: parseRopeScaling(cfg.rope_scaling ?? ropeParams, file),
     tieEmbeddings: cfg.tie_word_embeddings === true,
     slidingWindow: sliding,

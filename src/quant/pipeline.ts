@@ -170,7 +170,11 @@ async function initStreams(p: PipelineInput, calib: CalibrationSet): Promise<Str
   // leave less than half of the device's free memory for a block's weights and the tuning buffers.
   const spill = p.settings.lowGpuMemUsage || (free !== undefined && bytes > free / 2);
   if (spill && !p.settings.lowGpuMemUsage) {
-    p.log.info(`calibration activations (${(bytes / 2 ** 30).toFixed(1)} GiB) kept in host memory: the device has ${(free! / 2 ** 30).toFixed(1)} GiB free`);
+    p.log.info(
+      `calibration activations (${(bytes / 2 ** 30).toFixed(1)} GiB) kept in host memory: the device has ${
+        (free! / 2 ** 30).toFixed(1)
+      } GiB free`,
+    );
   }
   const where = spill ? "host" : "device";
   const make = () => activationStore(be, where, calib.nsamples, calib.seqlen, spec.hidden);
@@ -262,8 +266,11 @@ async function quantizeBlock(
       await forwardInPlace(p, w, st.fp, st.rope, observe);
     }
 
-    // Initial quantizer state of each Linear: V = 0, α = β = 1 (and the opt-RTN scale search).
-    for (const l of quantizedNames) {
+    // Initial quantizer state of each Linear: V = 0, α = β = 1 (and the opt-RTN scale search);
+    // not needed when only self-quantizing formats (GGUF) are written from RTN.
+    const needStates = p.settings.iters > 0 || p.onFakeWeight !== undefined ||
+      p.exporters.some((e) => !e.wantsFloatLinears);
+    for (const l of needStates ? quantizedNames : []) {
       const s = schemeOf(plans, l);
       const weight = w.linear[l];
       const [n, k] = weight.shape;
@@ -307,7 +314,7 @@ async function quantizeBlock(
     // Final integers → exporters; fake-quantized weights → the quantized stream's next inputs.
     const fake = new Map<LinearName, Tensor>();
     try {
-      await writeBlock(p, b, w, plans, states, imatrix, fake, report);
+      await writeBlock(p, b, w, plans, states, imatrix, fake, report, st?.q !== undefined);
       if (st?.q) {
         await forwardInPlace(
           p,
@@ -354,20 +361,49 @@ async function writeBlock(
   imatrix: Map<LinearName, Tensor>,
   fake: Map<LinearName, Tensor>,
   report: Omit<BlockReport, "seconds">,
+  /** The quantized stream needs the fake-quantized weights (SignRound's next inputs). */
+  needsFake: boolean,
 ): Promise<void> {
   const { be } = p;
   const prefix = blockPrefix(b);
   const packed = p.exporters.filter((e) => !e.wantsFloatLinears);
   const floatWanting = p.exporters.filter((e) => e.wantsFloatLinears);
+  // The packing quantization is skipped when nothing consumes it (a GGUF-only RTN run).
+  const needPacked = packed.length > 0 || p.onFakeWeight !== undefined || needsFake;
   for (const [lname, plan] of plans) {
     const full = prefix + lname;
     const weight = w.linear[lname];
-    if (floatWanting.length) {
-      const wf = await be.read(weight);
-      const imp = imatrix.get(lname);
-      const impValues = imp ? await be.read(imp) : undefined;
-      for (const e of floatWanting) {
-        await e.writeFloatLinear!(full, weight.shape[0], weight.shape[1], wf, impValues);
+    let ql: QuantizedLinear | undefined;
+    if (plan.quantize && needPacked) {
+      const state = states.get(lname)!;
+      const params = quantParams(plan.scheme, weight.shape[1]);
+      const q = await be.quantizeWeights(weight, state, params);
+      const fq = be.fakeQuant(weight, state, params, be.computeDType);
+      fake.set(lname, fq);
+      if (p.onFakeWeight) p.onFakeWeight(`${full}.weight`, await be.read(fq));
+      const biasName = `${full}.bias`;
+      ql = {
+        name: full,
+        n: weight.shape[0],
+        k: weight.shape[1],
+        bits: plan.scheme.bits,
+        groupSize: plan.scheme.groupSize,
+        sym: plan.scheme.sym,
+        q,
+        bias: p.ckpt.weights.has(biasName) ? await p.ckpt.weights.readF32(biasName) : undefined,
+      };
+    }
+    for (const e of floatWanting) {
+      if (ql && e.acceptsQuantized?.(ql)) await e.writeQuantized(ql); // quantized once, shared
+      else {
+        const imp = imatrix.get(lname);
+        await e.writeFloatLinear!(
+          full,
+          weight.shape[0],
+          weight.shape[1],
+          await be.read(weight),
+          imp && await be.read(imp),
+        );
       }
     }
     if (!plan.quantize) {
@@ -375,25 +411,7 @@ async function writeBlock(
       await writeRawTo(p, packed, `${full}.weight`);
       continue;
     }
-    const state = states.get(lname)!;
-    const params = quantParams(plan.scheme, weight.shape[1]);
-    const q = await be.quantizeWeights(weight, state, params);
-    const fq = be.fakeQuant(weight, state, params, be.computeDType);
-    fake.set(lname, fq);
-    if (p.onFakeWeight) p.onFakeWeight(`${full}.weight`, await be.read(fq));
-    const biasName = `${full}.bias`;
-    const bias = p.ckpt.weights.has(biasName) ? await p.ckpt.weights.readF32(biasName) : undefined;
-    const ql: QuantizedLinear = {
-      name: full,
-      n: weight.shape[0],
-      k: weight.shape[1],
-      bits: plan.scheme.bits,
-      groupSize: plan.scheme.groupSize,
-      sym: plan.scheme.sym,
-      q,
-      bias,
-    };
-    for (const e of packed) await e.writeQuantized(ql);
+    for (const e of packed) await e.writeQuantized(ql!);
     report.quantized.push(full);
   }
   // The rest of the block (norms; biases of Linears kept in 16-bit) is copied as stored.

@@ -6,14 +6,13 @@
 import type { Backend } from "../backend/backend.ts";
 import { createBackend, type DeviceName } from "../backend/select.ts";
 import { UsageError } from "../errors.ts";
-import { AutoRoundExporter } from "../export/auto_round.ts";
-import type { ExportContext, Exporter, RunInfo } from "../export/exporter.ts";
+import type { ExportContext, RunInfo } from "../export/exporter.ts";
+import { checkFormats, createExporters, parseFormats, resolveRunScheme } from "../export/registry.ts";
 import { type CalibrationSet, loadCalibration } from "../io/calib.ts";
 import { type Checkpoint, openCheckpoint } from "../io/checkpoint.ts";
 import { OutputFolder } from "../io/output_folder.ts";
 import { Tokenizer } from "../io/tokenizer.ts";
 import type { Log } from "../log.ts";
-import { join } from "../std/path.ts";
 import { Progress } from "../cli/progress.ts";
 import {
   compressLayerNames,
@@ -30,6 +29,8 @@ export interface QuantizeOptions {
   outputDir: string;
   formats: string[];
   scheme: QuantScheme;
+  /** Whether the scheme was given explicitly (--scheme/--bits/...); otherwise GGUF formats choose it. */
+  schemeGiven?: boolean;
   layerConfig?: Record<string, LayerOverride>;
   ignoreLayers?: string[];
   iters: number;
@@ -81,18 +82,21 @@ export interface QuantizeResult {
 /** Quantize a model and write the formats; the output folder appears only on success. */
 export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeResult> {
   const t0 = performance.now();
-  for (const fmt of o.formats) {
-    if (fmt !== "auto_round") {
-      throw new UsageError(`--format ${fmt} is not supported by this build yet (auto_round is)`);
-    }
-  }
+  const formats = parseFormats(o.formats.join(","), o.scheme.bits);
+  const rs = resolveRunScheme(formats, o.schemeGiven === false ? undefined : o.scheme, o.scheme, o.iters);
+  const scheme = rs.scheme;
   // Everything that can fail on bad input is checked before the slow work starts.
   await using out = await OutputFolder.create(o.outputDir);
   using ckpt = await openCheckpoint(o.model);
   if (ckpt.quantMethod) throw new UsageError(`${ckpt.dir} is already quantized (${ckpt.quantMethod})`);
-  const layers = resolveLayerConfig(ckpt.spec, o.scheme, o.layerConfig ?? {}, o.ignoreLayers ?? []);
-  const needCalib = o.iters > 0 ||
-    [...layers.layers.values()].some((p) => p.quantize && usesOptRtn(p.scheme, o.iters, o.disableOptRtn));
+  const layers = resolveLayerConfig(ckpt.spec, scheme, o.layerConfig ?? {}, o.ignoreLayers ?? []);
+  for (const w of checkFormats(formats, layers, scheme)) log.warn(w);
+  // Calibration feeds SignRound, opt-RTN's scale search, and GGUF's importance-weighted searches.
+  const ggufNeedsImportance = o.iters === 0 &&
+    formats.some((f) => f.kind === "gguf" && !(o.disableOptRtn ?? f.gguf!.base === "Q8_0"));
+  const needCalib = o.iters > 0 || ggufNeedsImportance ||
+    (rs.packs &&
+      [...layers.layers.values()].some((p) => p.quantize && usesOptRtn(p.scheme, o.iters, o.disableOptRtn)));
   // The tokenizer is only needed for calibration and evaluation: plain RTN runs without one.
   const tok = needCalib || o.beforeRun ? await Tokenizer.fromDir(ckpt.dir) : undefined;
   let calib: CalibrationSet | undefined;
@@ -108,10 +112,10 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
   const owned = o.backend ? undefined : await createBackend(o.device ?? "auto", log);
   try {
     const be = o.backend ?? owned!;
-    logPlan(log, ckpt, o, layers, needCalib, be);
+    logPlan(log, ckpt, o, rs.describe, layers, needCalib, be);
     await o.beforeRun?.({ be, ckpt, tok: tok! });
     const run: RunInfo = {
-      scheme: o.scheme,
+      scheme,
       layers,
       iters: o.iters,
       nsamples: calib?.nsamples ?? o.nsamples,
@@ -125,6 +129,7 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
       lowGpuMemUsage: o.lowGpuMemUsage ?? false,
       amp: be.computeDType !== "f32",
       dataset: o.dataset,
+      disableOptRtn: o.disableOptRtn,
     };
     const ctx: ExportContext = {
       spec: ckpt.spec,
@@ -133,17 +138,12 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
       run,
       maxShardSize: o.maxShardSize,
     };
-    const exporters: Exporter[] = [];
-    for (const fmt of o.formats) {
-      const dir = o.formats.length === 1 ? out.path : join(out.path, fmt);
-      if (o.formats.length > 1) await Deno.mkdir(dir);
-      exporters.push(new AutoRoundExporter(dir, ctx));
-    }
+    const exporters = createExporters(formats, out.path, ctx);
     const progress = new Progress("block", ckpt.spec.nLayers, (s) => log.info(s));
     const blocks = await runPipeline({
       be,
       ckpt,
-      scheme: o.scheme,
+      scheme,
       layers,
       settings: {
         iters: o.iters,
@@ -170,7 +170,7 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
     });
     for (const e of exporters) await e.finish();
     await out.commit();
-    log.info(`wrote ${o.formats.join(", ")} to ${out.finalDir}`);
+    log.info(`wrote ${formats.map((f) => f.name).join(", ")} to ${out.finalDir}`);
     return {
       outputDir: out.finalDir,
       layers,
@@ -187,18 +187,15 @@ function logPlan(
   log: Log,
   ckpt: Checkpoint,
   o: QuantizeOptions,
+  describe: string,
   layers: LayerConfigResult,
   needCalib: boolean,
   be: Backend,
 ): void {
-  const s = o.scheme;
-  log.info(
-    `model ${ckpt.dir}: ${ckpt.spec.modelType}, ${ckpt.spec.nLayers} blocks, hidden ${ckpt.spec.hidden}`,
-  );
+  const spec = ckpt.spec;
+  log.info(`model ${ckpt.dir}: ${spec.modelType}, ${spec.nLayers} blocks, hidden ${spec.hidden}`);
   const method = o.iters === 0 ? (needCalib ? "optimized RTN" : "RTN") : `SignRound ${o.iters} iters`;
-  log.info(
-    `scheme: ${s.bits} bits, group ${s.groupSize}, ${s.sym ? "sym" : "asym"}; ${method}; device ${be.device}`,
-  );
+  log.info(`scheme: ${describe}; ${method}; device ${be.device}`);
   const reasons = new Map<string, string[]>();
   for (const [n, p] of layers.layers) {
     if (!p.quantize) reasons.set(p.reason, [...(reasons.get(p.reason) ?? []), n]);
