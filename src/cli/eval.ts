@@ -17,7 +17,7 @@ import type { Log } from "../log.ts";
 import { LoadedModel, type WeightSource } from "../model/transformer.ts";
 import { type FlagSpec, type ParsedFlags, parseFlags } from "../std/cli.ts";
 import { flagInt, flagNum, flagStr } from "./flags.ts";
-import { formatDuration, Progress } from "./progress.ts";
+import { formatDuration, Progress } from "../log.ts";
 
 export const EVAL_FLAGS: FlagSpec = {
   model: { type: "string" },

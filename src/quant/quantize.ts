@@ -13,7 +13,7 @@ import { type Checkpoint, openCheckpoint } from "../io/checkpoint.ts";
 import { OutputFolder } from "../io/output_folder.ts";
 import { Tokenizer } from "../io/tokenizer.ts";
 import type { Log } from "../log.ts";
-import { Progress } from "../cli/progress.ts";
+import { Progress } from "../log.ts";
 import {
   compressLayerNames,
   type LayerConfigResult,
