@@ -95,3 +95,33 @@ cudaTest("fake-quant 2 and 8 bits, bf16/f32 scales, opt-RTN initial scales", asy
   await check({ n: 33, k: 256, g: 64, bits: 8, sym: true, scale: "f32", wDType: "f32" });
   await check({ n: 40, k: 384, g: 128, bits: 4, sym: true, scale: "f16", wDType: "bf16", init: true });
 });
+
+cudaTest(
+  "fake-quant to a bf16 output (compute dtype) from f32 and bf16 weights equals the reference",
+  async () => {
+    const be = cuda(), rng = new Rng(freshSeed());
+    for (const [wDType, sym, g] of [["f32", true, 32], ["f32", false, 128], ["bf16", true, 128]] as const) {
+      const n = 24, k = 256, G = k / g;
+      const w = Float32Array.from(await cpu.read(cpu.upload(rng.normal(n * k, 0.05), [n, k], wDType)));
+      const { wMin, wMax } = groupMinMax(w, { n, k, g });
+      const v = rng.uniform(n * k, -0.5, 0.5),
+        minS = rng.uniform(n * G, 0.5, 1),
+        maxS = rng.uniform(n * G, 0.5, 1);
+      const state = (b: Backend) => ({
+        v: b.upload(v, [n, k]),
+        minScale: b.upload(minS, [n * G]),
+        maxScale: b.upload(maxS, [n * G]),
+        wMin: b.upload(wMin, [n * G]),
+        wMax: b.upload(wMax, [n * G]),
+      });
+      const p: IntQuantParams = { bits: 4, groupSize: g, sym, scaleDType: "f16" };
+      using gw = be.upload(w, [n, k], wDType);
+      using cw = cpu.upload(w, [n, k], wDType);
+      poison(be, [n, k], "bf16");
+      using q = be.fakeQuant(gw, state(be), p, "bf16");
+      using qc = cpu.fakeQuant(cw, state(cpu), p, "bf16");
+      if (q.dtype !== "bf16") throw new Error(`fakeQuant outDType bf16 gave ${q.dtype}`);
+      expectEqual(`fakeQuant ${wDType} → bf16 ${sym ? "sym" : "asym"} g${g}`, ...(await readBoth(q, qc)));
+    }
+  },
+);

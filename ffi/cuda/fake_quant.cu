@@ -14,9 +14,13 @@
 // the same way; the per-element code round(W/s + V) is computed in f32 and recomputed in f64 only
 // when the f32 value lies within its error bound of a rounding tie (about 1 element in 10⁵), so the
 // codes, Ŵ and dV equal the reference's bit for bit at f32 speed. The scale-gradient pieces are
-// summed in f64 and rounded to the scale dtype the way the reference emulates autograd.
+// summed in f64 and rounded to the scale dtype the way the reference emulates autograd. An opt-RTN
+// initial scale (initScale·β) divides W unrounded and multiplies the codes rounded to the scale
+// dtype, without the threshold clamp (int_quant.ts groupScale's divScale); the backward divides by
+// the rounded scale, as the reference does.
 // Measured on the H100 (tests/cuda_quant_test.ts, 2026-11-23): Ŵ, dV, codes, scales, zeros and
-// dα/dβ identical to the reference in every tested layout (both paths). 14336×4096, g 128: forward
+// dα/dβ identical to the reference in every tested layout (both paths, opt-RTN initial scales and
+// bf16 outputs from f32/bf16 weights included). 14336×4096, g 128: forward
 // 0.19 ms (2.5 TB/s, 85% of copy bandwidth), backward 0.37 ms (2.3 TB/s, 75%).
 #include "common.cuh"
 
@@ -55,7 +59,9 @@ __device__ __forceinline__ float round_code(float w, float v, float s32, double 
 }
 
 struct GroupScale {
-  double scale, zp, sign;
+  /** `scale` multiplies the codes; `div` divides W (the same value except for an opt-RTN initial
+   *  scale, whose codes use the unrounded initScale·β: int_quant.ts groupScale's divScale). */
+  double scale, div, zp, sign;
   int passes;
   int side;  // 0 = max (β's side), 1 = min (α's side), 2 = tie
   double lo;
@@ -77,7 +83,13 @@ __device__ GroupScale group_scale(i64 idx, const float* minS, const float* maxS,
     const double maxq = ldexp(1.0, bits - 1);
     double raw;
     if (initScale) {
-      raw = round_scale((double)initScale[idx] * beta, mode);
+      // Already clamped to ±thresh by the search: no threshold clamp, the gradient always passes.
+      const double exact = (double)initScale[idx] * beta;
+      gs.scale = round_scale(exact, mode);
+      gs.div = exact;
+      gs.passes = 1;
+      gs.zp = maxq;
+      return gs;
     } else {
       const double minAbs = -((double)wMin[idx] * alpha), maxAbs = (double)wMax[idx] * beta;
       gs.sign = maxAbs < minAbs ? 1.0 : -1.0;
@@ -91,6 +103,7 @@ __device__ GroupScale group_scale(i64 idx, const float* minS, const float* maxS,
       gs.passes = 0;
     }
     gs.zp = maxq;
+    gs.div = gs.scale;
   } else {
     const double maxq = ldexp(1.0, bits) - 1.0;
     const double lo = (double)wMin[idx] * alpha, hi = (double)wMax[idx] * beta;
@@ -99,6 +112,7 @@ __device__ GroupScale group_scale(i64 idx, const float* minS, const float* maxS,
     gs.zp = rint(-lo / gs.scale);
     gs.passes = raw >= thr;
     gs.lo = lo;
+    gs.div = gs.scale;
   }
   return gs;
 }
@@ -176,10 +190,10 @@ extern "C" __global__ void fq_forward(u64 out, int dto, u64 codes, u64 scales, u
         }
       }
     }
-    const float s32 = (float)gs.scale, zpf = (float)gs.zp;
+    const float s32 = (float)gs.scale, zpf = (float)gs.zp, d32 = (float)gs.div;
 #pragma unroll
     for (int j = 0; j < 4; j++) {
-      const float rq = round_code(wv[j], vv[j], s32, gs.scale);
+      const float rq = round_code(wv[j], vv[j], d32, gs.div);
       float q;
       if (sym) {
         q = fminf(fmaxf(rq, qlo), qhi);
@@ -281,13 +295,23 @@ extern "C" __global__ void fq_backward(u64 dv, u64 dmin, u64 dmax, u64 dwq, int 
 // the backward writes per-group f64 partial sums that fq_finalize turns into dα, dβ.
 // ------------------------------------------------------------------------------------------------
 
-/** params[grp] = (scale, zero point) as f32 (both exact: scales are f16/bf16/f32 values). */
+/** Per-group parameters of the streaming kernels (16 bytes). */
+struct GroupParams {
+  float scale, zp;  // exact in f32: scales are f16/bf16/f32 values
+  double div;       // the forward's divisor (GroupScale::div)
+};
+
+/** params[grp] = (scale, zero point, divisor). */
 extern "C" __global__ void fq_group_params(u64 params, u64 minS, u64 maxS, u64 wMin, u64 wMax, u64 initScale,
                                            i64 NG, int bits, int sym, int mode, double thr) {
   for (i64 grp = gtid(); grp < NG; grp += gstride()) {
     const GroupScale gs = group_scale(grp, (const float*)minS, (const float*)maxS, (const float*)wMin,
                                       (const float*)wMax, (const float*)initScale, bits, sym, mode, thr);
-    ((float2*)params)[grp] = make_float2((float)gs.scale, (float)gs.zp);
+    GroupParams p;
+    p.scale = (float)gs.scale;
+    p.zp = (float)gs.zp;
+    p.div = gs.div;
+    ((GroupParams*)params)[grp] = p;
   }
 }
 
@@ -301,8 +325,8 @@ extern "C" __global__ void fq_forward_stream(u64 out, int dto, u64 codes, FQS_PA
   const float qhi = sym ? ldexpf(1.0f, bits - 1) - 1.0f : ldexpf(1.0f, bits) - 1.0f;
   const int G = K / g;
   for (i64 r = blockIdx.y; r < N; r += gridDim.y) {
-    const float2 p = ((const float2*)params)[r * G + c / g];
-    const float s32 = p.x, zpf = p.y;
+    const GroupParams p = ((const GroupParams*)params)[r * G + c / g];
+    const float s32 = p.scale, zpf = p.zp, d32 = (float)p.div;
     const i64 i = r * K + c;
     float wv[8], vv[8] = {0, 0, 0, 0, 0, 0, 0, 0}, o[8];
     ld8(CPTR(w), dtw, i, wv);
@@ -310,7 +334,7 @@ extern "C" __global__ void fq_forward_stream(u64 out, int dto, u64 codes, FQS_PA
     uint32_t packed[2] = {0, 0};
 #pragma unroll
     for (int j = 0; j < 8; j++) {
-      const float rq = round_code(wv[j], vv[j], s32, (double)s32);
+      const float rq = round_code(wv[j], vv[j], d32, p.div);
       const float q = fminf(fmaxf(sym ? rq : rq + zpf, qlo), qhi);
       o[j] = sym ? s32 * q : s32 * (q - zpf);
       packed[j >> 2] |= (uint32_t)(int)(sym ? q + zpf : q) << ((j & 3) * 8);
@@ -333,8 +357,9 @@ extern "C" __global__ void fq_backward_stream(u64 dv, u64 partial, u64 dwq, int 
   for (i64 r = blockIdx.y; r < N; r += gridDim.y) {
     double gProd = 0.0, gQuot = 0.0, gZp = 0.0;
     if (active) {
-      const float2 p = ((const float2*)params)[r * G + c / g];
-      const float s32 = p.x, zpf = p.y;
+      // The backward divides by the rounded scale, as int_quant.ts fakeQuantizeBackward does.
+      const GroupParams p = ((const GroupParams*)params)[r * G + c / g];
+      const float s32 = p.scale, zpf = p.zp;
       const double rs = 1.0 / (double)s32;
       const i64 i = r * K + c;
       float wv[8], vv[8] = {0, 0, 0, 0, 0, 0, 0, 0}, gv[8], o[8];

@@ -87,11 +87,12 @@ extern "C" __global__ void argmax_rows(u64 out, u64 x, int dtx, i64 rows, i64 V)
 }
 
 /**
- * e = mask_r·(y − t); dy = scale·2·e·mask_r/(rows·cols) (f32); partial[block] = Σ e² (f64).
- * The grid size is fixed by the launcher (a function of the size only), so sums are reproducible.
+ * e = mask_r·(y − t); dy = scale·2·e·mask_r/(rows·cols) (computed in f64, stored once in dtdy);
+ * partial[block] = Σ e² (f64). The grid size is fixed by the launcher (a function of the size only),
+ * so sums are reproducible.
  */
-extern "C" __global__ void mse_loss(u64 dy, u64 y, int dty, u64 t, int dtt, u64 mask, i64 rows, i64 cols,
-                                    double gradScale, u64 partial, int vec) {
+extern "C" __global__ void mse_loss(u64 dy, int dtdy, u64 y, int dty, u64 t, int dtt, u64 mask, i64 rows,
+                                    i64 cols, double gradScale, u64 partial, int vec) {
   __shared__ double red[RED_THREADS / 32];
   const i64 n = rows * cols;
   double acc = 0.0;
@@ -107,13 +108,13 @@ extern "C" __global__ void mse_loss(u64 dy, u64 y, int dty, u64 t, int dtt, u64 
         acc += e * e;
         a[j] = (float)(gradScale * e * mr);
       }
-      st8(PTR(dy), DT_F32, i, a);
+      st8(PTR(dy), dtdy, i, a);
     } else {
       for (i64 j = i; j < i + 8 && j < n; j++) {
         const double mr = mask ? (double)((const float*)mask)[j / cols] : 1.0;
         const double e = mr * ((double)ldf(CPTR(y), dty, j) - (double)ldf(CPTR(t), dtt, j));
         acc += e * e;
-        ((float*)dy)[j] = (float)(gradScale * e * mr);
+        stf(PTR(dy), dtdy, j, (float)(gradScale * e * mr));
       }
     }
   }

@@ -5,9 +5,13 @@
  * events because all work runs on one stream, in order: a block freed by the host after enqueuing
  * its last reader is only written by work enqueued later.
  *
- * Graph capture: while a capture is open, allocations come from a private pool the graph keeps, and
- * blocks of the main pool freed during the capture are held (not reused) until the graph goes away,
- * since the graph's replays still read and write them (PyTorch's private graph pools, the same idea).
+ * Graph capture: while a capture is open, allocations come from a private pool the graph keeps (a
+ * block the main pool has cached moves into it before the driver is asked: everything that used it
+ * was enqueued before the graph's replays), and blocks of the main pool freed during the capture are
+ * held (not reused) until the graph goes away, since the graph's replays still read and write them
+ * (PyTorch's private graph pools, the same idea). When the graph goes away, every block of its pool
+ * returns to the main pool: cached for reuse, or still in use where a tensor made inside the
+ * capture outlives the graph (it is then freed like any main-pool tensor).
  */
 import type { CudaContext, CudaStream } from "../../../ffi/cuda/driver.ts";
 import { BackendError } from "../../errors.ts";
@@ -20,14 +24,18 @@ export function sizeClass(bytes: number): number {
   return Math.ceil(bytes / step) * step;
 }
 
-/** One device allocation of `bytes` (its size class) owned by a pool. */
+/** One device allocation of `bytes` (its size class), owned by one pool at a time. */
 export class DeviceBlock {
-  constructor(readonly addr: bigint, readonly bytes: number, readonly pool: DevicePool) {}
+  /** False while it sits in a free list. */
+  inUse = true;
+  constructor(readonly addr: bigint, readonly bytes: number, public pool: DevicePool) {}
 }
 
-/** Free lists of one pool. */
+/** Free lists of one pool, and every block it holds. */
 export class DevicePool {
   private readonly free = new Map<number, DeviceBlock[]>();
+  /** Every block of this pool, free or in use. */
+  readonly blocks = new Set<DeviceBlock>();
   /** Bytes handed out and not yet released. */
   liveBytes = 0;
   /** Bytes sitting in the free lists. */
@@ -41,6 +49,7 @@ export class DevicePool {
     const list = this.free.get(bytes);
     const b = list?.pop();
     if (b) {
+      b.inUse = true;
       this.cachedBytes -= bytes;
       this.liveBytes += bytes;
     }
@@ -48,12 +57,16 @@ export class DevicePool {
   }
 
   adopt(addr: bigint, bytes: number): DeviceBlock {
+    const b = new DeviceBlock(addr, bytes, this);
+    this.blocks.add(b);
     this.reservedBytes += bytes;
     this.liveBytes += bytes;
-    return new DeviceBlock(addr, bytes, this);
+    return b;
   }
 
   putBack(b: DeviceBlock): void {
+    if (!b.inUse) throw new BackendError(`device block released twice`);
+    b.inUse = false;
     let list = this.free.get(b.bytes);
     if (!list) this.free.set(b.bytes, list = []);
     list.push(b);
@@ -61,12 +74,44 @@ export class DevicePool {
     this.cachedBytes += b.bytes;
   }
 
-  /** Give every cached block back to the driver (the stream must be idle). */
+  /** Move an in-use block of another pool into this one. */
+  takeOver(b: DeviceBlock): void {
+    const from = b.pool;
+    from.blocks.delete(b);
+    from.reservedBytes -= b.bytes;
+    from.liveBytes -= b.bytes;
+    b.pool = this;
+    this.blocks.add(b);
+    this.reservedBytes += b.bytes;
+    this.liveBytes += b.bytes;
+  }
+
+  /** Move every block of `other` (free or in use) into this pool, keeping its state. */
+  absorb(other: DevicePool): void {
+    for (const b of other.blocks) {
+      b.pool = this;
+      this.blocks.add(b);
+      this.reservedBytes += b.bytes;
+      if (b.inUse) this.liveBytes += b.bytes;
+      else {
+        let list = this.free.get(b.bytes);
+        if (!list) this.free.set(b.bytes, list = []);
+        list.push(b);
+        this.cachedBytes += b.bytes;
+      }
+    }
+    other.blocks.clear();
+    other.free.clear();
+    other.liveBytes = other.cachedBytes = other.reservedBytes = 0;
+  }
+
+  /** Give every cached block back to the driver (the stream must be idle); returns the bytes. */
   trim(ctx: CudaContext): number {
     let n = 0;
     for (const list of this.free.values()) {
       for (const b of list) {
         ctx.free(b.addr);
+        this.blocks.delete(b);
         n += b.bytes;
       }
     }
@@ -89,6 +134,10 @@ export class DeviceMemory {
   private capture?: CaptureMemory;
   /** High-water mark of live bytes over all pools. */
   peakBytes = 0;
+  /** Bytes obtained from the driver and not yet returned (all pools, graphs' included). */
+  driverBytes = 0;
+  /** High-water mark of driverBytes. */
+  peakDriverBytes = 0;
   private live = 0;
 
   constructor(private readonly ctx: CudaContext, private readonly stream: CudaStream) {}
@@ -101,12 +150,16 @@ export class DeviceMemory {
     const size = sizeClass(bytes);
     const pool = this.capture?.pool ?? this.main;
     let b = pool.take(size);
+    if (!b && this.capture) {
+      b = this.main.take(size);
+      if (b) pool.takeOver(b);
+    }
     if (!b) {
       let addr = this.ctx.tryAlloc(size);
       if (addr === null && !this.capture) {
         // Out of memory: wait for queued work, return the cache to the driver, try once more.
         this.stream.synchronizeBlocking();
-        this.main.trim(this.ctx);
+        this.driverBytes -= this.main.trim(this.ctx);
         addr = this.ctx.tryAlloc(size);
       }
       if (addr === null) {
@@ -118,6 +171,8 @@ export class DeviceMemory {
         );
       }
       b = pool.adopt(addr, size);
+      this.driverBytes += size;
+      if (this.driverBytes > this.peakDriverBytes) this.peakDriverBytes = this.driverBytes;
     }
     this.live += size;
     if (this.live > this.peakBytes) this.peakBytes = this.live;
@@ -145,11 +200,14 @@ export class DeviceMemory {
     return c;
   }
 
-  /** Return a finished capture's memory (the stream must be idle: nothing may replay it again). */
+  /**
+   * Return a finished capture's memory to the main pool (the stream must be idle: nothing may
+   * replay it again). Blocks still in use stay valid and are freed when their tensors are.
+   */
   releaseCapture(c: CaptureMemory): void {
     for (const b of c.retained) b.pool.putBack(b);
     c.retained = [];
-    c.pool.trim(this.ctx);
+    this.main.absorb(c.pool);
   }
 
   /** Bytes cached in the main pool's free lists. */
@@ -159,6 +217,8 @@ export class DeviceMemory {
 
   /** Free every cached block (the stream must be idle). */
   trim(): number {
-    return this.main.trim(this.ctx);
+    const n = this.main.trim(this.ctx);
+    this.driverBytes -= n;
+    return n;
   }
 }

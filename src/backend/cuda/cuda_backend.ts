@@ -18,6 +18,7 @@
 import type {
   AttentionShape,
   Backend,
+  CapturedWork,
   DType,
   FakeQuantGrads,
   IntQuantParams,
@@ -59,9 +60,9 @@ export class CudaBackend implements Backend, OpContext {
       `cuBLASLt ${this.rt.blas.version}, compute ${this.computeDType})`;
   }
 
-  /** @internal */
+  /** @internal A tensor of this backend (or of a view of it sharing its runtime, e.g. an instrumented one). */
   t(x: Tensor): CudaTensor {
-    if (!(x instanceof CudaTensor) || x.backend !== this) {
+    if (!(x instanceof CudaTensor) || (x.backend !== this && (x.backend as CudaBackend).rt !== this.rt)) {
       throw new BackendError(`tensor belongs to another backend`);
     }
     return x;
@@ -193,8 +194,12 @@ export class CudaBackend implements Backend, OpContext {
   copy(dst: Tensor, src: Tensor): void {
     this.castInto(this.t(dst), this.t(src));
   }
-  gatherSamples(dst: Tensor, src: Tensor, indices: readonly number[], rowsPerSample: number): void {
+  gatherSamples(dst: Tensor, src: Tensor, indices: readonly number[] | Tensor, rowsPerSample: number): void {
     const d = this.t(dst), s = this.t(src);
+    if (!Array.isArray(indices)) {
+      ops.gatherSamplesByTensor(this, d, s, this.t(indices as Tensor), rowsPerSample);
+      return;
+    }
     const per = rowsPerSample * s.cols;
     if (d.size < indices.length * per) {
       throw new BackendError(`gatherSamples: destination holds ${d.size} elements`);
@@ -314,8 +319,8 @@ export class CudaBackend implements Backend, OpContext {
   mseLoss(y: Tensor, target: Tensor, mask: Tensor | undefined, scale: number): { loss: Tensor; dy: Tensor } {
     return ops.mseLoss(this, this.t(y), this.t(target), mask ? this.t(mask) : undefined, scale);
   }
-  signSgdStep(p: Tensor, g: Tensor, lr: number, clamp?: { lo: number; hi: number }): void {
-    ops.signSgdStep(this, this.t(p), this.t(g), lr, clamp);
+  signSgdStep(p: Tensor, g: Tensor, lr: number | Tensor, clamp?: { lo: number; hi: number }): void {
+    ops.signSgdStep(this, this.t(p), this.t(g), typeof lr === "number" ? lr : this.t(lr), clamp);
   }
   accumulate(acc: Tensor, x: Tensor, alpha = 1): void {
     ops.accumulate(this, this.t(acc), this.t(x), alpha);
@@ -337,12 +342,27 @@ export class CudaBackend implements Backend, OpContext {
     this.rt.checkDeviceErrors();
   }
 
+  /** Free device memory plus what the caching allocator holds for reuse. */
+  freeMemory(): number {
+    return this.rt.ctx.memInfo().free + this.rt.memory.cachedBytes;
+  }
+
+  /**
+   * Backend.capture: the work `fn` enqueues becomes a CUDA graph (see captureGraph); `replay()`
+   * re-issues it with one launch, `[Symbol.dispose]()` waits for the device and frees its memory.
+   */
+  capture(fn: () => void): CapturedWork {
+    return this.captureGraph(fn);
+  }
+
   // ---- CUDA only ------------------------------------------------------------------------------
   /**
    * Capture the work `fn` enqueues into a CUDA graph instead of running it; `replay()` then runs
-   * it again with one launch. Tensors `fn` allocates come from a pool the graph keeps; tensors
-   * freed during the capture stay reserved until the graph is disposed. Values passed as numbers
-   * (learning rate, sample indices) are frozen into the graph.
+   * it again with one launch. Tensors `fn` allocates come from a pool the graph keeps (blocks the
+   * allocator had cached are taken over first); tensors freed during the capture stay reserved
+   * until the graph is disposed. Values passed as numbers (learning rate, sample indices) are
+   * frozen into the graph; pass tensors (signSgdStep's lr, gatherSamples' indices) for values that
+   * change between replays.
    */
   captureGraph(fn: () => void): CudaGraph {
     return CudaGraph.capture(this.rt, fn);
@@ -379,10 +399,25 @@ export class CudaBackend implements Backend, OpContext {
     return times[Math.floor(times.length / 2)];
   }
 
-  /** Bytes the allocator holds: in use, cached for reuse, and the high-water mark. */
-  memoryStats(): { liveBytes: number; cachedBytes: number; peakBytes: number } {
+  /**
+   * Bytes the allocator holds: in use (main pool), cached for reuse, the high-water mark of tensors
+   * in use, and the bytes obtained from the driver now and at most (graphs' pools included).
+   */
+  memoryStats(): {
+    liveBytes: number;
+    cachedBytes: number;
+    peakBytes: number;
+    driverBytes: number;
+    peakDriverBytes: number;
+  } {
     const m = this.rt.memory;
-    return { liveBytes: m.main.liveBytes, cachedBytes: m.cachedBytes, peakBytes: m.peakBytes };
+    return {
+      liveBytes: m.main.liveBytes,
+      cachedBytes: m.cachedBytes,
+      peakBytes: m.peakBytes,
+      driverBytes: m.driverBytes,
+      peakDriverBytes: m.peakDriverBytes,
+    };
   }
 
   /** Return cached device memory to the driver (waits for the device). */

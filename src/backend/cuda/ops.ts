@@ -113,9 +113,10 @@ export function rope(
   }
   const n = rows * geo.nHeads * half;
   if (n === 0) return;
+  const vec = half % 8 === 0 && aligned16(x.addr, cos.addr, sin.addr) ? 1 : 0;
   op.rt.begin().ptr(x.addr).i32(code(x)).ptr(cos.addr).i32(code(cos)).ptr(sin.addr).i32(code(sin)).i64(rows)
-    .i32(geo.seqLen).i32(geo.nHeads).i32(geo.headDim).i32(geo.posOffset ?? 0).i32(inverse ? 1 : 0);
-  op.rt.launch(op.rt.fn("ew_rope"), [op.rt.gridFor(n)], [256]);
+    .i32(geo.seqLen).i32(geo.nHeads).i32(geo.headDim).i32(geo.posOffset ?? 0).i32(inverse ? 1 : 0).i32(vec);
+  op.rt.launch(op.rt.fn("ew_rope"), [op.rt.gridFor(vec ? n / 8 : n)], [256]);
 }
 
 export function siluMul(op: OpContext, g: CudaTensor, u: CudaTensor): CudaTensor {
@@ -197,13 +198,17 @@ export function mseLoss(
   if (mask && mask.size !== rows) {
     throw new BackendError(`mseLoss: mask has ${mask.size} entries for ${rows} rows`);
   }
-  const dy = op.newTensor(y.shape, "f32");
+  // dy has y's dtype, as autograd gives the gradient of a bf16 activation under autocast: the whole
+  // backward then stays in the compute dtype (no casts before the GEMMs; flash attention applies).
+  const dy = op.newTensor(y.shape, isFloat(y) ? y.dtype : "f32");
   const loss = op.newTensor([1], "f32");
   const m = mask ? op.castTo(mask, "f32") : undefined;
   const nb = mseBlocks(n);
   using partial = op.newTensor([nb * 2], "f32"); // nb f64 values
   const vec = cols % 8 === 0 ? vecFlag(dy, y, target) : 0;
-  op.rt.begin().ptr(dy.addr).ptr(y.addr).i32(code(y)).ptr(target.addr).i32(code(target)).ptr(m?.addr ?? 0n)
+  op.rt.begin().ptr(dy.addr).i32(code(dy)).ptr(y.addr).i32(code(y)).ptr(target.addr).i32(code(target)).ptr(
+    m?.addr ?? 0n,
+  )
     .i64(rows).i64(cols).f64((scale * 2) / n).ptr(partial.addr).i32(vec);
   op.rt.launch(op.rt.fn("mse_loss"), [nb], [256]);
   op.rt.begin().ptr(loss.addr).ptr(partial.addr).i32(nb).f64(n);
@@ -212,18 +217,60 @@ export function mseLoss(
   return { loss, dy };
 }
 
+/** p ← clamp(p − lr·sign(g)); an lr tensor (one float element) is read by the kernel on the device. */
 export function signSgdStep(
   op: OpContext,
   p: CudaTensor,
   g: CudaTensor,
-  lr: number,
+  lr: number | CudaTensor,
   clamp?: { lo: number; hi: number },
 ): void {
   sameSize("signSgdStep", p, g);
+  const lrT = typeof lr === "number" ? undefined : lr;
+  if (lrT && (lrT.size !== 1 || !isFloat(lrT))) {
+    throw new BackendError(`signSgdStep: lr tensor must hold one float, got ${lrT.dtype} [${lrT.shape}]`);
+  }
   if (p.size === 0) return;
-  op.rt.begin().ptr(p.addr).i32(code(p)).ptr(g.addr).i32(code(g)).i64(p.size).f64(lr).i32(clamp ? 1 : 0)
-    .f64(clamp?.lo ?? 0).f64(clamp?.hi ?? 0).i32(vecFlag(p, g));
+  op.rt.begin().ptr(p.addr).i32(code(p)).ptr(g.addr).i32(code(g)).i64(p.size).f64(lrT ? 0 : lr as number)
+    .ptr(lrT?.addr ?? 0n).i32(lrT ? code(lrT) : 0).i32(clamp ? 1 : 0).f64(clamp?.lo ?? 0).f64(clamp?.hi ?? 0)
+    .i32(vecFlag(p, g));
   op.rt.launch(op.rt.fn("ew_sign_sgd"), [op.rt.gridFor(p.size, 8)], [256]);
+}
+
+/**
+ * dst sample i ← src sample idx[i] for an i32 index tensor read on the device (graph-safe: a replay
+ * gathers whatever indices the host copied in last). Samples are `per` consecutive elements.
+ */
+export function gatherSamplesByTensor(
+  op: OpContext,
+  dst: CudaTensor,
+  src: CudaTensor,
+  idx: CudaTensor,
+  rowsPerSample: number,
+): void {
+  if (idx.dtype !== "i32") throw new BackendError(`gatherSamples: indices must be i32, got ${idx.dtype}`);
+  const per = rowsPerSample * src.cols;
+  const count = idx.size;
+  if (dst.size < count * per) {
+    throw new BackendError(`gatherSamples: destination holds ${dst.size} elements, need ${count}·${per}`);
+  }
+  if (count > 65535) throw new BackendError(`gatherSamples: ${count} samples in one call (max 65535)`);
+  if (count === 0 || per === 0) return;
+  const bpe = DTYPE_BYTES[dst.dtype];
+  const mode = dst.dtype === src.dtype && (per * bpe) % 16 === 0 && aligned16(dst.addr, src.addr)
+    ? 2
+    : per % 8 === 0 && isFloat(dst) && isFloat(src) && aligned16(dst.addr, src.addr)
+    ? 1
+    : 0;
+  const work = mode === 2 ? (per * bpe) / 16 : mode === 1 ? per / 8 : per;
+  const blocks = Math.max(
+    1,
+    Math.min(Math.ceil(work / 256), Math.ceil((op.rt.ctx.info.multiprocessors * 16) / count)),
+  );
+  op.rt.begin().ptr(dst.addr).i32(code(dst)).ptr(src.addr).i32(code(src)).ptr(idx.addr).i64(per)
+    .i64(Math.floor(src.size / per)).i32(bpe).ptr(op.rt.errorWord.addr).i32(mode);
+  op.rt.launch(op.rt.fn("gather_samples"), [blocks, count], [256]);
+  op.rt.errorArmed = true;
 }
 
 export function accumulate(op: OpContext, acc: CudaTensor, x: CudaTensor, alpha: number): void {

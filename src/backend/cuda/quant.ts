@@ -108,10 +108,10 @@ function streams(pr: Prepared, ...addrs: bigint[]): boolean {
   return pr.g % 8 === 0 && pr.g <= 256 && 32 % lanes === 0 && pr.k % pr.g === 0 && aligned16(...addrs);
 }
 
-/** Per-group (scale, zero point) f32 pairs for the streaming kernels. */
+/** Per-group (scale, zero point, f64 divisor) 16-byte records for the streaming kernels. */
 function groupParams(op: OpContext, pr: Prepared, p: IntQuantParams): CudaTensor {
   const t = pr.tensors;
-  const params = op.newTensor([pr.n * pr.G * 2], "f32");
+  const params = op.newTensor([pr.n * pr.G * 4], "f32");
   op.rt.begin().ptr(params.addr).ptr(t.minS.addr).ptr(t.maxS.addr).ptr(t.wMin.addr).ptr(t.wMax.addr)
     .ptr(t.init?.addr ?? 0n).i64(pr.n * pr.G).i32(p.bits).i32(p.sym ? 1 : 0).i32(SCALE_MODE[p.scaleDType])
     .f64(pr.thr);

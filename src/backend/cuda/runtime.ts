@@ -43,7 +43,7 @@ export class CudaRuntime implements Disposable {
   readonly memory: DeviceMemory;
   readonly workspace: DeviceBlock;
   readonly workspaceBytes: number;
-  /** err[0] = code (1: token id outside the vocabulary), err[1] = the offending value. */
+  /** err[0] = code (1: token id outside the vocabulary, 2: sample index outside the source), err[1] = the value. */
   readonly errorWord: DeviceBlock;
   /** Set when a kernel that can report through errorWord was launched since the last check. */
   errorArmed = false;
@@ -134,6 +134,7 @@ export class CudaRuntime implements Disposable {
     if (w[0] === 0) return;
     this.stream.fill(this.errorWord.addr, 0, 4, 4);
     if (w[0] === 1) throw new BackendError(`token id ${w[1]} outside the vocabulary`);
+    if (w[0] === 2) throw new BackendError(`gatherSamples: sample index ${w[1]} outside the source`);
     throw new BackendError(`a CUDA kernel reported error code ${w[0]}`);
   }
 
