@@ -403,3 +403,31 @@ extern "C" __global__ void fq_finalize(u64 dmin, u64 dmax, u64 partial, u64 minS
     ((float*)dmax)[grp] = b;
   }
 }
+
+/**
+ * AutoRound's weight_min / weight_max per group: one warp per group of `g` consecutive columns of a
+ * row (the last group of a row may be short); min clamped ≤ 0 and max ≥ 0 like the host reference.
+ * Output f32 [rows · groupsPerRow]. Memory-bound: one pass over W.
+ */
+extern "C" __global__ void group_minmax(u64 w, int dtw, i64 rows, i64 k, i64 g, i64 groupsPerRow, u64 wmin,
+                                        u64 wmax) {
+  const i64 group = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
+  if (group >= rows * groupsPerRow) return;  // whole warps leave together
+  const i64 r = group / groupsPerRow, gi = group % groupsPerRow;
+  const i64 c0 = gi * g, c1 = c0 + g < k ? c0 + g : k;
+  float lo = 0.0f, hi = 0.0f;
+  for (i64 c = c0 + lane; c < c1; c += 32) {
+    const float v = ldf(CPTR(w), dtw, r * k + c);
+    lo = fminf(lo, v);
+    hi = fmaxf(hi, v);
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, o));
+    hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, o));
+  }
+  if (lane == 0) {
+    ((float*)wmin)[group] = lo;
+    ((float*)wmax)[group] = hi;
+  }
+}

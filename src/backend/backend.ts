@@ -90,6 +90,16 @@ export interface Backend extends Disposable {
   upload(data: Float32Array | Float64Array, shape: readonly number[], dtype?: DType): Tensor;
   /** Copy host integers to a new i32 tensor. */
   uploadInt(data: Int32Array, shape: readonly number[]): Tensor;
+  /**
+   * Optional: upload raw little-endian f32/f16/bf16 bytes (checkpoint data as stored) into a tensor of
+   * `dtype` (default: the bytes' own dtype), converting on the device instead of decoding on the host.
+   */
+  uploadBytes?(
+    bytes: Uint8Array,
+    srcDType: "f32" | "f16" | "bf16",
+    shape: readonly number[],
+    dtype?: DType,
+  ): Tensor;
   /** New tensor filled with `value`. */
   full(shape: readonly number[], value: number, dtype?: DType): Tensor;
   /** Read a float tensor back as f32 (waits for queued work). */
@@ -176,6 +186,12 @@ export interface Backend extends Disposable {
 
   // ---- quantization ---------------------------------------------------------------------------
   /**
+   * Optional: per-group minimum (clamped ≤ 0) and maximum (clamped ≥ 0) of w `[N, K]` over groups of
+   * `groupSize` consecutive columns (a short last group allowed) → f32 `[N·G]` each; AutoRound's
+   * `weight_min`/`weight_max`. Without it the pipeline computes them on the host.
+   */
+  groupMinMax?(w: Tensor, groupSize: number): { wMin: Tensor; wMax: Tensor };
+  /**
    * Fake-quantize weight `w` `[N, K]` with the tunable state (spec ALGORITHM.md § Integer
    * quantizers; AutoRound `quant_tensor_sym` / `quant_tensor_asym`), returning Ŵ in `outDType`.
    */
@@ -192,7 +208,8 @@ export interface Backend extends Disposable {
   // ---- training -------------------------------------------------------------------------------
   /**
    * Masked MSE as AutoRound computes it: loss = Σ mask_r·(y − t)² / (rows·cols), in f32; also
-   * returns dy = scale · ∂loss/∂y. mask is f32 `[rows]` (1 = counted) or omitted.
+   * returns dy = scale · ∂loss/∂y in y's dtype (as autograd does). mask is f32 `[rows]` (1 = counted)
+   * or omitted.
    */
   mseLoss(y: Tensor, target: Tensor, mask: Tensor | undefined, scale: number): { loss: Tensor; dy: Tensor };
   /**

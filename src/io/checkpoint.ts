@@ -48,6 +48,7 @@ export function plainSource(reader: SafetensorsReader, origin: string): WeightSo
     has: (n) => reader.has(n),
     shape: (n) => reader.info(n).shape,
     readF32: (n) => reader.readF32(n),
+    readRaw: async (n) => ({ dtype: reader.info(n).dtype, bytes: await reader.readBytes(n) }),
   };
 }
 
@@ -84,7 +85,10 @@ export async function openCheckpoint(model: string): Promise<Checkpoint> {
 }
 
 /** A WeightSource that serves `overrides` (e.g. fake-quantized weights) in place of `base`'s tensors. */
-export function overlaySource(base: WeightSource, overrides: ReadonlyMap<string, Float32Array>): WeightSource {
+export function overlaySource(
+  base: WeightSource,
+  overrides: ReadonlyMap<string, Float32Array>,
+): WeightSource {
   return {
     origin: base.origin,
     has: (n) => overrides.has(n) || base.has(n),

@@ -16,7 +16,11 @@ export interface WeightSource {
   has(name: string): boolean;
   shape(name: string): number[];
   readF32(name: string): Promise<Float32Array>;
+  /** Optional: the stored bytes of a float tensor (lets a backend convert on the device). */
+  readRaw?(name: string): Promise<{ dtype: string; bytes: Uint8Array }>;
 }
+
+const RAW_DTYPES: Record<string, "f32" | "f16" | "bf16"> = { F32: "f32", F16: "f16", BF16: "bf16" };
 
 async function loadChecked(
   be: Backend,
@@ -29,6 +33,11 @@ async function loadChecked(
   const got = src.shape(name);
   if (got.length !== shape.length || got.some((d, i) => d !== shape[i])) {
     throw new FormatError(`tensor "${name}" has shape [${got}], expected [${shape}]`, src.origin);
+  }
+  if (src.readRaw && be.uploadBytes && dtype !== "i32" && dtype !== "u8") {
+    const raw = await src.readRaw(name);
+    const kind = RAW_DTYPES[raw.dtype];
+    if (kind) return be.uploadBytes(raw.bytes, kind, shape, dtype);
   }
   return be.upload(await src.readF32(name), shape, dtype);
 }

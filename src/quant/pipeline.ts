@@ -77,7 +77,7 @@ export function quantParams(s: QuantScheme, k: number): IntQuantParams {
   return { bits: s.bits, groupSize: resolveGroupSize(s.groupSize, k), sym: s.sym, scaleDType: "f16" };
 }
 
-/** Build a Linear's initial tuning state: V = 0, α = β = 1, group min/max of W. */
+/** Build a Linear's initial tuning state from host weights: V = 0, α = β = 1, group min/max of W. */
 export function initialState(
   be: Backend,
   w: Float32Array,
@@ -87,14 +87,50 @@ export function initialState(
   initScale?: Float64Array,
 ): QuantState & Disposable {
   const layout = { n, k, g: resolveGroupSize(s.groupSize, k) };
-  const G = groupsPerRow(layout);
   const { wMin, wMax } = groupMinMax(w, layout);
+  return stateWith(
+    be,
+    n,
+    k,
+    groupsPerRow(layout),
+    be.upload(wMin, [wMin.length]),
+    be.upload(wMax, [wMax.length]),
+    initScale,
+  );
+}
+
+/**
+ * The same from a weight on the device: the group min/max come from the backend's groupMinMax when
+ * it has one (no round trip of W through host memory), else from a host copy.
+ */
+export async function initialStateOf(
+  be: Backend,
+  weight: Tensor,
+  s: QuantScheme,
+  initScale?: Float64Array,
+): Promise<QuantState & Disposable> {
+  const [n, k] = weight.shape;
+  const g = resolveGroupSize(s.groupSize, k);
+  if (!be.groupMinMax) return initialState(be, await be.read(weight), n, k, s, initScale);
+  const { wMin, wMax } = be.groupMinMax(weight, g);
+  return stateWith(be, n, k, Math.ceil(k / g), wMin, wMax, initScale);
+}
+
+function stateWith(
+  be: Backend,
+  n: number,
+  k: number,
+  G: number,
+  wMin: Tensor,
+  wMax: Tensor,
+  initScale?: Float64Array,
+): QuantState & Disposable {
   const t = {
     v: be.full([n, k], 0),
     minScale: be.full([n * G], 1),
     maxScale: be.full([n * G], 1),
-    wMin: be.upload(wMin, [n * G]),
-    wMax: be.upload(wMax, [n * G]),
+    wMin,
+    wMax,
     initScale: initScale ? be.upload(initScale, [n * G]) : undefined,
   };
   return {
@@ -138,14 +174,22 @@ export async function runPipeline(p: PipelineInput): Promise<BlockReport[]> {
   const reports: BlockReport[] = [];
   const streams = calib ? await initStreams(p, calib) : undefined;
   const rng = new PyRandom(p.settings.seed);
+  // Exporter writes of block b (host: packing, file I/O) run while block b+1 computes on the device;
+  // they are chained so the exporters still see the model in order.
+  let pending: Promise<void> = Promise.resolve();
+  let writeError: unknown;
   try {
     for (let b = 0; b < spec.nLayers; b++) {
       const t0 = performance.now();
-      const report = await quantizeBlock(p, b, streams, rng);
+      const { report, writes } = await quantizeBlock(p, b, streams, rng);
+      pending = pending.then(writes).catch((e) => void (writeError ??= e));
+      if (writeError) throw writeError;
       const r: BlockReport = { ...report, seconds: (performance.now() - t0) / 1000 };
       reports.push(r);
       p.onBlock?.(r, b + 1, spec.nLayers);
     }
+    await pending;
+    if (writeError) throw writeError;
   } finally {
     if (streams) {
       for (const s of [streams.rope, streams.fp, streams.q, streams.fpIn]) s?.[Symbol.dispose]();
@@ -227,7 +271,7 @@ async function quantizeBlock(
   b: number,
   st: Streams | undefined,
   rng: PyRandom,
-): Promise<Omit<BlockReport, "seconds">> {
+): Promise<{ report: Omit<BlockReport, "seconds">; writes: () => Promise<void> }> {
   const { be, ckpt } = p;
   const spec = ckpt.spec;
   const prefix = blockPrefix(b);
@@ -273,16 +317,16 @@ async function quantizeBlock(
     for (const l of needStates ? quantizedNames : []) {
       const s = schemeOf(plans, l);
       const weight = w.linear[l];
-      const [n, k] = weight.shape;
-      const wf = await be.read(weight);
       let initScale: Float64Array | undefined;
       if (usesOptRtn(s, p.settings.iters, p.settings.disableOptRtn)) {
+        const [n, k] = weight.shape;
+        const wf = await be.read(weight);
         const layout = { n, k, g: resolveGroupSize(s.groupSize, k) };
         const imp = imatrix.get(l);
         const importance = imp ? importanceForWeight(await be.read(imp), wf, layout, s.bits) : undefined;
         initScale = searchScalesSym(wf, layout, s.bits, importance, 1e-5, Math.fround);
       }
-      states.set(l, initialState(be, wf, n, k, s, initScale));
+      states.set(l, await initialStateOf(be, weight, s, initScale));
     }
 
     if (p.settings.iters > 0 && st && quantizedNames.length > 0) {
@@ -313,8 +357,9 @@ async function quantizeBlock(
 
     // Final integers → exporters; fake-quantized weights → the quantized stream's next inputs.
     const fake = new Map<LinearName, Tensor>();
+    let writes: () => Promise<void>;
     try {
-      await writeBlock(p, b, w, plans, states, imatrix, fake, report, st?.q !== undefined);
+      writes = await finishBlock(p, b, w, plans, states, imatrix, fake, report, st?.q !== undefined);
       if (st?.q) {
         await forwardInPlace(
           p,
@@ -326,7 +371,7 @@ async function quantizeBlock(
     } finally {
       for (const t of fake.values()) t[Symbol.dispose]();
     }
-    return report;
+    return { report, writes };
   } finally {
     for (const t of imatrix.values()) t[Symbol.dispose]();
     for (const s of states.values()) s[Symbol.dispose]();
@@ -351,8 +396,13 @@ async function copyStore(from: ActivationStore, to: ActivationStore, bs: number)
   }
 }
 
-/** Send one block's tensors to the exporters; fills `fake` with the fake-quantized weights. */
-async function writeBlock(
+/**
+ * One block's outputs, in two phases. The device phase (this function) reads back the final codes,
+ * scales and zeros and keeps the fake-quantized weights in `fake`; it returns the host phase —
+ * packing and writing to every exporter, in model order — which the caller runs while the next
+ * block tunes on the device.
+ */
+async function finishBlock(
   p: PipelineInput,
   b: number,
   w: BlockWeights,
@@ -363,13 +413,14 @@ async function writeBlock(
   report: Omit<BlockReport, "seconds">,
   /** The quantized stream needs the fake-quantized weights (SignRound's next inputs). */
   needsFake: boolean,
-): Promise<void> {
+): Promise<() => Promise<void>> {
   const { be } = p;
   const prefix = blockPrefix(b);
   const packed = p.exporters.filter((e) => !e.wantsFloatLinears);
   const floatWanting = p.exporters.filter((e) => e.wantsFloatLinears);
   // The packing quantization is skipped when nothing consumes it (a GGUF-only RTN run).
   const needPacked = packed.length > 0 || p.onFakeWeight !== undefined || needsFake;
+  const writes: (() => Promise<void>)[] = [];
   for (const [lname, plan] of plans) {
     const full = prefix + lname;
     const weight = w.linear[lname];
@@ -394,24 +445,27 @@ async function writeBlock(
       };
     }
     for (const e of floatWanting) {
-      if (ql && e.acceptsQuantized?.(ql)) await e.writeQuantized(ql); // quantized once, shared
-      else {
+      if (ql && e.acceptsQuantized?.(ql)) {
+        const l = ql;
+        writes.push(() => e.writeQuantized(l)); // quantized once, shared
+      } else {
         const imp = imatrix.get(lname);
-        await e.writeFloatLinear!(
-          full,
+        const [n, k, wf, iv] = [
           weight.shape[0],
           weight.shape[1],
           await be.read(weight),
           imp && await be.read(imp),
-        );
+        ];
+        writes.push(() => e.writeFloatLinear!(full, n, k, wf, iv));
       }
     }
     if (!plan.quantize) {
       report.skipped.push(full);
-      await writeRawTo(p, packed, `${full}.weight`);
+      writes.push(() => writeRawTo(p, packed, `${full}.weight`));
       continue;
     }
-    for (const e of packed) await e.writeQuantized(ql!);
+    const l = ql!;
+    for (const e of packed) writes.push(() => e.writeQuantized(l));
     report.quantized.push(full);
   }
   // The rest of the block (norms; biases of Linears kept in 16-bit) is copied as stored.
@@ -420,8 +474,11 @@ async function writeBlock(
     const plan = plans.get(lin);
     if (plan && rel.endsWith(".weight")) continue; // Linear weights handled above
     const packedGetsIt = !(plan?.quantize && rel.endsWith(".bias")); // quantized layers carry their bias
-    await writeRawTo(p, packedGetsIt ? p.exporters : floatWanting, prefix + rel);
+    writes.push(() => writeRawTo(p, packedGetsIt ? p.exporters : floatWanting, prefix + rel));
   }
+  return async () => {
+    for (const write of writes) await write();
+  };
 }
 
 /** Copy a tensor as stored into the given exporters. */

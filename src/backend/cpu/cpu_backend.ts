@@ -14,12 +14,13 @@ import type {
   Tensor,
 } from "../backend.ts";
 import { BackendError } from "../../errors.ts";
-import { roundBf16 } from "../../tensor/dtype.ts";
+import { decodeFloats, roundBf16 } from "../../tensor/dtype.ts";
 import * as k from "./kernels.ts";
 import {
   fakeQuantize,
   fakeQuantizeBackward,
   type GroupLayout,
+  groupMinMax,
   groupsPerRow,
   type QuantMath,
   type QuantTunables,
@@ -104,6 +105,21 @@ export class CpuBackend implements Backend {
     if (data.length !== t.size) throw new BackendError(`upload: ${data.length} values for shape [${shape}]`);
     t.f.set(data);
     return this.finish(t);
+  }
+  uploadBytes(
+    bytes: Uint8Array,
+    src: "f32" | "f16" | "bf16",
+    shape: readonly number[],
+    dtype?: DType,
+  ): Tensor {
+    const kind = src === "f32" ? "F32" : src === "f16" ? "F16" : "BF16";
+    return this.upload(decodeFloats(bytes, kind), shape, dtype ?? src);
+  }
+  groupMinMax(w: Tensor, groupSize: number): { wMin: Tensor; wMax: Tensor } {
+    const W = this.t(w);
+    const n = W.shape[0], k = W.size / n;
+    const { wMin, wMax } = groupMinMax(W.f, { n, k, g: groupSize });
+    return { wMin: this.upload(wMin, [wMin.length]), wMax: this.upload(wMax, [wMax.length]) };
   }
   uploadInt(data: Int32Array, shape: readonly number[]): Tensor {
     return new CpuTensor(this, shape, "i32", Int32Array.from(data));

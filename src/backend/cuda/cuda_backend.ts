@@ -124,6 +124,34 @@ export class CudaBackend implements Backend, OpContext {
     }
     return t;
   }
+  uploadBytes(
+    bytes: Uint8Array,
+    src: "f32" | "f16" | "bf16",
+    shape: readonly number[],
+    dtype?: DType,
+  ): Tensor {
+    this.noCapture("uploadBytes");
+    const n = sizeOf(shape);
+    if (bytes.byteLength !== n * DTYPE_BYTES[src]) {
+      throw new BackendError(`uploadBytes: ${bytes.byteLength} bytes for ${n} ${src} values`);
+    }
+    const raw = this.newTensor(shape, src);
+    this.rt.stream.copyToDevice(raw.addr, bytes);
+    if ((dtype ?? src) === src) return raw;
+    const t = this.newTensor(shape, dtype!);
+    this.castInto(t, raw);
+    raw[Symbol.dispose]();
+    return t;
+  }
+  groupMinMax(w: Tensor, groupSize: number): { wMin: Tensor; wMax: Tensor } {
+    const W = this.t(w);
+    const rows = W.shape[0], k = W.size / rows;
+    const g = groupSize <= 0 || groupSize > k ? k : groupSize;
+    const groups = rows * Math.ceil(k / g);
+    const wMin = this.newTensor([groups], "f32"), wMax = this.newTensor([groups], "f32");
+    ops.groupMinMax(this, W, g, wMin, wMax);
+    return { wMin, wMax };
+  }
   uploadInt(data: Int32Array, shape: readonly number[]): Tensor {
     this.noCapture("uploadInt");
     if (data.length !== sizeOf(shape)) {

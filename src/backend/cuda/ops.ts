@@ -336,3 +336,23 @@ export function keepBest(
 }
 
 export { DTYPE_BYTES };
+
+/** AutoRound's per-group weight_min (≤ 0) / weight_max (≥ 0): one warp per group. */
+export function groupMinMax(
+  op: OpContext,
+  w: CudaTensor,
+  groupSize: number,
+  wMin: CudaTensor,
+  wMax: CudaTensor,
+): void {
+  const rows = w.shape[0], k = w.size / rows;
+  const g = groupSize <= 0 || groupSize > k ? k : groupSize;
+  const groups = rows * Math.ceil(k / g);
+  if (wMin.size !== groups || wMax.size !== groups || wMin.dtype !== "f32" || wMax.dtype !== "f32") {
+    throw new BackendError(`groupMinMax: outputs must be f32 [${groups}]`);
+  }
+  if (groups === 0) return;
+  op.rt.begin().ptr(w.addr).i32(code(w)).i64(rows).i64(k).i64(g).i64(Math.ceil(k / g)).ptr(wMin.addr)
+    .ptr(wMax.addr);
+  op.rt.launch(op.rt.fn("group_minmax"), [Math.ceil(groups / 8)], [256]);
+}
