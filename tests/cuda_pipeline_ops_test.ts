@@ -37,3 +37,34 @@ cudaTest(
     }
   },
 );
+
+cudaTest(
+  "optimized-RTN scale search on the device picks the CPU's scales (imatrix with zeros, 2/3/4 bits)",
+  async () => {
+    const be = cuda(), rng = new Rng(freshSeed());
+    for (const bits of [2, 3, 4]) {
+      for (const [n, k, g] of [[48, 256, 32], [16, 512, 128], [8, 200, -1]]) {
+        const [w, wc] = pair(be, rng.normal(n * k, 0.05), [n, k], "bf16");
+        const im = rng.normal(k, 1).map((x) => x * x);
+        for (let c = 0; c < 20; c++) im[c] = 0; // more than half of the first group zero → weight fallback
+        for (let c = 40; c < 43; c++) im[c] = 0; // a few zeros → mean replacement
+        const [i, ic] = pair(be, im, [k], "f32");
+        for (const imp of [undefined, [i, ic]] as const) {
+          const [a, c] = await readBoth(
+            be.optRtnScales!(w, imp?.[0], g, bits),
+            cpu.optRtnScales(wc, imp?.[1], g, bits),
+          );
+          // Same candidate grid and arithmetic; only the f64 summation order differs, which can flip
+          // a near-tie between two candidates of equal loss.
+          let differ = 0;
+          for (let j = 0; j < a.length; j++) if (a[j] !== c[j]) differ++;
+          if (differ > Math.max(1, a.length * 0.005)) {
+            throw new Error(
+              `${bits}b ${n}x${k} g${g} ${imp ? "imatrix" : "uniform"}: ${differ}/${a.length} scales differ`,
+            );
+          }
+        }
+      }
+    }
+  },
+);

@@ -431,3 +431,85 @@ extern "C" __global__ void group_minmax(u64 w, int dtw, i64 rows, i64 k, i64 g, 
     ((float*)wmax)[group] = hi;
   }
 }
+
+/**
+ * Optimized-RTN scale search for symmetric int (src/quant/int_quant.ts searchScalesSym with
+ * float32 candidates, and importanceForWeight's zero handling): one warp per group; for each
+ * candidate inverse scale −(nmax − step·i)/wmax_signed (i = −searchMin..searchMin, the absmax rule
+ * first) the lanes sum the importance-weighted squared error of their elements in f64 and the warp
+ * keeps the first strictly lowest. imatrix is f32 [K] (per input feature) or 0 for uniform weights.
+ * Output: the scale 1/best clamped to ±thresh, f32 [rows · groupsPerRow].
+ */
+extern "C" __global__ void opt_rtn_search(u64 w, int dtw, u64 imatrix, i64 rows, i64 k, i64 g, i64 groupsPerRow,
+                                          int bits, int searchMin, double step, double thresh, u64 out) {
+  const i64 group = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
+  if (group >= rows * groupsPerRow) return;  // whole warps leave together
+  const i64 r = group / groupsPerRow, gi = group % groupsPerRow;
+  const i64 c0 = gi * g, c1 = c0 + g < k ? c0 + g : k, base = r * k;
+  const float* im = (const float*)imatrix;
+  const double nmax = (double)(1 << (bits - 1));
+  // Signed value of the largest magnitude (first on ties, like torch.argmax), and the group's
+  // importance statistics (zeros count, sum, Σw² for the fallback).
+  float gmax = 0.0f, best = -1.0f;
+  i64 bestAt = c1;
+  double zeros = 0.0, isum = 0.0, sq = 0.0;
+  for (i64 c = c0 + lane; c < c1; c += 32) {
+    const float v = ldf(CPTR(w), dtw, base + c);
+    if (fabsf(v) > best || (fabsf(v) == best && c < bestAt)) {
+      best = fabsf(v);
+      gmax = v;
+      bestAt = c;
+    }
+    sq += (double)v * v;
+    if (im) {
+      zeros += im[c] <= 1e-30f ? 1.0 : 0.0;
+      isum += im[c];
+    }
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ob = __shfl_xor_sync(0xffffffffu, best, o), og = __shfl_xor_sync(0xffffffffu, gmax, o);
+    const i64 oa = __shfl_xor_sync(0xffffffffu, bestAt, o);
+    if (ob > best || (ob == best && oa < bestAt)) {
+      best = ob;
+      gmax = og;
+      bestAt = oa;
+    }
+  }
+  zeros = warp_sum_d(zeros);
+  isum = warp_sum_d(isum);
+  sq = warp_sum_d(sq);
+  const double len = (double)(c1 - c0), avx = sqrt(sq / 32.0);
+  const bool fallback = im && zeros > (double)(g / 2);
+  const float recipMax = fabsf(gmax) >= 1e-30f ? 1.0f / gmax : 0.0f;
+  float bestIscale = (float)(-nmax * (double)recipMax);
+  double bestLoss = 0.0;
+  for (int is = -searchMin - 1; is <= searchMin; is++) {
+    if (is == 0) continue;
+    // is = −searchMin − 1 stands for the absmax rule, evaluated first.
+    const float iscale = is < -searchMin ? bestIscale : (float)(-(nmax - step * is) * (double)recipMax);
+    const float sc = fabsf(iscale) >= 1e-30f ? 1.0f / iscale : 0.0f;
+    double loss = 0.0;
+    for (i64 c = c0 + lane; c < c1; c += 32) {
+      const float v = ldf(CPTR(w), dtw, base + c);
+      const float q = fminf(fmaxf(rintf(iscale * v), (float)-nmax), (float)(nmax - 1.0));
+      const double e = (double)(sc * q) - (double)v;
+      double imp = 1.0;
+      if (im) {
+        imp = im[c];
+        if (fallback) imp = bits <= 3 ? fabs((double)v) : fabs((double)v) + avx;
+        else if (zeros > 0.0 && im[c] == 0.0f) imp = isum / (len - zeros);
+      }
+      loss += e * e * imp;
+    }
+    loss = warp_sum_d(loss);
+    if (is < -searchMin || loss < bestLoss) {
+      bestLoss = loss;
+      bestIscale = iscale;
+    }
+  }
+  if (lane == 0) {
+    const double sc = fabsf(bestIscale) >= 1e-30f ? (double)(1.0f / bestIscale) : 0.0;
+    ((float*)out)[group] = (float)(sc < 0 ? fmin(sc, -thresh) : fmax(sc, thresh));
+  }
+}

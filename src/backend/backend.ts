@@ -192,6 +192,12 @@ export interface Backend extends Disposable {
    */
   groupMinMax?(w: Tensor, groupSize: number): { wMin: Tensor; wMax: Tensor };
   /**
+   * Optional: optimized-RTN scales for symmetric int (src/quant/int_quant.ts searchScalesSym with
+   * float32 candidates, importance from `imatrix` f32 `[K]` via importanceForWeight) → f32 `[N·G]`.
+   * Without it the pipeline searches on the host.
+   */
+  optRtnScales?(w: Tensor, imatrix: Tensor | undefined, groupSize: number, bits: number): Tensor;
+  /**
    * Fake-quantize weight `w` `[N, K]` with the tunable state (spec ALGORITHM.md § Integer
    * quantizers; AutoRound `quant_tensor_sym` / `quant_tensor_asym`), returning Ŵ in `outDType`.
    */

@@ -88,14 +88,16 @@ export function initialState(
 ): QuantState & Disposable {
   const layout = { n, k, g: resolveGroupSize(s.groupSize, k) };
   const { wMin, wMax } = groupMinMax(w, layout);
+  const G = groupsPerRow(layout);
+  const wl = [wMin.length];
   return stateWith(
     be,
     n,
     k,
-    groupsPerRow(layout),
-    be.upload(wMin, [wMin.length]),
-    be.upload(wMax, [wMax.length]),
-    initScale,
+    G,
+    be.upload(wMin, wl),
+    be.upload(wMax, wl),
+    initScale && be.upload(initScale, wl),
   );
 }
 
@@ -107,13 +109,38 @@ export async function initialStateOf(
   be: Backend,
   weight: Tensor,
   s: QuantScheme,
-  initScale?: Float64Array,
+  initScale?: Tensor,
 ): Promise<QuantState & Disposable> {
   const [n, k] = weight.shape;
   const g = resolveGroupSize(s.groupSize, k);
-  if (!be.groupMinMax) return initialState(be, await be.read(weight), n, k, s, initScale);
+  if (!be.groupMinMax) {
+    const st = initialState(be, await be.read(weight), n, k, s);
+    return initScale
+      ? { ...st, initScale, [Symbol.dispose]: () => (st[Symbol.dispose](), initScale[Symbol.dispose]()) }
+      : st;
+  }
   const { wMin, wMax } = be.groupMinMax(weight, g);
   return stateWith(be, n, k, Math.ceil(k / g), wMin, wMax, initScale);
+}
+
+/**
+ * auto-round's optimized-RTN initial scales for a weight, on the device when the backend can search
+ * there, else on the host (int_quant.ts searchScalesSym).
+ */
+export async function optRtnScales(
+  be: Backend,
+  weight: Tensor,
+  imatrix: Tensor | undefined,
+  s: QuantScheme,
+): Promise<Tensor> {
+  const [n, k] = weight.shape;
+  const g = resolveGroupSize(s.groupSize, k);
+  if (be.optRtnScales) return be.optRtnScales(weight, imatrix, g, s.bits);
+  const wf = await be.read(weight);
+  const layout = { n, k, g };
+  const importance = imatrix ? importanceForWeight(await be.read(imatrix), wf, layout, s.bits) : undefined;
+  const scales = searchScalesSym(wf, layout, s.bits, importance, 1e-5, Math.fround);
+  return be.upload(scales, [scales.length]);
 }
 
 function stateWith(
@@ -123,7 +150,7 @@ function stateWith(
   G: number,
   wMin: Tensor,
   wMax: Tensor,
-  initScale?: Float64Array,
+  initScale?: Tensor,
 ): QuantState & Disposable {
   const t = {
     v: be.full([n, k], 0),
@@ -131,7 +158,7 @@ function stateWith(
     maxScale: be.full([n * G], 1),
     wMin,
     wMax,
-    initScale: initScale ? be.upload(initScale, [n * G]) : undefined,
+    initScale,
   };
   return {
     ...t,
@@ -317,15 +344,9 @@ async function quantizeBlock(
     for (const l of needStates ? quantizedNames : []) {
       const s = schemeOf(plans, l);
       const weight = w.linear[l];
-      let initScale: Float64Array | undefined;
-      if (usesOptRtn(s, p.settings.iters, p.settings.disableOptRtn)) {
-        const [n, k] = weight.shape;
-        const wf = await be.read(weight);
-        const layout = { n, k, g: resolveGroupSize(s.groupSize, k) };
-        const imp = imatrix.get(l);
-        const importance = imp ? importanceForWeight(await be.read(imp), wf, layout, s.bits) : undefined;
-        initScale = searchScalesSym(wf, layout, s.bits, importance, 1e-5, Math.fround);
-      }
+      const initScale = usesOptRtn(s, p.settings.iters, p.settings.disableOptRtn)
+        ? await optRtnScales(be, weight, imatrix.get(l), s)
+        : undefined;
       states.set(l, await initialStateOf(be, weight, s, initScale));
     }
 

@@ -22,8 +22,10 @@ import {
   type GroupLayout,
   groupMinMax,
   groupsPerRow,
+  importanceForWeight,
   type QuantMath,
   type QuantTunables,
+  searchScalesSym,
 } from "../../quant/int_quant.ts";
 
 type Storage = k.FArr | Int32Array | Uint8Array;
@@ -120,6 +122,13 @@ export class CpuBackend implements Backend {
     const n = W.shape[0], k = W.size / n;
     const { wMin, wMax } = groupMinMax(W.f, { n, k, g: groupSize });
     return { wMin: this.upload(wMin, [wMin.length]), wMax: this.upload(wMax, [wMax.length]) };
+  }
+  optRtnScales(w: Tensor, imatrix: Tensor | undefined, groupSize: number, bits: number): Tensor {
+    const W = this.t(w);
+    const layout = { n: W.shape[0], k: W.size / W.shape[0], g: groupSize };
+    const imp = imatrix ? importanceForWeight(this.t(imatrix).f, W.f, layout, bits) : undefined;
+    const s = searchScalesSym(W.f, layout, bits, imp, 1e-5, Math.fround);
+    return this.upload(s, [s.length]);
   }
   uploadInt(data: Int32Array, shape: readonly number[]): Tensor {
     return new CpuTensor(this, shape, "i32", Int32Array.from(data));

@@ -152,6 +152,14 @@ export class CudaBackend implements Backend, OpContext {
     ops.groupMinMax(this, W, g, wMin, wMax);
     return { wMin, wMax };
   }
+  optRtnScales(w: Tensor, imatrix: Tensor | undefined, groupSize: number, bits: number): Tensor {
+    const W = this.t(w);
+    const rows = W.shape[0], k = W.size / rows;
+    const g = groupSize <= 0 || groupSize > k ? k : groupSize;
+    const out = this.newTensor([rows * Math.ceil(k / g)], "f32");
+    ops.optRtnScales(this, W, imatrix ? this.t(imatrix) : undefined, g, bits, out);
+    return out;
+  }
   uploadInt(data: Int32Array, shape: readonly number[]): Tensor {
     this.noCapture("uploadInt");
     if (data.length !== sizeOf(shape)) {

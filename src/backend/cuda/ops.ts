@@ -356,3 +356,36 @@ export function groupMinMax(
     .ptr(wMax.addr);
   op.rt.launch(op.rt.fn("group_minmax"), [Math.ceil(groups / 8)], [256]);
 }
+
+/** Optimized-RTN scale search (int_quant.ts searchScalesSym): one warp per group. */
+export function optRtnScales(
+  op: OpContext,
+  w: CudaTensor,
+  imatrix: CudaTensor | undefined,
+  groupSize: number,
+  bits: number,
+  out: CudaTensor,
+): void {
+  const rows = w.shape[0], k = w.size / rows;
+  const g = groupSize <= 0 || groupSize > k ? k : groupSize;
+  const groups = rows * Math.ceil(k / g);
+  if (out.size !== groups || out.dtype !== "f32") {
+    throw new BackendError(`optRtnScales: out must be f32 [${groups}]`);
+  }
+  if (imatrix && (imatrix.size !== k || imatrix.dtype !== "f32")) {
+    throw new BackendError(`optRtnScales: imatrix must be f32 [${k}]`);
+  }
+  if (groups === 0) return;
+  // The candidate grid of auto-round's search_scales (same numbers as the host reference).
+  const nmax = 2 ** (bits - 1);
+  let searchMin: number, step: number;
+  if (bits === 2) [searchMin, step] = [90, 0.01];
+  else {
+    const span = nmax * 0.75;
+    step = span / 200 * 2;
+    searchMin = Math.trunc(span / step);
+  }
+  op.rt.begin().ptr(w.addr).i32(code(w)).ptr(imatrix ? imatrix.addr : 0n).i64(rows).i64(k).i64(g)
+    .i64(Math.ceil(k / g)).i32(bits).i32(searchMin).f64(step).f64(1e-5).ptr(out.addr);
+  op.rt.launch(op.rt.fn("opt_rtn_search"), [Math.ceil(groups / 8)], [256]);
+}
