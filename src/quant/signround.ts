@@ -10,7 +10,14 @@
  * Everything stays on the device; the host only schedules (sample indices, learning rates) and reads
  * the per-iteration losses once, after the last iteration.
  */
-import type { Backend, CapturedWork, IntQuantParams, QuantState, Tensor } from "../backend/backend.ts";
+import type {
+  Backend,
+  CapturedWork,
+  FakeQuantGrads,
+  IntQuantParams,
+  QuantState,
+  Tensor,
+} from "../backend/backend.ts";
 import {
   blockBackward,
   blockForward,
@@ -158,20 +165,40 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
   // auto-round logs (and compares) Σ losses / valid tokens of the global batch; mseLoss returns the
   // mean over rows·hidden, so the sum reduction multiplies that back.
   const invValid = (i: number) => 1 / valid[i];
+  // With one micro-batch per iteration the gradients feed the step directly (no accumulator copy).
+  const single = globalBatch === micro;
+  let direct: FakeQuantGrads[] | undefined;
   /** Everything after the batch is in place: loss, backward, accumulation (one micro-batch). */
-  const microStep = (rows: number, first: boolean, inv: number) =>
-    step(t, acc, xb, yb, maskBuf, total, rows / T, (sum ? rows * H : 1) * inv, sum, first, tuned);
+  const microStep = (rows: number, first: boolean, inv: number) => {
+    direct = step(
+      t,
+      acc,
+      xb,
+      yb,
+      maskBuf,
+      total,
+      rows / T,
+      (sum ? rows * H : 1) * inv,
+      sum,
+      first,
+      tuned,
+      single,
+    );
+  };
   /** Best-loss bookkeeping and the sign-SGD updates at the current learning rates. */
   const update = () => {
     if (!s.notUseBestMse) be.keepBest(total, best, bestPairs);
-    for (const a of acc) {
+    acc.forEach((a, j) => {
       const [lrV, lrMin] = lrsOf(s, a.l);
-      be.signSgdStep(a.l.state.v, a.dv, lrCur.get(lrV)!);
+      const g = direct?.[j];
+      be.signSgdStep(a.l.state.v, g?.dv ?? a.dv, lrCur.get(lrV)!);
       if (s.enableMinmaxTuning) {
-        be.signSgdStep(a.l.state.minScale, a.dMin, lrCur.get(lrMin)!, { lo: 0, hi: 1 });
-        be.signSgdStep(a.l.state.maxScale, a.dMax, lrCur.get(lrMin)!, { lo: 0, hi: 1 });
+        be.signSgdStep(a.l.state.minScale, g?.dMinScale ?? a.dMin, lrCur.get(lrMin)!, { lo: 0, hi: 1 });
+        be.signSgdStep(a.l.state.maxScale, g?.dMaxScale ?? a.dMax, lrCur.get(lrMin)!, { lo: 0, hi: 1 });
       }
-    }
+    });
+    for (const g of direct ?? []) for (const x of [g.dv, g.dMinScale, g.dMaxScale]) x[Symbol.dispose]();
+    direct = undefined;
   };
   const deviceStores = inputs instanceof DeviceActivations && targets instanceof DeviceActivations;
   /** One iteration entirely on the device (capturable when alpha does not vary). */
@@ -277,7 +304,9 @@ function step(
   sum: boolean,
   first: boolean,
   tuned: Set<LinearName>,
-): void {
+  /** Return the gradients instead of accumulating them (the only micro-batch of the iteration). */
+  keep: boolean,
+): FakeQuantGrads[] | undefined {
   const { be, spec } = t;
   const T = t.inputs.seqLen, H = t.inputs.hidden;
   const rows = batch * T;
@@ -302,8 +331,13 @@ function step(
   const grads = blockBackward(be, spec, w, saved!, dy, geo, t.rope, (n) => tuned.has(n));
   disposeSaved(saved!);
   dy[Symbol.dispose]();
+  const kept: FakeQuantGrads[] = [];
   for (const a of acc) {
     const g = be.fakeQuantBackward(t.weights.linear[a.l.name], a.l.state, a.l.params, grads.get(a.l.name)!);
+    if (keep) {
+      kept.push(g);
+      continue;
+    }
     for (const [dst, src] of [[a.dv, g.dv], [a.dMin, g.dMinScale], [a.dMax, g.dMaxScale]] as const) {
       if (first) be.copy(dst, src);
       else be.accumulate(dst, src);
@@ -312,4 +346,5 @@ function step(
   }
   for (const g of grads.values()) g[Symbol.dispose]();
   for (const f of fake.values()) f[Symbol.dispose]();
+  return keep ? kept : undefined;
 }
