@@ -15,6 +15,17 @@ export function assertEquals<T>(actual: T, expected: T, msg?: string): void {
   nodeAssert.deepStrictEqual(actual, expected, msg);
 }
 
+/**
+ * assertEquals, and the same own-key order in every object at every depth: what a comparison of
+ * JSON.stringify texts also checks (for tests that compared objects that way).
+ */
+export function assertEqualsInOrder<T>(actual: T, expected: T, msg?: string): void {
+  assertEquals(actual, expected, msg);
+  const order = (v: unknown): unknown =>
+    v !== null && typeof v === "object" ? Object.entries(v).map(([k, x]) => [k, order(x)]) : null;
+  assertEquals(order(actual), order(expected), `${msg ? msg + ": " : ""}key order`);
+}
+
 /** |actual − expected| ≤ tolerance. */
 export function assertAlmostEquals(actual: number, expected: number, tolerance = 1e-7, msg?: string): void {
   const diff = Math.abs(actual - expected);
@@ -32,7 +43,10 @@ export function assertThrows<E extends Error>(fn: () => unknown, cls: ErrorClass
   try {
     fn();
   } catch (e) {
-    assert(e instanceof cls, `expected ${cls.name}, got ${(e as Error)?.constructor?.name}: ${(e as Error)?.message}`);
+    assert(
+      e instanceof cls,
+      `expected ${cls.name}, got ${(e as Error)?.constructor?.name}: ${(e as Error)?.message}`,
+    );
     assert((e as Error).message.includes(includes), `message "${(e as Error).message}" lacks "${includes}"`);
     return e as E;
   }
@@ -48,7 +62,10 @@ export async function assertRejects<E extends Error>(
   try {
     await fn();
   } catch (e) {
-    assert(e instanceof cls, `expected ${cls.name}, got ${(e as Error)?.constructor?.name}: ${(e as Error)?.message}`);
+    assert(
+      e instanceof cls,
+      `expected ${cls.name}, got ${(e as Error)?.constructor?.name}: ${(e as Error)?.message}`,
+    );
     assert((e as Error).message.includes(includes), `message "${(e as Error).message}" lacks "${includes}"`);
     return e as E;
   }

@@ -15,6 +15,7 @@ import {
   assert,
   assertClose,
   assertEquals,
+  assertEqualsInOrder,
   EVAL_DATA,
   exists,
   FIXTURES,
@@ -86,13 +87,13 @@ Deno.test("rollingWindows equals lm-eval's get_rolling_token_windows + make_disj
     continuation: b,
   });
   const range = (a: number, b: number) => Array.from({ length: b - a }, (_, i) => a + i);
-  assertEquals(rollingWindows(range(0, 34), -100, 10), [
+  assertEqualsInOrder(rollingWindows(range(0, 34), -100, 10), [
     disjoint([-100, ...range(0, 9)], range(0, 10)),
     disjoint(range(9, 19), range(10, 20)),
     disjoint(range(19, 29), range(20, 30)),
     disjoint(range(23, 33), range(30, 34)),
   ]);
-  assertEquals(rollingWindows(range(0, 9), -100, 2), [
+  assertEqualsInOrder(rollingWindows(range(0, 9), -100, 2), [
     disjoint([-100, 0], [0, 1]),
     disjoint([1, 2], [2, 3]),
     disjoint([3, 4], [4, 5]),
@@ -120,18 +121,18 @@ Deno.test("task requests: choices get one leading space, lambada splits at its l
     "arc",
   );
   const r = taskRequests(TASKS.arc_easy, arc[0]);
-  assertEquals(r[0], {
+  assertEqualsInOrder(r[0], {
     type: "pair",
     context:
       "Question: Which statement best explains why photosynthesis is the foundation of most food webs?\nAnswer:",
     continuation: " Sunlight is the source of energy for nearly all ecosystems.",
   });
-  assertEquals(taskRequests(TASKS.lambada_openai, { text: 'said "yes.\n\nrecorder' })[0], {
+  assertEqualsInOrder(taskRequests(TASKS.lambada_openai, { text: 'said "yes.\n\nrecorder' })[0], {
     type: "pair",
     context: 'said "yes.\n\nrecorder'.slice(0, 4),
     continuation: ' "yes.\n\nrecorder',
   });
-  assertEquals(
+  assertEqualsInOrder(
     taskRequests(TASKS.winogrande, { contexts: ["A so B", "A so C"], continuation: "ran.", gold: 1 }),
     [
       { type: "pair", context: "A so B", continuation: " ran." },
@@ -144,14 +145,17 @@ Deno.test("acc / acc_norm: argmax of sums and of sums per character, ties to the
   const doc = { context: "Q", choices: ["ab", "abcd", "x"], gold: 1 };
   const ans = (lls: number[]) => lls.map((logprob) => ({ logprob, isGreedy: false }));
   // lls −2, −3, −2.5: acc picks 0; per char −1, −0.75, −2.5: acc_norm picks 1.
-  assertEquals(processDoc(TASKS.arc_easy, doc, ans([-2, -3, -2.5])), { acc: 0, acc_norm: 1 });
+  assertEqualsInOrder(processDoc(TASKS.arc_easy, doc, ans([-2, -3, -2.5])), { acc: 0, acc_norm: 1 });
   // acc: an exact tie between 0 and 1 goes to 0; acc_norm −1, −0.5: picks 1.
-  assertEquals(processDoc(TASKS.arc_easy, doc, ans([-2, -2, -9])), { acc: 0, acc_norm: 1 });
-  assertEquals(processDoc(TASKS.arc_easy, doc, ans([-4, -8, -9])), { acc: 0, acc_norm: 0 });
-  assertEquals(processDoc(TASKS.arc_easy, { ...doc, choices: ["é", "e\u0301", "x"] }, ans([-1, -2, -9])), {
-    acc: 0,
-    acc_norm: 0, // −1/1 vs −2/2: a tie, lower index wins (Python len("e\u0301") is 2)
-  });
+  assertEqualsInOrder(processDoc(TASKS.arc_easy, doc, ans([-2, -2, -9])), { acc: 0, acc_norm: 1 });
+  assertEqualsInOrder(processDoc(TASKS.arc_easy, doc, ans([-4, -8, -9])), { acc: 0, acc_norm: 0 });
+  assertEqualsInOrder(
+    processDoc(TASKS.arc_easy, { ...doc, choices: ["é", "e\u0301", "x"] }, ans([-1, -2, -9])),
+    {
+      acc: 0,
+      acc_norm: 0, // −1/1 vs −2/2: a tie, lower index wins (Python len("e\u0301") is 2)
+    },
+  );
 });
 
 Deno.test("encodeRequest: context tokens, then the rest of the whole encoding; BOS only with add_bos_token", async () => {
@@ -159,15 +163,15 @@ Deno.test("encodeRequest: context tokens, then the rest of the whole encoding; B
   const ctx = "Once upon a", cont = " time";
   const r = encodeRequest(tok, ctx, cont, { addSpecialTokens: false });
   // "Once upon a time" is [403, 407, 261, 378] without BOS (tokenizer.json, llama2.c encode).
-  assertEquals(r, { context: [403, 407, 261], continuation: [378] });
-  assertEquals(encodeRequest(tok, ctx, cont, { addSpecialTokens: true }), {
+  assertEqualsInOrder(r, { context: [403, 407, 261], continuation: [378] });
+  assertEqualsInOrder(encodeRequest(tok, ctx, cont, { addSpecialTokens: true }), {
     context: [1, 403, 407, 261],
     continuation: [378],
   });
   // A trailing space moves: "Once upon a " + "time" scores the same tokens as above.
-  assertEquals(encodeRequest(tok, "Once upon a ", "time", { addSpecialTokens: false }), r);
+  assertEqualsInOrder(encodeRequest(tok, "Once upon a ", "time", { addSpecialTokens: false }), r);
   // Empty context: the prefix token (BOS) conditions the continuation.
-  assertEquals(encodeRequest(tok, "", "Once", { addSpecialTokens: false }), {
+  assertEqualsInOrder(encodeRequest(tok, "", "Once", { addSpecialTokens: false }), {
     context: [1],
     continuation: [403],
   });

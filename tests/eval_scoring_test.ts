@@ -17,7 +17,7 @@ import { openEvalModel } from "../src/eval/model_source.ts";
 import { runEvalTasks } from "../src/eval/run.ts";
 import { SafetensorsWriter } from "../src/io/safetensors.ts";
 import { LoadedModel } from "../src/model/transformer.ts";
-import { assertClose, assertEquals, STORIES } from "./eval_assert.ts";
+import { assertClose, assertEquals, assertEqualsInOrder, STORIES } from "./eval_assert.ts";
 
 const V = 512, H = 8, EPS = 1e-5;
 
@@ -193,7 +193,7 @@ Deno.test("two-item ARC fixture: runEvalTasks acc / acc_norm / stderr equal the 
     assertEquals(metric("acc_norm").value, (accNorm[0] + accNorm[1]) / 2);
     // n = 2: stderr = |a − b| / 2 (sample sd |a − b|/√2, over √2)
     assertClose(metric("acc").stderr!, Math.abs(acc[0] - acc[1]) / 2, 1e-15);
-    assertEquals(r.nSamples, { original: 2, effective: 2 });
+    assertEqualsInOrder(r.nSamples, { original: 2, effective: 2 });
   } finally {
     await Deno.remove(data, { recursive: true });
   }

@@ -5,7 +5,7 @@
  * and the q/k permutation invert; inspect summarises.
  */
 import { gguf } from "@huggingface/gguf";
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { FormatError, InputError } from "../src/errors.ts";
 import { type GgufExporter } from "../src/export/gguf.ts";
 import { scoresFromMerges } from "../src/export/gguf/metadata.ts";
@@ -22,17 +22,6 @@ import { openCheckpoint } from "../src/io/checkpoint.ts";
 import { Tokenizer } from "../src/io/tokenizer.ts";
 import { exportModel, STORIES } from "./consumers/helpers.ts";
 import { join } from "./consumers/path.ts";
-
-async function assertRejects(fn: () => Promise<unknown>, cls: new (...a: never[]) => Error, part: string) {
-  try {
-    await fn();
-  } catch (e) {
-    assert(e instanceof cls, `expected ${cls.name}, got ${e}`);
-    assert((e as Error).message.includes(part), `"${(e as Error).message}" lacks "${part}"`);
-    return;
-  }
-  throw new Error(`expected ${cls.name}`);
-}
 
 Deno.test("writer → our reader and @huggingface/gguf: every metadata type, tensor infos, aligned data", async () => {
   const dir = await Deno.makeTempDir();

@@ -1,57 +1,7 @@
 import { FormatError, InputError, UsageError } from "../src/errors.ts";
 import { parseSize, SafetensorsReader, SafetensorsWriter } from "../src/io/safetensors.ts";
 import type { StDType } from "../src/tensor/dtype.ts";
-
-// Small assertion helpers (no JSR access here for @std/assert).
-function assert(cond: unknown, msg = "assertion failed"): asserts cond {
-  if (!cond) throw new Error(msg);
-}
-function deepEqual(a: unknown, b: unknown): boolean {
-  if (Object.is(a, b)) return true;
-  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
-  if (Object.getPrototypeOf(a) !== Object.getPrototypeOf(b)) return false;
-  if (ArrayBuffer.isView(a)) {
-    const x = a as unknown as ArrayLike<unknown>, y = b as unknown as ArrayLike<unknown>;
-    if (x.length !== y.length) return false;
-    for (let i = 0; i < x.length; i++) if (!Object.is(x[i], y[i])) return false;
-    return true;
-  }
-  const ka = Object.keys(a), kb = Object.keys(b);
-  const ra = a as Record<string, unknown>, rb = b as Record<string, unknown>;
-  return ka.length === kb.length && ka.every((k) => Object.hasOwn(rb, k) && deepEqual(ra[k], rb[k]));
-}
-function assertEquals(actual: unknown, expected: unknown, msg = ""): void {
-  if (!deepEqual(actual, expected)) {
-    const show = (v: unknown) =>
-      ArrayBuffer.isView(v) ? `${v.constructor.name}(${(v as Uint8Array).length})` : Deno.inspect(v);
-    throw new Error(`${msg ? msg + ": " : ""}expected ${show(expected)}, got ${show(actual)}`);
-  }
-}
-type ErrorClass<E> = new (...args: never[]) => E;
-async function assertRejects<E extends Error>(
-  fn: () => Promise<unknown>,
-  cls: ErrorClass<E>,
-  part = "",
-): Promise<E> {
-  try {
-    await fn();
-  } catch (e) {
-    assert(e instanceof cls, `expected ${cls.name}, got ${e}`);
-    assert(e.message.includes(part), `"${e.message}" should include "${part}"`);
-    return e;
-  }
-  throw new Error(`expected ${cls.name}, nothing was thrown`);
-}
-function assertThrows<E extends Error>(fn: () => unknown, cls: ErrorClass<E>, part = ""): E {
-  try {
-    fn();
-  } catch (e) {
-    assert(e instanceof cls, `expected ${cls.name}, got ${e}`);
-    assert(e.message.includes(part), `"${e.message}" should include "${part}"`);
-    return e;
-  }
-  throw new Error(`expected ${cls.name}, nothing was thrown`);
-}
+import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 
 const FIXTURE = new URL("./fixtures/stories260K/model.safetensors", import.meta.url).pathname;
 

@@ -10,37 +10,7 @@
 
 import { Tokenizer } from "../src/io/tokenizer.ts";
 import { InputError } from "../src/errors.ts";
-
-// ---- small assertion helpers (no JSR access here for @std/assert) ----
-function assert(cond: unknown, msg = "assertion failed"): asserts cond {
-  if (!cond) throw new Error(msg);
-}
-function assertEquals(actual: unknown, expected: unknown, msg = ""): void {
-  const a = JSON.stringify(actual, (_k, v) => (ArrayBuffer.isView(v) ? Array.from(v as Uint8Array) : v));
-  const e = JSON.stringify(expected, (_k, v) => (ArrayBuffer.isView(v) ? Array.from(v as Uint8Array) : v));
-  if (a !== e) throw new Error(`${msg ? msg + ": " : ""}expected ${e.slice(0, 400)}, got ${a.slice(0, 400)}`);
-}
-function assertThrows<E extends Error>(fn: () => unknown, cls: new (...args: never[]) => E): E {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof cls) return e;
-    throw new Error(`expected ${cls.name}, got ${e}`);
-  }
-  throw new Error(`expected ${cls.name}, nothing thrown`);
-}
-async function assertRejects<E extends Error>(
-  fn: () => Promise<unknown>,
-  cls: new (...args: never[]) => E,
-): Promise<E> {
-  try {
-    await fn();
-  } catch (e) {
-    if (e instanceof cls) return e;
-    throw new Error(`expected ${cls.name}, got ${e}`);
-  }
-  throw new Error(`expected ${cls.name}, nothing thrown`);
-}
+import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 
 const STORIES = new URL("./fixtures/stories260K", import.meta.url).pathname;
 const QWEN3 = new URL("../../shared/models/qwen3-tokenizer", import.meta.url).pathname;
