@@ -77,8 +77,9 @@ cases = []
 for qtype in ["Q4_0", "Q5_0", "Q8_0", "Q4_1", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]:
     for use_im in [False, True]:
         w_np, im_np = weights(), imatrix()
-        w = torch.from_numpy(w_np)
-        im = torch.from_numpy(im_np) if use_im else None
+        # copies: several of auto-round's quantizers work in place on their input
+        w = torch.from_numpy(w_np.copy())
+        im = torch.from_numpy(im_np.copy()) if use_im else None
         bits = int(qtype[1])
         kw = {}
         if qtype in ("Q4_0", "Q5_0"):
