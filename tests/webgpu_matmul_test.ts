@@ -4,6 +4,8 @@ import { both, cpu, expectClose, gpuTest, openGpu, reportErrors, Rng } from "./w
 import type { Tensor } from "../src/backend/backend.ts";
 import { runMatmul } from "../src/backend/webgpu/mod.ts";
 import { gpu } from "../src/backend/webgpu/tensor.ts";
+import { expandMatmul } from "../src/backend/webgpu/matmul.ts";
+import { kernelSource, unrollMarked, WGSL_SOURCES } from "../src/backend/webgpu/kernels.ts";
 
 const be = await openGpu();
 
@@ -128,6 +130,59 @@ gpuTest("opt-in f16 partial sums (ACC16) stay within 1e-2 of the CPU on f16 oper
       1e-2,
       rng,
     );
+  }
+});
+
+// naga bounds every WGSL loop (force_loop_bounding), so drivers stop unrolling them and arrays indexed
+// by a loop variable go to local memory: 20× slower matmuls on an H100. These guard the straight-line
+// kernels (no GPU needed).
+Deno.test("matmul kernel: the only loop is the K-tile loop, for every tile and ACC16", () => {
+  for (const t of [{ bm: 128, bn: 128, bk: 8 }, { bm: 64, bn: 128, bk: 16 }, { bm: 32, bn: 32, bk: 8 }]) {
+    for (const acc16 of [false, true]) {
+      const code = expandMatmul(WGSL_SOURCES.matmul, t, acc16);
+      const entry = code.slice(code.indexOf("fn matmul("));
+      const loops = entry.match(/\bfor \(/g) ?? [];
+      if (loops.length !== 1 || !entry.includes("for (var t = 0u; t < tiles; t++)")) {
+        throw new Error(`tile ${JSON.stringify(t)}: ${loops.length} loops in the matmul entry point`);
+      }
+      if (/^\s*\/\/ @expand \w+\s*$/m.test(code) || /\barray<vec4<|\bacc\[/.test(entry)) {
+        throw new Error("unexpanded or indexed accumulators");
+      }
+      const fmas = (entry.match(/= fma\(/g) ?? []).length;
+      if (fmas !== 16 * t.bk) throw new Error(`${fmas} fma lines, want ${16 * t.bk}`);
+    }
+  }
+});
+
+Deno.test("unrollMarked writes out marked loops (nested, constants from expressions)", () => {
+  const src = [
+    "const D: u32 = 16u;",
+    "const C4: u32 = (D / 4u) / 2u;",
+    "fn f() {",
+    "  // @unroll",
+    "  for (var cc = 0u; cc < C4; cc++) {",
+    "    a[cc] = 0.0;",
+    "    // @unroll",
+    "    for (var c = 1u; c < C4 + 1u; c++) { b[c] = a[cc]; }",
+    "  }",
+    "}",
+  ].join("\n");
+  const out = unrollMarked(src);
+  if (/\bfor \(|@unroll/.test(out)) throw new Error(`loops left:\n${out}`);
+  for (const want of ["let cc = 0u;", "let cc = 1u;", "let c = 2u; b[c] = a[cc];"]) {
+    if (!out.includes(want)) throw new Error(`missing "${want}" in:\n${out}`);
+  }
+  // The attention kernels keep no constant-bound loop over their register accumulators.
+  for (const family of ["attention", "attentionBackward"] as const) {
+    const code = kernelSource({
+      family,
+      entry: "x",
+      bindings: [],
+      consts: { D: 128, BQ: 16, BK: 16, TPR: 8 },
+    }, false);
+    if (/for \(var cc = 0u; cc < C4/.test(code) || /for \(var c = 0u; c < D4/.test(code)) {
+      throw new Error(`${family}: a loop over C4 or D4 was not written out`);
+    }
   }
 });
 

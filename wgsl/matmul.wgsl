@@ -5,22 +5,36 @@
 // dimensions (lda, ldb, ldc) and element offsets (a_base, ...) come as uniforms, so views and split
 // dispatches bind any sub-range.
 // Tiling: a workgroup computes a BM×BN tile of C with (BM/8)·(BN/8) threads, 8×8 outputs per thread
-// held as 16 vec4 accumulators (rows ty·4+i and BM/2+ty·4+i, columns tx·4+j and BN/2+tx·4+j). K is
-// walked in BK steps through two workgroup buffers (double-buffered: the next tile's global loads are
-// in flight while the current one is multiplied; one barrier per step). Tiles are stored k-major
-// (As[k][m], Bs[k][n], rows padded by 4 floats against bank conflicts) and converted to f32 when
-// stored, so f16 operands cost one conversion per element per tile, not per multiply-add. Global
-// loads are vec4 along the contiguous dimension when it is a multiple of 4 (VEC_A/VEC_B), else
-// scalar with bounds checks; edge tiles read zeros. alpha/beta are uniforms (beta read only when set).
-// ACC16 (opt-in, f16 operands only): tiles are kept as f16 in workgroup memory and each thread forms
-// the products of one K step of BK as packed f16 FMAs (2 per instruction on GPUs with f16 ALUs),
-// adding these f16 partial sums of BK products into the f32 accumulators after every tile: about
-// twice the multiply rate, at a relative error near 2^-11·sqrt(BK) and with f16's range for the
-// partial sums (±65504), so it is never the default.
+// held in 16 vec4 accumulators c0..c15 (rows ty·4+i and BM/2+ty·4+i, columns tx·4+j and BN/2+tx·4+j).
+// K is walked in BK steps through two workgroup buffers (double-buffered: the next tile's global
+// loads are in flight while the current one is multiplied; one barrier per step). Tiles are stored
+// k-major (As[buf][k][m/4], Bs[buf][k][n/4], rows padded by one vec4 against bank conflicts of the
+// transposing stores) and converted to f32 when stored, so f16 operands cost one conversion per
+// element per tile, not per multiply-add. Global loads are vec4 along the contiguous dimension when it
+// is a multiple of 4 (VEC_A/VEC_B), else scalar with bounds checks; edge tiles read zeros.
+//
+// No loops of constant trip count, no indexed private arrays. The dispatcher (matmul.ts,
+// expandMatmul) replaces each `// @expand NAME` line with straight-line code for the pipeline's
+// BM/BN/BK: the accumulators are 16 named vec4 variables, the K step is written out BK times, the
+// per-thread global loads LA/LB times. Reason, measured on an H100 (Vulkan, Deno 2.9.6's wgpu): naga
+// bounds every WGSL loop with an extra counter (wgpu's force_loop_bounding), so the driver can no
+// longer unroll `for (var k = 0u; k < BK; k++)`, and arrays indexed by such loop counters
+// (`acc[i]`, `ra[l]`) live in local memory: the looped kernel ran every 8B-shaped GEMM at 2 TFLOP/s
+// whatever the tile or dtype, its time ∝ FLOPs from 1024³ up (bench/webgpu_matmul_v0.wgsl keeps it).
+// Speed (H100, GPU timestamps, bench/webgpu_matmul.ts, BENCHMARKS.md § WebGPU): 128×128×8 is the best
+// tile measured, 39–40 TFLOP/s in f32 and 41–43 with f16 operands on all three 8B GEMM forms (59–63%
+// of the 67 TFLOP/s f32 FMA rate); BK = 16 or 64-wide tiles 21–39; ACC16 at BK = 32 36–38.
+//
+// ACC16 (opt-in, f16 operands only): tiles are kept as f16 in workgroup memory (tile_t = f16) and
+// each thread forms the products of one K step of BK as packed f16 FMAs (2 per instruction on GPUs
+// with f16 ALUs) in h0..h15, adding these f16 partial sums of BK products into the f32 accumulators
+// after every tile: about twice the multiply rate, at a relative error near 2^-11·sqrt(BK) and with
+// f16's range for the partial sums (±65504), so it is never the default.
 // Measured (tests/webgpu_matmul_test.ts, llvmpipe, odd and aligned sizes, all four forms): relative
 // error ‖C−ref‖/‖ref‖ ≤ 1.7e-7 with f32 operands (bound asserted 1e-5); with f16 operands ≤ 1.1e-5
 // against the CPU on the same f16 values (f16 output rounding; bound 4e-3) and ≈ 3.6e-4 against f32
-// math on the unrounded values (bound 1e-2); ACC16 ≈ 2.1e-4 (K = 100; bound 1e-2).
+// math on the unrounded values (bound 1e-2); ACC16 ≈ 6.8e-4 (K = 100; bound 1e-2). At the 8B shapes
+// on the H100, sampled entries against float64: f32 ≤ 2.2e-6, f16 ≤ 2.4e-4, ACC16 ≤ 6.5e-4.
 
 struct MatmulParams {
   M: u32, N: u32, K: u32,
@@ -34,16 +48,14 @@ const TY: u32 = BM / 8u;
 const NT: u32 = TX * TY;
 const SA4: u32 = BM / 4u + 1u;
 const SB4: u32 = BN / 4u + 1u;
-const LA: u32 = BM * BK / 4u / NT;
-const LB: u32 = BN * BK / 4u / NT;
 
 @group(0) @binding(0) var<uniform> P: MatmulParams;
 @group(0) @binding(1) var<storage, read> A: array<a_el>;
 @group(0) @binding(2) var<storage, read> B: array<b_el>;
 @group(0) @binding(3) var<storage, read_write> C: array<c_t>;
 
-var<workgroup> As: array<vec4<tile_t>, 2u * BK * SA4>;
-var<workgroup> Bs: array<vec4<tile_t>, 2u * BK * SB4>;
+var<workgroup> As: array<array<array<vec4<tile_t>, SA4>, BK>, 2>;
+var<workgroup> Bs: array<array<array<vec4<tile_t>, SB4>, BK>, 2>;
 
 // Four consecutive elements of A along its contiguous dimension, starting at (row, col) of the
 // stored matrix (row < rows, col a multiple of 4 in the vector path), zeros outside.
@@ -81,7 +93,7 @@ fn load_b4(row: u32, col: u32, rows: u32, cols: u32) -> vec4<f32> {
   }
 }
 
-// Element l (0 ≤ l < LA) of this thread's share of the A tile at k0: global load.
+// Element idx (lid + l·NT, 0 ≤ l < LA) of the A tile at k0: global load.
 fn fetch_a(m0: u32, k0: u32, idx: u32) -> vec4<f32> {
   if (TRANS_A) {
     // Stored [K, M]: rows of the tile are k, vectors run along m.
@@ -96,20 +108,17 @@ fn fetch_a(m0: u32, k0: u32, idx: u32) -> vec4<f32> {
 }
 
 fn stash_a(buf: u32, idx: u32, v: vec4<f32>) {
-  let o = buf * BK * SA4;
   if (TRANS_A) {
-    let krow = idx / (BM / 4u);
-    let mq = idx % (BM / 4u);
-    As[o + krow * SA4 + mq] = vec4<tile_t>(v);
+    As[buf][idx / (BM / 4u)][idx % (BM / 4u)] = vec4<tile_t>(v);
   } else {
     let row = idx / (BK / 4u);
     let kq = (idx % (BK / 4u)) * 4u;
-    let c = o + kq * SA4 + row / 4u;
+    let c = row / 4u;
     let r = row % 4u;
-    As[c][r] = tile_t(v.x);
-    As[c + SA4][r] = tile_t(v.y);
-    As[c + 2u * SA4][r] = tile_t(v.z);
-    As[c + 3u * SA4][r] = tile_t(v.w);
+    As[buf][kq][c][r] = tile_t(v.x);
+    As[buf][kq + 1u][c][r] = tile_t(v.y);
+    As[buf][kq + 2u][c][r] = tile_t(v.z);
+    As[buf][kq + 3u][c][r] = tile_t(v.w);
   }
 }
 
@@ -127,20 +136,17 @@ fn fetch_b(n0: u32, k0: u32, idx: u32) -> vec4<f32> {
 }
 
 fn stash_b(buf: u32, idx: u32, v: vec4<f32>) {
-  let o = buf * BK * SB4;
   if (TRANS_B) {
     let col = idx / (BK / 4u);
     let kq = (idx % (BK / 4u)) * 4u;
-    let c = o + kq * SB4 + col / 4u;
+    let c = col / 4u;
     let r = col % 4u;
-    Bs[c][r] = tile_t(v.x);
-    Bs[c + SB4][r] = tile_t(v.y);
-    Bs[c + 2u * SB4][r] = tile_t(v.z);
-    Bs[c + 3u * SB4][r] = tile_t(v.w);
+    Bs[buf][kq][c][r] = tile_t(v.x);
+    Bs[buf][kq + 1u][c][r] = tile_t(v.y);
+    Bs[buf][kq + 2u][c][r] = tile_t(v.z);
+    Bs[buf][kq + 3u][c][r] = tile_t(v.w);
   } else {
-    let krow = idx / (BN / 4u);
-    let nq = idx % (BN / 4u);
-    Bs[o + krow * SB4 + nq] = vec4<tile_t>(v);
+    Bs[buf][idx / (BN / 4u)][idx % (BN / 4u)] = vec4<tile_t>(v);
   }
 }
 
@@ -171,92 +177,32 @@ fn matmul(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li
   let n0 = wid.x * BN;
   let tiles = (P.K + BK - 1u) / BK;
 
-  var acc: array<vec4<f32>, 16>;
-  var h: array<vec4<tile_t>, 16>;
-  for (var i = 0u; i < 16u; i++) {
-    acc[i] = vec4<f32>(0.0);
-    h[i] = vec4<tile_t>();
-  }
-  var ra: array<vec4<f32>, LA>;
-  var rb: array<vec4<f32>, LB>;
+  // c0..c15 (f32 accumulators), h0..h15 (ACC16 partial sums), ra*/rb* (next tile's global loads).
+  // @expand decl
 
-  for (var l = 0u; l < LA; l++) { stash_a(0u, lid + l * NT, fetch_a(m0, 0u, lid + l * NT)); }
-  for (var l = 0u; l < LB; l++) { stash_b(0u, lid + l * NT, fetch_b(n0, 0u, lid + l * NT)); }
+  // First tile: stash_a(0u, lid + l·NT, fetch_a(m0, 0u, lid + l·NT)) for each l, likewise B.
+  // @expand first
   workgroupBarrier();
 
   for (var t = 0u; t < tiles; t++) {
     let more = t + 1u < tiles;
+    let cur = t % 2u;
     if (more) {
       let k1 = (t + 1u) * BK;
-      for (var l = 0u; l < LA; l++) { ra[l] = fetch_a(m0, k1, lid + l * NT); }
-      for (var l = 0u; l < LB; l++) { rb[l] = fetch_b(n0, k1, lid + l * NT); }
+      // ra_l = fetch_a(m0, k1, lid + l·NT); rb_l = fetch_b(n0, k1, lid + l·NT)
+      // @expand prefetch
     }
-    let oa = (t % 2u) * BK * SA4;
-    let ob = (t % 2u) * BK * SB4;
-    if (ACC16) {
-      for (var k = 0u; k < BK; k++) {
-        let a0 = As[oa + k * SA4 + ty];
-        let a1 = As[oa + k * SA4 + ty + TY];
-        let b0 = Bs[ob + k * SB4 + tx];
-        let b1 = Bs[ob + k * SB4 + tx + TX];
-        h[0] = fma(vec4<tile_t>(a0.x), b0, h[0]);
-        h[1] = fma(vec4<tile_t>(a0.x), b1, h[1]);
-        h[2] = fma(vec4<tile_t>(a0.y), b0, h[2]);
-        h[3] = fma(vec4<tile_t>(a0.y), b1, h[3]);
-        h[4] = fma(vec4<tile_t>(a0.z), b0, h[4]);
-        h[5] = fma(vec4<tile_t>(a0.z), b1, h[5]);
-        h[6] = fma(vec4<tile_t>(a0.w), b0, h[6]);
-        h[7] = fma(vec4<tile_t>(a0.w), b1, h[7]);
-        h[8] = fma(vec4<tile_t>(a1.x), b0, h[8]);
-        h[9] = fma(vec4<tile_t>(a1.x), b1, h[9]);
-        h[10] = fma(vec4<tile_t>(a1.y), b0, h[10]);
-        h[11] = fma(vec4<tile_t>(a1.y), b1, h[11]);
-        h[12] = fma(vec4<tile_t>(a1.z), b0, h[12]);
-        h[13] = fma(vec4<tile_t>(a1.z), b1, h[13]);
-        h[14] = fma(vec4<tile_t>(a1.w), b0, h[14]);
-        h[15] = fma(vec4<tile_t>(a1.w), b1, h[15]);
-      }
-      // Explicit reset: naga hoists a loop-local `var` without initializer to function entry, so it
-      // would not start from zero again on the next tile.
-      for (var i = 0u; i < 16u; i++) {
-        acc[i] += vec4<f32>(h[i]);
-        h[i] = vec4<tile_t>();
-      }
-    } else {
-      for (var k = 0u; k < BK; k++) {
-        let a0 = vec4<f32>(As[oa + k * SA4 + ty]);
-        let a1 = vec4<f32>(As[oa + k * SA4 + ty + TY]);
-        let b0 = vec4<f32>(Bs[ob + k * SB4 + tx]);
-        let b1 = vec4<f32>(Bs[ob + k * SB4 + tx + TX]);
-        acc[0] += a0.x * b0;
-        acc[1] += a0.x * b1;
-        acc[2] += a0.y * b0;
-        acc[3] += a0.y * b1;
-        acc[4] += a0.z * b0;
-        acc[5] += a0.z * b1;
-        acc[6] += a0.w * b0;
-        acc[7] += a0.w * b1;
-        acc[8] += a1.x * b0;
-        acc[9] += a1.x * b1;
-        acc[10] += a1.y * b0;
-        acc[11] += a1.y * b1;
-        acc[12] += a1.z * b0;
-        acc[13] += a1.z * b1;
-        acc[14] += a1.w * b0;
-        acc[15] += a1.w * b1;
-      }
-    }
+    // For k in 0..BK: a0 = As[cur][k][ty], a1 = As[cur][k][ty + TY], b0 = Bs[cur][k][tx],
+    // b1 = Bs[cur][k][tx + TX]; c(2i) += a_i·b0, c(2i+1) += a_i·b1 for the 8 rows a_i of a0, a1
+    // (ACC16: into h0..h15 as f16, added to c0..c15 after the step).
+    // @expand compute
     if (more) {
-      let nb = (t + 1u) % 2u;
-      for (var l = 0u; l < LA; l++) { stash_a(nb, lid + l * NT, ra[l]); }
-      for (var l = 0u; l < LB; l++) { stash_b(nb, lid + l * NT, rb[l]); }
+      // stash_a(1u - cur, lid + l·NT, ra_l), likewise B.
+      // @expand stash
     }
     workgroupBarrier();
   }
 
-  for (var i = 0u; i < 8u; i++) {
-    let row = m0 + select(ty * 4u + i, BM / 2u + ty * 4u + i - 4u, i >= 4u);
-    store_c4(row, n0 + tx * 4u, acc[2u * i]);
-    store_c4(row, n0 + BN / 2u + tx * 4u, acc[2u * i + 1u]);
-  }
+  // Row i of the thread (ty·4+i, then BM/2+ty·4+i−4): store_c4 of c(2i) at tx·4, c(2i+1) at BN/2+tx·4.
+  // @expand store
 }

@@ -50,6 +50,11 @@ export interface KernelSpec {
   consts?: Readonly<Record<string, number | boolean>>;
   /** Further prelude lines (e.g. vector aliases chosen per pipeline). */
   extra?: string;
+  /**
+   * The family's text after generation (e.g. matmul.ts writes out unrolled code for the tile), or an
+   * earlier version a bench compares with; defaults to the family's file.
+   */
+  source?: string;
 }
 
 /** A compiled pipeline and the layout its bind groups use. */
@@ -81,7 +86,7 @@ export function kernelSource(spec: KernelSpec, enableF16: boolean): string {
   }
   // Every alias the family's file mentions must exist, also those of entry points not compiled
   // now (WGSL validates the whole module): unnamed ones default to f32.
-  const source = WGSL_SOURCES[spec.family];
+  const source = spec.source ?? WGSL_SOURCES[spec.family];
   const names = new Set([
     ...source.matchAll(/\b([a-z][a-z0-9]*)_t\b/g).map((m) => m[1]),
     ...Object.keys(spec.types ?? {}),
@@ -91,7 +96,96 @@ export function kernelSource(spec: KernelSpec, enableF16: boolean): string {
     lines.push(`alias ${name}_t = ${k.wgsl};`, storeConversion(name, k));
   }
   if (spec.extra) lines.push(spec.extra);
-  return `${lines.join("\n")}\n${common}\n${source}`;
+  return unrollMarked(`${lines.join("\n")}\n${common}\n${source}`);
+}
+
+/**
+ * Values of the module's `const NAME: u32 = EXPR;` declarations whose expressions use only integer
+ * literals, + − * / % and parentheses, and constants declared before (the dispatcher's prelude
+ * writes the pipeline's constants first).
+ */
+function u32Constants(code: string): Map<string, number> {
+  const values = new Map<string, number>();
+  for (const m of code.matchAll(/^\s*const (\w+)\s*:\s*u32\s*=\s*([^;]+);/gm)) {
+    const v = evalU32(m[2], values);
+    if (v !== undefined) values.set(m[1], v);
+  }
+  return values;
+}
+
+/** Integer value of a u32 constant expression, or undefined when it names something unknown. */
+function evalU32(expr: string, values: ReadonlyMap<string, number>): number | undefined {
+  const tokens = expr.match(/\d+u?|\w+|[-+*/%()]/g) ?? [];
+  let i = 0;
+  const atom = (): number | undefined => {
+    const t = tokens[i++];
+    if (t === "(") {
+      const v = sum();
+      return tokens[i++] === ")" ? v : undefined;
+    }
+    if (t !== undefined && /^\d+u?$/.test(t)) return parseInt(t);
+    return t === undefined ? undefined : values.get(t);
+  };
+  const product = (): number | undefined => {
+    let v = atom();
+    while (v !== undefined && ["*", "/", "%"].includes(tokens[i])) {
+      const op = tokens[i++], w = atom();
+      if (w === undefined || (op !== "*" && w === 0)) return undefined;
+      v = op === "*" ? v * w : op === "/" ? Math.floor(v / w) : v % w;
+    }
+    return v;
+  };
+  const sum = (): number | undefined => {
+    let v = product();
+    while (v !== undefined && (tokens[i] === "+" || tokens[i] === "-")) {
+      const op = tokens[i++], w = product();
+      if (w === undefined) return undefined;
+      v = op === "+" ? v + w : v - w;
+    }
+    return v;
+  };
+  const v = sum();
+  return i === tokens.length ? v : undefined;
+}
+
+/**
+ * Write out every loop marked by a `// @unroll` line just before it: `for (var x = A; x < B; x++) {
+ * body }` with A and B u32 constants becomes `{ let x = Au; body } { let x = (A+1)u; body } …`.
+ * Why: naga bounds every WGSL loop with a hidden counter (wgpu's force_loop_bounding), so drivers no
+ * longer unroll loops of constant trip count, and a private array indexed by such a loop's variable
+ * (`acc[cc]`) is placed in local memory instead of registers — about 20× slower on an H100 (see
+ * wgsl/matmul.wgsl). Nested marked loops are written out too; bodies may not `break` or `continue`.
+ *
+ * @example
+ * ```ts
+ * unrollMarked("const N: u32 = 2u;\n// @unroll\nfor (var i = 0u; i < N; i++) { a[i] = 0.0; }");
+ * ```
+ */
+export function unrollMarked(code: string): string {
+  const marker =
+    /^[ \t]*\/\/ @unroll[ \t]*\n[ \t]*for \(var (\w+) = ([^;]+); (\w+) < ([^;]+); (\w+)\+\+\) \{/m;
+  let values: Map<string, number> | undefined;
+  for (let m = code.match(marker); m; m = code.match(marker)) {
+    const [head, name, from, v2, to, v3] = m;
+    values ??= u32Constants(code);
+    const start = m.index!, open = start + head.length - 1;
+    let depth = 0, end = open;
+    for (; end < code.length; end++) {
+      if (code[end] === "{") depth++;
+      else if (code[end] === "}" && --depth === 0) break;
+    }
+    const body = code.slice(open + 1, end);
+    const a = evalU32(from, values), b = evalU32(to, values);
+    if (v2 !== name || v3 !== name || a === undefined || b === undefined || depth !== 0) {
+      throw new Error(`@unroll: cannot write out loop "${head.trim()}"`);
+    }
+    if (/\b(break|continue)\b/.test(body)) throw new Error(`@unroll: loop over ${name} has break/continue`);
+    const indent = head.match(/\n([ \t]*)for/)![1];
+    const copies = [];
+    for (let v = a; v < b; v++) copies.push(`{ let ${name} = ${v}u;${body}}`);
+    code = code.slice(0, start) + indent + copies.join(" ") + code.slice(end + 1);
+  }
+  return code;
 }
 
 /** Compiles pipelines on first use and keeps them for the device's lifetime. */

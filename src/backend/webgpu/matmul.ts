@@ -1,11 +1,14 @@
 /**
- * Dispatcher of wgsl/matmul.wgsl: picks a tile shape, splits the product into chunks whose operand
- * windows fit one storage binding (M, N or K ranges; K chunks after the first accumulate with
- * beta = 1), and chooses vector or scalar loads per chunk.
+ * Dispatcher of wgsl/matmul.wgsl: picks a tile shape, writes out the kernel's unrolled parts for it
+ * (`expandMatmul`), splits the product into chunks whose operand windows fit one storage binding
+ * (M, N or K ranges; K chunks after the first accumulate with beta = 1), and chooses vector or
+ * scalar loads per chunk.
  */
 import { BackendError } from "../../errors.ts";
+import matmulWgsl from "../../../wgsl/matmul.wgsl" with { type: "text" };
 import type { KernelSpec } from "./kernels.ts";
 import { Params } from "./runtime.ts";
+import { storageKind } from "./storage.ts";
 import type { GpuRuntime } from "./runtime.ts";
 import { bind, type GpuTensor } from "./tensor.ts";
 
@@ -27,6 +30,11 @@ export interface MatmulOpts {
    * accumulators (see wgsl/matmul.wgsl ACC16). Used only when both operands are native f16.
    */
   f16Partials?: boolean;
+  /**
+   * Bench only: WGSL text used instead of wgsl/matmul.wgsl (same bindings, constants and prelude),
+   * to time an earlier version of the kernel (bench/webgpu_matmul_v0.wgsl).
+   */
+  kernelSource?: string;
 }
 
 /** Tiles the dispatcher chooses from, largest first. */
@@ -49,6 +57,76 @@ function tileOverride(): MatmulTile | undefined {
 }
 const TILE_OVERRIDE = tileOverride();
 
+/** Whether the kernel can run tile `t`: 8×8 outputs per thread, whole vec4 loads per thread. */
+export function tileValid(t: MatmulTile): boolean {
+  const nt = (t.bm / 8) * (t.bn / 8);
+  return t.bm % 8 === 0 && t.bn % 8 === 0 && t.bk % 4 === 0 && nt > 0 &&
+    (t.bm * t.bk / 4) % nt === 0 && (t.bn * t.bk / 4) % nt === 0;
+}
+
+/**
+ * wgsl/matmul.wgsl with every `// @expand NAME` line replaced by straight-line code for tile `t`
+ * (the kernel's header says why nothing there may be a loop of constant trip count).
+ *
+ * @example
+ * ```ts
+ * const code = expandMatmul(matmulWgsl, { bm: 128, bn: 128, bk: 8 }, false);
+ * ```
+ */
+export function expandMatmul(source: string, t: MatmulTile, acc16: boolean): string {
+  const nt = (t.bm / 8) * (t.bn / 8);
+  const la = t.bm * t.bk / 4 / nt, lb = t.bn * t.bk / 4 / nt;
+  const r16 = [...Array(16).keys()], rA = [...Array(la).keys()], rB = [...Array(lb).keys()];
+  const idx = (l: number) => `lid + ${l * nt}u`;
+  const rowOf = (i: number) => (i < 4 ? `a0.${"xyzw"[i]}` : `a1.${"xyzw"[i - 4]}`);
+  const parts: Record<string, string[]> = {
+    decl: [
+      ...r16.map((i) => `var c${i} = vec4<f32>();`),
+      ...(acc16 ? r16.map((i) => `var h${i} = vec4<tile_t>();`) : []),
+      ...rA.map((l) => `var ra${l} = vec4<f32>();`),
+      ...rB.map((l) => `var rb${l} = vec4<f32>();`),
+    ],
+    first: [
+      ...rA.map((l) => `stash_a(0u, ${idx(l)}, fetch_a(m0, 0u, ${idx(l)}));`),
+      ...rB.map((l) => `stash_b(0u, ${idx(l)}, fetch_b(n0, 0u, ${idx(l)}));`),
+    ],
+    prefetch: [
+      ...rA.map((l) => `ra${l} = fetch_a(m0, k1, ${idx(l)});`),
+      ...rB.map((l) => `rb${l} = fetch_b(n0, k1, ${idx(l)});`),
+    ],
+    compute: [...Array(t.bk).keys()].flatMap((k) => {
+      const ld = acc16 ? (x: string) => x : (x: string) => `vec4<f32>(${x})`;
+      const [acc, ty] = acc16 ? ["h", "tile_t"] : ["c", "f32"];
+      return [
+        `{`,
+        `  let a0 = ${ld(`As[cur][${k}][ty]`)}; let a1 = ${ld(`As[cur][${k}][ty + TY]`)};`,
+        `  let b0 = ${ld(`Bs[cur][${k}][tx]`)}; let b1 = ${ld(`Bs[cur][${k}][tx + TX]`)};`,
+        ...[...Array(8).keys()].flatMap((i) => [
+          `  ${acc}${2 * i} = fma(vec4<${ty}>(${rowOf(i)}), b0, ${acc}${2 * i});`,
+          `  ${acc}${2 * i + 1} = fma(vec4<${ty}>(${rowOf(i)}), b1, ${acc}${2 * i + 1});`,
+        ]),
+        `}`,
+      ];
+    }).concat(acc16 ? r16.map((i) => `c${i} += vec4<f32>(h${i}); h${i} = vec4<tile_t>();`) : []),
+    stash: [
+      ...rA.map((l) => `stash_a(1u - cur, ${idx(l)}, ra${l});`),
+      ...rB.map((l) => `stash_b(1u - cur, ${idx(l)}, rb${l});`),
+    ],
+    store: [...Array(8).keys()].flatMap((i) => {
+      const row = i < 4 ? `m0 + ty * 4u + ${i}u` : `m0 + BM / 2u + ty * 4u + ${i - 4}u`;
+      return [
+        `store_c4(${row}, n0 + tx * 4u, c${2 * i});`,
+        `store_c4(${row}, n0 + BN / 2u + tx * 4u, c${2 * i + 1});`,
+      ];
+    }),
+  };
+  return source.replace(/^([ \t]*)\/\/ @expand (\w+)[ \t]*$/gm, (_, indent: string, name: string) => {
+    const code = parts[name];
+    if (!code) throw new BackendError(`matmul.wgsl: unknown expansion ${name}`);
+    return code.map((l) => indent + l).join("\n");
+  });
+}
+
 /** Workgroup memory a tile needs (two buffers of A and B tiles, rows padded by 4 floats). */
 export function tileBytes(t: MatmulTile, elemBytes = 4): number {
   return 2 * t.bk * ((t.bm + 4) + (t.bn + 4)) * elemBytes;
@@ -60,6 +138,7 @@ export function tileBytes(t: MatmulTile, elemBytes = 4): number {
  */
 export function chooseTile(rt: GpuRuntime, M: number, N: number): MatmulTile {
   const fits = [...(TILE_OVERRIDE ? [TILE_OVERRIDE] : []), ...MATMUL_TILES].filter((t) =>
+    tileValid(t) &&
     tileBytes(t) <= rt.maxWorkgroupStorage && (t.bm / 8) * (t.bn / 8) <= rt.maxInvocations
   );
   for (const t of fits) if (Math.ceil(M / t.bm) * Math.ceil(N / t.bn) >= 64) return t;
@@ -152,6 +231,7 @@ export function runMatmul(
   if (M === 0 || N === 0) return;
   const acc16 = !!o.f16Partials && a.kind.wgsl === "f16" && b.kind.wgsl === "f16";
   const t = tile ?? (acc16 ? { ...chooseTile(rt, M, N), bk: 16 } : chooseTile(rt, M, N));
+  if (!tileValid(t)) throw new BackendError(`matmul tile ${t.bm}×${t.bn}×${t.bk} is not supported`);
   if (tileBytes(t, acc16 ? 2 : 4) > rt.maxWorkgroupStorage) {
     throw new BackendError(
       `matmul tile ${t.bm}×${t.bn}×${t.bk} needs more workgroup memory than the device has`,
@@ -159,6 +239,8 @@ export function runMatmul(
   }
   const alpha = o.alpha ?? 1, beta = o.beta ?? 0;
   const { mc, nc, kc } = planChunks(rt, a, b, c, o, { M, N, K });
+  const source = expandMatmul(o.kernelSource ?? matmulWgsl, t, acc16);
+  const tileKind = storageKind(acc16 ? "f16" : "f32", rt.nativeF16);
   const [lda, ldb, ldc] = [ac, bc, N];
   for (let m0 = 0; m0 < M; m0 += mc) {
     for (let n0 = 0; n0 < N; n0 += nc) {
@@ -180,7 +262,7 @@ export function runMatmul(
           family: "matmul",
           entry: "matmul",
           bindings: ["r", "r", "rw"],
-          types: { a: a.kind, b: b.kind, c: c.kind },
+          types: { a: a.kind, b: b.kind, c: c.kind, tile: tileKind },
           consts: {
             BM: t.bm,
             BN: t.bn,
@@ -196,6 +278,7 @@ export function runMatmul(
             operandPrelude("b", vecB),
           ]
             .join("\n"),
+          source,
         };
         const p = new Params().u(m).u(n).u(k).u(lda).u(ldb).u(ldc).u(A.base).u(B.base).u(C.base)
           .f(alpha).f(chunkBeta).u(chunkBeta !== 0 ? 1 : 0);

@@ -36,6 +36,8 @@ export interface RuntimeOptions {
   powerPreference?: GPUPowerPreference;
   /** Idle bytes the buffer pool keeps for reuse (default 2 GiB). */
   poolBytes?: number;
+  /** Ask for `timestamp-query` when the adapter has it, for `gpuTimes` (default false). */
+  timestamps?: boolean;
 }
 
 /** Builder of a uniform Params struct whose fields are all 4-byte u32, i32 or f32, in order. */
@@ -71,6 +73,13 @@ interface Recorded {
 /** Dispatches recorded once by `GpuRuntime.capture`, re-encoded by `replay()`. */
 export interface Captured extends Disposable {
   replay(): void;
+  /**
+   * Encode the recorded dispatches (or only dispatch `only`) into `pass` (no batching: the caller
+   * owns the pass).
+   */
+  encodeInto(pass: GPUComputePassEncoder, only?: number): void;
+  /** Pipeline label (`family.entry`) of each recorded dispatch. */
+  readonly labels: readonly string[];
 }
 
 /** Device, queue, pools and the command batch. */
@@ -84,6 +93,8 @@ export class GpuRuntime implements Disposable {
   readonly maxWorkgroupStorage: number;
   readonly maxInvocations: number;
   readonly description: string;
+  /** Whether the device has `timestamp-query` (asked for with `timestamps: true`). */
+  readonly timestamps: boolean;
   private encoder?: GPUCommandEncoder;
   private pass?: GPUComputePassEncoder;
   private queued = 0;
@@ -115,6 +126,7 @@ export class GpuRuntime implements Disposable {
       size: this.arena.byteLength,
       usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
     });
+    this.timestamps = device.features.has("timestamp-query");
     this.pool = new BufferPool(device, opts.poolBytes ?? 2 ** 31);
     this.kernels = new KernelCache(device, nativeF16);
     device.addEventListener("uncapturederror", (e) => {
@@ -160,8 +172,10 @@ export class GpuRuntime implements Disposable {
       minStorageBufferOffsetAlignment: al.minStorageBufferOffsetAlignment,
       minUniformBufferOffsetAlignment: al.minUniformBufferOffsetAlignment,
     };
+    const features: GPUFeatureName[] = f16 ? ["shader-f16"] : [];
+    if (opts.timestamps && adapter.features.has("timestamp-query")) features.push("timestamp-query");
     const device = await adapter.requestDevice({
-      requiredFeatures: f16 ? ["shader-f16"] : [],
+      requiredFeatures: features,
       requiredLimits,
     });
     return new GpuRuntime(device, f16, adapter.info, opts);
@@ -269,6 +283,16 @@ export class GpuRuntime implements Disposable {
         if (disposed) throw new BackendError("replay of a disposed capture");
         for (const c of cmds) this.encode(c.pipeline, c.bindGroup, c.groups);
       },
+      labels: list.map((r) => r.k.pipeline.label),
+      encodeInto: (pass, only) => {
+        if (disposed) throw new BackendError("replay of a disposed capture");
+        for (const c of only === undefined ? cmds : [cmds[only]]) {
+          if (c.groups.some((g) => g === 0)) continue;
+          pass.setPipeline(c.pipeline);
+          pass.setBindGroup(0, c.bindGroup);
+          pass.dispatchWorkgroups(...c.groups);
+        }
+      },
       [Symbol.dispose]: () => {
         if (disposed) return;
         disposed = true;
@@ -277,6 +301,76 @@ export class GpuRuntime implements Disposable {
         this.pool.endCapture(buffers);
       },
     };
+  }
+
+  /**
+   * GPU time of the dispatches `work` makes, by timestamp queries: `work` (a function, captured here,
+   * or an existing capture) is replayed `reps` times, each replay in its own compute pass between two
+   * timestamps, all in one submission after the work queued so far. Returns milliseconds per replay (needs `timestamps`).
+   *
+   * @example
+   * ```ts
+   * const ms = await rt.gpuTimes(() => runMatmul(rt, a, b, c, {}), 5);
+   * ```
+   */
+  async gpuTimes(work: (() => void) | Captured, reps: number): Promise<number[]> {
+    const own = typeof work === "function" ? this.capture(work) : undefined;
+    try {
+      return await this.timePasses(own ?? work as Captured, Array(reps).fill(undefined));
+    } finally {
+      own?.[Symbol.dispose]();
+    }
+  }
+
+  /**
+   * GPU milliseconds of each dispatch of a capture, each in its own timestamped pass (one replay):
+   * where the time of a captured iteration goes, by the `labels` of the capture.
+   */
+  profile(cap: Captured): Promise<number[]> {
+    return this.timePasses(cap, cap.labels.map((_, i) => i));
+  }
+
+  /** One timestamped compute pass per entry of `passes` (undefined: all of `cap`, else dispatch i). */
+  private async timePasses(cap: Captured, passes: (number | undefined)[]): Promise<number[]> {
+    if (!this.timestamps) throw new BackendError("timing needs a device with timestamp-query");
+    if (passes.length > 2048) {
+      // A query set holds at most 4096 timestamps.
+      const head = await this.timePasses(cap, passes.slice(0, 2048));
+      return [...head, ...await this.timePasses(cap, passes.slice(2048))];
+    }
+    const reps = passes.length;
+    this.flush();
+    const n = 2 * reps;
+    const qs = this.device.createQuerySet({ type: "timestamp", count: n });
+    const resolve = this.device.createBuffer({
+      size: 8 * n,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    const staging = this.device.createBuffer({
+      size: 8 * n,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    try {
+      const enc = this.device.createCommandEncoder();
+      for (let r = 0; r < reps; r++) {
+        const pass = enc.beginComputePass({
+          timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 2 * r, endOfPassWriteIndex: 2 * r + 1 },
+        });
+        cap.encodeInto(pass, passes[r]);
+        pass.end();
+      }
+      enc.resolveQuerySet(qs, 0, n, resolve, 0);
+      enc.copyBufferToBuffer(resolve, 0, staging, 0, 8 * n);
+      this.device.queue.submit([enc.finish()]);
+      await staging.mapAsync(GPUMapMode.READ);
+      this.check();
+      const t = new BigUint64Array(staging.getMappedRange().slice(0));
+      return [...Array(reps).keys()].map((r) => Number(t[2 * r + 1] - t[2 * r]) / 1e6);
+    } finally {
+      staging.destroy();
+      resolve.destroy();
+      qs.destroy();
+    }
   }
 
   /** Submit the recorded batch. */
