@@ -187,7 +187,7 @@ export interface Backend extends Disposable {
   // ---- quantization ---------------------------------------------------------------------------
   /**
    * Optional: per-group minimum (clamped ≤ 0) and maximum (clamped ≥ 0) of w `[N, K]` over groups of
-   * `groupSize` consecutive columns (a short last group allowed) → f32 `[N·G]` each; AutoRound's
+   * `groupSize` consecutive columns (a short last group allowed; −1 = the whole row) → f32 `[N·G]` each; AutoRound's
    * `weight_min`/`weight_max`. Without it the pipeline computes them on the host.
    */
   groupMinMax?(w: Tensor, groupSize: number): { wMin: Tensor; wMax: Tensor };

@@ -25,6 +25,7 @@ import {
   importanceForWeight,
   type QuantMath,
   type QuantTunables,
+  resolveGroupSize,
   searchScalesSym,
 } from "../../quant/int_quant.ts";
 
@@ -120,12 +121,13 @@ export class CpuBackend implements Backend {
   groupMinMax(w: Tensor, groupSize: number): { wMin: Tensor; wMax: Tensor } {
     const W = this.t(w);
     const n = W.shape[0], k = W.size / n;
-    const { wMin, wMax } = groupMinMax(W.f, { n, k, g: groupSize });
+    const { wMin, wMax } = groupMinMax(W.f, { n, k, g: resolveGroupSize(groupSize, k) });
     return { wMin: this.upload(wMin, [wMin.length]), wMax: this.upload(wMax, [wMax.length]) };
   }
   optRtnScales(w: Tensor, imatrix: Tensor | undefined, groupSize: number, bits: number): Tensor {
     const W = this.t(w);
-    const layout = { n: W.shape[0], k: W.size / W.shape[0], g: groupSize };
+    const n = W.shape[0], k = W.size / n;
+    const layout = { n, k, g: resolveGroupSize(groupSize, k) };
     const imp = imatrix ? importanceForWeight(this.t(imatrix).f, W.f, layout, bits) : undefined;
     const s = searchScalesSym(W.f, layout, bits, imp, 1e-5, Math.fround);
     return this.upload(s, [s.length]);
