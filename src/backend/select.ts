@@ -36,7 +36,8 @@ export async function createBackend(device: DeviceName, log: Log): Promise<Backe
     return be;
   }
   if (device === "auto") {
-    // Prefer CUDA when libcuda.so.1 loads and a device exists; any failure falls back quietly.
+    // CUDA when libcuda.so.1 loads and a device exists, else a hardware WebGPU adapter (any vendor),
+    // else the CPU; any failure falls back quietly (--debug says why).
     const probe = probeCuda();
     if (probe.ok) {
       try {
@@ -47,7 +48,40 @@ export async function createBackend(device: DeviceName, log: Log): Promise<Backe
         log.debug(`auto: CUDA unusable (${(e as Error).message}); falling back`);
       }
     } else log.debug(`auto: no CUDA (${probe.reason})`);
+    const gpu = await probeWebGpu();
+    if (gpu.ok) {
+      try {
+        const be = await WebGpuBackend.create();
+        log.debug(`auto: webgpu, ${be.device}, compute ${be.computeDType}`);
+        return be;
+      } catch (e) {
+        log.debug(`auto: WebGPU unusable (${(e as Error).message}); falling back`);
+      }
+    } else log.debug(`auto: no WebGPU (${gpu.reason})`);
+    log.debug("auto: using the CPU");
   }
-  if (device === "auto") log.debug("no GPU backend in this build: using the CPU");
-  return await Promise.resolve(new CpuBackend());
+  return new CpuBackend();
+}
+
+/**
+ * Whether WebGPU offers a hardware adapter. Software rasterizers (llvmpipe/lavapipe, SwiftShader:
+ * the adapter says `isFallbackAdapter`, or its description names them) run at about 1 GFLOP/s,
+ * slower than the CPU backend, so `auto` passes them over; `--device webgpu` still takes them.
+ */
+export async function probeWebGpu(): Promise<{ ok: true } | { ok: false; reason: string }> {
+  const gpu = (navigator as { gpu?: GPU }).gpu;
+  if (!gpu) return { ok: false, reason: "WebGPU not enabled in this runtime (--unstable-webgpu)" };
+  let adapter: GPUAdapter | null;
+  try {
+    adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  } catch (e) {
+    return { ok: false, reason: (e as Error).message };
+  }
+  if (!adapter) return { ok: false, reason: "no adapter" };
+  const info = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
+  const name = `${info.description} ${info.device} ${info.architecture}`.trim();
+  if (info.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader|softpipe/i.test(name)) {
+    return { ok: false, reason: `software adapter (${name})` };
+  }
+  return { ok: true };
 }
