@@ -106,3 +106,9 @@ export function assertSameNumbers(a: ArrayLike<number>, b: ArrayLike<number>, ms
   assertEquals(a.length, b.length, `${msg} length`);
   for (let i = 0; i < a.length; i++) assert(a[i] === b[i], `${msg}[${i}]: ${a[i]} vs ${b[i]}`);
 }
+
+/** Hex sha256 of bytes (compares our tensors with hashes recorded from auto-round's files). */
+export async function sha256(bytes: Uint8Array): Promise<string> {
+  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
+  return Array.from(d, (b) => b.toString(16).padStart(2, "0")).join("");
+}

@@ -6,7 +6,12 @@
  */
 import { CpuBackend } from "../src/backend/cpu/cpu_backend.ts";
 import { gptqTensors } from "../src/export/auto_round.ts";
-import { packQweightAlongK, packRowsAlongN, unpackQweightAlongK, unpackRowsAlongN } from "../src/export/pack.ts";
+import {
+  packQweightAlongK,
+  packRowsAlongN,
+  unpackQweightAlongK,
+  unpackRowsAlongN,
+} from "../src/export/pack.ts";
 import { documentStream, windowedPerplexity } from "../src/eval/perplexity.ts";
 import { openCheckpoint, overlaySource } from "../src/io/checkpoint.ts";
 import { SafetensorsReader } from "../src/io/safetensors.ts";
@@ -16,7 +21,7 @@ import { LoadedModel } from "../src/model/transformer.ts";
 import { quantize } from "../src/quant/quantize.ts";
 import { resolveScheme } from "../src/quant/scheme.ts";
 import { roundHalfEven } from "../src/tensor/dtype.ts";
-import { assert, assertAlmostEquals, assertEquals, assertSameNumbers, fixture } from "./assert.ts";
+import { assert, assertAlmostEquals, assertEquals, assertSameNumbers, fixture, sha256 } from "./assert.ts";
 
 interface PackCase {
   bits: number;
@@ -35,7 +40,9 @@ interface PackCase {
 }
 
 Deno.test("packing equals auto-round's QuantLinear.pack (qweight, qzeros, fp16 scales; 2/3/4/8 bits, sym and asym)", async () => {
-  const { packs }: { packs: PackCase[] } = JSON.parse(await Deno.readTextFile(fixture("autoround_goldens.json")));
+  const { packs }: { packs: PackCase[] } = JSON.parse(
+    await Deno.readTextFile(fixture("autoround_goldens.json")),
+  );
   assertEquals(packs.length, 8);
   for (const c of packs) {
     const G = c.k / c.group_size;
@@ -77,11 +84,6 @@ Deno.test("pack → unpack returns the same integers (random codes, 2/3/4/8 bits
 
 interface ExportRecord {
   tensors: Record<string, { dtype: string; shape: number[]; sha256: string }>;
-}
-
-async function sha256(bytes: Uint8Array): Promise<string> {
-  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
-  return Array.from(d, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 // Plain RTN needs no calibration data, so these must be byte-identical to what AutoRound wrote.
@@ -126,7 +128,12 @@ Deno.test("plain-RTN exports of stories260K are byte-identical to AutoRound's, t
       }
       const cfg = JSON.parse(await Deno.readTextFile(`${out}/q/config.json`)).quantization_config;
       assertEquals(cfg.packing_format, sym ? "auto_round:auto_gptq" : "auto_round");
-      assertEquals([cfg.quant_method, cfg.bits, cfg.group_size, cfg.sym], ["auto-round", Number(scheme[1]), g, sym]);
+      assertEquals([cfg.quant_method, cfg.bits, cfg.group_size, cfg.sym], [
+        "auto-round",
+        Number(scheme[1]),
+        g,
+        sym,
+      ]);
       assertEquals(cfg.extra_config["model.layers.0.mlp.down_proj"], { bits: 16, data_type: "fp" });
     } finally {
       await Deno.remove(out, { recursive: true });
@@ -167,7 +174,11 @@ Deno.test("an opt-RTN W4G32 export read back by our loader gives the in-memory f
     const b = await windowedPerplexity(loaded, ids, { seqlen: 256 });
     using plain = await LoadedModel.load(be, fp.spec, fp.weights, { positions: 256 });
     const base = await windowedPerplexity(plain, ids, { seqlen: 256 });
-    console.log(`  fp ${base.ppl.toFixed(6)}, in-memory fake-quant ${a.ppl.toFixed(6)}, export via loader ${b.ppl.toFixed(6)}`);
+    console.log(
+      `  fp ${base.ppl.toFixed(6)}, in-memory fake-quant ${a.ppl.toFixed(6)}, export via loader ${
+        b.ppl.toFixed(6)
+      }`,
+    );
     assert(a.ppl > base.ppl, "quantization must change the model");
     assertAlmostEquals(b.ppl, a.ppl, 1e-9 * a.ppl);
     for (const [name, values] of fake) assertSameNumbers(await q.weights.readF32(name), values, name);

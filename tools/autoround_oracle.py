@@ -9,7 +9,10 @@ github.com/intel/auto-round at b9f3d0079) and writes, under $OUT:
                         calibration rows autoround-ts uses (.oracle/calib_256x128.json) and the
                         eval stream of stories260K/eval.txt (.oracle/eval_ids.json)
   rtn_exports.tar     - the auto_round folders AutoRound wrote for the RTN runs
-Run: python3 tools/autoround_oracle.py [goldens] [runs] [fixmask] [c4]
+  format_exports.tar  - (formats) plain-RTN runs written by auto-round's auto_gptq, auto_awq and
+                        llm_compressor exporters, one folder per (config, format), errors in
+                        format_exports.json
+Run: python3 tools/autoround_oracle.py [goldens] [runs] [fixmask] [c4] [formats]
   fixmask: turn the float 0/1 attention masks auto-round's calibration replay hands to SDPA on
            transformers 5.17 (which SDPA adds to the logits: attention becomes non-causal) back
            into boolean causal masks, so its tuning sees the attention the model really has
@@ -200,8 +203,45 @@ def runs(configs, calib_file=".oracle/calib_256x128.json", export_prefixes=("rtn
     tar.close()
 
 
+def format_exports():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from auto_round import AutoRound
+    fixture = "tests/fixtures/stories260K"
+    rows = json.load(open(".oracle/calib_256x128.json"))
+    data = []
+    for i in range(0, len(rows), 8):
+        x = torch.tensor(rows[i:i + 8], dtype=torch.long)
+        data.append({"input_ids": x, "attention_mask": torch.ones_like(x)})
+    cfgs = [("rtnplain_W4G32", 4, True), ("rtnplain_W4G32asym", 4, False), ("rtnplain_W3G32", 3, True),
+            ("rtnplain_W2G32asym", 2, False)]
+    log = []
+    tar = tarfile.open(f"{OUT}/format_exports.tar", "w")
+    for name, bits, sym in cfgs:
+        for fmt in ("auto_gptq", "auto_awq", "llm_compressor"):
+            if fmt == "auto_awq" and bits != 4:
+                continue
+            try:
+                model = AutoModelForCausalLM.from_pretrained(fixture, torch_dtype=torch.float32)
+                tok = AutoTokenizer.from_pretrained(fixture)
+                ar = AutoRound(model, tok, dataset=data, nsamples=128, seqlen=256, batch_size=8, seed=42,
+                               amp=False, enable_torch_compile=False, device_map=0, bits=bits, group_size=32,
+                               sym=sym, iters=0, disable_opt_rtn=True)
+                ar.quantize()
+                out_dir = f"/tmp/arf_{name}_{fmt}"
+                ar.save_quantized(out_dir, format=fmt, inplace=True)
+                tar.add(out_dir, arcname=f"{name}__{fmt}")
+                log.append({"name": name, "format": fmt, "files": sorted(os.listdir(out_dir))})
+            except Exception as e:  # one exporter failing must not hide the others
+                log.append({"name": name, "format": fmt, "error": repr(e), "trace": traceback.format_exc()[-2000:]})
+            print(log[-1] if "error" not in log[-1] else log[-1]["trace"], flush=True)
+            json.dump(log, open(f"{OUT}/format_exports.json", "w"), indent=1)
+    tar.close()
+
+
 if __name__ == "__main__":
     what = sys.argv[1:] or ["goldens", "runs"]
+    if "formats" in what:
+        format_exports()
     if "goldens" in what:
         goldens()
     if "fixmask" in what:

@@ -82,6 +82,7 @@ export class AutoAwqExporter implements Exporter {
       ...withDType(this.ctx.config, "float16"),
       quantization_config: qc,
     });
+    await writeJson(join(this.dir, "quantization_config.json"), qc); // as auto-round writes it
     await copyModelSideFiles(this.ctx.sourceDir, this.dir);
   }
 }

@@ -2,7 +2,7 @@
  * The auto_gptq format (GPTQ loaders: gptqmodel, transformers + optimum, vLLM): the GPTQ tensor trio
  * of auto_round plus `g_idx` int32 `[K]` (k / group for desc_act=false), zero points stored minus one
  * (legacy GPTQ "v1" convention), every float tensor in fp16, `quantization_config` with
- * `quant_method: "gptq"` in config.json and in quantize_config.json. Spec: FORMATS.md § auto_gptq;
+ * `quant_method: "gptq"` in config.json, quantize_config.json and quantization_config.json. Spec: FORMATS.md § auto_gptq;
  * source: auto_round/export/export_to_autogptq/export.py and auto_round_extension/torch/qlinear_torch_zp.py.
  */
 import { SafetensorsWriter } from "../io/safetensors.ts";
@@ -110,7 +110,9 @@ export class AutoGptqExporter implements Exporter {
       ...withDType(this.ctx.config, "float16"),
       quantization_config: qc,
     });
+    // quantize_config.json for AutoGPTQ/gptqmodel; quantization_config.json as auto-round writes it.
     await writeJson(join(this.dir, "quantize_config.json"), qc);
+    await writeJson(join(this.dir, "quantization_config.json"), qc);
     await copyModelSideFiles(this.ctx.sourceDir, this.dir);
   }
 }
