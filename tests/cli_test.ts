@@ -9,7 +9,11 @@ import { assert, assertEquals, fixture } from "./assert.ts";
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
 async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), { args: ["run", "-A", MAIN, ...args], stdout: "piped", stderr: "piped" })
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  })
     .output();
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
@@ -32,7 +36,9 @@ function assertOneErrorLine(stderr: string, ...parts: string[]): void {
 
 async function copyModel(to: string): Promise<string> {
   await Deno.mkdir(to, { recursive: true });
-  for await (const e of Deno.readDir(fixture("stories260K"))) await Deno.copyFile(join(fixture("stories260K"), e.name), join(to, e.name));
+  for await (const e of Deno.readDir(fixture("stories260K"))) {
+    await Deno.copyFile(join(fixture("stories260K"), e.name), join(to, e.name));
+  }
   return to;
 }
 
@@ -62,7 +68,16 @@ Deno.test("quantize then eval through the CLI: RTN W4G32 output evaluates and in
     assert(q.stderr.includes("block 5/5"), "progress per block on stderr");
     assert(q.stderr.includes("ETA"), "ETA on stderr");
     assert(q.stderr.includes("kept in 16-bit"), "skipped layers are listed");
-    const e = await cli(["eval", "--model", `${tmp}/out`, "--text", fixture("stories260K/eval.txt"), "--seqlen", "256", "--json"]);
+    const e = await cli([
+      "eval",
+      "--model",
+      `${tmp}/out`,
+      "--text",
+      fixture("stories260K/eval.txt"),
+      "--seqlen",
+      "256",
+      "--json",
+    ]);
     assertEquals(e.code, 0, e.stderr);
     const r = JSON.parse(e.stdout);
     assertEquals(r.quant_method, "auto-round");
@@ -145,7 +160,15 @@ Deno.test("bad input: each case prints one error line naming the problem and fil
     });
     await t.step("unwritable output folder (its parent is a file)", async () => {
       await Deno.writeTextFile(`${tmp}/afile`, "x");
-      const r = await cli(["quantize", "--iters", "0", "--model", fixture("stories260K"), "--output_dir", `${tmp}/afile/out`]);
+      const r = await cli([
+        "quantize",
+        "--iters",
+        "0",
+        "--model",
+        fixture("stories260K"),
+        "--output_dir",
+        `${tmp}/afile/out`,
+      ]);
       assertEquals(r.code, 1);
       assertOneErrorLine(r.stderr, "cannot write output folder", `${tmp}/afile/out`);
     });

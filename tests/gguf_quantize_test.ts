@@ -121,7 +121,8 @@ Deno.test("search pieces: make_qp_quants, double quantization, zero handling, al
   // More than half zeros → |w| + sqrt(Σw²/32); fewer → zeros replaced by the mean of the rest.
   const x = Float64Array.from({ length: 32 }, (_, i) => (i - 16) / 16);
   const many = handleZeroImportance(new Float64Array(32), x, 32, 16, 4);
-  assert(Math.abs(many[0] - (1 + Math.sqrt(x.reduce((a, v) => a + v * v, 0) / 32))) < 1e-12);
+  // (float32 arithmetic, as AutoRound's torch code: within 2 ulps of the float64 value)
+  assert(Math.abs(many[0] - (1 + Math.sqrt(x.reduce((a, v) => a + v * v, 0) / 32))) < 2 ** -22);
   const few = Float64Array.from({ length: 32 }, (_, i) => (i < 4 ? 0 : 2));
   assertEquals(handleZeroImportance(few, x, 32, 16, 4)[0], (28 * 2) / 28);
   // An all-zero group quantizes to zero scales without NaN.
@@ -227,7 +228,9 @@ Deno.test("auto-round's own GGUF quantizers (goldens from tests/consumers/gguf_o
   const f32 = (s: string) => new Float32Array(Uint8Array.from(atob(s), (c) => c.charCodeAt(0)).buffer);
   for (const c of goldens.cases) {
     const w = f32(c.w), imatrix = c.imatrix ? Float64Array.from(f32(c.imatrix)) : undefined;
-    const ours = packBlocks(quantizeTensor(c.type, w, c.n, c.k, { optRtn: c.type !== "Q8_0", imatrix }));
+    const q = quantizeTensor(c.type, w, c.n, c.k, { optRtn: c.type !== "Q8_0", imatrix });
+    const ours = packBlocks(q);
+    if (c.type === "Q5_K") withAutoRoundQ5KPackingBug(ours, q.q);
     const theirs = Uint8Array.from(atob(c.bytes), (ch) => ch.charCodeAt(0));
     assertEquals(ours.length, theirs.length, c.type);
     const ts = GGML_TYPES[c.type].typeSize;
@@ -236,8 +239,27 @@ Deno.test("auto-round's own GGUF quantizers (goldens from tests/consumers/gguf_o
       blocks++;
       if (ours.subarray(b, b + ts).every((x, i) => x === theirs[b + i])) same++;
     }
-    console.log(`${c.type}${imatrix ? " +imatrix" : ""}: ${same}/${blocks} blocks byte-identical`);
-    // torch sums in float32, we in float64: a near-tie may pick the neighbouring grid point.
-    assert(same / blocks >= 0.95, `${c.type}: only ${same}/${blocks} blocks identical`);
+    const note = c.type === "Q5_K" ? " (with auto-round's Q5_K packing bug applied to ours)" : "";
+    console.log(`${c.type}${imatrix ? " +imatrix" : ""}: ${same}/${blocks} blocks byte-identical${note}`);
+    // Our searches emulate torch's float32 CPU arithmetic and its summation order (search.ts), so
+    // every block matches, near-ties included.
+    assertEquals(same, blocks, `${c.type}: only ${same}/${blocks} blocks identical`);
   }
 });
+
+/**
+ * auto-round's q5_k_quant_block (export_to_gguf/packing.py, v0.15 and intel/auto-round main as of
+ * 2026-08) packs the low nibbles as `all_L[:, ::2] | (all_L[:, 1::2] << 4)` without masking the even
+ * sub-block's code to 4 bits, so its bit 4 lands in bit 0 of the odd sub-block's nibble
+ * (llama.cpp's quantize_row_q5_K_ref masks both). Our product packs correctly; to show that our
+ * codes, scales and mins are exactly auto-round's and that the byte difference is only that bug,
+ * the comparison applies the same unmasked OR to our bytes.
+ */
+function withAutoRoundQ5KPackingBug(bytes: Uint8Array, codes: Int16Array): void {
+  const ts = GGML_TYPES.Q5_K.typeSize, qs = 48; // [d, dmin, scales(12), qh(32), qs(128)]
+  for (let b = 0; b * ts < bytes.length; b++) {
+    for (let c = 0; c < 4; c++) {
+      for (let l = 0; l < 32; l++) bytes[b * ts + qs + 32 * c + l] |= codes[b * 256 + 64 * c + l] & 16;
+    }
+  }
+}

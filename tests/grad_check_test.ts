@@ -66,7 +66,7 @@ function report(name: string, e: number, bound = 1e-6): void {
   assert(e < bound, `${name}: ${e}`);
 }
 
-Deno.test("per-op gradients match float64 central differences", async () => {
+Deno.test("per-op gradients match float64 central differences", () => {
   const rows = 6, n = 16;
   // RMSNorm
   {
@@ -240,7 +240,7 @@ function tinySpec(modelType: "llama" | "qwen2" | "qwen3") {
 }
 
 for (const modelType of ["llama", "qwen2", "qwen3"] as const) {
-  Deno.test(`whole ${modelType} block: dW of all seven Linears match finite differences`, async () => {
+  Deno.test(`whole ${modelType} block: dW of all seven Linears match finite differences`, () => {
     const spec = tinySpec(modelType);
     const geo = { batch: 2, seqLen: 5 };
     const M = geo.batch * geo.seqLen, H = spec.hidden;

@@ -33,7 +33,11 @@ for (const precision of ["f32", "f64"] as const) {
     for (const p of ref.prompts) {
       const got = await lastLogits(m, p.ids);
       const l2 = relError(got, p.last_logits), mx = maxRelError(got, p.last_logits);
-      console.log(`  ${precision} "${p.text.slice(0, 24)}…": ‖Δ‖/‖ref‖ ${l2.toExponential(2)}, max|Δ|/max|ref| ${mx.toExponential(2)}`);
+      console.log(
+        `  ${precision} "${p.text.slice(0, 24)}…": ‖Δ‖/‖ref‖ ${l2.toExponential(2)}, max|Δ|/max|ref| ${
+          mx.toExponential(2)
+        }`,
+      );
       assert(l2 <= bound.l2, `relative L2 error ${l2}`);
       assert(mx <= bound.max, `max relative error ${mx}`);
     }
@@ -51,7 +55,10 @@ for (const dir of ["stories260K", "stories260K-bf16"]) {
     const ref: Reference = JSON.parse(await Deno.readTextFile(fixture(`${dir}/reference.json`)));
     using ckpt = await openCheckpoint(fixture(dir));
     const tok = await Tokenizer.fromDir(ckpt.dir);
-    const ids = documentStream(await Deno.readTextFile(fixture("stories260K/eval.txt")), (l) => tok.encode(l));
+    const ids = documentStream(
+      await Deno.readTextFile(fixture("stories260K/eval.txt")),
+      (l) => tok.encode(l),
+    );
     assertEquals(ids.length, 32768);
     using be = new CpuBackend();
     using m = await LoadedModel.load(be, ckpt.spec, ckpt.weights, { positions: 256 });

@@ -47,7 +47,12 @@ const goldens: { cases: Case[]; opt_rtn: OptCase[] } = JSON.parse(
   await Deno.readTextFile(fixture("autoround_goldens.json")),
 );
 
-const math = (bits: number, sym: boolean): QuantMath => ({ bits, sym, roundScale: Math.f16round, scaleThresh: 1e-5 });
+const math = (bits: number, sym: boolean): QuantMath => ({
+  bits,
+  sym,
+  roundScale: Math.f16round,
+  scaleThresh: 1e-5,
+});
 
 function run(c: Case) {
   const w = Float32Array.from(c.w);
@@ -69,13 +74,18 @@ Deno.test("fake-quant forward equals auto-round bit for bit (sym/asym, 2/3/4/8 b
     const { w, layout, t, m } = run(c);
     const out = new Float32Array(w.length);
     const G = Math.ceil(c.k / layout.g);
-    const exp = { codes: new Uint8Array(w.length), scales: new Float32Array(c.n * G), zeros: new Int32Array(c.n * G) };
+    const exp = {
+      codes: new Uint8Array(w.length),
+      scales: new Float32Array(c.n * G),
+      zeros: new Int32Array(c.n * G),
+    };
     fakeQuantize(w, layout, m, t, out, exp);
     const label = `${c.bits}b ${c.sym ? "sym" : "asym"} g${c.group_size}`;
     assertSameNumbers(out, c.qdq.map(Math.fround), `${label} qdq`);
     assertSameNumbers(exp.scales, c.scale.map(Math.fround), `${label} scale`);
-    if (!c.sym) for (let i = 0; i < exp.zeros.length; i++) assertEquals(exp.zeros[i], (c.zp as number[])[i]);
-    else assertEquals(exp.zeros[0], c.zp as number);
+    if (!c.sym) {
+      for (let i = 0; i < exp.zeros.length; i++) assertEquals(exp.zeros[i], (c.zp as number[])[i]);
+    } else assertEquals(exp.zeros[0], c.zp as number);
   }
 });
 
@@ -83,7 +93,9 @@ Deno.test("straight-through gradients equal torch autograd through auto-round (d
   let worst = 0;
   for (const c of goldens.cases) {
     const { w, layout, t, m } = run(c);
-    const dv = new Float32Array(w.length), dmin = new Float32Array(t.wMin.length), dmax = new Float32Array(t.wMin.length);
+    const dv = new Float32Array(w.length),
+      dmin = new Float32Array(t.wMin.length),
+      dmax = new Float32Array(t.wMin.length);
     fakeQuantizeBackward(w, layout, m, t, Float32Array.from(c.upstream), dv, dmin, dmax);
     assertSameNumbers(dv, c.dv.map(Math.fround), "dv");
     // auto-round sums the scale gradient in fp16 (the scale tensor's dtype); our emulation leaves
@@ -108,5 +120,15 @@ Deno.test("optimized-RTN scale search equals auto-round's (with imatrix, incl. z
 });
 
 Deno.test("roundHalfEven matches torch.round on ties", () => {
-  assertEquals([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.5, 2.4999, -3.5].map(roundHalfEven), [-2, -2, -0, 0, 2, 2, 4, 2, -4]);
+  assertEquals([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.5, 2.4999, -3.5].map(roundHalfEven), [
+    -2,
+    -2,
+    -0,
+    0,
+    2,
+    2,
+    4,
+    2,
+    -4,
+  ]);
 });

@@ -4,11 +4,19 @@
  */
 import { UsageError } from "../src/errors.ts";
 import { parseModelConfig } from "../src/model/config.ts";
-import { compressLayerNames, parseLayerConfigArg, resolveLayerConfig, toStandardRegex } from "../src/quant/layer_config.ts";
+import {
+  compressLayerNames,
+  parseLayerConfigArg,
+  resolveLayerConfig,
+  toStandardRegex,
+} from "../src/quant/layer_config.ts";
 import { resolveScheme } from "../src/quant/scheme.ts";
 import { assert, assertEquals, assertRejects, assertThrows, fixture } from "./assert.ts";
 
-const stories = parseModelConfig(JSON.parse(await Deno.readTextFile(fixture("stories260K/config.json"))), "c");
+const stories = parseModelConfig(
+  JSON.parse(await Deno.readTextFile(fixture("stories260K/config.json"))),
+  "c",
+);
 // A Llama-shaped toy where every Linear is a multiple of 32, except a group-size mismatch at K=96.
 const toy = parseModelConfig({
   model_type: "llama",
@@ -40,7 +48,11 @@ Deno.test("group size that does not divide the input size keeps the layer in 16-
   assert(!down.quantize && down.reason.includes("not divisible by group_size 64"));
   assert(r.layers.get("model.layers.0.mlp.up_proj")!.quantize); // K = 128
   // per-channel (-1) and a group larger than K both mean one group per row: quantized
-  assert(resolveLayerConfig(toy, resolveScheme("W4A16", { groupSize: -1 })).layers.get("model.layers.0.mlp.down_proj")!.quantize);
+  assert(
+    resolveLayerConfig(toy, resolveScheme("W4A16", { groupSize: -1 })).layers.get(
+      "model.layers.0.mlp.down_proj",
+    )!.quantize,
+  );
 });
 
 Deno.test("layer_config by exact name, by substring and by regex; preset strings; ignore_layers", async () => {
@@ -66,8 +78,16 @@ Deno.test("layer_config bits ≥ 16 keeps a layer unquantized; unknown keys and 
   const r = resolveLayerConfig(toy, resolveScheme("W4A16"), { "o_proj": { bits: 16 } });
   assert(!r.layers.get("model.layers.1.self_attn.o_proj")!.quantize);
   await assertRejects(() => parseLayerConfigArg(`{"q_proj": {"bitz": 4}}`), UsageError, "unknown keys bitz");
-  assertThrows(() => resolveLayerConfig(toy, resolveScheme("W4A16"), { nothing_here: { bits: 8 } }), UsageError, "matches no");
-  await assertRejects(() => parseLayerConfigArg(`/no/such/file.json`), UsageError, "neither a JSON object nor a readable file");
+  assertThrows(
+    () => resolveLayerConfig(toy, resolveScheme("W4A16"), { nothing_here: { bits: 8 } }),
+    UsageError,
+    "matches no",
+  );
+  await assertRejects(
+    () => parseLayerConfigArg(`/no/such/file.json`),
+    UsageError,
+    "neither a JSON object nor a readable file",
+  );
 });
 
 Deno.test("to_standard_regex conversion as auto-round documents it", () => {

@@ -6,6 +6,7 @@ import type { Backend } from "./backend.ts";
 import { CpuBackend } from "./cpu/cpu_backend.ts";
 import { createCudaBackend, probeCuda } from "./cuda/cuda_backend.ts";
 import { WebGpuBackend } from "./webgpu/webgpu_backend.ts";
+import { ensureRuntimeDir } from "./webgpu/runtime.ts";
 import { UsageError } from "../errors.ts";
 import type { Log } from "../log.ts";
 
@@ -72,6 +73,7 @@ export async function probeWebGpu(): Promise<{ ok: true } | { ok: false; reason:
   const gpu = (navigator as { gpu?: GPU }).gpu;
   if (!gpu) return { ok: false, reason: "WebGPU not enabled in this runtime (--unstable-webgpu)" };
   let adapter: GPUAdapter | null;
+  ensureRuntimeDir();
   try {
     adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
   } catch (e) {

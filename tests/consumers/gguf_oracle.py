@@ -1,4 +1,5 @@
-"""GGUF goldens from auto-round itself (run on the GPU machine, where torch exists; CPU is enough).
+"""GGUF goldens from auto-round itself (run where torch exists; CPU is enough: tools/autoround_cpu.py
+runs it with Debian's CPU torch and stubs for auto-round's other imports).
 
     python3 tests/consumers/gguf_oracle.py OUT.json
 

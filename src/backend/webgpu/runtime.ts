@@ -9,6 +9,7 @@
  * WebGPU reports errors asynchronously; the first one is kept and thrown as a BackendError at the
  * next `read` or `sync`.
  */
+import { tmpdir } from "node:os";
 import { BackendError } from "../../errors.ts";
 import { BufferPool, CaptureBuffers } from "./buffer_pool.ts";
 import { type Kernel, KernelCache, type KernelSpec } from "./kernels.ts";
@@ -151,6 +152,7 @@ export class GpuRuntime implements Disposable {
     if (!navigator.gpu) {
       throw new BackendError("WebGPU is not available in this Deno (run with --unstable-webgpu)");
     }
+    ensureRuntimeDir();
     const adapter = await navigator.gpu.requestAdapter({
       powerPreference: opts.powerPreference ?? "high-performance",
     });
@@ -447,4 +449,21 @@ export function grid(groups: number): [number, number, number] {
   if (groups <= 65535) return [groups, 1, 1];
   const y = Math.ceil(groups / 65535);
   return [Math.ceil(groups / y), y, 1];
+}
+
+/**
+ * Give the Vulkan loader an `XDG_RUNTIME_DIR` when the environment has none (containers, cron, sudo):
+ * without one, Mesa's window-system layer prints "XDG_RUNTIME_DIR is invalid or not set" on stderr at
+ * every adapter request, although compute never uses it. A private folder under the temp dir is made
+ * (mode 0700, as the XDG spec asks) and set for this process only.
+ */
+export function ensureRuntimeDir(): void {
+  if (Deno.build.os !== "linux" || Deno.env.get("XDG_RUNTIME_DIR")) return;
+  try {
+    const dir = `${tmpdir()}/autoround-runtime-${Deno.uid() ?? "user"}`;
+    Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    Deno.env.set("XDG_RUNTIME_DIR", dir);
+  } catch {
+    // Only a cosmetic message is at stake; the adapter request goes on without it.
+  }
 }

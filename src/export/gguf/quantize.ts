@@ -8,7 +8,7 @@
  *    when given;
  * 2. {@link fakeQuant}: the quantize-dequantize result W̃ those parameters give (with an optional
  *    rounding offset V, AutoRound's `v`);
- * 3. {@link packParams}: the ggml blocks, derived from W̃ and the parameters as
+ * 3. {@link packParams} (pack.ts): the ggml blocks, derived from W̃ and the parameters as
  *    export_to_gguf/packing.py does when a layer carries its scales ("scale is not None" branches):
  *    codes are re-derived from W̃, d/dmin are stored as fp16.
  *
@@ -16,23 +16,23 @@
  * packing.py branches without stored scales — llama.cpp's reference quantizers for the 32-wide types,
  * AutoRound's K-quant searches for the others.
  */
-import { allocBlocks, type GgmlBlocks, subBlocks } from "../../io/gguf_blocks.ts";
-import { GGML_TYPES, type GgmlTypeName, QK_K } from "../../io/gguf_types.ts";
+import { type GgmlBlocks, subBlocks } from "../../io/gguf_blocks.ts";
+import { type GgmlTypeName, QK_K } from "../../io/gguf_types.ts";
 import { roundHalfEven as rnd } from "../../tensor/dtype.ts";
 import {
+  absPlusRms,
   doubleQuant,
   doubleQuantSym,
   handleZeroImportance,
   iterativeWlsSearch,
-  makeQ3Quants,
   makeQpQuants,
-  makeQxQuants,
-  recip,
-  searchScaleSym,
   type WlsParams,
 } from "./search.ts";
+import { makeQ3Quants, makeQxQuants, searchScaleSym } from "./search_sym.ts";
+import { packParams, packWithoutScales } from "./pack.ts";
+import { fr, recip, scratch, torchSum } from "./torch_f32.ts";
 
-const fr = Math.fround;
+export { packParams };
 
 /** The quantization parameters of one tensor, by type family. Arrays are per group, in order. */
 export type GgufParams =
@@ -164,7 +164,7 @@ export function searchParams(
           lo = Math.min(lo, v);
           hi = Math.max(hi, v);
         }
-        const s = Math.max(fr((hi - lo) / maxq), 1e-8);
+        const s = Math.max(fr(fr(hi - lo) / maxq), 1e-8);
         scale[g] = s;
         zp[g] = fr(-lo / s);
       });
@@ -209,23 +209,24 @@ function searchKAsym(
       qw = groupImportance(imatrix, start % k, gs)!;
       // _imatrix_handle_zero's default group size: 16 for 2 bits, 32 otherwise.
       if (imatrixHasZero) qw = handleZeroImportance(qw, xs, gs, (bits === 2 ? 16 : 32) >> 1, bits);
-    } else if (bits === 2) {
-      qw = xs.map(Math.abs);
     } else {
-      let s2 = 0;
-      for (const v of xs) s2 += v * v;
-      const av = Math.sqrt(s2 / 32); // "Note 32 is different from QK_K" (AutoRound)
-      qw = xs.map((v) => Math.abs(v) + av);
+      qw = bits === 2 ? xs.map(Math.abs) : absPlusRms(xs);
     }
     const [s, m] = iterativeWlsSearch(xs, qw, bits, params);
     scale[g] = Math.abs(s) < 1e-30 ? 0 : s;
     wmin[g] = m;
-    for (const q of qw) sw[g] += q;
+    const t = scratch(0, gs);
+    t.set(qw);
+    sw[g] = torchSum(t, gs);
   });
   const dScale = new Float32Array(S), dWmin = new Float32Array(S);
   for (let s = 0; s < S; s++) {
     const sc = Float64Array.from(scale.subarray(s * sgs, (s + 1) * sgs));
-    const mn = Float64Array.from(wmin.subarray(s * sgs, (s + 1) * sgs), (v) => (Math.abs(v) < 1e-30 ? 0 : v));
+    // The mins are flushed to 0 below 1e-30 on the no-imatrix branch only (as AutoRound has it).
+    const mn = Float64Array.from(
+      wmin.subarray(s * sgs, (s + 1) * sgs),
+      (v) => (!imatrix && Math.abs(v) < 1e-30 ? 0 : v),
+    );
     let ls: Int16Array, lm: Int16Array;
     if (imatrix) {
       const qw = sw.subarray(s * sgs, (s + 1) * sgs);
@@ -296,22 +297,30 @@ export function fakeQuant(
   forGroups(n, k, gs, (g, start) => {
     for (let i = start; i < start + gs; i++) {
       switch (p.kind) {
-        case "sym":
-        case "ksym": {
+        case "sym": {
+          // int.py: round(w / scale + v)
           const nmax = 2 ** (bits - 1), s = p.scale[g];
-          const q = Math.min(Math.max(rnd(w[i] * recip(s) + off(i)), -nmax), nmax - 1);
+          const q = Math.min(Math.max(rnd(fr(fr(w[i] / s) + off(i))), -nmax), nmax - 1);
+          out[i] = fr(q * s);
+          break;
+        }
+        case "ksym": {
+          // gguf.py quant_tensor_gguf_sym_dq: round(w · get_reciprocal(scale) + v)
+          const nmax = 2 ** (bits - 1), s = p.scale[g];
+          const q = Math.min(Math.max(rnd(fr(fr(w[i] * recip(s)) + off(i))), -nmax), nmax - 1);
           out[i] = fr(q * s);
           break;
         }
         case "asym": {
+          // quant_tensor_asym_float_zp_rtn: ((round(w · get_reciprocal(scale)) + zp).clamp − zp) · scale
           const maxq = 2 ** bits - 1, s = p.scale[g], z = p.zp[g];
-          const q = Math.min(Math.max(rnd(w[i] * recip(s) + off(i)) + z, 0), maxq) - z;
-          out[i] = fr(fr(q) * s);
+          const q = Math.min(Math.max(fr(rnd(fr(fr(w[i] * recip(s)) + off(i))) + z), 0), maxq);
+          out[i] = fr(fr(q - z) * s);
           break;
         }
         case "kasym": {
           const maxq = 2 ** bits - 1, s = p.scale[g], m = p.wmin[g];
-          const q = Math.min(Math.max(rnd(fr(w[i] + m) * recip(s) + off(i)), 0), maxq);
+          const q = Math.min(Math.max(rnd(fr(fr(fr(w[i] + m) * recip(s)) + off(i))), 0), maxq);
           out[i] = fr(fr(q * s) - m);
           break;
         }
@@ -319,143 +328,6 @@ export function fakeQuant(
     }
   });
   return out;
-}
-
-/**
- * Step 3: the ggml blocks of W̃ `wq` under `p` (packing.py with stored scales): codes re-derived from
- * W̃; d, m and dmin rounded to fp16 by the packer.
- */
-export function packParams(
-  type: QuantGgmlType,
-  wq: Float32Array,
-  n: number,
-  k: number,
-  p: GgufParams,
-): GgmlBlocks {
-  const bs = GGML_TYPES[type].blockSize;
-  const nb = (n * k) / bs;
-  const b = allocBlocks(type, nb);
-  const f16 = Math.f16round;
-  switch (type) {
-    case "Q4_0":
-    case "Q5_0":
-    case "Q8_0": {
-      const sc = (p as Extract<GgufParams, { kind: "sym" }>).scale;
-      for (let i = 0; i < nb; i++) {
-        const d = sc[i], id = fr(recip(d));
-        b.d[i] = d;
-        for (let j = 0; j < bs; j++) {
-          const x = wq[i * bs + j];
-          if (type === "Q8_0") {
-            // torch_roundf: round half away from zero; clamp to int8.
-            const t = fr(x * id);
-            b.q[i * bs + j] = Math.min(Math.max(Math.sign(t) * Math.floor(Math.abs(t) + 0.5), -128), 127);
-          } else {
-            // trunc(x·id + 8.5) (Q4_0) or + 16.5 (Q5_0) in float64, clamped.
-            const half = type === "Q4_0" ? 8.5 : 16.5, top = type === "Q4_0" ? 15 : 31;
-            b.q[i * bs + j] = Math.min(Math.max(Math.trunc(x * id + half), 0), top);
-          }
-        }
-      }
-      break;
-    }
-    case "Q4_1":
-    case "Q5_1": {
-      const { scale, zp } = p as Extract<GgufParams, { kind: "asym" }>;
-      const top = type === "Q4_1" ? 15 : 31;
-      for (let i = 0; i < nb; i++) {
-        const d = scale[i], m = fr(-fr(zp[i] * d)), id = fr(recip(d));
-        b.d[i] = d;
-        b.m![i] = m;
-        for (let j = 0; j < bs; j++) {
-          const t = fr(fr(fr(wq[i * bs + j] - m) * id) + 0.5);
-          b.q[i * bs + j] = Math.min(Math.max(Math.trunc(t), 0), top);
-        }
-      }
-      break;
-    }
-    case "Q2_K": {
-      const { scale, wmin, dScale, dWmin } = p as Extract<GgufParams, { kind: "kasym" }>;
-      for (let i = 0; i < nb; i++) {
-        b.d[i] = dScale[i];
-        b.m![i] = dWmin[i];
-        const idd = recip(dScale[i]), idm = recip(dWmin[i]);
-        for (let s = 0; s < 16; s++) {
-          const g = i * 16 + s;
-          b.sc![g] = Math.min(Math.max(rnd(scale[g] * idd), 0), 15);
-          b.mn![g] = Math.min(Math.max(rnd(wmin[g] * idm), 0), 15);
-          for (let j = 0; j < 16; j++) {
-            const at = g * 16 + j;
-            // (W̃ + min) / scale with the unrounded float32 scale and min (a 0 scale gives code 0).
-            const q = rnd(fr(wq[at] + wmin[g]) / scale[g]);
-            b.q[at] = Number.isFinite(q) ? Math.min(Math.max(q, 0), 3) : 0;
-          }
-        }
-      }
-      break;
-    }
-    case "Q4_K":
-    case "Q5_K": {
-      const { scale, wmin, dScale, dWmin } = p as Extract<GgufParams, { kind: "kasym" }>;
-      const top = type === "Q4_K" ? 15 : 31;
-      for (let i = 0; i < nb; i++) {
-        const idd = recip(dScale[i]), idm = recip(dWmin[i]);
-        b.d[i] = dScale[i];
-        b.m![i] = dWmin[i];
-        const d16 = f16(dScale[i]), m16 = f16(dWmin[i]);
-        for (let s = 0; s < 8; s++) {
-          const g = i * 8 + s;
-          const ls = Math.min(Math.max(rnd(scale[g] * idd), 0), 63);
-          const lm = Math.min(Math.max(rnd(wmin[g] * idm), 0), 63);
-          b.sc![g] = ls;
-          b.mn![g] = lm;
-          let dt = fr(d16 * ls);
-          const mt = fr(m16 * lm);
-          if (dt === 0) dt = 1;
-          const idt = recip(dt);
-          for (let j = 0; j < 32; j++) {
-            const at = g * 32 + j;
-            b.q[at] = Math.min(Math.max(rnd(fr(wq[at] + mt) * idt), 0), top);
-          }
-        }
-      }
-      break;
-    }
-    case "Q3_K":
-    case "Q6_K": {
-      const { scale, dScale } = p as Extract<GgufParams, { kind: "ksym" }>;
-      for (let i = 0; i < nb; i++) {
-        b.d[i] = dScale[i];
-        const idd = recip(dScale[i]);
-        const d16 = f16(dScale[i]);
-        for (let s = 0; s < 16; s++) {
-          const g = i * 16 + s;
-          if (type === "Q3_K") {
-            // Codes from the float32 sub-block scale; the 6-bit scale offset by 32 (packing.py q3_k).
-            b.sc![g] = Math.min(Math.max(rnd(scale[g] * idd), -32), 31);
-            const is = recip(scale[g]);
-            for (let j = 0; j < 16; j++) {
-              const at = g * 16 + j;
-              b.q[at] = Math.min(Math.max(rnd(wq[at] * is), -4), 3) + 4;
-            }
-          } else {
-            // q6_k: int8 scale (only clamped above), codes against the fp16 d times that scale.
-            const ls = Math.min(rnd(scale[g] * idd), 127);
-            b.sc![g] = ls;
-            let dt = fr(d16 * ls);
-            if (dt === 0) dt = 1;
-            const idt = recip(dt);
-            for (let j = 0; j < 16; j++) {
-              const at = g * 16 + j;
-              b.q[at] = Math.min(Math.max(rnd(fr(wq[at] * idt) + 32), 0), 63);
-            }
-          }
-        }
-      }
-      break;
-    }
-  }
-  return b;
 }
 
 /**
@@ -476,57 +348,12 @@ export function quantizeTensor(
 /**
  * A tensor AutoRound quantizes only at export (token_embd): packing.py without stored scales.
  * Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 use llama.cpp's `quantize_row_*_ref` rules (ggml-quants.c) as packing.py
- * ports them; the K-quants run AutoRound's searches without an importance matrix.
+ * ports them ({@link packWithoutScales}); the K-quants run AutoRound's searches without an
+ * importance matrix.
  */
 export function quantizeAtExport(type: QuantGgmlType, w: Float32Array, n: number, k: number): GgmlBlocks {
   if (type.endsWith("_K")) return quantizeTensor(type, w, n, k, { optRtn: false });
-  const bs = 32, nb = (n * k) / bs;
-  const b = allocBlocks(type, nb);
-  for (let i = 0; i < nb; i++) {
-    const x = w.subarray(i * bs, (i + 1) * bs);
-    let amax = 0, max = 0, lo = Infinity, hi = -Infinity;
-    for (const v of x) {
-      if (Math.abs(v) > amax) {
-        amax = Math.abs(v);
-        max = v;
-      }
-      lo = Math.min(lo, v);
-      hi = Math.max(hi, v);
-    }
-    switch (type) {
-      case "Q4_0":
-      case "Q5_0": {
-        const d = fr(max / (type === "Q4_0" ? -8 : -16)), id = recip(d);
-        const half = type === "Q4_0" ? 8.5 : 16.5, top = type === "Q4_0" ? 15 : 31;
-        b.d[i] = d;
-        for (let j = 0; j < bs; j++) {
-          b.q[i * bs + j] = Math.min(Math.max(Math.trunc(x[j] * id + half), 0), top);
-        }
-        break;
-      }
-      case "Q4_1":
-      case "Q5_1": {
-        const top = type === "Q4_1" ? 15 : 31;
-        const d = fr((hi - lo) / top), id = recip(d);
-        b.d[i] = d;
-        b.m![i] = fr(lo);
-        for (let j = 0; j < bs; j++) {
-          b.q[i * bs + j] = Math.min(Math.max(Math.trunc(fr(fr(fr(x[j] - lo) * id) + 0.5)), 0), top);
-        }
-        break;
-      }
-      case "Q8_0": {
-        const d = fr(amax / 127), id = recip(d);
-        b.d[i] = d;
-        for (let j = 0; j < bs; j++) {
-          const t = fr(x[j] * id);
-          b.q[i * bs + j] = Math.min(Math.max(Math.sign(t) * Math.floor(Math.abs(t) + 0.5), -128), 127);
-        }
-        break;
-      }
-    }
-  }
-  return b;
+  return packWithoutScales(type, w, n, k);
 }
 
 /** Sub-block count per super-block of a type (re-exported for tests). */
