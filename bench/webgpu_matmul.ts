@@ -314,6 +314,7 @@ if (!args.includes("--no-block")) {
       continue;
     }
     try {
+      be.resetPeakMemory();
       using blk = setupBlock(be, d, dtype);
       // Recorded once and replayed, as the SignRound loop runs its iterations (Backend.capture).
       using graph = be.capture(() => blk.iterate());
@@ -328,13 +329,14 @@ if (!args.includes("--no-block")) {
       for (let i = 0; i < n; i++) graph.replay();
       await be.sync();
       const wallMs = n > 0 ? (performance.now() - t0) / n : firstMs;
+      const peakGiB = be.memoryStats().peakDeviceBytes / 2 ** 30;
       const fl = blockFlops(d);
       const floorS = fl / (CEIL_F32 * 1e12);
       rows.push({
         section: "block",
         what: `SignRound block-iteration ${d.batch}×${d.seqLen} tok, hidden ${d.hidden}`,
         dtype,
-        detail: `${num(fl / 1e12)} TFLOP`,
+        detail: `${num(fl / 1e12)} TFLOP, peak GPU ${peakGiB.toFixed(2)} GiB`,
         ms: Number.isFinite(ms) ? ms : wallMs,
         wallMs,
         tflops: fl / (Number.isFinite(ms) ? ms : wallMs) / 1e9,
@@ -346,7 +348,10 @@ if (!args.includes("--no-block")) {
         check: "-",
       });
       console.log(
-        `  block ${dtype}: gpu ${(ms / 1000).toFixed(3)} s, wall ${(wallMs / 1000).toFixed(3)} s/iteration`,
+        `  block ${dtype}: gpu ${(ms / 1000).toFixed(3)} s, wall ${
+          (wallMs / 1000).toFixed(3)
+        } s/iteration, ` +
+          `peak pooled GPU memory ${peakGiB.toFixed(2)} GiB`,
       );
       if (n > 0) {
         // Where the iteration's time goes: each dispatch in its own timestamped pass, by kernel.

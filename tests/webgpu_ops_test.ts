@@ -1,6 +1,8 @@
 // WebGPU memory and elementwise ops, RMSNorm, RoPE, SiLU·mul and embedding against the CPU
 // reference on fresh random inputs (odd sizes; f32 unless stated; outputs start as NaN).
 import { BackendError } from "../src/errors.ts";
+import { sizeClass } from "../src/backend/webgpu/buffer_pool.ts";
+import { assert } from "./assert.ts";
 import {
   both,
   cpu,
@@ -23,6 +25,22 @@ gpuTest("upload/read round-trips f32, f16 and bf16 exactly as the CPU rounds the
   }
   using i = be.uploadInt(Int32Array.from([5, -3, 2 ** 30, 7]), [4]);
   expectEqual("uploadInt/readInt", await be.readInt(i), [5, -3, 2 ** 30, 7]);
+});
+
+gpuTest("memoryStats counts the pooled buffers: live, on the device, and the peak", be, async (be) => {
+  be.resetPeakMemory();
+  const before = be.memoryStats();
+  const a = be.full([1000, 1000], 0, "f32"), b = be.full([3000], 0, "f32");
+  const mid = be.memoryStats();
+  // size classes: 4 000 000 B → 4 194 304 (steps of 2^21 / 8 above 2 MiB), 12 000 → 16 384 (a power of two)
+  expectEqual("live bytes", [mid.liveBytes - before.liveBytes], [sizeClass(4e6) + sizeClass(12_000)]);
+  assert(mid.deviceBytes - before.deviceBytes <= sizeClass(4e6) + sizeClass(12_000), "new device bytes");
+  a[Symbol.dispose]();
+  b[Symbol.dispose]();
+  await be.sync();
+  const after = be.memoryStats();
+  expectEqual("live bytes after release", [after.liveBytes], [before.liveBytes]);
+  assert(after.peakDeviceBytes >= mid.deviceBytes && after.peakDeviceBytes >= after.deviceBytes, "peak");
 });
 
 gpuTest("full, view and rows address the same storage as the CPU", be, async (be) => {

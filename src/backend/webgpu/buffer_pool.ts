@@ -51,6 +51,10 @@ export class BufferPool implements Disposable {
   private doomed: GPUBuffer[] = [];
   /** Bytes currently handed out. */
   liveBytes = 0;
+  /** Bytes of the pool's buffers that exist on the device (handed out, idle, or awaiting destroy). */
+  deviceBytes = 0;
+  /** High-water mark of {@link deviceBytes}: the pool's peak GPU memory. */
+  peakDeviceBytes = 0;
 
   /** @param maxFreeBytes free bytes kept for reuse before the largest idle buffers are destroyed */
   constructor(private readonly device: GPUDevice, private readonly maxFreeBytes = 1 << 30) {}
@@ -64,9 +68,15 @@ export class BufferPool implements Disposable {
     if (own) return own;
     const hit = this.free.get(size)?.pop();
     if (hit) this.freeBytes -= size;
-    const buf = hit ?? this.device.createBuffer({ size, usage: STORAGE_USAGE });
+    const buf = hit ?? this.create(size);
     if (cap) this.owner.set(buf, cap);
     return buf;
+  }
+
+  private create(size: number): GPUBuffer {
+    this.deviceBytes += size;
+    if (this.deviceBytes > this.peakDeviceBytes) this.peakDeviceBytes = this.deviceBytes;
+    return this.device.createBuffer({ size, usage: STORAGE_USAGE });
   }
 
   /** Give a buffer back for reuse. */
@@ -121,7 +131,10 @@ export class BufferPool implements Disposable {
 
   /** Destroy what `shrink` set aside; call only right after pending commands were submitted. */
   collect(): void {
-    for (const b of this.doomed) b.destroy();
+    for (const b of this.doomed) {
+      this.deviceBytes -= b.size;
+      b.destroy();
+    }
     this.doomed = [];
   }
 

@@ -343,6 +343,20 @@ export class WebGpuBackend implements Backend, GpuContext {
   capture(fn: () => void): CapturedWork {
     return this.rt.capture(fn);
   }
+  /**
+   * GPU memory of the pooled storage buffers (every tensor): bytes handed out, bytes that exist on
+   * the device (idle pooled buffers included), and the high-water mark of the latter since the last
+   * {@link resetPeakMemory}. WebGPU has no query for the device's own figure; the runtime's uniform
+   * and staging buffers (a few MiB) are not counted.
+   */
+  memoryStats(): { liveBytes: number; deviceBytes: number; peakDeviceBytes: number } {
+    const p = this.rt.pool;
+    return { liveBytes: p.liveBytes, deviceBytes: p.deviceBytes, peakDeviceBytes: p.peakDeviceBytes };
+  }
+  /** Start a new high-water mark at the current device bytes. */
+  resetPeakMemory(): void {
+    this.rt.pool.peakDeviceBytes = this.rt.pool.deviceBytes;
+  }
   [Symbol.dispose](): void {
     this.rt[Symbol.dispose]();
   }
