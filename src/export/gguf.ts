@@ -11,7 +11,7 @@
 import { FormatError } from "../errors.ts";
 import { packBlocks } from "../io/gguf_blocks.ts";
 import { hfToGgufName, permuteRowsHfToGguf, permutesQK, qkHeads } from "../io/gguf_names.ts";
-import type { GgmlTypeName } from "../io/gguf_types.ts";
+import { type GgmlTypeName, LLAMA_FILE_TYPES } from "../io/gguf_types.ts";
 import { GgufWriter, meta } from "../io/gguf_writer.ts";
 import { basename, join } from "../std/path.ts";
 import { decodeFloats, encodeFloats, type FloatDType, type StDType } from "../tensor/dtype.ts";
@@ -95,8 +95,13 @@ export class GgufExporter implements Exporter {
    */
   constructor(dir: string, ctx: ExportContext, formatName: string, opts: { forceType?: GgmlTypeName } = {}) {
     this.#forceType = opts.forceType;
-    const fmt = ggufFormat(formatName);
-    if (!fmt) throw new FormatError(`unknown GGUF format "${formatName}"`);
+    const named = ggufFormat(formatName);
+    if (!named) throw new FormatError(`unknown GGUF format "${formatName}"`);
+    // A forced F32/F16 file says so in its name and general.file_type (ALL_F32 / MOSTLY_F16).
+    const forced = opts.forceType === "F32" ? "ALL_F32" : opts.forceType === "F16" ? "MOSTLY_F16" : undefined;
+    const fmt = forced
+      ? { ...named, fileType: LLAMA_FILE_TYPES[forced], fileTypeName: opts.forceType! }
+      : named;
     this.#dir = dir;
     this.#ctx = ctx;
     this.#fmt = fmt;
