@@ -79,17 +79,7 @@ export function permuteRowsHfToGguf<T extends Float32Array | Float64Array>(
   cols: number,
   heads: number,
 ): T {
-  const out = new (w.constructor as new (n: number) => T)(w.length);
-  const d = rows / heads, half = d / 2;
-  for (let h = 0; h < heads; h++) {
-    for (let i = 0; i < half; i++) {
-      for (let j = 0; j < 2; j++) {
-        const dst = h * d + 2 * i + j, src = h * d + j * half + i;
-        out.set(w.subarray(src * cols, (src + 1) * cols), dst * cols);
-      }
-    }
-  }
-  return out;
+  return permuteRows(w, rows, cols, heads, true);
 }
 
 /** Inverse of {@link permuteRowsHfToGguf}. */
@@ -99,12 +89,24 @@ export function permuteRowsGgufToHf<T extends Float32Array | Float64Array>(
   cols: number,
   heads: number,
 ): T {
+  return permuteRows(w, rows, cols, heads, false);
+}
+
+/** Moves row h·D + j·D/2 + i (HF order) to h·D + 2i + j (GGUF order), or back when `!toGguf`. */
+function permuteRows<T extends Float32Array | Float64Array>(
+  w: T,
+  rows: number,
+  cols: number,
+  heads: number,
+  toGguf: boolean,
+): T {
   const out = new (w.constructor as new (n: number) => T)(w.length);
   const d = rows / heads, half = d / 2;
   for (let h = 0; h < heads; h++) {
     for (let i = 0; i < half; i++) {
       for (let j = 0; j < 2; j++) {
-        const src = h * d + 2 * i + j, dst = h * d + j * half + i;
+        const gguf = h * d + 2 * i + j, hf = h * d + j * half + i;
+        const src = toGguf ? hf : gguf, dst = toGguf ? gguf : hf;
         out.set(w.subarray(src * cols, (src + 1) * cols), dst * cols);
       }
     }

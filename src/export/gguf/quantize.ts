@@ -113,7 +113,7 @@ export function searchParams(
   k: number,
   opts: SearchOptions,
 ): GgufParams {
-  const { bits, group: gs, superGroup: sgs } = TYPE_QUANT[type];
+  const { bits, group: gs } = TYPE_QUANT[type];
   const G = (n * k) / gs;
   const x = new Float64Array(gs);
   const load = (start: number) => {
@@ -140,11 +140,7 @@ export function searchParams(
           if (qw && imatrixHasZero) qw = handleZeroImportance(qw, xs, gs, gs >> 1, bits);
           s = searchScaleSym(xs, bits, qw);
         } else {
-          let lo = 0, hi = 0;
-          for (const v of xs) {
-            lo = Math.min(lo, v);
-            hi = Math.max(hi, v);
-          }
+          const [lo, hi] = rangeWithZero(xs);
           const a = -lo, b = hi;
           s = fr(((b < a ? 1 : -1) * Math.max(a, b)) / nmax);
         }
@@ -159,11 +155,7 @@ export function searchParams(
       const scale = new Float32Array(G), zp = new Float32Array(G);
       forGroups(n, k, gs, (g, start) => {
         const xs = load(start);
-        let lo = 0, hi = 0;
-        for (const v of xs) {
-          lo = Math.min(lo, v);
-          hi = Math.max(hi, v);
-        }
+        const [lo, hi] = rangeWithZero(xs);
         const s = Math.max(fr(fr(hi - lo) / maxq), 1e-8);
         scale[g] = s;
         zp[g] = fr(-lo / s);
@@ -178,8 +170,17 @@ export function searchParams(
     case "Q6_K":
       return searchKSym(type, w, n, k, imatrix, imatrixHasZero);
   }
-  void sgs;
   throw new Error("unreachable");
+}
+
+/** [min(0, min x), max(0, max x)]: the group range with zero included, as AutoRound's RTN takes it. */
+function rangeWithZero(xs: Float64Array): [number, number] {
+  let lo = 0, hi = 0;
+  for (const v of xs) {
+    lo = Math.min(lo, v);
+    hi = Math.max(hi, v);
+  }
+  return [lo, hi];
 }
 
 /** search_gguf_scale_min_asym (Q2_K, Q4_K, Q5_K). */
