@@ -258,12 +258,7 @@ export function dequantizeLayer(
   gIdx?: Int32Array,
 ): Float32Array {
   const { g, G } = groupsOf(p);
-  if (scalesShape[0] !== G || scalesShape[1] !== p.n) {
-    throw new FormatError(
-      `scales shape [${scalesShape}] does not match ${G} groups × ${p.n} outputs`,
-      origin,
-    );
-  }
+  checkScalesShape(scalesShape, G, p.n, origin);
   const codes = unpackQweightAlongK(qweight, p.n, p.k, p.bits);
   const zeros = p.zeroPlusOne
     ? unpackZerosGptqV1(qzeros, G, p.n, p.bits)
@@ -278,6 +273,13 @@ export function dequantizeLayer(
   return w;
 }
 
+/** GPTQ and AWQ store scales as [groups, outputs]. */
+function checkScalesShape(shape: number[], G: number, n: number, origin: string): void {
+  if (shape[0] !== G || shape[1] !== n) {
+    throw new FormatError(`scales shape [${shape}] does not match ${G} groups × ${n} outputs`, origin);
+  }
+}
+
 /** AWQ GEMM: W[n, k] = (iw[k, n] − iz[k/g, n]) · scales[k/g, n] (export_to_awq/utils.py dequantize_gemm). */
 export function dequantizeAwq(
   p: PackedLayer,
@@ -288,12 +290,7 @@ export function dequantizeAwq(
   origin = "",
 ): Float32Array {
   const { g, G } = groupsOf(p);
-  if (scalesShape[0] !== G || scalesShape[1] !== p.n) {
-    throw new FormatError(
-      `scales shape [${scalesShape}] does not match ${G} groups × ${p.n} outputs`,
-      origin,
-    );
-  }
+  checkScalesShape(scalesShape, G, p.n, origin);
   const iw = unpackAwqAlongN(qweight, p.k, p.n, p.bits);
   const iz = unpackAwqAlongN(qzeros, G, p.n, p.bits);
   const w = new Float32Array(p.n * p.k);
