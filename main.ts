@@ -13,6 +13,7 @@ import { generateCommand } from "./src/cli/generate.ts";
 import { inspectCommand } from "./src/cli/inspect.ts";
 import { quantizeCommand } from "./src/cli/quantize.ts";
 import { AutoRoundError } from "./src/errors.ts";
+import { CudaError } from "./ffi/cuda/errors.ts";
 import { type Log, stderrLog } from "./src/log.ts";
 import { VERSION } from "./src/version.ts";
 
@@ -80,6 +81,12 @@ export async function main(argv: string[]): Promise<number> {
       console.error(`error: ${e.oneLine()}`);
       if (debug) console.error(e.stack);
       return e.exitCode;
+    }
+    // A CUDA driver or cuBLASLt failure the backend did not translate: still one line, exit 1.
+    if (e instanceof CudaError) {
+      console.error(`error: CUDA: ${e.message}; try --low_gpu_mem_usage or a smaller --batch_size`);
+      if (debug) console.error(e.stack);
+      return 1;
     }
     // node:util parseArgs reports unknown or malformed flags as TypeErrors with ERR_PARSE_ARGS_* codes.
     const code = (e as { code?: string }).code;

@@ -47,3 +47,20 @@ export class QuantizeError extends AutoRoundError {}
 
 /** A backend that cannot be used (no GPU, missing library, out of device memory). */
 export class BackendError extends AutoRoundError {}
+
+/**
+ * The device refused the work: out of memory, a buffer or binding over its limits, a validation
+ * error, a lost device. The message names the operation, the sizes and the device limit; the
+ * one-line form adds what to try.
+ */
+export class DeviceError extends BackendError {
+  /** What a user can change, appended to the one-line message. */
+  readonly advice: string;
+  constructor(message: string, advice = "try --low_gpu_mem_usage or a smaller --batch_size") {
+    super(message);
+    this.advice = advice;
+  }
+  override oneLine(): string {
+    return this.advice ? `${super.oneLine()}; ${this.advice}` : super.oneLine();
+  }
+}

@@ -95,6 +95,14 @@ cudaTest("gatherSamples with a device i32 index tensor: raw, converting and scal
     using dc2 = cpu.full([3 * rows, cols], 0, dst);
     cpu.gatherSamples(dc2, c, [3, 3, 5], rows);
     expectEqual(`gatherSamples(index view) ${src}→${dst}`, ...(await readBoth(d2, dc2)));
+    // One segment of a split store (samples 3..5): it copies the indices it holds, others stay.
+    using seg = be.rows(g, 3 * rows, 3 * rows);
+    using cseg = cpu.rows(c, 3 * rows, 3 * rows);
+    using d3 = be.full([idx.length * rows, cols], -7, dst);
+    using dc3 = cpu.full([idx.length * rows, cols], -7, dst);
+    be.gatherSamples(d3, seg, gi, rows, 3);
+    cpu.gatherSamples(dc3, cseg, ci, rows, 3);
+    expectEqual(`gatherSamples(segment) ${src}→${dst}`, ...(await readBoth(d3, dc3)));
     g[Symbol.dispose]();
   }
   using src = be.full([4 * 3, 2], 1, "bf16");

@@ -82,7 +82,8 @@ fn embedding(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
   let c = i % pe.cols;
   let id = emb_ids[pe.ids_base + r];
   if (id < 0 || u32(id) >= pe.vocab) {
-    if (pe.row0 == 0u) { emb_out[pe.out_base + i] = out_cv(bitcast<f32>(0x7fc00000u)); }
+    // vocab = 0xffffffff marks one segment of a split source: ids it does not hold stay untouched.
+    if (pe.row0 == 0u && pe.vocab != 0xffffffffu) { emb_out[pe.out_base + i] = out_cv(bitcast<f32>(0x7fc00000u)); }
     return;
   }
   let u = u32(id);

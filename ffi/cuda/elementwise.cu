@@ -153,19 +153,22 @@ extern "C" __global__ void ew_sign_sgd(u64 p, int dtp, u64 g, int dtg, i64 n, do
 }
 
 /**
- * Gather whole samples: dst sample i (elements [i·per, (i+1)·per)) ← src sample idx[i], idx an i32
- * tensor read on the device (grid.y = i). `mode` 2: same dtype, 16-byte aligned, per·bytes a
+ * Gather whole samples: dst sample i (elements [i·per, (i+1)·per)) ← src sample idx[i] − first, idx
+ * an i32 tensor read on the device (grid.y = i). `mode` 2: same dtype, 16-byte aligned, per·bytes a
  * multiple of 16 → raw 16-byte copies; 1: per % 8 == 0 and aligned → 8-wide converting loads;
- * 0: element by element. An index outside [0, nSrc) writes zeros and records itself in err
- * (err[0] = 2, err[1] = index), thrown by the host at the next read/sync.
+ * 0: element by element. With `masked` (a source that is one segment of a split store, holding
+ * samples [first, first + nSrc)) an index outside that range leaves dst sample i untouched; without
+ * it an index outside [0, nSrc) writes zeros and records itself in err (err[0] = 2, err[1] = index),
+ * thrown by the host at the next read/sync.
  */
 extern "C" __global__ void gather_samples(u64 dst, int dtd, u64 src, int dts, u64 idx, i64 per, i64 nSrc,
-                                          int bytesPerElem, u64 err, int mode) {
+                                          int bytesPerElem, u64 err, int mode, i64 first, int masked) {
   const i64 i = blockIdx.y;
-  const int s = ((const int*)idx)[i];
-  const bool ok = s >= 0 && (i64)s < nSrc;
-  if (!ok && blockIdx.x == 0 && threadIdx.x == 0 && atomicCAS((int*)err, 0, 2) == 0) ((int*)err)[1] = s;
-  const i64 d0 = i * per, s0 = ok ? (i64)s * per : 0;
+  const i64 s = (i64)((const int*)idx)[i] - first;
+  const bool ok = s >= 0 && s < nSrc;
+  if (!ok && masked) return;
+  if (!ok && blockIdx.x == 0 && threadIdx.x == 0 && atomicCAS((int*)err, 0, 2) == 0) ((int*)err)[1] = (int)s;
+  const i64 d0 = i * per, s0 = ok ? s * per : 0;
   if (mode == 2) {
     const i64 chunks = per * bytesPerElem / 16;
     uint4* d = (uint4*)((unsigned char*)dst + d0 * bytesPerElem);

@@ -84,6 +84,12 @@ export interface Backend extends Disposable {
   readonly device: string;
   /** The dtype activations and weights use for compute on this backend (f32 on the CPU). */
   readonly computeDType: "f32" | "bf16" | "f16";
+  /**
+   * Largest tensor, in bytes, one allocation may hold (WebGPU: the device's `maxBufferSize`);
+   * undefined when only the device's memory limits it. Callers split larger data (activation
+   * stores by sample, micro-batches by rows) so no single tensor exceeds it.
+   */
+  readonly maxTensorBytes?: number;
 
   // ---- memory ---------------------------------------------------------------------------------
   /** Copy host values to a new tensor of `dtype` (rounded to nearest even). */
@@ -117,8 +123,19 @@ export interface Backend extends Disposable {
    * `indices[i]`. Used to assemble a training batch from the calibration activations. `indices` may
    * be an i32 tensor on this backend, read on the device, so a captured iteration can gather other
    * samples on every replay.
+   *
+   * With `firstSample` (a source split into segments of whole samples), `src` holds samples
+   * `[firstSample, firstSample + src.rows/rowsPerSample)`: entries of `indices` in that range are
+   * gathered, the others leave their dst sample untouched. Without it an index outside the source
+   * is an error.
    */
-  gatherSamples(dst: Tensor, src: Tensor, indices: readonly number[] | Tensor, rowsPerSample: number): void;
+  gatherSamples(
+    dst: Tensor,
+    src: Tensor,
+    indices: readonly number[] | Tensor,
+    rowsPerSample: number,
+    firstSample?: number,
+  ): void;
 
   // ---- dense math -----------------------------------------------------------------------------
   /**
@@ -238,6 +255,9 @@ export interface Backend extends Disposable {
 
   /** Optional: bytes of device memory still free for tensors (undefined when unknown). */
   freeMemory?(): number | undefined;
+
+  /** Optional: the most device memory this backend's allocator has held at once, in bytes. */
+  peakMemoryBytes?(): number;
 
   /**
    * Optional: record the device work `fn` enqueues (without running it) so `replay()` re-issues it

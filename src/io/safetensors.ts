@@ -386,6 +386,18 @@ export class SafetensorsReader implements Disposable {
     return await shard.read(info.start, info.end - info.start);
   }
 
+  /** Bytes `[offset, offset + length)` of one tensor's data (one positioned read). */
+  async readRange(name: string, offset: number, length: number): Promise<Uint8Array> {
+    if (this.#closed) throw new Error("SafetensorsReader is closed");
+    const { info, shard } = this.#entry(name);
+    if (offset < 0 || length < 0 || info.start + offset + length > info.end) {
+      throw new RangeError(
+        `bytes ${offset}+${length} outside tensor "${name}" (${info.end - info.start} bytes)`,
+      );
+    }
+    return await shard.read(info.start + offset, length);
+  }
+
   /** A float tensor (F32, F16, BF16 or F64) as f32 values; FormatError for other dtypes. */
   async readF32(name: string): Promise<Float32Array> {
     const { info } = this.#entry(name);

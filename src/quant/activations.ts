@@ -2,8 +2,15 @@
  * Calibration activations `[nsamples·seqlen, hidden]` of one stream (fp inputs, quantized inputs,
  * targets). They live in the backend's memory, or — when it is short (AutoRound's
  * `low_gpu_mem_usage`) — in host memory, with batches uploaded as the tuning loop needs them.
+ *
+ * A device store larger than the backend's largest tensor (`Backend.maxTensorBytes`; WebGPU's
+ * maxBufferSize is 4 GiB on most GPUs, and 128 × 2048 × 4096 f32 activations are exactly 4 GiB) is
+ * split into segments of whole samples. Batches that fall inside one segment are views; a batch
+ * across a boundary is assembled by copies; a gather by device-side indices runs once per segment,
+ * each copying the samples it holds.
  */
 import type { Backend, Tensor } from "../backend/backend.ts";
+import { DeviceError } from "../errors.ts";
 
 /** One activation stream. */
 export interface ActivationStore extends Disposable {
@@ -18,31 +25,132 @@ export interface ActivationStore extends Disposable {
   write(start: number, src: Tensor): Promise<void>;
 }
 
-/** Activations kept in the backend's memory. */
+/** Samples `[first, first + count)` of a device store, in one tensor. */
+interface Segment {
+  first: number;
+  count: number;
+  data: Tensor;
+}
+
+/** Bytes one element of the backend's compute dtype takes (what a device store holds). */
+export function computeBytes(be: Backend): number {
+  return be.computeDType === "f32" ? 4 : 2;
+}
+
+/**
+ * Whole samples per tensor of `bytesPerSample` that fit the backend's largest tensor (all of them
+ * when it has no such limit). Throws a DeviceError when not even one fits.
+ */
+export function samplesPerTensor(be: Backend, bytesPerSample: number, samples: number, what: string): number {
+  if (be.maxTensorBytes === undefined) return samples;
+  const per = Math.floor(be.maxTensorBytes / bytesPerSample);
+  if (per < 1) {
+    throw new DeviceError(
+      `one sample of ${what} needs ${bytesPerSample} bytes, over the device's largest buffer (${be.maxTensorBytes} bytes${
+        be.name === "webgpu" ? ", its maxBufferSize" : ""
+      })`,
+      "try a smaller --seqlen",
+    );
+  }
+  return Math.min(per, samples);
+}
+
+/** Activations kept in the backend's memory, in one or more segments of whole samples. */
 export class DeviceActivations implements ActivationStore {
-  readonly data: Tensor;
+  readonly segments: readonly Segment[];
   constructor(
     private readonly be: Backend,
     readonly samples: number,
     readonly seqLen: number,
     readonly hidden: number,
   ) {
-    this.data = be.full([samples * seqLen, hidden], 0, be.computeDType);
+    const per = samplesPerTensor(be, seqLen * hidden * computeBytes(be), samples, "calibration activations");
+    const segs: Segment[] = [];
+    try {
+      for (let first = 0; first < samples; first += per) {
+        const count = Math.min(per, samples - first);
+        segs.push({ first, count, data: be.full([count * seqLen, hidden], 0, be.computeDType) });
+      }
+    } catch (e) {
+      for (const s of segs) s.data[Symbol.dispose]();
+      throw e;
+    }
+    this.segments = segs;
   }
+
+  /** The segment holding sample `s`. */
+  private segmentOf(s: number): Segment {
+    return this.segments[Math.min(this.segments.length - 1, Math.floor(s / this.segments[0].count))];
+  }
+
+  /** Parts of samples `[start, start+count)`: [segment, first sample inside it, samples]. */
+  private parts(start: number, count: number): [Segment, number, number][] {
+    const out: [Segment, number, number][] = [];
+    for (let s = start; s < start + count;) {
+      const seg = this.segmentOf(s);
+      const n = Math.min(seg.first + seg.count, start + count) - s;
+      out.push([seg, s - seg.first, n]);
+      s += n;
+    }
+    return out;
+  }
+
   gather(dst: Tensor, indices: readonly number[]): Promise<void> {
-    this.be.gatherSamples(dst, this.data, indices, this.seqLen);
+    if (this.segments.length === 1) this.be.gatherSamples(dst, this.segments[0].data, indices, this.seqLen);
+    else {
+      for (const seg of this.segments) {
+        if (indices.some((i) => i >= seg.first && i < seg.first + seg.count)) {
+          this.be.gatherSamples(dst, seg.data, indices, this.seqLen, seg.first);
+        }
+      }
+    }
     return Promise.resolve();
   }
+
+  /**
+   * Gather by an i32 index tensor read on the device (a captured iteration): one gather per
+   * segment, each copying the samples it holds.
+   */
+  gatherByTensor(dst: Tensor, indices: Tensor): void {
+    if (this.segments.length === 1) {
+      this.be.gatherSamples(dst, this.segments[0].data, indices, this.seqLen);
+      return;
+    }
+    for (const seg of this.segments) this.be.gatherSamples(dst, seg.data, indices, this.seqLen, seg.first);
+  }
+
   read(start: number, count: number): Promise<Tensor> {
-    return Promise.resolve(this.be.rows(this.data, start * this.seqLen, count * this.seqLen));
+    const parts = this.parts(start, count);
+    const T = this.seqLen;
+    if (parts.length === 1) {
+      const [seg, at, n] = parts[0];
+      return Promise.resolve(this.be.rows(seg.data, at * T, n * T));
+    }
+    const out = this.be.full([count * T, this.hidden], 0, this.be.computeDType);
+    let row = 0;
+    for (const [seg, at, n] of parts) {
+      using src = this.be.rows(seg.data, at * T, n * T);
+      using dst = this.be.rows(out, row, n * T);
+      this.be.copy(dst, src);
+      row += n * T;
+    }
+    return Promise.resolve(out);
   }
+
   write(start: number, src: Tensor): Promise<void> {
-    using dst = this.be.rows(this.data, start * this.seqLen, src.shape[0]);
-    this.be.copy(dst, src);
+    const T = this.seqLen;
+    let row = 0;
+    for (const [seg, at, n] of this.parts(start, src.shape[0] / T)) {
+      using dst = this.be.rows(seg.data, at * T, n * T);
+      using from = this.be.rows(src, row, n * T);
+      this.be.copy(dst, from);
+      row += n * T;
+    }
     return Promise.resolve();
   }
+
   [Symbol.dispose](): void {
-    this.data[Symbol.dispose]();
+    for (const s of this.segments) s.data[Symbol.dispose]();
   }
 }
 
@@ -94,4 +202,19 @@ export function activationStore(
   return where === "device"
     ? new DeviceActivations(be, samples, seqLen, hidden)
     : new HostActivations(be, samples, seqLen, hidden);
+}
+
+/**
+ * Samples one forward/backward pass of a block may take at once so that its widest activation
+ * (`[samples·seqLen, max(hidden, intermediate, q width)]`, counted as f32 like the gradients that
+ * may be kept in it) fits the backend's largest tensor: at most `batch`.
+ */
+export function samplesPerPass(
+  be: Backend,
+  spec: { hidden: number; intermediate: number; nHeads: number; headDim: number },
+  seqLen: number,
+  batch: number,
+): number {
+  const width = Math.max(spec.hidden, spec.intermediate, spec.nHeads * spec.headDim);
+  return samplesPerTensor(be, seqLen * width * 4, batch, "a block's activations");
 }

@@ -24,7 +24,8 @@ import {
 } from "../model/block.ts";
 import { BLOCK_LINEARS, blockPrefix, blockWeightShapes, type LinearName } from "../model/config.ts";
 import { loadBlockWeights, uploadRope } from "../model/transformer.ts";
-import { type ActivationStore, activationStore } from "./activations.ts";
+import { type ActivationStore, activationStore, computeBytes, samplesPerPass } from "./activations.ts";
+import { TensorRows } from "../io/tensor_rows.ts";
 import {
   groupMinMax,
   groupsPerRow,
@@ -235,7 +236,7 @@ async function initStreams(p: PipelineInput, calib: CalibrationSet): Promise<Str
   const spec = ckpt.spec;
   const tuning = p.settings.iters > 0;
   const streams = 1 + (tuning ? 1 : 0);
-  const bytes = streams * calib.nsamples * calib.seqlen * spec.hidden * (be.computeDType === "f32" ? 4 : 2);
+  const bytes = streams * calib.nsamples * calib.seqlen * spec.hidden * computeBytes(be);
   const free = be.freeMemory?.();
   // Spill to host memory when asked (auto-round's low_gpu_mem_usage) or when the streams would
   // leave less than half of the device's free memory for a block's weights and the tuning buffers.
@@ -255,21 +256,51 @@ async function initStreams(p: PipelineInput, calib: CalibrationSet): Promise<Str
     q: tuning && p.settings.enableQuantedInput ? make() : undefined,
     fpIn: tuning && !p.settings.enableQuantedInput ? make() : undefined,
   };
-  using embed = be.upload(
-    await ckpt.weights.readF32("model.embed_tokens.weight"),
-    [spec.vocab, spec.hidden],
-    be.computeDType,
-  );
-  const bs = p.settings.batchSize;
-  for (let i = 0; i < calib.nsamples; i += bs) {
-    const n = Math.min(bs, calib.nsamples - i);
-    using ids = be.uploadInt(calib.ids.subarray(i * calib.seqlen, (i + n) * calib.seqlen), [
-      n * calib.seqlen,
-    ]);
-    using x = be.embedding(embed, ids);
-    for (const st of [s.fp, s.q, s.fpIn]) await st?.write(i, x);
+  const embed = await embeddingSource(p, calib.ids);
+  try {
+    const bs = samplesPerPass(be, spec, calib.seqlen, p.settings.batchSize);
+    for (let i = 0; i < calib.nsamples; i += bs) {
+      const n = Math.min(bs, calib.nsamples - i);
+      using x = embed.lookup(calib.ids.subarray(i * calib.seqlen, (i + n) * calib.seqlen));
+      for (const st of [s.fp, s.q, s.fpIn]) await st?.write(i, x);
+    }
+  } finally {
+    embed[Symbol.dispose]();
   }
   return s;
+}
+
+/** Embedding rows of token ids as a tensor in the compute dtype. */
+interface EmbeddingSource extends Disposable {
+  lookup(ids: Int32Array): Tensor;
+}
+
+/**
+ * The calibration tokens' embedding rows. From a plain checkpoint only the rows of the tokens that
+ * occur are read (never the whole table: 2.5 GB as f32 for a 151936 × 4096 vocabulary, and over
+ * some GPUs' largest buffer); other sources (a quantized folder) upload the whole table. Both give
+ * the same values: the stored rows rounded to the compute dtype.
+ */
+async function embeddingSource(p: PipelineInput, ids: Int32Array): Promise<EmbeddingSource> {
+  const { be, ckpt } = p;
+  const name = "model.embed_tokens.weight";
+  const info = ckpt.reader.has(name) ? ckpt.reader.info(name) : undefined;
+  if (info && info.shape.length === 2 && ["F32", "F16", "BF16"].includes(info.dtype)) {
+    const rows = await TensorRows.read(ckpt.reader, name, ids);
+    return {
+      lookup: (batch) => be.upload(rows.gather(batch), [batch.length, rows.cols], be.computeDType),
+      [Symbol.dispose]() {},
+    };
+  }
+  const spec = ckpt.spec;
+  const table = be.upload(await ckpt.weights.readF32(name), [spec.vocab, spec.hidden], be.computeDType);
+  return {
+    lookup: (batch) => {
+      using t = be.uploadInt(batch, [batch.length]);
+      return be.embedding(table, t);
+    },
+    [Symbol.dispose]: () => table[Symbol.dispose](),
+  };
 }
 
 /** Forward every calibration sample through a block, in place: rows of `store` ← block(rows). */
@@ -280,7 +311,7 @@ async function forwardInPlace(
   rope: RopeTensors,
   observe?: LinearInputObserver,
 ): Promise<void> {
-  const bs = p.settings.batchSize;
+  const bs = samplesPerPass(p.be, p.ckpt.spec, store.seqLen, p.settings.batchSize);
   for (let s = 0; s < store.samples; s += bs) {
     const nb = Math.min(bs, store.samples - s);
     using xb = await store.read(s, nb);
@@ -333,7 +364,9 @@ async function quantizeBlock(
           }
         }
         : undefined;
-      if (st.fpIn) await copyStore(st.fp, st.fpIn, p.settings.batchSize);
+      if (st.fpIn) {
+        await copyStore(st.fp, st.fpIn, samplesPerPass(be, spec, st.fp.seqLen, p.settings.batchSize));
+      }
       await forwardInPlace(p, w, st.fp, st.rope, observe);
     }
 

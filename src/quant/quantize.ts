@@ -171,6 +171,13 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
     for (const e of exporters) await e.finish();
     await out.commit();
     log.info(`wrote ${formats.map((f) => f.name).join(", ")} to ${out.finalDir}`);
+    const peak = be.peakMemoryBytes?.();
+    if (peak !== undefined) {
+      const size = peak >= 2 ** 30
+        ? `${(peak / 2 ** 30).toFixed(2)} GiB`
+        : `${(peak / 2 ** 20).toFixed(1)} MiB`;
+      log.info(`peak device memory ${size} (${be.device})`);
+    }
     return {
       outputDir: out.finalDir,
       layers,

@@ -27,7 +27,7 @@ import {
 } from "../model/block.ts";
 import type { LinearName, ModelSpec } from "../model/config.ts";
 import type { PyRandom } from "../io/pyrandom.ts";
-import { type ActivationStore, DeviceActivations } from "./activations.ts";
+import { type ActivationStore, DeviceActivations, samplesPerPass } from "./activations.ts";
 
 /** Tuning settings (auto-round SignRoundConfig names in comments). */
 export interface SignRoundSettings {
@@ -118,7 +118,10 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
   const { be, settings: s, inputs, targets } = t;
   const T = inputs.seqLen, H = inputs.hidden, nsamples = inputs.samples;
   const globalBatch = Math.min(nsamples, s.batchSize * s.gradientAccumulateSteps);
-  const micro = Math.min(s.batchSize, globalBatch);
+  // A batch whose activations would not fit one device buffer runs as several passes whose
+  // gradients add up to the batch's (a memory split, unlike gradient accumulation, keeps the loss
+  // the mean over the whole batch).
+  const micro = Math.min(s.batchSize, globalBatch, samplesPerPass(be, t.spec, T, s.batchSize));
   const sampler = new IndexSampler(nsamples, globalBatch, t.rng);
   const batches = Array.from({ length: s.iters }, () => sampler.next());
   const valid = batches.map((b) => b.reduce((n, idx) => n + countValid(t.lossMask, idx, T), 0));
@@ -168,8 +171,12 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
   // With one micro-batch per iteration the gradients feed the step directly (no accumulator copy).
   const single = globalBatch === micro;
   let direct: FakeQuantGrads[] | undefined;
-  /** Everything after the batch is in place: loss, backward, accumulation (one micro-batch). */
-  const microStep = (rows: number, first: boolean, inv: number) => {
+  /**
+   * Everything after the batch is in place: loss, backward, accumulation (one micro-batch). In
+   * mean mode a pass over part of a batch weighs its mean by its share of the batch's samples.
+   */
+  const microStep = (rows: number, first: boolean, inv: number, batchRows: number) => {
+    const share = sum ? 1 : rows / batchRows;
     direct = step(
       t,
       acc,
@@ -178,7 +185,8 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
       maskBuf,
       total,
       rows / T,
-      (sum ? rows * H : 1) * inv,
+      (sum ? rows * H : share) * inv,
+      share,
       sum,
       first,
       tuned,
@@ -200,6 +208,11 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
     for (const g of direct ?? []) for (const x of [g.dv, g.dMinScale, g.dMaxScale]) x[Symbol.dispose]();
     direct = undefined;
   };
+  /** Rows of the batch (of `batchSize` samples, one gradient-accumulation step) a pass belongs to. */
+  const microBatchRows = (start: number) => {
+    const b0 = Math.floor(start / s.batchSize) * s.batchSize;
+    return Math.min(s.batchSize, globalBatch - b0) * T;
+  };
   const deviceStores = inputs instanceof DeviceActivations && targets instanceof DeviceActivations;
   /** One iteration entirely on the device (capturable when alpha does not vary). */
   const deviceIteration = (alpha: number) => {
@@ -208,10 +221,10 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
       const n = Math.min(micro, globalBatch - start);
       using idx = be.rows(curIdx, start, n);
       using xv = be.rows(xb, 0, n * T), yv = be.rows(yb, 0, n * T), mv = be.rows(maskBuf, 0, n * T);
-      be.gatherSamples(xv, (inputs as DeviceActivations).data, idx, T);
-      be.gatherSamples(yv, (targets as DeviceActivations).data, idx, T);
+      (inputs as DeviceActivations).gatherByTensor(xv, idx);
+      (targets as DeviceActivations).gatherByTensor(yv, idx);
       be.gatherSamples(mv, maskAll, idx, T);
-      microStep(n * T, start === 0, alpha);
+      microStep(n * T, start === 0, alpha, microBatchRows(start));
     }
     update();
   };
@@ -224,7 +237,7 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
       await inputs.gather(xv, chunk);
       await targets.gather(yv, chunk);
       be.gatherSamples(mv, maskAll, chunk, T);
-      microStep(chunk.length * T, start === 0, invValid(i));
+      microStep(chunk.length * T, start === 0, invValid(i), microBatchRows(start));
     }
     update();
   };
@@ -301,6 +314,8 @@ function step(
   total: Tensor,
   batch: number,
   lossAlpha: number,
+  /** Share of the batch's mean this pass contributes (1 unless a batch runs as several passes). */
+  share: number,
   sum: boolean,
   first: boolean,
   tuned: Set<LinearName>,
@@ -324,7 +339,7 @@ function step(
   // auto-round: mean MSE over all rows·hidden elements (masked ones count as zero), or the sum when
   // accumulating gradients; backward of 1000·loss; the logged loss is divided by the valid tokens.
   const elems = rows * H;
-  const { loss, dy } = be.mseLoss(out, y, m, sum ? 1000 * elems : 1000);
+  const { loss, dy } = be.mseLoss(out, y, m, (sum ? 1000 * elems : 1000) * share);
   be.accumulate(total, loss, lossAlpha);
   loss[Symbol.dispose]();
   out[Symbol.dispose]();

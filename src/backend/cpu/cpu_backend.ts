@@ -73,13 +73,24 @@ export class CpuBackend implements Backend {
   readonly computeDType = "f32" as const;
   readonly device: string;
   readonly precision: "f32" | "f64";
+  /** Optional cap on one tensor's bytes: lets tests drive the splitting a GPU's buffer limit forces. */
+  readonly maxTensorBytes?: number;
 
-  constructor(opts: { precision?: "f32" | "f64" } = {}) {
+  constructor(opts: { precision?: "f32" | "f64"; maxTensorBytes?: number } = {}) {
     this.precision = opts.precision ?? "f32";
+    this.maxTensorBytes = opts.maxTensorBytes;
     this.device = `CPU (${this.precision}, ${navigator.hardwareConcurrency} cores)`;
   }
 
   private alloc(n: number): k.FArr {
+    // Counted as 4 bytes an element (the f32 storage a GPU would use), also in f64 mode.
+    if (this.maxTensorBytes !== undefined && n * 4 > this.maxTensorBytes) {
+      throw new BackendError(
+        `a tensor of ${n} elements (${
+          n * 4
+        } bytes) exceeds this backend's maxTensorBytes ${this.maxTensorBytes}`,
+      );
+    }
     return this.precision === "f64" ? new Float64Array(n) : new Float32Array(n);
   }
 
@@ -178,13 +189,29 @@ export class CpuBackend implements Backend {
     (d.data as k.FArr).set(s.data as k.FArr);
     this.finish(d);
   }
-  gatherSamples(dst: Tensor, src: Tensor, idx: readonly number[] | Tensor, rowsPerSample: number): void {
+  gatherSamples(
+    dst: Tensor,
+    src: Tensor,
+    idx: readonly number[] | Tensor,
+    rowsPerSample: number,
+    firstSample?: number,
+  ): void {
     const d = this.t(dst), s = this.t(src);
     const indices = Array.isArray(idx) ? idx as readonly number[] : Array.from(this.t(idx as Tensor).data);
     const cols = s.size / s.shape[0];
     const per = rowsPerSample * cols;
+    const samples = s.size / per, first = firstSample ?? 0;
+    if (d.size < indices.length * per) {
+      throw new BackendError(`gatherSamples: dst holds ${d.size} elements, need ${indices.length * per}`);
+    }
     const dd = d.data as k.FArr, sd = s.data as k.FArr;
-    indices.forEach((idx, i) => dd.set(sd.subarray(idx * per, (idx + 1) * per), i * per));
+    indices.forEach((idx, i) => {
+      const j = idx - first;
+      if (j >= 0 && j < samples) dd.set(sd.subarray(j * per, (j + 1) * per), i * per);
+      else if (firstSample === undefined) {
+        throw new BackendError(`gatherSamples: sample index ${idx} outside 0..${samples - 1}`);
+      }
+    });
     this.finish(d);
   }
 

@@ -14,7 +14,7 @@
  * capture outlives the graph (it is then freed like any main-pool tensor).
  */
 import type { CudaContext, CudaStream } from "../../../ffi/cuda/driver.ts";
-import { BackendError } from "../../errors.ts";
+import { BackendError, DeviceError } from "../../errors.ts";
 
 /** Size classes: 512-byte granules up to 4 KB, then eight classes per power of two (≤ 12.5% slack). */
 export function sizeClass(bytes: number): number {
@@ -165,7 +165,7 @@ export class DeviceMemory {
       if (addr === null) {
         const { free, total } = this.ctx.memInfo();
         const mib = (x: number) => `${(x / 2 ** 20).toFixed(0)} MiB`;
-        throw new BackendError(
+        throw new DeviceError(
           `out of device memory allocating ${mib(size)} (${mib(this.live)} in use by this program, ` +
             `${mib(free)} free of ${mib(total)} on ${this.ctx.info.name})`,
         );

@@ -230,20 +230,29 @@ export class CudaBackend implements Backend, OpContext {
   copy(dst: Tensor, src: Tensor): void {
     this.castInto(this.t(dst), this.t(src));
   }
-  gatherSamples(dst: Tensor, src: Tensor, indices: readonly number[] | Tensor, rowsPerSample: number): void {
+  gatherSamples(
+    dst: Tensor,
+    src: Tensor,
+    indices: readonly number[] | Tensor,
+    rowsPerSample: number,
+    firstSample?: number,
+  ): void {
     const d = this.t(dst), s = this.t(src);
     if (!Array.isArray(indices)) {
-      ops.gatherSamplesByTensor(this, d, s, this.t(indices as Tensor), rowsPerSample);
+      ops.gatherSamplesByTensor(this, d, s, this.t(indices as Tensor), rowsPerSample, firstSample);
       return;
     }
     const per = rowsPerSample * s.cols;
     if (d.size < indices.length * per) {
       throw new BackendError(`gatherSamples: destination holds ${d.size} elements`);
     }
+    const first = firstSample ?? 0;
     for (let i = 0; i < indices.length; i++) {
-      const idx = indices[i];
-      if (!Number.isInteger(idx) || idx < 0 || (idx + 1) * per > s.size) {
-        throw new BackendError(`gatherSamples: sample ${idx} outside the source`);
+      const idx = indices[i] - first;
+      const inside = Number.isInteger(idx) && idx >= 0 && (idx + 1) * per <= s.size;
+      if (!inside && firstSample !== undefined) continue; // another segment holds it
+      if (!inside) {
+        throw new BackendError(`gatherSamples: sample ${indices[i]} outside the source`);
       }
       const from = new CudaTensor(
         this,
@@ -454,6 +463,11 @@ export class CudaBackend implements Backend, OpContext {
       driverBytes: m.driverBytes,
       peakDriverBytes: m.peakDriverBytes,
     };
+  }
+
+  /** The most memory obtained from the driver at once (tensors, caches, graph pools). */
+  peakMemoryBytes(): number {
+    return this.rt.memory.peakDriverBytes;
   }
 
   /** Return cached device memory to the driver (waits for the device). */

@@ -247,6 +247,8 @@ export function gatherSamplesByTensor(
   src: CudaTensor,
   idx: CudaTensor,
   rowsPerSample: number,
+  /** Set for one segment of a split store: src holds samples from here; other indices are skipped. */
+  firstSample?: number,
 ): void {
   if (idx.dtype !== "i32") throw new BackendError(`gatherSamples: indices must be i32, got ${idx.dtype}`);
   const per = rowsPerSample * src.cols;
@@ -268,7 +270,8 @@ export function gatherSamplesByTensor(
     Math.min(Math.ceil(work / 256), Math.ceil((op.rt.ctx.info.multiprocessors * 16) / count)),
   );
   op.rt.begin().ptr(dst.addr).i32(code(dst)).ptr(src.addr).i32(code(src)).ptr(idx.addr).i64(per)
-    .i64(Math.floor(src.size / per)).i32(bpe).ptr(op.rt.errorWord.addr).i32(mode);
+    .i64(Math.floor(src.size / per)).i32(bpe).ptr(op.rt.errorWord.addr).i32(mode).i64(firstSample ?? 0)
+    .i32(firstSample === undefined ? 0 : 1);
   op.rt.launch(op.rt.fn("gather_samples"), [blocks, count], [256]);
   op.rt.errorArmed = true;
 }

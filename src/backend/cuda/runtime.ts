@@ -14,7 +14,7 @@ import {
 import { CublasLt } from "../../../ffi/cuda/cublaslt.ts";
 import { CudaError, CudaUnavailableError } from "../../../ffi/cuda/errors.ts";
 import { type KernelModuleName, ptxFor } from "../../../ffi/cuda/ptx.ts";
-import { BackendError } from "../../errors.ts";
+import { BackendError, DeviceError } from "../../errors.ts";
 import { type DeviceBlock, DeviceMemory } from "./allocator.ts";
 
 /** Options of the CUDA backend. */
@@ -32,9 +32,9 @@ export interface CudaOptions {
 /** Turn a failure of the bindings into the one-line BackendError the CLI prints. */
 export function asBackendError(e: unknown, what: string): never {
   if (e instanceof BackendError) throw e;
-  if (e instanceof CudaUnavailableError || e instanceof CudaError) {
-    throw new BackendError(`${what}: ${e.message}`);
-  }
+  if (e instanceof CudaUnavailableError) throw new BackendError(`${what}: ${e.message}`);
+  // A failed launch or copy: the device refused work (out of memory, a fault); say what to try.
+  if (e instanceof CudaError) throw new DeviceError(`${what}: ${e.message}`);
   throw e;
 }
 

@@ -56,12 +56,24 @@ export class BufferPool implements Disposable {
   /** High-water mark of {@link deviceBytes}: the pool's peak GPU memory. */
   peakDeviceBytes = 0;
 
-  /** @param maxFreeBytes free bytes kept for reuse before the largest idle buffers are destroyed */
-  constructor(private readonly device: GPUDevice, private readonly maxFreeBytes = 1 << 30) {}
+  /**
+   * @param maxFreeBytes free bytes kept for reuse before the largest idle buffers are destroyed
+   * @param maxBufferBytes the device's largest buffer: a size class never rounds a request past it
+   * @param guard runs each buffer creation (inside the runtime's error scopes)
+   */
+  constructor(
+    private readonly device: GPUDevice,
+    private readonly maxFreeBytes = 1 << 30,
+    private readonly maxBufferBytes = Infinity,
+    private readonly guard: <T>(what: string, create: () => T) => T = (_w, create) => create(),
+  ) {}
 
   /** A buffer of at least `bytes` bytes (contents undefined). */
   acquire(bytes: number): GPUBuffer {
-    const size = sizeClass(bytes);
+    // A request near the device's limit gets an exact-size buffer instead of its class.
+    const size = bytes <= this.maxBufferBytes
+      ? Math.min(sizeClass(bytes), this.maxBufferBytes)
+      : sizeClass(bytes);
     this.liveBytes += size;
     const cap = this.recording;
     const own = cap?.free.get(size)?.pop();
@@ -76,7 +88,10 @@ export class BufferPool implements Disposable {
   private create(size: number): GPUBuffer {
     this.deviceBytes += size;
     if (this.deviceBytes > this.peakDeviceBytes) this.peakDeviceBytes = this.deviceBytes;
-    return this.device.createBuffer({ size, usage: STORAGE_USAGE });
+    return this.guard(
+      `creating a ${size}-byte buffer`,
+      () => this.device.createBuffer({ label: `${size} B`, size, usage: STORAGE_USAGE }),
+    );
   }
 
   /** Give a buffer back for reuse. */

@@ -75,11 +75,17 @@ export function gatherSamples(
   src: GpuTensor,
   indices: GpuTensor,
   rowsPerSample: number,
+  firstSample?: number,
 ): void {
   const per = rowsPerSample * src.cols;
   const n = indices.size, samples = src.size / per;
   if (dst.size < n * per) {
     throw new BackendError(`gatherSamples: dst holds ${dst.size} elements, need ${n * per}`);
+  }
+  if (firstSample !== undefined) {
+    // One segment of a split source: the kernel copies the indices it holds and skips the rest.
+    gatherRows(ctx, src, per, samples, indices, dst, firstSample);
+    return;
   }
   if (indices.hostInts?.some((i) => i < 0 || i >= samples)) {
     throw new BackendError(`gatherSamples: a sample index is outside 0..${samples - 1}`);
@@ -96,7 +102,10 @@ export function embedding(ctx: GpuContext, table: GpuTensor, ids: GpuTensor, out
   gatherRows(ctx, table, table.cols, table.rows, ids, out);
 }
 
-/** out[i, :] ← table[ids[i], :] for `ids.size` rows of `H` elements (table has `V` rows). */
+/**
+ * out[i, :] ← table[ids[i], :] for `ids.size` rows of `H` elements (table has `V` rows). With
+ * `firstRow` the table holds rows [firstRow, firstRow + V) of a larger one and other ids are skipped.
+ */
 function gatherRows(
   ctx: GpuContext,
   table: GpuTensor,
@@ -104,6 +113,7 @@ function gatherRows(
   V: number,
   ids: GpuTensor,
   out: GpuTensor,
+  firstRow?: number,
 ): void {
   const { rt } = ctx;
   const n = ids.size;
@@ -115,7 +125,8 @@ function gatherRows(
   });
   forChunks(rt, n, [{ t: ids, per: 1 }, { t: out, per: H }], (_s0, cnt, [I, O]) => {
     forChunks(rt, V, [{ t: table, per: H }], (r0, rows, [T]) => {
-      const p = new Params().u(cnt).u(H).u(r0).u(rows).u(V).u(T.base).u(I.base).u(O.base);
+      const row0 = (firstRow ?? 0) + r0, vocab = firstRow === undefined ? V : 0xffffffff;
+      const p = new Params().u(cnt).u(H).u(row0).u(rows).u(vocab).u(T.base).u(I.base).u(O.base);
       rt.dispatch(k, p, [T.window, I.window, O.window], Math.ceil((cnt * H) / WG));
     }, 1);
   });

@@ -6,11 +6,14 @@
  * `BATCH_DISPATCHES`, before an upload, or when the host waits (`read`, `sync`). Each dispatch's
  * parameters go into a host-side arena that is written to one uniform buffer just before its batch
  * is submitted (queue writes are ordered after earlier submits, so the buffer is safely reused).
- * WebGPU reports errors asynchronously; the first one is kept and thrown as a BackendError at the
- * next `read` or `sync`.
+ *
+ * Errors: WebGPU reports them asynchronously. Every batch, upload and buffer creation runs inside
+ * error scopes (validation, out-of-memory) that remember which Backend ops it held, so the first
+ * error is thrown at the next `read` or `sync` as one DeviceError naming the operation, the sizes
+ * and the device limits — never the bare "validation error occurred" of a failed readback.
  */
 import { tmpdir } from "node:os";
-import { BackendError } from "../../errors.ts";
+import { BackendError, DeviceError } from "../../errors.ts";
 import { BufferPool, CaptureBuffers } from "./buffer_pool.ts";
 import { type Kernel, KernelCache, type KernelSpec } from "./kernels.ts";
 
@@ -33,6 +36,8 @@ export interface RuntimeOptions {
   f16?: boolean;
   /** Lower `maxStorageBufferBindingSize` artificially (tests of tensor splitting). */
   maxBindingBytes?: number;
+  /** Lower `maxBufferSize` artificially (tests of the splitting a small device forces). */
+  maxBufferBytes?: number;
   /** Adapter request options (power preference). */
   powerPreference?: GPUPowerPreference;
   /** Idle bytes the buffer pool keeps for reuse (default 2 GiB). */
@@ -103,8 +108,15 @@ export class GpuRuntime implements Disposable {
   private readonly uniformBuf: GPUBuffer;
   private readonly slot: number;
   private slots = 0;
-  private error?: string;
+  private error?: DeviceError;
   private recording?: Recorded[];
+  /** The Backend op being recorded (set by the backend), for error messages. */
+  op = "";
+  /** Op and kernel of every dispatch in the open batch, for error messages. */
+  private batchOps: string[] = [];
+  private batchScoped = false;
+  /** Error scopes popped but not yet resolved. */
+  private pending: Promise<void>[] = [];
 
   private constructor(
     readonly device: GPUDevice,
@@ -114,7 +126,7 @@ export class GpuRuntime implements Disposable {
   ) {
     const l = device.limits;
     this.maxBinding = Math.min(l.maxStorageBufferBindingSize, opts.maxBindingBytes ?? Infinity);
-    this.maxBufferSize = l.maxBufferSize;
+    this.maxBufferSize = Math.min(l.maxBufferSize, opts.maxBufferBytes ?? Infinity);
     this.offsetAlign = l.minStorageBufferOffsetAlignment;
     this.maxWorkgroupStorage = l.maxComputeWorkgroupStorageSize;
     this.maxInvocations = l.maxComputeInvocationsPerWorkgroup;
@@ -128,14 +140,69 @@ export class GpuRuntime implements Disposable {
       usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
     });
     this.timestamps = device.features.has("timestamp-query");
-    this.pool = new BufferPool(device, opts.poolBytes ?? 2 ** 31);
+    this.pool = new BufferPool(
+      device,
+      opts.poolBytes ?? 2 ** 31,
+      Math.floor(this.maxBufferSize / 4) * 4,
+      (what, create) => this.guarded(what, create),
+    );
     this.kernels = new KernelCache(device, nativeF16);
     device.addEventListener("uncapturederror", (e) => {
-      this.error ??= (e as GPUUncapturedErrorEvent).error.message;
+      this.fail((e as GPUUncapturedErrorEvent).error, "WebGPU work outside any tracked operation");
     });
     device.lost.then((i) => {
-      this.error ??= `device lost: ${i.message}`;
+      if (i.reason !== "destroyed") this.fail(undefined, `the GPU device was lost (${i.message})`);
     });
+  }
+
+  /** The device limits an error message quotes. */
+  limitsText(): string {
+    return `device limits: maxBufferSize ${bytesText(this.maxBufferSize)}, maxStorageBufferBindingSize ${
+      bytesText(this.maxBinding)
+    }; this program's GPU buffers: ${bytesText(this.pool.deviceBytes)}`;
+  }
+
+  /** Keep the first error (as a DeviceError naming `where`). */
+  private fail(e: GPUError | undefined, where: string): void {
+    if (this.error) return;
+    const oom = e instanceof GPUOutOfMemoryError;
+    const what = e === undefined ? "" : oom ? "out of GPU memory" : "WebGPU validation error";
+    const msg = e?.message.split("\n").map((l) => l.trim()).filter((l) => l).join(" ") ?? "";
+    this.error = new DeviceError(
+      `${what ? `${what} in ${where}` : where}${msg ? `: ${msg}` : ""} (${this.limitsText()})`,
+    );
+  }
+
+  /** Run `fn` (a buffer creation or upload) inside validation and out-of-memory error scopes. */
+  guarded<T>(what: string, fn: () => T): T {
+    this.device.pushErrorScope("out-of-memory");
+    this.device.pushErrorScope("validation");
+    try {
+      return fn();
+    } finally {
+      this.popScopes(`${what}${this.op ? ` (${this.op})` : ""}`);
+    }
+  }
+
+  private popScopes(where: string | (() => string)): void {
+    const v = this.device.popErrorScope(), o = this.device.popErrorScope();
+    const name = () => (typeof where === "string" ? where : where());
+    this.pending.push(
+      Promise.all([v, o]).then(([ve, oe]) => {
+        const e = oe ?? ve;
+        if (e) this.fail(e, name());
+      }, (err) => this.fail(undefined, `${name()}: ${(err as Error).message}`)),
+    );
+  }
+
+  /** Wait for the error scopes popped so far; throw the first error seen. */
+  private async settle(): Promise<void> {
+    while (this.pending.length > 0) {
+      const p = this.pending;
+      this.pending = [];
+      await Promise.all(p);
+    }
+    this.check();
   }
 
   /**
@@ -205,10 +272,13 @@ export class GpuRuntime implements Disposable {
       return;
     }
     if (this.slots === ARENA_SLOTS) this.flush();
+    this.openBatch();
+    this.batchOps.push(`${this.op || "?"}:${k.pipeline.label}[${bindings.map((w) => w.size).join(",")}]`);
     const bytes = params.bytes();
     const off = this.slots++ * this.slot;
     this.arena.set(bytes, off);
     const bindGroup = this.device.createBindGroup({
+      label: `${this.op}:${k.pipeline.label}`,
       layout: k.layout,
       entries: [
         { binding: 0, resource: { buffer: this.uniformBuf, offset: off, size: bytes.byteLength } },
@@ -221,12 +291,21 @@ export class GpuRuntime implements Disposable {
     this.encode(k.pipeline, bindGroup, typeof groups === "number" ? grid(groups) : groups);
   }
 
+  /** Open the error scopes of a new batch (closed by flush). */
+  private openBatch(): void {
+    if (this.batchScoped) return;
+    this.device.pushErrorScope("out-of-memory");
+    this.device.pushErrorScope("validation");
+    this.batchScoped = true;
+  }
+
   private encode(
     pipeline: GPUComputePipeline,
     bindGroup: GPUBindGroup,
     [x, y, z]: [number, number, number],
   ): void {
     if (x === 0 || y === 0 || z === 0) return;
+    this.openBatch();
     this.encoder ??= this.device.createCommandEncoder();
     this.pass ??= this.encoder.beginComputePass();
     this.pass.setPipeline(pipeline);
@@ -386,6 +465,12 @@ export class GpuRuntime implements Disposable {
     this.encoder = undefined;
     this.queued = 0;
     this.slots = 0;
+    if (this.batchScoped) {
+      this.batchScoped = false;
+      const ops = this.batchOps;
+      this.batchOps = [];
+      this.popScopes(() => describeBatch(ops));
+    }
     this.pool.collect();
   }
 
@@ -394,13 +479,19 @@ export class GpuRuntime implements Disposable {
     if (this.recording) throw new BackendError("an upload inside capture(): a replay could not repeat it");
     this.flush();
     const n = bytes.byteLength & ~3;
-    if (n > 0) this.device.queue.writeBuffer(buffer, offset, bytes, 0, n);
-    if (n < bytes.byteLength) {
-      // writeBuffer needs a multiple of 4 bytes: pad the tail (the buffer is allocated in 256-byte classes).
-      const tail = new Uint8Array(4);
-      tail.set(bytes.subarray(n));
-      this.device.queue.writeBuffer(buffer, offset + n, tail);
-    }
+    this.guarded(`an upload of ${bytesText(bytes.byteLength)}`, () => {
+      // Pieces of at most 64 MiB: the queue stages each write in host memory, so one large write
+      // would briefly hold a second copy of the whole tensor.
+      for (let s = 0; s < n; s += WRITE_PIECE) {
+        this.device.queue.writeBuffer(buffer, offset + s, bytes, s, Math.min(WRITE_PIECE, n - s));
+      }
+      if (n < bytes.byteLength) {
+        // writeBuffer needs a multiple of 4 bytes: pad the tail (the buffer is allocated in 256-byte classes).
+        const tail = new Uint8Array(4);
+        tail.set(bytes.subarray(n));
+        this.device.queue.writeBuffer(buffer, offset + n, tail);
+      }
+    });
   }
 
   /** Copy a byte range back to the host after all queued work. */
@@ -408,16 +499,27 @@ export class GpuRuntime implements Disposable {
     if (this.recording) throw new BackendError("a read inside capture()");
     const start = offset & ~3, end = Math.ceil((offset + size) / 4) * 4;
     this.flush();
-    const staging = this.device.createBuffer({
-      size: Math.max(4, end - start),
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    });
+    const what = `a readback of ${bytesText(size)}${this.op ? ` (${this.op})` : ""}`;
+    const staging = this.guarded(what, () =>
+      this.device.createBuffer({
+        size: Math.max(4, end - start),
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      }));
     try {
-      const enc = this.device.createCommandEncoder();
-      if (end > start) enc.copyBufferToBuffer(buffer, start, staging, 0, end - start);
-      this.device.queue.submit([enc.finish()]);
-      await staging.mapAsync(GPUMapMode.READ);
-      this.check();
+      this.guarded(what, () => {
+        const enc = this.device.createCommandEncoder();
+        if (end > start) enc.copyBufferToBuffer(buffer, start, staging, 0, end - start);
+        this.device.queue.submit([enc.finish()]);
+      });
+      try {
+        await staging.mapAsync(GPUMapMode.READ);
+      } catch (e) {
+        // The mapping fails when an earlier error left the staging buffer or the device unusable:
+        // report that error, which names its operation, rather than the mapping's own message.
+        await this.settle();
+        throw new DeviceError(`${what} failed: ${(e as Error).message} (${this.limitsText()})`);
+      }
+      await this.settle();
       return staging.getMappedRange().slice(offset - start, offset - start + size);
     } finally {
       staging.destroy();
@@ -428,12 +530,12 @@ export class GpuRuntime implements Disposable {
   async sync(): Promise<void> {
     this.flush();
     await this.device.queue.onSubmittedWorkDone();
-    this.check();
+    await this.settle();
   }
 
   /** Throw the first recorded device error, if any. */
   check(): void {
-    if (this.error) throw new BackendError(`WebGPU: ${this.error}`);
+    if (this.error) throw this.error;
   }
 
   [Symbol.dispose](): void {
@@ -442,6 +544,35 @@ export class GpuRuntime implements Disposable {
     this.uniformBuf.destroy();
     this.device.destroy();
   }
+}
+
+/** Bytes written to the queue per writeBuffer call. */
+const WRITE_PIECE = 64 << 20;
+
+/** Bytes as a short human figure (exact below 1 KiB). */
+export function bytesText(b: number): string {
+  if (b < 1024) return `${b} B`;
+  const [v, u] = b >= 2 ** 30
+    ? [b / 2 ** 30, "GiB"]
+    : b >= 2 ** 20
+    ? [b / 2 ** 20, "MiB"]
+    : [b / 1024, "KiB"];
+  return `${v.toFixed(2)} ${u} (${b} B)`;
+}
+
+/** The ops of a failed batch, in order, repeats counted: "matmul:matmul.main[...]×3, ...". */
+function describeBatch(ops: string[]): string {
+  if (ops.length === 0) return "a submission";
+  const runs: [string, number][] = [];
+  for (const o of ops) {
+    const last = runs[runs.length - 1];
+    if (last && last[0] === o) last[1]++;
+    else runs.push([o, 1]);
+  }
+  const shown = runs.slice(0, 6).map(([o, n]) => (n > 1 ? `${o}×${n}` : o)).join(", ");
+  return `a batch of ${ops.length} dispatches (op:kernel[binding bytes]: ${shown}${
+    runs.length > 6 ? ", …" : ""
+  })`;
 }
 
 /** Spread a workgroup count over x and y (each at most 65535). */

@@ -67,13 +67,22 @@ export function encodeHost(
   if (kind.wgsl === "i32") out = Int32Array.from(data);
   else if (kind.wgsl === "u32") out = Uint32Array.from(data);
   else {
-    const f: Float32Array<ArrayBuffer> = data instanceof Float32Array
-      ? Float32Array.from(data)
-      : Float32Array.from(data);
-    if (kind.wgsl === "f16") out = Float16Array.from(f);
-    else if (kind.round === "f16") out = f.map(Math.f16round);
-    else if (kind.round === "bf16") out = f.map(roundBf16);
-    else out = f;
+    // One output array and no intermediate copy (an 8B model's embedding table is gigabytes). f64
+    // input passes through f32 first (Math.fround) so it rounds twice exactly like the reference.
+    const n = data.length;
+    const f32 = data instanceof Float32Array ? (x: number) => x : Math.fround;
+    if (kind.wgsl === "f16") {
+      const h = new Float16Array(n);
+      for (let i = 0; i < n; i++) h[i] = f32(data[i]);
+      out = h;
+    } else if (kind.round === "none" && data instanceof Float32Array && data.buffer instanceof ArrayBuffer) {
+      out = data as Float32Array<ArrayBuffer>;
+    } else {
+      const r = kind.round === "f16" ? Math.f16round : kind.round === "bf16" ? roundBf16 : (x: number) => x;
+      const o = new Float32Array(n);
+      for (let i = 0; i < n; i++) o[i] = r(f32(data[i]));
+      out = o;
+    }
   }
   return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
 }

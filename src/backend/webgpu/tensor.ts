@@ -9,7 +9,7 @@
  * chunks (rows, runs, weight rows, batch entries) each of whose windows fits.
  */
 import type { Backend, DType, Tensor } from "../backend.ts";
-import { BackendError } from "../../errors.ts";
+import { BackendError, DeviceError } from "../../errors.ts";
 import type { BufferPool } from "./buffer_pool.ts";
 import type { BufferWindow, GpuRuntime } from "./runtime.ts";
 import type { StorageKind } from "./storage.ts";
@@ -117,10 +117,11 @@ export function chunks(
 ): [number, number][] {
   let per = Math.min(...bytesPerItem.filter((b) => b > 0).map((b) => fitting(rt, b)), Math.max(1, items));
   if (per < 1) {
-    throw new BackendError(
-      `one row of ${
+    throw new DeviceError(
+      `${rt.op || "an op"} binds items (rows, samples) of ${
         Math.max(...bytesPerItem)
-      } bytes does not fit maxStorageBufferBindingSize ${rt.maxBinding}`,
+      } bytes, and one does not fit maxStorageBufferBindingSize (${rt.limitsText()})`,
+      "try a smaller --seqlen",
     );
   }
   if (per < items && per >= multiple) per -= per % multiple;

@@ -18,7 +18,7 @@ import type {
   QuantState,
   Tensor,
 } from "../backend.ts";
-import { BackendError } from "../../errors.ts";
+import { BackendError, DeviceError, UsageError } from "../../errors.ts";
 import { type GpuContext, numel } from "./context.ts";
 import { GpuRuntime, type RuntimeOptions } from "./runtime.ts";
 import { decodeFloat, decodeInt, encodeHost, isFloat, storageKind } from "./storage.ts";
@@ -57,6 +57,62 @@ function dtypeFromEnv(): "f16" | "f32" | undefined {
   return v;
 }
 
+/**
+ * `AUTOROUND_WEBGPU_LIMITS=maxBufferSize=N,maxStorageBufferBindingSize=M` lowers the device limits
+ * the backend plans with (how CI drives, on a software adapter, the splitting a real GPU's limits
+ * force at 8B scale). Read only if granted.
+ */
+function limitsFromEnv(): Pick<RuntimeOptions, "maxBufferBytes" | "maxBindingBytes"> {
+  const variable = "AUTOROUND_WEBGPU_LIMITS";
+  if (Deno.permissions.querySync({ name: "env", variable }).state !== "granted") return {};
+  const v = Deno.env.get(variable);
+  if (!v) return {};
+  const out: Pick<RuntimeOptions, "maxBufferBytes" | "maxBindingBytes"> = {};
+  for (const part of v.split(",")) {
+    const m = part.trim().match(/^(maxBufferSize|maxStorageBufferBindingSize)=(\d+)$/);
+    if (!m || +m[2] < 1024) {
+      throw new UsageError(
+        `${variable}: "${part}" is not maxBufferSize=N or maxStorageBufferBindingSize=N (N ≥ 1024 bytes)`,
+      );
+    }
+    if (m[1] === "maxBufferSize") out.maxBufferBytes = +m[2];
+    else out.maxBindingBytes = +m[2];
+  }
+  return out;
+}
+
+/** Backend methods that record device work: each names itself in the runtime's error messages. */
+const TAGGED_OPS = [
+  "upload",
+  "uploadInt",
+  "full",
+  "read",
+  "readInt",
+  "copy",
+  "gatherSamples",
+  "matmul",
+  "add",
+  "addRowVector",
+  "rmsNorm",
+  "rmsNormBackward",
+  "rope",
+  "attention",
+  "attentionBackward",
+  "siluMul",
+  "siluMulBackward",
+  "embedding",
+  "crossEntropy",
+  "argmaxRows",
+  "fakeQuant",
+  "fakeQuantBackward",
+  "quantizeWeights",
+  "mseLoss",
+  "signSgdStep",
+  "accumulate",
+  "accumulateColumnSquares",
+  "keepBest",
+] as const;
+
 /** The WebGPU implementation of Backend. Create with `await WebGpuBackend.create()`. */
 export class WebGpuBackend implements Backend, GpuContext {
   readonly name = "webgpu" as const;
@@ -67,6 +123,25 @@ export class WebGpuBackend implements Backend, GpuContext {
 
   private constructor(readonly rt: GpuRuntime, public computeDType: "f32" | "f16") {
     this.device = `WebGPU ${rt.description}${rt.nativeF16 ? " (shader-f16)" : ""}`;
+    // Wrap each op so the runtime knows which one a dispatch, upload or buffer belongs to.
+    const self = this as unknown as Record<string, (...a: unknown[]) => unknown>;
+    for (const name of TAGGED_OPS) {
+      const f = self[name];
+      self[name] = (...a: unknown[]) => {
+        const outer = rt.op;
+        rt.op = outer || name;
+        try {
+          return f.apply(this, a);
+        } finally {
+          rt.op = outer;
+        }
+      };
+    }
+  }
+
+  /** The device's maxBufferSize (or the lowered test limit): the largest one tensor can be. */
+  get maxTensorBytes(): number {
+    return this.rt.maxBufferSize;
   }
 
   /**
@@ -80,7 +155,7 @@ export class WebGpuBackend implements Backend, GpuContext {
    * ```
    */
   static async create(opts: WebGpuOptions = {}): Promise<WebGpuBackend> {
-    const rt = await GpuRuntime.open(opts);
+    const rt = await GpuRuntime.open({ ...limitsFromEnv(), ...opts });
     const be = new WebGpuBackend(rt, "f32");
     be.poison = opts.poison ?? false;
     be.f16Partials = opts.matmulF16Partials ?? false;
@@ -119,8 +194,10 @@ export class WebGpuBackend implements Backend, GpuContext {
     const kind = storageKind(dtype, this.rt.nativeF16);
     const bytes = Math.max(4, numel(shape) * kind.bytes);
     if (bytes > this.rt.maxBufferSize) {
-      throw new BackendError(
-        `a ${dtype} tensor of shape [${shape}] needs ${bytes} bytes, over this GPU's maxBufferSize ${this.rt.maxBufferSize}`,
+      throw new DeviceError(
+        `${
+          this.rt.op || "an op"
+        } needs a ${dtype} tensor of shape [${shape}] (${bytes} bytes), over this GPU's maxBufferSize (${this.rt.limitsText()})`,
       );
     }
     const t = new GpuTensor(
@@ -195,11 +272,17 @@ export class WebGpuBackend implements Backend, GpuContext {
     if (d.size !== s.size) throw new BackendError(`copy of ${s.size} elements into ${d.size}`);
     mem.copyRange(this, d, s, s.size);
   }
-  gatherSamples(dst: Tensor, src: Tensor, indices: readonly number[] | Tensor, rowsPerSample: number): void {
+  gatherSamples(
+    dst: Tensor,
+    src: Tensor,
+    indices: readonly number[] | Tensor,
+    rowsPerSample: number,
+    firstSample?: number,
+  ): void {
     if (Array.isArray(indices)) {
       using idx = this.uploadInt(Int32Array.from(indices as readonly number[]), [indices.length]);
-      mem.gatherSamples(this, gpu(dst), gpu(src), gpu(idx), rowsPerSample);
-    } else mem.gatherSamples(this, gpu(dst), gpu(src), gpu(indices as Tensor), rowsPerSample);
+      mem.gatherSamples(this, gpu(dst), gpu(src), gpu(idx), rowsPerSample, firstSample);
+    } else mem.gatherSamples(this, gpu(dst), gpu(src), gpu(indices as Tensor), rowsPerSample, firstSample);
   }
 
   // ---- dense math -----------------------------------------------------------------------------
@@ -352,6 +435,10 @@ export class WebGpuBackend implements Backend, GpuContext {
   memoryStats(): { liveBytes: number; deviceBytes: number; peakDeviceBytes: number } {
     const p = this.rt.pool;
     return { liveBytes: p.liveBytes, deviceBytes: p.deviceBytes, peakDeviceBytes: p.peakDeviceBytes };
+  }
+  /** The pool's high-water mark of GPU buffer bytes (see memoryStats). */
+  peakMemoryBytes(): number {
+    return this.rt.pool.peakDeviceBytes;
   }
   /** Start a new high-water mark at the current device bytes. */
   resetPeakMemory(): void {
