@@ -39,7 +39,7 @@ quant() {
   local s=$(date +%s)
   python3 - "$W/$name.rss" deno run -A --no-check main.ts quantize --model "$CKPT" --scheme W4A16 \
     --recipe "$recipe" --dataset "$CALIB" --nsamples "${NSAMPLES:-128}" --seqlen "${SEQLEN:-2048}" --batch_size 8 --device "$dev" \
-    --output_dir "$W/q_$name" --log_json "$W/$name.jsonl" "$@" > "$W/$name.log" 2>&1 <<'PY'
+    --output_dir "$W/q_$name" --log_json "$W/$name.jsonl" --debug "$@" > "$W/$name.log" 2>&1 <<'PY'
 import resource, subprocess, sys
 rc = subprocess.call(sys.argv[2:])
 open(sys.argv[1], "w").write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
@@ -56,6 +56,7 @@ b=[x for x in r if 'seconds' in x]
 print(' '.join(f\"{x['seconds']:.1f}\" for x in b), '| mean', f\"{sum(x['seconds'] for x in b)/max(1,len(b)):.2f}\" if b else '-')" 2>/dev/null)
   note "$name: rc $rc, $(( $(date +%s) - s )) s wall, s/block [$secs], peak RSS $(( $(cat "$W/$name.rss" 2>/dev/null || echo 0) / 1024 )) MiB, nvidia-smi peak ${gpu:-?} MiB (idle ${base:-?}), $(grep -o 'peak device memory [0-9.]* [GM]iB' "$W/$name.log")"
   grep -E "^error|internal error|loss iter" "$W/$name.log" | tail -2 | tee -a "$W/summary.txt"
+  [ $rc -ne 0 ] && grep -vE "^block " "$W/$name.log" | tail -25
   cp "$W/$name.log" "$OUT/" 2>/dev/null
   return $rc
 }
