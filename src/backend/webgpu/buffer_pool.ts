@@ -51,6 +51,10 @@ export class BufferPool implements Disposable {
   private doomed: GPUBuffer[] = [];
   /** Bytes currently handed out. */
   liveBytes = 0;
+  /** High-water mark of {@link liveBytes}: the working set the program has needed at once. */
+  peakLiveBytes = 0;
+  /** Bytes of buffers destroyed so far (churn: each is a later re-creation). */
+  destroyedBytes = 0;
   /** Bytes of the pool's buffers that exist on the device (handed out, idle, or awaiting destroy). */
   deviceBytes = 0;
   /** High-water mark of {@link deviceBytes}: the pool's peak GPU memory. */
@@ -75,6 +79,7 @@ export class BufferPool implements Disposable {
       ? Math.min(sizeClass(bytes), this.maxBufferBytes)
       : sizeClass(bytes);
     this.liveBytes += size;
+    if (this.liveBytes > this.peakLiveBytes) this.peakLiveBytes = this.liveBytes;
     const cap = this.recording;
     const own = cap?.free.get(size)?.pop();
     if (own) return own;
@@ -129,7 +134,12 @@ export class BufferPool implements Disposable {
     if (!list) this.free.set(size, list = []);
     list.push(buf);
     this.freeBytes += size;
-    if (this.freeBytes > this.maxFreeBytes) this.shrink(this.maxFreeBytes / 2);
+    // Idle buffers up to the largest working set seen are kept: a loop that frees and re-creates
+    // the same tensors every pass (an 8B block's forward over each batch) must find them again.
+    // Destroying them instead churned GPU memory faster than the driver reclaimed it (WebGPU frees
+    // a destroyed buffer only when the device is next polled): 139 GB on an H200 within 50 s.
+    const cap = Math.max(this.maxFreeBytes, this.peakLiveBytes);
+    if (this.freeBytes > cap) this.shrink(cap / 2);
   }
 
   /** Move idle buffers to the destroy list, largest first, until at most `target` bytes stay idle. */
@@ -148,6 +158,7 @@ export class BufferPool implements Disposable {
   collect(): void {
     for (const b of this.doomed) {
       this.deviceBytes -= b.size;
+      this.destroyedBytes += b.size;
       b.destroy();
     }
     this.doomed = [];
