@@ -18,6 +18,7 @@ import ggufMath from "../../../wgsl/gguf_math.wgsl" with { type: "text" };
 import ggufSearch from "../../../wgsl/gguf_search.wgsl" with { type: "text" };
 import ggufSuper from "../../../wgsl/gguf_super.wgsl" with { type: "text" };
 import ggufPack from "../../../wgsl/gguf_pack.wgsl" with { type: "text" };
+import intSearch from "../../../wgsl/int_search.wgsl" with { type: "text" };
 import { type StorageKind, storageKind } from "./storage.ts";
 
 const F32_KIND = storageKind("f32", false);
@@ -38,6 +39,7 @@ export const WGSL_SOURCES = {
   ggufSearch: `${ggufMath}\n${ggufSearch}`,
   ggufSuper: `${ggufMath}\n${ggufSuper}`,
   ggufPack: `${ggufMath}\n${ggufPack}`,
+  intSearch: `${ggufMath}\n${intSearch}`,
 } as const;
 
 /** Name of a kernel family. */

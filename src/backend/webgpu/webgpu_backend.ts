@@ -32,6 +32,7 @@ import * as attn from "./attention.ts";
 import * as fq from "./fake_quant.ts";
 import * as loss from "./loss_ops.ts";
 import * as gguf from "./gguf.ts";
+import * as search from "./int_search.ts";
 
 /** Options of `WebGpuBackend.create`. */
 export interface WebGpuOptions extends RuntimeOptions {
@@ -115,6 +116,8 @@ const TAGGED_OPS = [
   "accumulateColumnSquares",
   "keepBest",
   "ggufQuantize",
+  "groupMinMax",
+  "optRtnScales",
 ] as const;
 
 /** The WebGPU implementation of Backend. Create with `await WebGpuBackend.create()`. */
@@ -419,6 +422,12 @@ export class WebGpuBackend implements Backend, GpuContext {
   }
   accumulateColumnSquares(acc: Tensor, x: Tensor): void {
     math.accumulateColumnSquares(this, gpu(acc), gpu(x));
+  }
+  groupMinMax(w: Tensor, groupSize: number): { wMin: Tensor; wMax: Tensor } {
+    return search.groupMinMax(this, gpu(w), groupSize);
+  }
+  optRtnScales(w: Tensor, imatrix: Tensor | undefined, groupSize: number, bits: number): Tensor {
+    return search.optRtnScales(this, gpu(w), imatrix ? gpu(imatrix) : undefined, groupSize, bits);
   }
   ggufQuantize(w: Tensor, type: GgufBlockType, opts: GgufQuantizeOptions): Promise<Uint8Array> {
     return gguf.ggufQuantize(this, gpu(w), type, opts);
