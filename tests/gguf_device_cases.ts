@@ -187,8 +187,11 @@ export async function deviceVsHost(
   k: number,
   opts: Omit<GgufQuantizeOptions, "imatrix">,
   imatrix?: Float32Array,
+  dtype: "f32" | "bf16" | "f16" = "f32",
 ): Promise<BlockDiff> {
-  using dw = be.upload(w, [n, k]);
+  // Weights stored in a 16-bit dtype: both sides quantize the same rounded values.
+  if (dtype !== "f32") w = await cpu.read(cpu.upload(w, [n, k], dtype));
+  using dw = be.upload(w, [n, k], dtype);
   using di = imatrix ? be.upload(imatrix, [k]) : undefined;
   using cw = cpu.upload(w, [n, k]);
   using ci = imatrix ? cpu.upload(imatrix, [k]) : undefined;
