@@ -6,13 +6,16 @@
  * Bound (tests/gguf_device_cases.ts): at most 1 in 10⁴ blocks may differ (none in these tensors),
  * each within 1e-6 of the reference's weighted error. The mismatch counts are printed as a table.
  */
-import { assertEquals, assertRejects } from "./assert.ts";
+import { assert, assertEquals, assertRejects } from "./assert.ts";
 import ggufMath from "../wgsl/gguf_math.wgsl" with { type: "text" };
 import { BackendError } from "../src/errors.ts";
 import { Params } from "../src/backend/webgpu/runtime.ts";
 import { bind, gpu } from "../src/backend/webgpu/tensor.ts";
 import { f32ToF16, roundHalfEven } from "../src/tensor/dtype.ts";
 import { gpuTest, openGpu } from "./webgpu_helpers.ts";
+import { GgufExporter, ggufQuantizerOf } from "../src/export/gguf.ts";
+import { exportModel } from "./consumers/helpers.ts";
+import { widenStories } from "./consumers/models.ts";
 import {
   type BlockDiff,
   deviceVsHost,
@@ -40,6 +43,11 @@ gpuTest("GGUF: every type and mode equals the host on random weights with awkwar
       const d = await deviceVsHost(be, t, w, n, k, m.opts, m.imatrix ? im : undefined);
       record(`random ${t} ${m.name} (seed ${seed})`, d);
     }
+  }
+  // Weights stored as bf16 (f32 words rounded to bf16 on WebGPU): both sides see the same values.
+  for (const t of ["Q4_0", "Q5_1", "Q4_K", "Q6_K"] as const) {
+    const d = await deviceVsHost(be, t, w, n, k, { optRtn: true }, im, "bf16");
+    record(`random bf16 ${t} opt-RTN + imatrix (seed ${seed})`, d);
   }
 });
 
@@ -69,6 +77,31 @@ gpuTest("GGUF: a weight split over many 4 KiB binding chunks gives the same byte
   }
   split[Symbol.dispose]();
 });
+
+gpuTest(
+  "GGUF: the exporter with the device quantizer writes the host's file (widened stories260K, imatrix, embeddings at export)",
+  be,
+  async (be) => {
+    const tmp = await Deno.makeTempDir({ prefix: "autoround_gguf_dev_" });
+    try {
+      const model = await widenStories(`${tmp}/model`);
+      for (const fmt of ["gguf:q4_k_m", "gguf:q2_k_s"]) {
+        const host = await exportModel({ model, formats: fmt, out: `${tmp}/host` });
+        const device = ggufQuantizerOf(be)!;
+        let calls = 0;
+        const ggufQuantizer: typeof device = (...a) => (calls++, device(...a));
+        const dev = await exportModel({ model, formats: fmt, out: `${tmp}/dev`, ggufQuantizer });
+        assert(calls > 0, "the exporter did not use the device quantizer");
+        const [a, b] = [host, dev].map((r) => r.exporters[0] as GgufExporter);
+        const types = [...new Set(a.records.map((r) => r.type))].sort().join(",");
+        assertEquals(await Deno.readFile(b.path), await Deno.readFile(a.path), `${fmt} (${types})`);
+        table.push(`  exporter ${fmt} (${types})`.padEnd(46) + ` identical file`);
+      }
+    } finally {
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+);
 
 gpuTest("GGUF: shapes that do not split into blocks and a wrong imatrix are refused", be, async (be) => {
   using w = be.upload(new Float32Array(4 * 96), [4, 96]);
