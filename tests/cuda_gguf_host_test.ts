@@ -6,7 +6,6 @@
  * dtype loads and device intrinsics are checked on the GPU by cuda_gguf_test.ts. Skips (printing why)
  * when nvcc is not installed.
  */
-import { GGML_TYPES } from "../src/io/gguf_types.ts";
 import { ggufPlan } from "../src/backend/gguf_plan.ts";
 import { ggufFlags } from "../src/backend/cuda/gguf.ts";
 import { CpuBackend } from "../src/backend/cpu/cpu_backend.ts";
@@ -128,7 +127,5 @@ Deno.test({
         await check(`stories260K ${t} ${m.name}`, t, w, n, k, m.opts, m.imatrix ? im : undefined);
       }
     }
-    // Every block type's geometry is exercised (a sanity check of the table the kernels use).
-    for (const t of GGUF_TYPES) if (GGML_TYPES[t].typeSize % 2 !== 0) throw new Error(`${t}: odd block size`);
   },
 });
