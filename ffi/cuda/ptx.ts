@@ -8,9 +8,20 @@ import core80 from "./kernels_sm80.ptx" with { type: "text" };
 import core90 from "./kernels_sm90.ptx" with { type: "text" };
 import flash80 from "./flash_sm80.ptx" with { type: "text" };
 import flash90 from "./flash_sm90.ptx" with { type: "text" };
+import gguf80 from "./gguf_sm80.ptx" with { type: "text" };
+import gguf90 from "./gguf_sm90.ptx" with { type: "text" };
 
-/** The two modules: everything but tensor-core attention, and tensor-core attention. */
-export type KernelModuleName = "core" | "flash";
+/**
+ * The modules: everything but tensor-core attention and the GGUF quantizer, tensor-core attention,
+ * and the GGUF quantizer (separate so that their JIT compile happens only in programs that use them).
+ */
+export type KernelModuleName = "core" | "flash" | "gguf";
+
+const MODULES: Readonly<Record<KernelModuleName, readonly [sm80: string, sm90: string]>> = {
+  core: [core80, core90],
+  flash: [flash80, flash90],
+  gguf: [gguf80, gguf90],
+};
 
 /**
  * PTX for a device of compute capability `cc`: the sm_90 build on Hopper and newer (the driver
@@ -20,6 +31,5 @@ export type KernelModuleName = "core" | "flash";
 export function ptxFor(cc: readonly [number, number], module: KernelModuleName): string | null {
   const major = cc[0];
   if (major < 8) return null;
-  if (major >= 9) return module === "core" ? core90 : flash90;
-  return module === "core" ? core80 : flash80;
+  return MODULES[module][major >= 9 ? 1 : 0];
 }

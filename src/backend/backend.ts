@@ -70,6 +70,32 @@ export interface QuantizedWeights {
   zeros: Int32Array;
 }
 
+/** The GGML block types a device GGUF quantizer writes (llama.cpp's names; src/export/gguf/quantize.ts). */
+export type GgufBlockType =
+  | "Q4_0"
+  | "Q4_1"
+  | "Q5_0"
+  | "Q5_1"
+  | "Q8_0"
+  | "Q2_K"
+  | "Q3_K"
+  | "Q4_K"
+  | "Q5_K"
+  | "Q6_K";
+
+/** How {@link Backend.ggufQuantize} quantizes (quantize.ts SearchOptions, quantizeAtExport). */
+export interface GgufQuantizeOptions {
+  /** AutoRound's optimized RTN: the Q4_0/Q5_0/Q8_0 scale search and the importance matrix. */
+  optRtn: boolean;
+  /** Importance per input column, f32 `[K]`; used with optRtn only (ignored when all zero). */
+  imatrix?: Tensor;
+  /**
+   * The rules for tensors AutoRound quantizes only at export (token_embd): llama.cpp's reference
+   * quantizers for the 32-wide types, the K-quant searches without an importance matrix.
+   */
+  atExport?: boolean;
+}
+
 /** Gradients of the fake-quant op with respect to its tunable inputs. */
 export interface FakeQuantGrads {
   dv: Tensor;
@@ -214,6 +240,14 @@ export interface Backend extends Disposable {
    * Without it the pipeline searches on the host.
    */
   optRtnScales?(w: Tensor, imatrix: Tensor | undefined, groupSize: number, bits: number): Tensor;
+  /**
+   * Optional: quantize weight `w` `[N, K]` (K a multiple of the type's block size) to GGML blocks as
+   * the host reference does (src/export/gguf/quantize.ts quantizeTensor / quantizeAtExport, then
+   * io/gguf_blocks.ts packBlocks) and return the packed llama.cpp block bytes, row-major. Device
+   * kernels emulate the host's float32 operation order, so the bytes equal the host's except at rare
+   * float32 near-ties. Without it the GGUF exporter quantizes on the host.
+   */
+  ggufQuantize?(w: Tensor, type: GgufBlockType, opts: GgufQuantizeOptions): Promise<Uint8Array>;
   /**
    * Fake-quantize weight `w` `[N, K]` with the tunable state (spec ALGORITHM.md § Integer
    * quantizers; AutoRound `quant_tensor_sym` / `quant_tensor_asym`), returning Ŵ in `outDType`.

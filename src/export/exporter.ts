@@ -2,7 +2,7 @@
  * What every export format receives while a model is quantized: tensors stream in block by block
  * (each written to disk at once), then `finish` writes configs and tokenizer files.
  */
-import type { QuantizedWeights } from "../backend/backend.ts";
+import type { GgufBlockType, QuantizedWeights } from "../backend/backend.ts";
 import type { ModelSpec } from "../model/config.ts";
 import type { LayerConfigResult } from "../quant/layer_config.ts";
 import type { QuantScheme } from "../quant/scheme.ts";
@@ -57,7 +57,21 @@ export interface ExportContext {
   run: RunInfo;
   /** Shard size limit in bytes. */
   maxShardSize: number;
+  /** A device GGUF quantizer (the run's backend's ggufQuantize); without it GGUF quantizes on the host. */
+  ggufQuantizer?: GgufDeviceQuantizer;
 }
+
+/**
+ * Packed GGML block bytes of a `[n, k]` float weight, computed on a device (Backend.ggufQuantize);
+ * `imatrix` is the per-column importance `[k]`, already averaged.
+ */
+export type GgufDeviceQuantizer = (
+  type: GgufBlockType,
+  w: Float32Array,
+  n: number,
+  k: number,
+  opts: { optRtn: boolean; imatrix?: Float32Array; atExport?: boolean },
+) => Promise<Uint8Array>;
 
 /** A format writer. Calls arrive in model order; each tensor is written to disk before returning. */
 export interface Exporter {

@@ -15,7 +15,8 @@ import { type GgmlTypeName, LLAMA_FILE_TYPES } from "../io/gguf_types.ts";
 import { GgufWriter, meta } from "../io/gguf_writer.ts";
 import { basename, join } from "../std/path.ts";
 import { decodeFloats, encodeFloats, type FloatDType, type StDType } from "../tensor/dtype.ts";
-import type { ExportContext, Exporter, QuantizedLinear } from "./exporter.ts";
+import type { Backend } from "../backend/backend.ts";
+import type { ExportContext, Exporter, GgufDeviceQuantizer, QuantizedLinear } from "./exporter.ts";
 import { copyModelSideFiles } from "./hf_files.ts";
 import { type GgufFormat, ggufFormat, GgufTypeSelector } from "./gguf/formats.ts";
 import {
@@ -68,6 +69,33 @@ export function paramsFromQuantized(
     ? { kind: "sym", scale }
     : { kind: "asym", scale, zp: Float32Array.from(l.q.zeros) };
   return { params, wq };
+}
+
+/**
+ * The device GGUF quantizer of a GPU backend (uploads the weight, runs Backend.ggufQuantize), or
+ * undefined: on the CPU the exporter runs the host reference itself, whose float64 importance keeps
+ * its bytes identical with auto-round's. A weight larger than one device tensor goes in row slices
+ * (blocks never cross rows, and the importance is the same for every slice).
+ */
+export function ggufQuantizerOf(be: Backend): GgufDeviceQuantizer | undefined {
+  if (!be.ggufQuantize || be.name === "cpu") return undefined;
+  return async (type, w, n, k, opts) => {
+    using im = opts.imatrix ? be.upload(opts.imatrix, [k]) : undefined;
+    const rows = Math.max(1, Math.min(n, Math.floor((be.maxTensorBytes ?? Infinity) / (4 * k))));
+    const parts: Uint8Array[] = [];
+    for (let r = 0; r < n; r += rows) {
+      const m = Math.min(rows, n - r);
+      using wt = be.upload(w.subarray(r * k, (r + m) * k), [m, k]);
+      parts.push(
+        await be.ggufQuantize!(wt, type, { optRtn: opts.optRtn, imatrix: im, atExport: opts.atExport }),
+      );
+    }
+    if (parts.length === 1) return parts[0];
+    const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+    let at = 0;
+    for (const p of parts) (out.set(p, at), at += p.length);
+    return out;
+  };
 }
 
 /** Writes one GGUF file. */
@@ -165,13 +193,18 @@ export class GgufExporter implements Exporter {
       await this.#put(hfName, type, [k, n], GgufExporter.floatBytes(type as "F32" | "F16" | "BF16", w));
       return;
     }
-    let imp: Float64Array | undefined;
-    if (imatrix) {
-      // Per-token mean of x² (AutoRound divides the sum by the sample count; the searches only
-      // compare weighted sums, so the scale does not change the result).
-      const div = Math.max(1, this.#ctx.run.nsamples);
-      imp = Float64Array.from(imatrix, (v) => v / div);
+    // Per-token mean of x² (AutoRound divides the sum by the sample count; the searches only
+    // compare weighted sums, so the scale does not change the result).
+    const div = Math.max(1, this.#ctx.run.nsamples);
+    const device = this.#ctx.ggufQuantizer;
+    if (device) {
+      const opts = how === "export"
+        ? { optRtn: false, atExport: true }
+        : { optRtn: this.#optRtn, imatrix: imatrix && Float32Array.from(imatrix, (v) => v / div) };
+      await this.#put(hfName, type, [k, n], await device(type, w, n, k, opts));
+      return;
     }
+    const imp = imatrix && Float64Array.from(imatrix, (v) => v / div);
     const blocks = how === "export"
       ? quantizeAtExport(type, w, n, k)
       : quantizeTensor(type, w, n, k, { optRtn: this.#optRtn, imatrix: imp });

@@ -7,6 +7,7 @@ import type { Backend } from "../backend/backend.ts";
 import { createBackend, type DeviceName } from "../backend/select.ts";
 import { UsageError } from "../errors.ts";
 import type { ExportContext, RunInfo } from "../export/exporter.ts";
+import { ggufQuantizerOf } from "../export/gguf.ts";
 import { checkFormats, createExporters, parseFormats, resolveRunScheme } from "../export/registry.ts";
 import { type CalibrationSet, loadCalibration } from "../io/calib.ts";
 import { type Checkpoint, openCheckpoint } from "../io/checkpoint.ts";
@@ -137,6 +138,7 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
       config: ckpt.config,
       run,
       maxShardSize: o.maxShardSize,
+      ggufQuantizer: ggufQuantizerOf(be),
     };
     const exporters = createExporters(formats, out.path, ctx);
     const progress = new Progress("block", ckpt.spec.nLayers, (s) => log.info(s));

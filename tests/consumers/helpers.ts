@@ -44,6 +44,8 @@ export interface ExportOptions {
   be?: Backend;
   /** GGUF only: write every weight in this type (e.g. F32) instead of the format's mix. */
   forceType?: GgmlTypeName;
+  /** GGUF only: quantize on a device (ExportContext.ggufQuantizer) instead of the host. */
+  ggufQuantizer?: ExportContext["ggufQuantizer"];
 }
 
 /** What a run left behind. */
@@ -95,6 +97,7 @@ export async function exportModel(o: ExportOptions): Promise<ExportRun> {
     config: ckpt.config,
     run,
     maxShardSize: 5e9,
+    ggufQuantizer: o.ggufQuantizer,
   };
   await Deno.mkdir(o.out, { recursive: true });
   const exporters = o.forceType

@@ -8,6 +8,8 @@ import type {
   Backend,
   DType,
   FakeQuantGrads,
+  GgufBlockType,
+  GgufQuantizeOptions,
   IntQuantParams,
   QuantizedWeights,
   QuantState,
@@ -28,6 +30,9 @@ import {
   resolveGroupSize,
   searchScalesSym,
 } from "../../quant/int_quant.ts";
+import { quantizeAtExport, quantizeTensor } from "../../export/gguf/quantize.ts";
+import { packBlocks } from "../../io/gguf_blocks.ts";
+import { ggufPlan } from "../gguf_plan.ts";
 
 type Storage = k.FArr | Int32Array | Uint8Array;
 
@@ -142,6 +147,19 @@ export class CpuBackend implements Backend {
     const imp = imatrix ? importanceForWeight(this.t(imatrix).f, W.f, layout, bits) : undefined;
     const s = searchScalesSym(W.f, layout, bits, imp, 1e-5, Math.fround);
     return this.upload(s, [s.length]);
+  }
+  /** The host reference itself (src/export/gguf/quantize.ts), on the f32 values of `w`. */
+  ggufQuantize(w: Tensor, type: GgufBlockType, opts: GgufQuantizeOptions): Promise<Uint8Array> {
+    const W = this.t(w);
+    if (W.shape.length !== 2) throw new BackendError(`ggufQuantize: weight must be 2-D, got [${W.shape}]`);
+    const [n, k] = W.shape;
+    const imatrix = opts.imatrix ? Float32Array.from(this.t(opts.imatrix).f) : undefined;
+    ggufPlan(type, n, k, opts, imatrix); // the same shape checks as the device backends
+    const wf = Float32Array.from(W.f);
+    const blocks = opts.atExport
+      ? quantizeAtExport(type, wf, n, k)
+      : quantizeTensor(type, wf, n, k, { optRtn: opts.optRtn, imatrix });
+    return Promise.resolve(packBlocks(blocks));
   }
   uploadInt(data: Int32Array, shape: readonly number[]): Tensor {
     return new CpuTensor(this, shape, "i32", Int32Array.from(data));

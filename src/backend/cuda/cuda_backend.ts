@@ -21,6 +21,8 @@ import type {
   CapturedWork,
   DType,
   FakeQuantGrads,
+  GgufBlockType,
+  GgufQuantizeOptions,
   IntQuantParams,
   QuantizedWeights,
   QuantState,
@@ -34,6 +36,7 @@ import { CudaGraph } from "./graph.ts";
 import { matmul, type OpContext } from "./matmul.ts";
 import * as ops from "./ops.ts";
 import * as quant from "./quant.ts";
+import * as gguf from "./gguf.ts";
 import { asBackendError, type CudaOptions, CudaRuntime } from "./runtime.ts";
 import { aligned16, CudaTensor, DTYPE_BYTES, DTYPE_CODE, sizeOf } from "./tensor.ts";
 
@@ -348,6 +351,16 @@ export class CudaBackend implements Backend, OpContext {
   }
   fakeQuantBackward(w: Tensor, state: QuantState, p: IntQuantParams, dWq: Tensor): FakeQuantGrads {
     return quant.fakeQuantBackward(this, this.t(w), state, p, this.t(dWq), (x) => this.t(x));
+  }
+  async ggufQuantize(w: Tensor, type: GgufBlockType, opts: GgufQuantizeOptions): Promise<Uint8Array> {
+    this.noCapture("ggufQuantize");
+    try {
+      const r = await gguf.ggufQuantize(this, this.t(w), type, opts, (x) => this.t(x));
+      this.rt.checkDeviceErrors();
+      return r;
+    } catch (e) {
+      asBackendError(e, "CUDA");
+    }
   }
   async quantizeWeights(w: Tensor, state: QuantState, p: IntQuantParams): Promise<QuantizedWeights> {
     this.noCapture("quantizeWeights");

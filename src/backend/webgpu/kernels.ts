@@ -14,6 +14,11 @@ import attentionBackward from "../../../wgsl/attention_backward.wgsl" with { typ
 import fakeQuant from "../../../wgsl/fake_quant.wgsl" with { type: "text" };
 import loss from "../../../wgsl/loss.wgsl" with { type: "text" };
 import reduce from "../../../wgsl/reduce.wgsl" with { type: "text" };
+import ggufMath from "../../../wgsl/gguf_math.wgsl" with { type: "text" };
+import ggufSearch from "../../../wgsl/gguf_search.wgsl" with { type: "text" };
+import ggufSuper from "../../../wgsl/gguf_super.wgsl" with { type: "text" };
+import ggufPack from "../../../wgsl/gguf_pack.wgsl" with { type: "text" };
+import intSearch from "../../../wgsl/int_search.wgsl" with { type: "text" };
 import { type StorageKind, storageKind } from "./storage.ts";
 
 const F32_KIND = storageKind("f32", false);
@@ -30,6 +35,11 @@ export const WGSL_SOURCES = {
   fakeQuant,
   loss,
   reduce,
+  // The GGUF kernels share their float32 helpers and uniform (gguf_math.wgsl).
+  ggufSearch: `${ggufMath}\n${ggufSearch}`,
+  ggufSuper: `${ggufMath}\n${ggufSuper}`,
+  ggufPack: `${ggufMath}\n${ggufPack}`,
+  intSearch: `${ggufMath}\n${intSearch}`,
 } as const;
 
 /** Name of a kernel family. */

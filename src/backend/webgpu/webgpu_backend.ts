@@ -13,6 +13,8 @@ import type {
   CapturedWork,
   DType,
   FakeQuantGrads,
+  GgufBlockType,
+  GgufQuantizeOptions,
   IntQuantParams,
   QuantizedWeights,
   QuantState,
@@ -29,6 +31,8 @@ import * as math from "./math_ops.ts";
 import * as attn from "./attention.ts";
 import * as fq from "./fake_quant.ts";
 import * as loss from "./loss_ops.ts";
+import * as gguf from "./gguf.ts";
+import * as search from "./int_search.ts";
 
 /** Options of `WebGpuBackend.create`. */
 export interface WebGpuOptions extends RuntimeOptions {
@@ -111,6 +115,9 @@ const TAGGED_OPS = [
   "accumulate",
   "accumulateColumnSquares",
   "keepBest",
+  "ggufQuantize",
+  "groupMinMax",
+  "optRtnScales",
 ] as const;
 
 /** The WebGPU implementation of Backend. Create with `await WebGpuBackend.create()`. */
@@ -415,6 +422,15 @@ export class WebGpuBackend implements Backend, GpuContext {
   }
   accumulateColumnSquares(acc: Tensor, x: Tensor): void {
     math.accumulateColumnSquares(this, gpu(acc), gpu(x));
+  }
+  groupMinMax(w: Tensor, groupSize: number): { wMin: Tensor; wMax: Tensor } {
+    return search.groupMinMax(this, gpu(w), groupSize);
+  }
+  optRtnScales(w: Tensor, imatrix: Tensor | undefined, groupSize: number, bits: number): Tensor {
+    return search.optRtnScales(this, gpu(w), imatrix ? gpu(imatrix) : undefined, groupSize, bits);
+  }
+  ggufQuantize(w: Tensor, type: GgufBlockType, opts: GgufQuantizeOptions): Promise<Uint8Array> {
+    return gguf.ggufQuantize(this, gpu(w), type, opts);
   }
   keepBest(lossT: Tensor, best: Tensor, pairs: readonly (readonly [src: Tensor, dst: Tensor])[]): void {
     mem.keepBest(this, gpu(lossT), gpu(best), pairs.map(([s, d]) => [gpu(s), gpu(d)] as const));
