@@ -1,0 +1,68 @@
+/**
+ * The worker pool (src/parallel/pool.ts): ranges cover the count exactly, workers write shared
+ * memory in place, a worker's error reaches the caller, arrays off shared memory are refused, and the
+ * serial pool runs everything on the calling thread.
+ */
+import { PoolError, splitRange, WorkerPool } from "../src/parallel/pool.ts";
+import { assert, assertEquals, assertThrows } from "./assert.ts";
+import { failTask, fillTask, whoTask } from "./pool_tasks.ts";
+
+Deno.test("splitRange cuts [0, count) into contiguous ranges of at least `grain`, at most `parts`", () => {
+  for (
+    const [count, parts, grain] of [[10, 3, 1], [7, 4, 1], [100, 3, 40], [5, 8, 1], [3, 2, 10], [0, 4, 1]]
+  ) {
+    const r = splitRange(count, parts, grain);
+    assert(r.length <= parts, `${count}/${parts}: ${r.length} ranges`);
+    if (count === 0) {
+      assertEquals(r, []);
+      continue;
+    }
+    assertEquals(r[0][0], 0);
+    assertEquals(r[r.length - 1][1], count);
+    for (let i = 1; i < r.length; i++) assertEquals(r[i][0], r[i - 1][1]);
+    if (r.length > 1) {
+      for (const [s, e] of r) {
+        assert(e - s >= grain, `range ${s}..${e} below grain ${grain}`);
+      }
+    }
+  }
+  assertEquals(splitRange(100, 3, 40), [[0, 50], [50, 100]]);
+});
+
+Deno.test("a 3-thread pool runs ranges on its workers, in place on shared memory", async () => {
+  using pool = await WorkerPool.start(3);
+  assertEquals(pool.threads, 3);
+  const x = new Float32Array(new SharedArrayBuffer(4 * 1000));
+  pool.run(fillTask, x.length, { x, k: 0.5 });
+  for (let i = 0; i < x.length; i++) assert(x[i] === 0.5 * i, `x[${i}] = ${x[i]}`);
+  const who = new Int32Array(new SharedArrayBuffer(4 * 99));
+  pool.run(whoTask, who.length, { who });
+  // The calling thread takes the first range, the two workers the others.
+  assertEquals([who[0], who[40], who[98]], [0, 1, 1]);
+  // grain: 99 units in ranges of at least 60 → one range, on the calling thread.
+  pool.run(whoTask, who.length, { who }, 60);
+  assert(who.every((w) => w === 0), "one range runs inline");
+});
+
+Deno.test("an error in a worker's range is thrown by run() as a PoolError with its message", async () => {
+  using pool = await WorkerPool.start(2);
+  assertThrows(() => pool.run(failTask, 10, { bad: 7 }), PoolError, "unit 7 is bad");
+  // The calling thread's own range throws the original error; the pool stays usable after both.
+  assertThrows(() => pool.run(failTask, 10, { bad: 2 }), RangeError, "unit 2 is bad");
+  const x = new Float32Array(new SharedArrayBuffer(4 * 10));
+  pool.run(fillTask, x.length, { x, k: 2 });
+  assertEquals(x[9], 18);
+});
+
+Deno.test("typed arrays off shared memory are refused (a worker's writes would be lost)", async () => {
+  using pool = await WorkerPool.start(2);
+  assertThrows(() => pool.run(fillTask, 10, { x: new Float32Array(10), k: 1 }), PoolError, "argument x");
+});
+
+Deno.test("the serial pool runs every task inline, with any arrays", () => {
+  using pool = WorkerPool.serial();
+  assertEquals(pool.threads, 1);
+  const x = new Float32Array(10);
+  pool.run(fillTask, x.length, { x, k: 3 });
+  assertEquals(x[9], 27);
+});

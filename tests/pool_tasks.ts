@@ -1,0 +1,20 @@
+/**
+ * Tasks for tests/parallel_pool_test.ts. A task module is loaded by every worker, so the tasks live
+ * at the top level of a module of their own.
+ */
+import { defineTask, inPoolWorker } from "../src/parallel/pool.ts";
+
+/** x[i] = k·i. */
+export const fillTask = defineTask(import.meta.url, "fill", (a: { x: Float32Array; k: number }, s, e) => {
+  for (let i = s; i < e; i++) a.x[i] = a.k * i;
+});
+
+/** who[i] = 1 when unit i ran in a worker, 0 on the calling thread. */
+export const whoTask = defineTask(import.meta.url, "who", (a: { who: Int32Array }, s, e) => {
+  a.who.fill(inPoolWorker() ? 1 : 0, s, e);
+});
+
+/** Throws for the range that holds unit `bad`. */
+export const failTask = defineTask(import.meta.url, "fail", (a: { bad: number }, s, e) => {
+  if (s <= a.bad && a.bad < e) throw new RangeError(`unit ${a.bad} is bad`);
+});
