@@ -8,6 +8,12 @@
  *
  * Matrices are row-major (CblasRowMajor); the caller passes typed arrays, never pointers.
  *
+ * The libraries' own threads spin for a while after each call by default (OpenBLAS ~2^28 cycles,
+ * Intel OpenMP 200 ms) in case another call follows. Here the program's own worker threads run between
+ * the calls and need those cores, so `open` asks for sleeping at once (`OPENBLAS_THREAD_TIMEOUT=4`,
+ * the minimum; `KMP_BLOCKTIME=0`) unless the environment already sets them; both are read when the
+ * library loads.
+ *
  * @example
  * ```ts
  * using blas = Cblas.open(); // or Cblas.open("/opt/intel/oneapi/mkl/latest/lib/libmkl_rt.so.2")
@@ -100,6 +106,7 @@ export class Cblas implements Disposable {
 
   /** Open `path`, or the first of CBLAS_CANDIDATES that loads and exports `cblas_sgemm`. */
   static open(path?: string): Cblas {
+    quietIdleThreads();
     const tried: string[] = [];
     for (const p of path ? [path] : CBLAS_CANDIDATES) {
       let lib: Lib;
@@ -227,6 +234,14 @@ function checkOperands(
     throw new RangeError(
       `gemm operands too small for M=${M} N=${N} K=${K} (lengths ${aLen}, ${bLen}, ${cLen}; ld ${lda}, ${ldb}, ${ldc})`,
     );
+  }
+}
+
+/** Set the idle-spin variables the libraries read at load time, where allowed and not already set. */
+function quietIdleThreads(): void {
+  for (const [variable, value] of [["OPENBLAS_THREAD_TIMEOUT", "4"], ["KMP_BLOCKTIME", "0"]]) {
+    if (Deno.permissions.querySync({ name: "env", variable }).state !== "granted") continue;
+    if (Deno.env.get(variable) === undefined) Deno.env.set(variable, value);
   }
 }
 

@@ -24,7 +24,7 @@ import { WorkerPool } from "../../parallel/pool.ts";
 import { decodeFloats, roundBf16 } from "../../tensor/dtype.ts";
 import { attentionUnits } from "./attention.ts";
 import { blasName, type CpuBackendOptions, startThreads } from "./resources.ts";
-import { CpuTensor, HostMemory } from "./cpu_tensor.ts";
+import { CpuTensor, HostBlock, HostMemory, type Storage } from "./cpu_tensor.ts";
 import type { FArr } from "./kernels.ts";
 import { gemm } from "./matmul.ts";
 import * as q from "./quant_ops.ts";
@@ -86,11 +86,17 @@ export class CpuBackend implements Backend {
 
   private t(x: Tensor): CpuTensor {
     if (!(x instanceof CpuTensor)) throw new BackendError(`tensor belongs to another backend`);
+    if (x.block.released) throw new BackendError(`use of a disposed tensor`);
     return x;
   }
 
+  /** A tensor owning `array`, which goes back to this backend's memory when it is disposed. */
+  private own(shape: readonly number[], dtype: DType, array: Storage): CpuTensor {
+    return new CpuTensor(this, shape, dtype, new HostBlock(array, this.mem));
+  }
+
   private newFloat(shape: readonly number[], dtype: DType = "f32"): CpuTensor {
-    return new CpuTensor(this, shape, dtype, this.alloc(shape.reduce((a, b) => a * b, 1)));
+    return this.own(shape, dtype, this.alloc(shape.reduce((a, b) => a * b, 1)));
   }
 
   private finish(t: CpuTensor): CpuTensor {
@@ -122,23 +128,28 @@ export class CpuBackend implements Backend {
   groupMinMax(w: Tensor, groupSize: number): { wMin: Tensor; wMax: Tensor } {
     const W = this.t(w);
     const { wMin, wMax } = q.groupMinMaxRows(this.ctx, W.f, W.shape[0], groupSize);
-    return { wMin: this.upload(wMin, [wMin.length]), wMax: this.upload(wMax, [wMax.length]) };
+    const out = { wMin: this.upload(wMin, [wMin.length]), wMax: this.upload(wMax, [wMax.length]) };
+    this.mem.release(wMin);
+    this.mem.release(wMax);
+    return out;
   }
   optRtnScales(w: Tensor, imatrix: Tensor | undefined, groupSize: number, bits: number): Tensor {
     const W = this.t(w);
     const imat = imatrix ? this.t(imatrix).f : undefined;
     const s = q.optRtnScaleRows(this.ctx, W.f, W.shape[0], imat, groupSize, bits);
-    return this.upload(s, [s.length]);
+    const out = this.upload(s, [s.length]);
+    this.mem.release(s);
+    return out;
   }
   uploadInt(data: Int32Array, shape: readonly number[]): Tensor {
-    const t = new CpuTensor(this, shape, "i32", this.mem.i32(data.length));
+    const t = this.own(shape, "i32", this.mem.i32(data.length));
     t.i.set(data);
     return t;
   }
   full(shape: readonly number[], value: number, dtype: DType = "f32"): Tensor {
     const n = shape.reduce((a, b) => a * b, 1);
-    if (dtype === "i32") return new CpuTensor(this, shape, dtype, this.mem.i32(n).fill(value));
-    if (dtype === "u8") return new CpuTensor(this, shape, dtype, this.mem.u8(n).fill(value));
+    if (dtype === "i32") return this.own(shape, dtype, this.mem.i32(n).fill(value));
+    if (dtype === "u8") return this.own(shape, dtype, this.mem.u8(n).fill(value));
     const t = this.newFloat(shape, dtype);
     t.f.fill(value);
     return this.finish(t);
@@ -155,7 +166,7 @@ export class CpuBackend implements Backend {
     const t = this.t(x);
     const n = shape.reduce((a, b) => a * b, 1);
     if (n !== t.size) throw new BackendError(`view [${shape}] of a tensor of shape [${t.shape}]`);
-    return new CpuTensor(this, shape, t.dtype, t.storage, t.offset, true);
+    return new CpuTensor(this, shape, t.dtype, t.block, t.offset, true);
   }
   rows(x: Tensor, start: number, count: number): Tensor {
     const t = this.t(x);
@@ -167,7 +178,7 @@ export class CpuBackend implements Backend {
       this,
       [count, ...t.shape.slice(1)],
       t.dtype,
-      t.storage,
+      t.block,
       t.offset + start * cols,
       true,
     );
@@ -331,7 +342,7 @@ export class CpuBackend implements Backend {
   argmaxRows(x: Tensor): Tensor {
     const X = this.t(x);
     const rows = X.shape[0], V = X.size / rows;
-    const out = new CpuTensor(this, [rows], "i32", this.mem.i32(rows));
+    const out = this.own([rows], "i32", this.mem.i32(rows));
     this.pool.run(tk.argmaxTask, rows, { x: X.f, out: out.i, V }, tk.grain(V));
     return out;
   }
@@ -388,6 +399,7 @@ export class CpuBackend implements Backend {
     this.pool.run(tk.mseTask, rows, args, tk.grain(cols));
     let sum = 0;
     for (let r = 0; r < rows; r++) sum += rowSums[r];
+    this.mem.release(rowSums);
     const loss = this.newFloat([1]);
     loss.f[0] = sum / (rows * cols);
     return { loss, dy };

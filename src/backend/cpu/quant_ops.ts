@@ -65,7 +65,9 @@ export function quantizeRows(c: QuantOpsContext, a: tk.QuantArgs): QuantizedWeig
   const codes = c.mem.u8(a.w.length), scales = c.mem.f32(nG), zeros = c.mem.i32(nG);
   const args = { ...a, out: c.mem.floats(a.w.length), codes, scales, zeros };
   c.pool.run(tk.fakeQuantTask, a.w.length / a.k, args, tk.grain(a.k));
-  return { codes: codes.slice(), scales: scales.slice(), zeros: zeros.slice() };
+  const q = { codes: codes.slice(), scales: scales.slice(), zeros: zeros.slice() };
+  for (const x of [args.out, codes, scales, zeros]) c.mem.release(x);
+  return q;
 }
 
 /** Per-group weight min/max `[n·G]` (groupSize −1 or > K: the whole row). */

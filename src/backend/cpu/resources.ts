@@ -26,6 +26,9 @@ export interface CpuBackendOptions {
 export async function startThreads(opts: CpuBackendOptions): Promise<{ pool?: WorkerPool; blas?: Cblas }> {
   const threads = Math.max(1, opts.threads ?? navigator.hardwareConcurrency);
   const log = opts.log;
+  // The library first: a named one that cannot be loaded throws before any worker exists.
+  const blas = openBlas(opts.blas ?? blasFromEnv() ?? "auto", log);
+  blas?.setThreads(threads);
   let pool: WorkerPool | undefined;
   if (threads > 1) {
     try {
@@ -34,8 +37,6 @@ export async function startThreads(opts: CpuBackendOptions): Promise<{ pool?: Wo
       log?.debug(`cpu: ${(e as Error).message}; running on one thread`);
     }
   }
-  const blas = openBlas(opts.blas ?? blasFromEnv() ?? "auto", log);
-  blas?.setThreads(threads);
   return { pool, blas };
 }
 
