@@ -22,8 +22,8 @@ import type { Cblas } from "../../../ffi/blas/cblas.ts";
 import { BackendError } from "../../errors.ts";
 import { WorkerPool } from "../../parallel/pool.ts";
 import { decodeFloats, roundBf16 } from "../../tensor/dtype.ts";
-import { attentionUnits } from "./attention.ts";
-import { blasName, type CpuBackendOptions, startThreads } from "./resources.ts";
+import * as attn from "./attention_ops.ts";
+import { blasName, type CpuBackendOptions, type OpsContext, startThreads } from "./resources.ts";
 import { CpuTensor, HostBlock, HostMemory, type Storage } from "./cpu_tensor.ts";
 import type { FArr } from "./kernels.ts";
 import { gemm } from "./matmul.ts";
@@ -48,7 +48,7 @@ export class CpuBackend implements Backend {
   readonly pool: WorkerPool;
   readonly blas?: Cblas;
   private readonly mem: HostMemory;
-  private readonly ctx: q.QuantOpsContext;
+  private readonly ctx: OpsContext;
   private readonly owned: Disposable[];
 
   /**
@@ -61,7 +61,7 @@ export class CpuBackend implements Backend {
     this.blas = opts.blas;
     this.owned = [this.pool, ...(this.blas ? [this.blas] : [])];
     this.mem = new HostMemory(this.pool.threads > 1, this.precision);
-    this.ctx = { pool: this.pool, mem: this.mem, precision: this.precision };
+    this.ctx = { pool: this.pool, mem: this.mem, precision: this.precision, blas: this.blas };
     const n = this.pool.threads;
     const gemmBy = this.blas ? blasName(this.blas) : "TypeScript GEMM";
     this.device = `CPU (${this.precision}, ${n} thread${n > 1 ? "s" : ""}, ${gemmBy})`;
@@ -80,10 +80,6 @@ export class CpuBackend implements Backend {
     return this.pool.threads;
   }
 
-  private alloc(n: number): FArr {
-    return this.mem.floats(n);
-  }
-
   private t(x: Tensor): CpuTensor {
     if (!(x instanceof CpuTensor)) throw new BackendError(`tensor belongs to another backend`);
     if (x.block.released) throw new BackendError(`use of a disposed tensor`);
@@ -96,7 +92,7 @@ export class CpuBackend implements Backend {
   }
 
   private newFloat(shape: readonly number[], dtype: DType = "f32"): CpuTensor {
-    return this.own(shape, dtype, this.alloc(shape.reduce((a, b) => a * b, 1)));
+    return this.own(shape, dtype, this.mem.floats(shape.reduce((a, b) => a * b, 1)));
   }
 
   private finish(t: CpuTensor): CpuTensor {
@@ -174,14 +170,7 @@ export class CpuBackend implements Backend {
     if (start < 0 || start + count > t.shape[0]) {
       throw new BackendError(`rows ${start}+${count} of ${t.shape[0]}`);
     }
-    return new CpuTensor(
-      this,
-      [count, ...t.shape.slice(1)],
-      t.dtype,
-      t.block,
-      t.offset + start * cols,
-      true,
-    );
+    return new CpuTensor(this, [count, ...t.shape.slice(1)], t.dtype, t.block, t.offset + start * cols, true);
   }
   copy(dst: Tensor, src: Tensor): void {
     const d = this.t(dst), s = this.t(src);
@@ -250,16 +239,8 @@ export class CpuBackend implements Backend {
     inverse = false,
   ): void {
     const X = this.t(x);
-    const args = {
-      x: X.f,
-      cos: this.t(cos).f,
-      sin: this.t(sin).f,
-      seqLen: geo.seqLen,
-      nHeads: geo.nHeads,
-      headDim: geo.headDim,
-      posOffset: geo.posOffset ?? 0,
-      inverse,
-    };
+    const [c, s] = [this.t(cos).f, this.t(sin).f];
+    const args = { x: X.f, cos: c, sin: s, ...geo, posOffset: geo.posOffset ?? 0, inverse };
     this.pool.run(tk.ropeTask, geo.batch, args, tk.grain(X.size / geo.batch));
     this.finish(X);
   }
@@ -267,15 +248,7 @@ export class CpuBackend implements Backend {
     const Q = this.t(q);
     const out = this.newFloat(Q.shape, Q.dtype);
     const lse = this.newFloat([shape.batch * shape.nHeads * shape.seqLen]);
-    const g = { ...shape };
-    this.pool.run(tk.attentionTask, attentionUnits(g), {
-      q: Q.f,
-      k: this.t(kk).f,
-      v: this.t(v).f,
-      out: out.f,
-      lse: lse.f,
-      g,
-    });
+    attn.forward(this.ctx, [Q.f, this.t(kk).f, this.t(v).f], [out.f, lse.f], { ...shape });
     return { out: this.finish(out), lse };
   }
   attentionBackward(
@@ -290,20 +263,8 @@ export class CpuBackend implements Backend {
     const Q = this.t(q), K = this.t(kk), V = this.t(v), DO = this.t(dOut);
     const dq = this.newFloat(Q.shape, DO.dtype), dk = this.newFloat(K.shape, DO.dtype);
     const dv = this.newFloat(V.shape, DO.dtype);
-    const g = { ...shape };
-    const args = {
-      q: Q.f,
-      k: K.f,
-      v: V.f,
-      out: this.t(out).f,
-      lse: this.t(lse).f,
-      dOut: DO.f,
-      dq: dq.f,
-      dk: dk.f,
-      dv: dv.f,
-      g,
-    };
-    this.pool.run(tk.attentionBackwardTask, attentionUnits(g), args);
+    const inputs = [Q.f, K.f, V.f, this.t(out).f, this.t(lse).f, DO.f] as const;
+    attn.backward(this.ctx, inputs, [dq.f, dk.f, dv.f], { ...shape });
     return { dq: this.finish(dq), dk: this.finish(dk), dv: this.finish(dv) };
   }
   siluMul(g: Tensor, u: Tensor): Tensor {
@@ -386,16 +347,8 @@ export class CpuBackend implements Backend {
     const rows = Y.shape[0], cols = Y.size / rows;
     const dy = this.newFloat(Y.shape);
     const rowSums = this.mem.f64(rows);
-    const args = {
-      y: Y.f,
-      t: T.f,
-      mask: mask ? this.t(mask).f : undefined,
-      dy: dy.f,
-      rowSums,
-      cols,
-      scale,
-      denom: rows * cols,
-    };
+    const m = mask ? this.t(mask).f : undefined;
+    const args = { y: Y.f, t: T.f, mask: m, dy: dy.f, rowSums, cols, scale, denom: rows * cols };
     this.pool.run(tk.mseTask, rows, args, tk.grain(cols));
     let sum = 0;
     for (let r = 0; r < rows; r++) sum += rowSums[r];

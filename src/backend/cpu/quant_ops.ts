@@ -5,18 +5,10 @@
  */
 import type { IntQuantParams, QuantizedWeights } from "../backend.ts";
 import { BackendError } from "../../errors.ts";
-import type { WorkerPool } from "../../parallel/pool.ts";
 import { groupsPerRow, resolveGroupSize } from "../../quant/int_quant.ts";
-import type { HostMemory } from "./cpu_tensor.ts";
 import type { FArr } from "./kernels.ts";
+import type { OpsContext } from "./resources.ts";
 import * as tk from "./tasks.ts";
-
-/** What the ops need from the backend. */
-export interface QuantOpsContext {
-  pool: WorkerPool;
-  mem: HostMemory;
-  precision: "f32" | "f64";
-}
 
 /** The tunable state of one Linear as arrays. */
 export interface StateArrays {
@@ -44,12 +36,12 @@ export function quantArgs(
   return { w, k, g: p.groupSize, bits: p.bits, sym: p.sym, scaleDType: p.scaleDType, precision, ...s };
 }
 
-export function fakeQuantRows(c: QuantOpsContext, a: tk.QuantArgs, out: FArr): void {
+export function fakeQuantRows(c: OpsContext, a: tk.QuantArgs, out: FArr): void {
   c.pool.run(tk.fakeQuantTask, a.w.length / a.k, { ...a, out }, tk.grain(a.k));
 }
 
 export function fakeQuantBackwardRows(
-  c: QuantOpsContext,
+  c: OpsContext,
   a: tk.QuantArgs,
   dWq: FArr,
   dv: FArr,
@@ -60,7 +52,7 @@ export function fakeQuantBackwardRows(
 }
 
 /** Codes, scales and zero points, as ordinary arrays for the exporters. */
-export function quantizeRows(c: QuantOpsContext, a: tk.QuantArgs): QuantizedWeights {
+export function quantizeRows(c: OpsContext, a: tk.QuantArgs): QuantizedWeights {
   const nG = a.wMin.length;
   const codes = c.mem.u8(a.w.length), scales = c.mem.f32(nG), zeros = c.mem.i32(nG);
   const args = { ...a, out: c.mem.floats(a.w.length), codes, scales, zeros };
@@ -72,7 +64,7 @@ export function quantizeRows(c: QuantOpsContext, a: tk.QuantArgs): QuantizedWeig
 
 /** Per-group weight min/max `[n·G]` (groupSize −1 or > K: the whole row). */
 export function groupMinMaxRows(
-  c: QuantOpsContext,
+  c: OpsContext,
   w: FArr,
   n: number,
   groupSize: number,
@@ -86,7 +78,7 @@ export function groupMinMaxRows(
 
 /** Optimized-RTN scales `[n·G]`, importance from imatrix `[K]` when given. */
 export function optRtnScaleRows(
-  c: QuantOpsContext,
+  c: OpsContext,
   w: FArr,
   n: number,
   imatrix: FArr | undefined,

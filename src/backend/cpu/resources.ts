@@ -8,6 +8,15 @@ import { Cblas, CblasUnavailableError } from "../../../ffi/blas/cblas.ts";
 import { BackendError } from "../../errors.ts";
 import type { Log } from "../../log.ts";
 import { WorkerPool } from "../../parallel/pool.ts";
+import type { HostMemory } from "./cpu_tensor.ts";
+
+/** What the CPU backend's op modules (quant_ops.ts, attention_ops.ts) need from it. */
+export interface OpsContext {
+  pool: WorkerPool;
+  mem: HostMemory;
+  precision: "f32" | "f64";
+  blas?: Cblas;
+}
 
 /** Options of CpuBackend.create. */
 export interface CpuBackendOptions {

@@ -16,7 +16,9 @@ import {
   searchScalesSym,
 } from "../../quant/int_quant.ts";
 import { roundBf16 } from "../../tensor/dtype.ts";
+import { Cblas } from "../../../ffi/blas/cblas.ts";
 import * as at from "./attention.ts";
+import { attentionBackwardTiled, attentionTiled } from "./attention_blas.ts";
 import * as k from "./kernels.ts";
 
 type FArr = k.FArr;
@@ -28,6 +30,17 @@ export const MIN_RANGE_ELEMS = 1 << 15;
 /** Units per range so that a range holds at least MIN_RANGE_ELEMS elements of `perUnit` each. */
 export function grain(perUnit: number): number {
   return Math.ceil(MIN_RANGE_ELEMS / Math.max(1, perUnit));
+}
+
+/**
+ * The CBLAS library at `path`, opened once per thread that asks (kept open for the process: a pool
+ * task cannot carry the main thread's handle).
+ */
+const libraries = new Map<string, Cblas>();
+function blasAt(path: string): Cblas {
+  let lib = libraries.get(path);
+  if (!lib) libraries.set(path, lib = Cblas.open(path));
+  return lib;
 }
 
 /** Rows `[s, e)` of a row-major array with `cols` columns. */
@@ -108,11 +121,14 @@ export const ropeTask = defineTask(
     ),
 );
 
+/** Attention units `[s, e)`; with `blas` (a library path) the tiled kernel of attention_blas.ts. */
 export const attentionTask = defineTask(
   url,
   "attention",
-  (a: { q: FArr; k: FArr; v: FArr; out: FArr; lse: FArr; g: at.AttnGeo }, s, e) =>
-    at.attention(a.q, a.k, a.v, a.out, a.lse, a.g, s, e),
+  (a: { q: FArr; k: FArr; v: FArr; out: FArr; lse: FArr; g: at.AttnGeo; blas?: string }, s, e) =>
+    a.blas
+      ? attentionTiled(blasAt(a.blas), a.q, a.k, a.v, a.out, a.lse, a.g, s, e)
+      : at.attention(a.q, a.k, a.v, a.out, a.lse, a.g, s, e),
 );
 
 export const attentionBackwardTask = defineTask(
@@ -130,10 +146,28 @@ export const attentionBackwardTask = defineTask(
       dk: FArr;
       dv: FArr;
       g: at.AttnGeo;
+      blas?: string;
     },
     s,
     e,
-  ) => at.attentionBackward(a.q, a.k, a.v, a.out, a.lse, a.dOut, a.dq, a.dk, a.dv, a.g, s, e),
+  ) =>
+    a.blas
+      ? attentionBackwardTiled(
+        blasAt(a.blas),
+        a.q,
+        a.k,
+        a.v,
+        a.out,
+        a.lse,
+        a.dOut,
+        a.dq,
+        a.dk,
+        a.dv,
+        a.g,
+        s,
+        e,
+      )
+      : at.attentionBackward(a.q, a.k, a.v, a.out, a.lse, a.dOut, a.dq, a.dk, a.dv, a.g, s, e),
 );
 
 // ---- elementwise and per-row -------------------------------------------------------------------
