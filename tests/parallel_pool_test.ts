@@ -29,26 +29,40 @@ Deno.test("splitRange cuts [0, count) into contiguous ranges of at least `grain`
   assertEquals(splitRange(100, 3, 40), [[0, 50], [50, 100]]);
 });
 
-Deno.test("a 3-thread pool runs ranges on its workers, in place on shared memory", async () => {
+Deno.test("a 3-thread pool runs each range once, on the calling thread and the workers, in place on shared memory", async () => {
   using pool = await WorkerPool.start(3);
   assertEquals(pool.threads, 3);
   const x = new Float32Array(new SharedArrayBuffer(4 * 1000));
   pool.run(fillTask, x.length, { x, k: 0.5 });
   for (let i = 0; i < x.length; i++) assert(x[i] === 0.5 * i, `x[${i}] = ${x[i]}`);
-  const who = new Int32Array(new SharedArrayBuffer(4 * 99));
-  pool.run(whoTask, who.length, { who });
-  // The calling thread takes the first range, the two workers the others.
-  assertEquals([who[0], who[40], who[98]], [0, 1, 1]);
+  const shared = (n: number) => new Int32Array(new SharedArrayBuffer(4 * n));
+  const who = shared(99), runs = shared(99);
+  pool.run(whoTask, who.length, { who, runs });
+  assert(runs.every((r) => r === 1), "every unit ran exactly once");
+  assert(who.includes(1) && who.includes(2), `both the calling thread and a worker ran ranges: ${who}`);
   // grain: 99 units in ranges of at least 60 → one range, on the calling thread.
-  pool.run(whoTask, who.length, { who }, 60);
-  assert(who.every((w) => w === 0), "one range runs inline");
+  const who1 = shared(99), runs1 = shared(99);
+  pool.run(whoTask, who1.length, { who: who1, runs: runs1 }, 60);
+  assert(who1.every((w) => w === 2), "one range runs inline");
+  // Explicit ranges, more than threads.
+  const y = new Float32Array(new SharedArrayBuffer(4 * 10));
+  pool.map(fillTask, [[0, 2], [2, 3], [3, 7], [7, 8], [8, 10]], { x: y, k: 1 });
+  assertEquals([...y], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
 });
 
-Deno.test("an error in a worker's range is thrown by run() as a PoolError with its message", async () => {
+Deno.test("an error in any range reaches run() with its message; the pool stays usable", async () => {
   using pool = await WorkerPool.start(2);
-  assertThrows(() => pool.run(failTask, 10, { bad: 7 }), PoolError, "unit 7 is bad");
-  // The calling thread's own range throws the original error; the pool stays usable after both.
-  assertThrows(() => pool.run(failTask, 10, { bad: 2 }), RangeError, "unit 2 is bad");
+  for (const bad of [0, 7, 19]) {
+    // The calling thread's own error is thrown as it is, a worker's as a PoolError.
+    let caught: unknown;
+    try {
+      pool.run(failTask, 20, { bad }, 1);
+    } catch (e) {
+      caught = e;
+    }
+    assert(caught instanceof RangeError || caught instanceof PoolError, `unit ${bad}: ${caught}`);
+    assert((caught as Error).message.includes(`unit ${bad} is bad`), (caught as Error).message);
+  }
   const x = new Float32Array(new SharedArrayBuffer(4 * 10));
   pool.run(fillTask, x.length, { x, k: 2 });
   assertEquals(x[9], 18);

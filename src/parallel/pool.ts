@@ -5,10 +5,12 @@
  * A task is a plain function `(args, start, end)` that handles units `[start, end)` of some count; it is
  * defined once at the top level of a module with `defineTask(import.meta.url, name, fn)`, so the main
  * thread and every worker (which imports that module on first use) hold the same function. `run` cuts
- * `[0, count)` into one contiguous range per thread, posts all but the first to the workers, runs the
- * first itself, and blocks (Atomics.wait) until all are done: callers stay synchronous. Arguments are
- * structured-cloned, so every typed array in them must live on a SharedArrayBuffer (checked; the
- * workers then write results in place); numbers, strings and plain objects are copied.
+ * `[0, count)` into a few contiguous ranges per thread (`map` takes explicit ranges), wakes the
+ * workers, and the calling thread and the workers take ranges from a shared counter until none is
+ * left, so a thread slowed by other load takes fewer; the call blocks (Atomics.wait) until all are
+ * done: callers stay synchronous. Arguments are structured-cloned, so every typed array in them must
+ * live on a SharedArrayBuffer (checked; the workers then write results in place); numbers, strings
+ * and plain objects are copied.
  *
  * A task must give the same result however the count is cut (each unit's arithmetic independent of
  * the others), so `threads: 1` and `threads: N` agree bit for bit. `WorkerPool.serial()` has no
@@ -77,12 +79,28 @@ export function splitRange(count: number, parts: number, grain = 1): [number, nu
 }
 
 type Message =
-  | { kind: "ping"; ctl: SharedArrayBuffer }
+  | { kind: "ping" }
   | { kind: "load"; url: string }
-  | { kind: "run"; ctl: SharedArrayBuffer; id: string; start: number; end: number; args: unknown };
+  | { kind: "run"; ctl: SharedArrayBuffer; id: string; ranges: [number, number][]; args: unknown };
 
-/** Control block: [pending ranges, error text length], then the first error's text. */
-const CTL_INTS = 2, ERR_BYTES = 4096;
+/**
+ * Control block: workers still running, the first error's text length (−1 while it is written, or
+ * when the calling thread failed), the index of the next range to take; then the error's text.
+ */
+const PENDING = 0, ERR_LEN = 1, NEXT = 2, CTL_INTS = 3, ERR_BYTES = 4096;
+
+/** Ranges per thread `run` cuts the work into, so that threads that finish early take more. */
+const CHUNKS_PER_THREAD = 4;
+
+/** Take and run ranges until none is left or some thread has failed. */
+function runRanges<A>(ctl: Int32Array, fn: RangeFn<A>, args: A, ranges: [number, number][]): void {
+  for (;;) {
+    if (Atomics.load(ctl, ERR_LEN) !== 0) return;
+    const i = Atomics.add(ctl, NEXT, 1);
+    if (i >= ranges.length) return;
+    fn(args, ranges[i][0], ranges[i][1]);
+  }
+}
 
 /** Threads that run tasks: the calling thread plus `threads − 1` workers. */
 export class WorkerPool implements Disposable {
@@ -122,54 +140,61 @@ export class WorkerPool implements Disposable {
     return new WorkerPool(workers);
   }
 
-  /** Run `task` over `[0, count)` cut into one range per thread (each at least `grain` units). */
+  /**
+   * Run `task` over `[0, count)`, cut into up to CHUNKS_PER_THREAD ranges per thread of at least
+   * `grain` units each, handed out as threads become free.
+   */
   run<A>(task: Task<A>, count: number, args: A, grain = 1): void {
-    this.map(task, splitRange(count, this.threads, grain), args);
+    this.map(task, splitRange(count, this.threads * CHUNKS_PER_THREAD, grain), args);
   }
 
   /**
-   * Run `task` on each of `ranges` (at most one per thread; the calling thread takes the first) and
-   * return when all are done. The first error, from any thread, is thrown after all have finished.
+   * Run `task` on each of `ranges` and return when all are done. The calling thread and the workers
+   * take the next undone range until none is left, so a thread slowed by other load on the machine
+   * takes fewer. The first error stops further ranges and is thrown once all threads have stopped:
+   * the calling thread's own error as it is, a worker's as a PoolError with its message.
    */
   map<A>(task: Task<A>, ranges: readonly (readonly [number, number])[], args: A): void {
-    if (ranges.length > this.threads) {
-      throw new PoolError(`${ranges.length} ranges for ${this.threads} threads`);
-    }
-    if (ranges.length <= 1 || this.busy) {
-      // One range, or a task that itself calls the pool: run inline.
+    if (ranges.length <= 1 || this.threads === 1 || this.busy) {
+      // One range, no workers, or a task that itself calls the pool: run inline.
       for (const [s, e] of ranges) task.fn(args, s, e);
       return;
     }
     checkShared(args, task.id);
     this.busy = true;
-    const ctl = this.ctl;
-    Atomics.store(ctl, 0, ranges.length - 1);
-    Atomics.store(ctl, 1, 0);
+    const ctl = this.ctl, helpers = Math.min(this.workers.length, ranges.length - 1);
+    Atomics.store(ctl, PENDING, helpers);
+    Atomics.store(ctl, ERR_LEN, 0);
+    Atomics.store(ctl, NEXT, 0);
+    const list = ranges.map(([s, e]) => [s, e] as [number, number]);
+    let own: unknown;
     try {
-      for (let i = 1; i < ranges.length; i++) {
-        const w = this.workers[i - 1];
-        if (!this.loaded[i - 1].has(task.moduleUrl)) {
-          w.postMessage({ kind: "load", url: task.moduleUrl } satisfies Message);
-          this.loaded[i - 1].add(task.moduleUrl);
+      for (let i = 0; i < helpers; i++) {
+        if (!this.loaded[i].has(task.moduleUrl)) {
+          this.workers[i].postMessage({ kind: "load", url: task.moduleUrl } satisfies Message);
+          this.loaded[i].add(task.moduleUrl);
         }
-        const [start, end] = ranges[i];
-        w.postMessage(
-          {
-            kind: "run",
-            ctl: ctl.buffer as SharedArrayBuffer,
-            id: task.id,
-            start,
-            end,
-            args,
-          } satisfies Message,
-        );
+        const msg: Message = {
+          kind: "run",
+          ctl: ctl.buffer as SharedArrayBuffer,
+          id: task.id,
+          ranges: list,
+          args,
+        };
+        this.workers[i].postMessage(msg);
       }
-      task.fn(args, ranges[0][0], ranges[0][1]);
+      runRanges(ctl, task.fn, args, list);
+    } catch (e) {
+      own = e;
+      Atomics.compareExchange(ctl, ERR_LEN, 0, -1); // stop the others taking ranges
     } finally {
-      for (let p = Atomics.load(ctl, 0); p !== 0; p = Atomics.load(ctl, 0)) Atomics.wait(ctl, 0, p);
+      for (let p = Atomics.load(ctl, PENDING); p !== 0; p = Atomics.load(ctl, PENDING)) {
+        Atomics.wait(ctl, PENDING, p);
+      }
       this.busy = false;
     }
-    const errLen = Atomics.load(ctl, 1);
+    if (own !== undefined) throw own;
+    const errLen = Atomics.load(ctl, ERR_LEN);
     if (errLen > 0) {
       const bytes = new Uint8Array(ctl.buffer, 4 * CTL_INTS, errLen).slice();
       throw new PoolError(new TextDecoder().decode(bytes));
@@ -190,7 +215,7 @@ function handshake(w: Worker): Promise<void> {
       e.preventDefault();
       reject(new Error(e.message));
     };
-    w.postMessage({ kind: "ping", ctl: new SharedArrayBuffer(4) } satisfies Message);
+    w.postMessage({ kind: "ping" } satisfies Message);
   });
 }
 
@@ -237,12 +262,12 @@ function serveTasks(): void {
           loadErrors.get(m.id.split("#")[0]) ?? `task ${m.id} is not defined in the worker`,
         );
       }
-      fn(m.args, m.start, m.end);
+      runRanges(ctl, fn, m.args, m.ranges);
     } catch (e) {
-      reportError(ctl, `${(e as Error).message ?? e}`);
+      reportError(ctl, `${(e as Error).message ?? e}` || "error");
     } finally {
-      Atomics.sub(ctl, 0, 1);
-      Atomics.notify(ctl, 0);
+      Atomics.sub(ctl, PENDING, 1);
+      Atomics.notify(ctl, PENDING);
     }
   }
 }
@@ -250,9 +275,9 @@ function serveTasks(): void {
 function reportError(ctl: Int32Array, message: string): void {
   const bytes = new TextEncoder().encode(message).subarray(0, ERR_BYTES);
   // The first error wins; later ones are dropped.
-  if (Atomics.compareExchange(ctl, 1, 0, -1) !== 0) return;
+  if (Atomics.compareExchange(ctl, ERR_LEN, 0, -1) !== 0) return;
   new Uint8Array(ctl.buffer, 4 * CTL_INTS, bytes.length).set(bytes);
-  Atomics.store(ctl, 1, bytes.length);
+  Atomics.store(ctl, ERR_LEN, bytes.length);
 }
 
 if (inPoolWorker()) serveTasks();
