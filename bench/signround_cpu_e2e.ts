@@ -7,8 +7,8 @@
  *
  * A config is `threads:blas` (`blas` = AUTOROUND_BLAS: auto, none or a library path). Runs are
  * interleaved (config order repeated) so that load from other processes spreads over all of them; the
- * table shows each config's fastest run, and the floor: the single-thread CPU time divided by the
- * thread count.
+ * table shows each config's fastest run, and the floor of a threaded config: the CPU time of the
+ * one-thread run with the same BLAS setting divided by the thread count.
  */
 import { type FlagSpec, parseFlags } from "../src/std/cli.ts";
 
@@ -94,7 +94,6 @@ for (let r = 0; r < repeat; r++) {
     if (!b || run.wall < b.wall) best.set(key, run);
   }
 }
-const single = best.get("1:none")?.cpu;
 console.log(
   `stories260K SignRound, default recipe (${iters} iterations), W4G32, 128 × 256; min of ${repeat} runs`,
 );
@@ -104,7 +103,8 @@ console.log(
 console.log("| --- | --- | --- | --- | --- | --- | --- |");
 for (const c of configs) {
   const r = best.get(`${c.threads}:${c.blas}`)!;
-  const floor = single ? (single / c.threads).toFixed(1) : "–";
+  const single = best.get(`1:${c.blas}`)?.cpu;
+  const floor = single && c.threads > 1 ? (single / c.threads).toFixed(1) : "–";
   console.log(
     `| ${c.threads} | ${c.blas} | ${r.wall.toFixed(1)} | ${r.cpu.toFixed(1)} | ${floor} | ${
       r.rssMiB.toFixed(0)
