@@ -80,3 +80,14 @@ Deno.test("the serial pool runs every task inline, with any arrays", () => {
   pool.run(fillTask, x.length, { x, k: 3 });
   assertEquals(x[9], 27);
 });
+
+Deno.test("arguments that cannot be sent to a worker throw at once, and the pool stays usable", async () => {
+  using pool = await WorkerPool.start(2);
+  const x = new Float32Array(new SharedArrayBuffer(4 * 10));
+  assertThrows(
+    () => pool.run(fillTask, x.length, { x, k: 1, f: () => 0 } as { x: Float32Array; k: number }),
+    DOMException,
+  );
+  pool.run(fillTask, x.length, { x, k: 3 });
+  assertEquals(x[9], 27);
+});

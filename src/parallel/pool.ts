@@ -163,7 +163,7 @@ export class WorkerPool implements Disposable {
     checkShared(args, task.id);
     this.busy = true;
     const ctl = this.ctl, helpers = Math.min(this.workers.length, ranges.length - 1);
-    Atomics.store(ctl, PENDING, helpers);
+    Atomics.store(ctl, PENDING, 0);
     Atomics.store(ctl, ERR_LEN, 0);
     Atomics.store(ctl, NEXT, 0);
     const list = ranges.map(([s, e]) => [s, e] as [number, number]);
@@ -181,7 +181,14 @@ export class WorkerPool implements Disposable {
           ranges: list,
           args,
         };
-        this.workers[i].postMessage(msg);
+        // Counted before it is sent (the worker may finish first), uncounted if it cannot be sent.
+        Atomics.add(ctl, PENDING, 1);
+        try {
+          this.workers[i].postMessage(msg);
+        } catch (e) {
+          Atomics.sub(ctl, PENDING, 1);
+          throw e;
+        }
       }
       runRanges(ctl, task.fn, args, list);
     } catch (e) {
