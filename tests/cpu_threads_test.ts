@@ -247,6 +247,34 @@ Deno.test("without a BLAS library the backend runs the TypeScript products; a na
   assertThrows(() => Cblas.open("/nonexistent/libopenblas.so.0"), CblasUnavailableError, "no CBLAS library");
 });
 
+Deno.test("threaded: every buffer an op allocates goes back to the free lists and is reused; a disposed tensor cannot be used", async () => {
+  using be = await CpuBackend.create({ threads: 2, blas: "none" });
+  const r = new Rng(5), rows = geo.batch * geo.seqLen;
+  const x = be.upload(r.normal(rows * 64), [rows, 64]), w = be.upload(r.normal(48 * 64), [48, 64]);
+  const k = be.upload(r.normal(rows * 32), [rows, 32]), ln = be.full([48], 1);
+  const live0 = be.memoryStats().liveBytes;
+  let peak = 0;
+  for (let i = 0; i < 6; i++) {
+    // The transposed products allocate scratch; the other ops allocate their outputs.
+    using y = be.matmul(x, w, { transB: true });
+    using g = be.matmul(y, x, { transA: true });
+    using h = be.matmul(y, w);
+    const at = be.attention(h, k, k, geo);
+    using a = at.out, lse = at.lse;
+    using n = be.rmsNorm(y, ln, 1e-5);
+    const mse = be.mseLoss(h, a, undefined, 1);
+    using loss = mse.loss, dy = mse.dy;
+    assert(g.size > 0 && n.size > 0 && lse.size > 0 && loss.size > 0 && dy.size > 0);
+    if (i === 1) peak = be.memoryStats().peakLiveBytes;
+  }
+  const s = be.memoryStats();
+  assertEquals(s.liveBytes, live0, "every buffer went back");
+  assertEquals(s.peakLiveBytes, peak, "later iterations reuse the first ones' buffers");
+  const t = be.full([2], 0);
+  t[Symbol.dispose]();
+  assertThrows(() => be.add(t, t), BackendError, "use of a disposed tensor");
+});
+
 /** A short SignRound run on stories260K; returns the fake-quantized weights and the block reports. */
 async function signRound(be: Backend) {
   const out = await Deno.makeTempDir();

@@ -80,6 +80,11 @@ export class CpuBackend implements Backend {
     return this.pool.threads;
   }
 
+  /** Shared-memory accounting (zeros when single-threaded: ordinary memory is left to the GC). */
+  memoryStats(): { liveBytes: number; freeBytes: number; peakLiveBytes: number } {
+    return this.mem.stats();
+  }
+
   private t(x: Tensor): CpuTensor {
     if (!(x instanceof CpuTensor)) throw new BackendError(`tensor belongs to another backend`);
     if (x.block.released) throw new BackendError(`use of a disposed tensor`);

@@ -48,6 +48,11 @@ export class HostMemory {
     return this.take("u8", n) as Uint8Array;
   }
 
+  /** Bytes of shared memory handed out and not yet released, in free lists, and the peak handed out. */
+  stats(): { liveBytes: number; freeBytes: number; peakLiveBytes: number } {
+    return { liveBytes: this.liveBytes, freeBytes: this.freeBytes, peakLiveBytes: this.peakLiveBytes };
+  }
+
   /** Hand back an array this memory allocated; it must no longer be used. */
   release(x: Storage): void {
     if (!this.shared || x.byteOffset !== 0 || x.byteLength !== x.buffer.byteLength) return;

@@ -41,12 +41,10 @@ export function gemm(g: Gemm, pool: WorkerPool, mem: HostMemory, blas?: Cblas): 
   }
   const x = transA ? transposed(a, K, M, pool, mem) : a;
   const yT = transB ? b : transposed(b, K, N, pool, mem);
-  pool.run(
-    matmulRowsTask,
-    M,
-    { x, yT, c, N, K, alpha, beta },
-    Math.ceil(MIN_RANGE_FLOPS / Math.max(1, N * K)),
-  );
+  const grain = Math.ceil(MIN_RANGE_FLOPS / Math.max(1, N * K));
+  pool.run(matmulRowsTask, M, { x, yT, c, N, K, alpha, beta }, grain);
+  if (x !== a) mem.release(x);
+  if (yT !== b) mem.release(yT);
 }
 
 /** x `[rows, cols]` transposed into new memory of the same precision. */
