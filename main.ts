@@ -15,6 +15,7 @@ import { quantizeCommand } from "./src/cli/quantize.ts";
 import { AutoRoundError } from "./src/errors.ts";
 import { CudaError } from "./ffi/cuda/errors.ts";
 import { type Log, stderrLog } from "./src/log.ts";
+import { inPoolWorker } from "./src/parallel/pool.ts";
 import { VERSION } from "./src/version.ts";
 
 const HELP = `autoround ${VERSION} — AutoRound (SignRound) weight quantization for LLMs
@@ -101,4 +102,6 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+// A worker thread of the CPU backend's pool loads this same file when it runs as one bundle
+// (src/parallel/pool.ts); it serves tasks and must not start the CLI.
+if (import.meta.main && !inPoolWorker()) Deno.exit(await main(Deno.args));

@@ -8,9 +8,13 @@ import { assert, assertEquals, fixture } from "./assert.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function cli(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", MAIN, ...args],
+    env,
     stdout: "piped",
     stderr: "piped",
   })
@@ -171,6 +175,21 @@ Deno.test("bad input: each case prints one error line naming the problem and fil
       ]);
       assertEquals(r.code, 1);
       assertOneErrorLine(r.stderr, "cannot write output folder", `${tmp}/afile/out`);
+    });
+    await t.step("invalid thread count", async () => {
+      const r = await cli([...base, "--model", fixture("stories260K"), "--device", "cpu", "--threads", "0"]);
+      assertEquals(r.code, 2);
+      assertOneErrorLine(r.stderr, "--threads must be >= 1");
+      await assertNoOutput(out);
+    });
+    await t.step("a named BLAS library that cannot be loaded", async () => {
+      const lib = `${tmp}/libnope.so`;
+      const r = await cli([...base, "--model", fixture("stories260K"), "--device", "cpu"], {
+        AUTOROUND_BLAS: lib,
+      });
+      assertEquals(r.code, 1);
+      assertOneErrorLine(r.stderr, "cannot use the BLAS library", lib);
+      await assertNoOutput(out);
     });
     await t.step("unknown flag", async () => {
       const r = await cli([...base, "--model", fixture("stories260K"), "--bitz", "4"]);

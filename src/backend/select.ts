@@ -22,8 +22,18 @@ export function parseDevice(value: string): DeviceName {
   throw new UsageError(`--device must be one of ${DEVICES.join(", ")} (got "${value}")`);
 }
 
+/** How a backend is set up beyond its device name. */
+export interface BackendOptions {
+  /** CPU threads (kernels and BLAS); default every core. */
+  threads?: number;
+}
+
 /** Create the backend for a device name. */
-export async function createBackend(device: DeviceName, log: Log): Promise<Backend> {
+export async function createBackend(
+  device: DeviceName,
+  log: Log,
+  opts: BackendOptions = {},
+): Promise<Backend> {
   if (device === "webgpu") {
     // Deno's WebGPU: any Vulkan/Metal/DX12 GPU; a BackendError names the cause when none is found.
     const be = await WebGpuBackend.create();
@@ -61,7 +71,9 @@ export async function createBackend(device: DeviceName, log: Log): Promise<Backe
     } else log.debug(`auto: no WebGPU (${gpu.reason})`);
     log.debug("auto: using the CPU");
   }
-  return new CpuBackend();
+  const be = await CpuBackend.create({ threads: opts.threads, log });
+  log.debug(`cpu: ${be.device}`);
+  return be;
 }
 
 /**

@@ -33,3 +33,10 @@ export function flagNum(v: Values, ...names: string[]): number | undefined {
   if (!Number.isFinite(x)) throw new UsageError(`--${names[0]} must be a number (got "${s}")`);
   return x;
 }
+
+/** `--threads N`: CPU threads, at least 1 (undefined: every core). */
+export function flagThreads(v: Values): number | undefined {
+  const n = flagInt(v, "threads");
+  if (n !== undefined && n < 1) throw new UsageError(`--threads must be >= 1 (got ${n})`);
+  return n;
+}

@@ -10,7 +10,7 @@ import { openEvalModel } from "../eval/model_source.ts";
 import type { Log } from "../log.ts";
 import { LoadedModel } from "../model/transformer.ts";
 import { type FlagSpec, parseFlags } from "../std/cli.ts";
-import { flagInt, flagNum, flagStr } from "./flags.ts";
+import { flagInt, flagNum, flagStr, flagThreads } from "./flags.ts";
 
 export const GENERATE_FLAGS: FlagSpec = {
   model: { type: "string" },
@@ -22,6 +22,7 @@ export const GENERATE_FLAGS: FlagSpec = {
   top_p: { type: "string" },
   seed: { type: "string" },
   device: { type: "string" },
+  threads: { type: "string" },
   quiet: { type: "boolean" },
   debug: { type: "boolean" },
   help: { type: "boolean", short: "h" },
@@ -40,6 +41,7 @@ Usage: autoround generate --model DIR --prompt TEXT [options]
   --top_p P             nucleus sampling mass (default 1 = off), as llama2.c run.c
   --seed S              sampler seed (default 42; run.c's xorshift* generator)
   --device NAME         auto, cpu, cuda, webgpu
+  --threads N           CPU threads (default: every core; 1 = single-threaded)
 
 Generation stops at the tokenizer's EOS ids and at BOS (a model trained on BOS-separated
 documents, such as stories260K, ends a text by predicting BOS; llama2.c's run.c stops there too).
@@ -94,7 +96,9 @@ export async function generateCommand(argv: string[], log: Log): Promise<void> {
   const stopIds = [...tok.eosTokenIds];
   if (tok.bosTokenId !== undefined && !stopIds.includes(tok.bosTokenId)) stopIds.push(tok.bosTokenId);
 
-  using be = await createBackend(parseDevice(flagStr(f, "device") ?? "auto"), log);
+  using be = await createBackend(parseDevice(flagStr(f, "device") ?? "auto"), log, {
+    threads: flagThreads(f),
+  });
   using lm = await LoadedModel.load(be, model.spec, model.weights);
   const stream = Deno.stdout.isTerminal();
   const enc = new TextEncoder();

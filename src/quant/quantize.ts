@@ -52,6 +52,8 @@ export interface QuantizeOptions {
   disableOptRtn?: boolean;
   maxShardSize: number;
   device?: DeviceName;
+  /** CPU threads when the backend is the CPU (default every core). */
+  threads?: number;
   /** Use this backend instead of creating one for `device` (tests). */
   backend?: Backend;
   /** Runs after validation and before quantization (e.g. the fp perplexity for --eval_text). */
@@ -110,7 +112,7 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
     for (const w of calib.warnings) log.warn(w);
     log.info(`calibration: ${calib.nsamples} samples × ${calib.seqlen} tokens from ${calib.source}`);
   }
-  const owned = o.backend ? undefined : await createBackend(o.device ?? "auto", log);
+  const owned = o.backend ? undefined : await createBackend(o.device ?? "auto", log, { threads: o.threads });
   try {
     const be = o.backend ?? owned!;
     logPlan(log, ckpt, o, rs.describe, layers, needCalib, be);

@@ -2,6 +2,11 @@
  * The CPU backend: the reference every other backend is tested against. Plain TypeScript on
  * typed arrays, computing in f32 (or f64, for gradient checks against finite differences).
  * Tensors of dtype bf16/f16 are stored as f32 values rounded to that dtype.
+ *
+ * `new CpuBackend()` is the single-threaded reference. `CpuBackend.create({ threads })` adds a worker
+ * pool (src/parallel/pool.ts) that runs the kernels on ranges of rows, heads or elements over
+ * SharedArrayBuffer storage (tasks.ts), and a CBLAS library (ffi/blas) for the products when one is
+ * installed; with neither, every op runs the same kernels on the calling thread.
  */
 import type {
   AttentionShape,
@@ -15,56 +20,23 @@ import type {
   QuantState,
   Tensor,
 } from "../backend.ts";
+import type { Cblas } from "../../../ffi/blas/cblas.ts";
 import { BackendError } from "../../errors.ts";
+import { WorkerPool } from "../../parallel/pool.ts";
 import { decodeFloats, roundBf16 } from "../../tensor/dtype.ts";
-import * as k from "./kernels.ts";
-import {
-  fakeQuantize,
-  fakeQuantizeBackward,
-  type GroupLayout,
-  groupMinMax,
-  groupsPerRow,
-  importanceForWeight,
-  type QuantMath,
-  type QuantTunables,
-  resolveGroupSize,
-  searchScalesSym,
-} from "../../quant/int_quant.ts";
 import { quantizeAtExport, quantizeTensor } from "../../export/gguf/quantize.ts";
 import { packBlocks } from "../../io/gguf_blocks.ts";
 import { ggufPlan } from "../gguf_plan.ts";
+import * as attn from "./attention_ops.ts";
+import { blasName, type CpuBackendOptions, type OpsContext, startThreads } from "./resources.ts";
+import { CpuTensor, HostBlock, HostMemory, type Storage } from "./cpu_tensor.ts";
+import type { FArr } from "./kernels.ts";
+import { gemm } from "./matmul.ts";
+import * as q from "./quant_ops.ts";
+import * as tk from "./tasks.ts";
 
-type Storage = k.FArr | Int32Array | Uint8Array;
-
-/** A tensor in host memory. `offset` lets views share a parent's storage. */
-export class CpuTensor implements Tensor {
-  readonly size: number;
-  constructor(
-    readonly backend: CpuBackend,
-    readonly shape: readonly number[],
-    readonly dtype: DType,
-    readonly storage: Storage,
-    readonly offset = 0,
-    readonly isView = false,
-  ) {
-    this.size = shape.reduce((a, b) => a * b, 1);
-    if (offset + this.size > storage.length) {
-      throw new BackendError(`tensor of ${this.size} elements does not fit its storage`);
-    }
-  }
-  /** The elements of this tensor (a subarray for views). */
-  get data(): Storage {
-    return this.offset === 0 && this.size === this.storage.length
-      ? this.storage
-      : this.storage.subarray(this.offset, this.offset + this.size);
-  }
-  /** Float elements; throws for integer tensors. */
-  get f(): k.FArr {
-    if (this.dtype === "i32" || this.dtype === "u8") throw new BackendError(`expected a float tensor`);
-    return this.data as k.FArr;
-  }
-  [Symbol.dispose](): void {}
-}
+export { CpuTensor } from "./cpu_tensor.ts";
+export type { CpuBackendOptions } from "./resources.ts";
 
 function rounderFor(dtype: DType): ((x: number) => number) | undefined {
   if (dtype === "bf16") return roundBf16;
@@ -80,32 +52,69 @@ export class CpuBackend implements Backend {
   readonly precision: "f32" | "f64";
   /** Optional cap on one tensor's bytes: lets tests drive the splitting a GPU's buffer limit forces. */
   readonly maxTensorBytes?: number;
+  readonly pool: WorkerPool;
+  readonly blas?: Cblas;
+  private readonly mem: HostMemory;
+  private readonly ctx: OpsContext;
+  private readonly owned: Disposable[];
 
-  constructor(opts: { precision?: "f32" | "f64"; maxTensorBytes?: number } = {}) {
+  /**
+   * The single-threaded reference, or (with `pool`/`blas`, see create()) a threaded one; the backend
+   * takes ownership of both and releases them on dispose.
+   */
+  constructor(
+    opts: { precision?: "f32" | "f64"; pool?: WorkerPool; blas?: Cblas; maxTensorBytes?: number } = {},
+  ) {
     this.precision = opts.precision ?? "f32";
     this.maxTensorBytes = opts.maxTensorBytes;
-    this.device = `CPU (${this.precision}, ${navigator.hardwareConcurrency} cores)`;
+    this.pool = opts.pool ?? WorkerPool.serial();
+    this.blas = opts.blas;
+    this.owned = [this.pool, ...(this.blas ? [this.blas] : [])];
+    this.mem = new HostMemory(this.pool.threads > 1, this.precision);
+    this.ctx = { pool: this.pool, mem: this.mem, precision: this.precision, blas: this.blas };
+    const n = this.pool.threads;
+    const gemmBy = this.blas ? blasName(this.blas) : "TypeScript GEMM";
+    this.device = `CPU (${this.precision}, ${n} thread${n > 1 ? "s" : ""}, ${gemmBy})`;
   }
 
-  private alloc(n: number): k.FArr {
-    // Counted as 4 bytes an element (the f32 storage a GPU would use), also in f64 mode.
-    if (this.maxTensorBytes !== undefined && n * 4 > this.maxTensorBytes) {
-      throw new BackendError(
-        `a tensor of ${n} elements (${
-          n * 4
-        } bytes) exceeds this backend's maxTensorBytes ${this.maxTensorBytes}`,
-      );
-    }
-    return this.precision === "f64" ? new Float64Array(n) : new Float32Array(n);
+  /**
+   * A backend on `threads` threads (default: every core) with a CBLAS library when one is found.
+   * Workers that cannot start leave it single-threaded (logged with --debug).
+   */
+  static async create(opts: CpuBackendOptions = {}): Promise<CpuBackend> {
+    return new CpuBackend({ precision: opts.precision, ...await startThreads(opts) });
+  }
+
+  /** Threads the kernels (and the BLAS library) run on. */
+  get threads(): number {
+    return this.pool.threads;
+  }
+
+  /** Shared-memory accounting (zeros when single-threaded: ordinary memory is left to the GC). */
+  memoryStats(): { liveBytes: number; freeBytes: number; peakLiveBytes: number } {
+    return this.mem.stats();
   }
 
   private t(x: Tensor): CpuTensor {
     if (!(x instanceof CpuTensor)) throw new BackendError(`tensor belongs to another backend`);
+    if (x.block.released) throw new BackendError(`use of a disposed tensor`);
     return x;
   }
 
+  /** A tensor owning `array`, which goes back to this backend's memory when it is disposed. */
+  private own(shape: readonly number[], dtype: DType, array: Storage): CpuTensor {
+    return new CpuTensor(this, shape, dtype, new HostBlock(array, this.mem));
+  }
+
   private newFloat(shape: readonly number[], dtype: DType = "f32"): CpuTensor {
-    return new CpuTensor(this, shape, dtype, this.alloc(shape.reduce((a, b) => a * b, 1)));
+    const n = shape.reduce((a, b) => a * b, 1);
+    // Counted as 4 bytes an element (the f32 storage a GPU would use), also in f64 mode.
+    if (this.maxTensorBytes !== undefined && n * 4 > this.maxTensorBytes) {
+      throw new BackendError(
+        `a tensor of ${n} elements (${n * 4} bytes) exceeds this backend's maxTensorBytes ${this.maxTensorBytes}`,
+      );
+    }
+    return this.own(shape, dtype, this.mem.floats(n));
   }
 
   private finish(t: CpuTensor): CpuTensor {
@@ -136,17 +145,19 @@ export class CpuBackend implements Backend {
   }
   groupMinMax(w: Tensor, groupSize: number): { wMin: Tensor; wMax: Tensor } {
     const W = this.t(w);
-    const n = W.shape[0], k = W.size / n;
-    const { wMin, wMax } = groupMinMax(W.f, { n, k, g: resolveGroupSize(groupSize, k) });
-    return { wMin: this.upload(wMin, [wMin.length]), wMax: this.upload(wMax, [wMax.length]) };
+    const { wMin, wMax } = q.groupMinMaxRows(this.ctx, W.f, W.shape[0], groupSize);
+    const out = { wMin: this.upload(wMin, [wMin.length]), wMax: this.upload(wMax, [wMax.length]) };
+    this.mem.release(wMin);
+    this.mem.release(wMax);
+    return out;
   }
   optRtnScales(w: Tensor, imatrix: Tensor | undefined, groupSize: number, bits: number): Tensor {
     const W = this.t(w);
-    const n = W.shape[0], k = W.size / n;
-    const layout = { n, k, g: resolveGroupSize(groupSize, k) };
-    const imp = imatrix ? importanceForWeight(this.t(imatrix).f, W.f, layout, bits) : undefined;
-    const s = searchScalesSym(W.f, layout, bits, imp, 1e-5, Math.fround);
-    return this.upload(s, [s.length]);
+    const imat = imatrix ? this.t(imatrix).f : undefined;
+    const s = q.optRtnScaleRows(this.ctx, W.f, W.shape[0], imat, groupSize, bits);
+    const out = this.upload(s, [s.length]);
+    this.mem.release(s);
+    return out;
   }
   /** The host reference itself (src/export/gguf/quantize.ts), on the f32 values of `w`. */
   ggufQuantize(w: Tensor, type: GgufBlockType, opts: GgufQuantizeOptions): Promise<Uint8Array> {
@@ -162,12 +173,14 @@ export class CpuBackend implements Backend {
     return Promise.resolve(packBlocks(blocks));
   }
   uploadInt(data: Int32Array, shape: readonly number[]): Tensor {
-    return new CpuTensor(this, shape, "i32", Int32Array.from(data));
+    const t = this.own(shape, "i32", this.mem.i32(data.length));
+    t.i.set(data);
+    return t;
   }
   full(shape: readonly number[], value: number, dtype: DType = "f32"): Tensor {
     const n = shape.reduce((a, b) => a * b, 1);
-    if (dtype === "i32") return new CpuTensor(this, shape, dtype, new Int32Array(n).fill(value));
-    if (dtype === "u8") return new CpuTensor(this, shape, dtype, new Uint8Array(n).fill(value));
+    if (dtype === "i32") return this.own(shape, dtype, this.mem.i32(n).fill(value));
+    if (dtype === "u8") return this.own(shape, dtype, this.mem.u8(n).fill(value));
     const t = this.newFloat(shape, dtype);
     t.f.fill(value);
     return this.finish(t);
@@ -178,13 +191,13 @@ export class CpuBackend implements Backend {
   readInt(x: Tensor): Promise<Int32Array> {
     const t = this.t(x);
     if (t.dtype !== "i32") throw new BackendError(`readInt of a ${t.dtype} tensor`);
-    return Promise.resolve(Int32Array.from(t.data as Int32Array));
+    return Promise.resolve(Int32Array.from(t.i));
   }
   view(x: Tensor, shape: readonly number[]): Tensor {
     const t = this.t(x);
     const n = shape.reduce((a, b) => a * b, 1);
     if (n !== t.size) throw new BackendError(`view [${shape}] of a tensor of shape [${t.shape}]`);
-    return new CpuTensor(this, shape, t.dtype, t.storage, t.offset, true);
+    return new CpuTensor(this, shape, t.dtype, t.block, t.offset, true);
   }
   rows(x: Tensor, start: number, count: number): Tensor {
     const t = this.t(x);
@@ -192,19 +205,12 @@ export class CpuBackend implements Backend {
     if (start < 0 || start + count > t.shape[0]) {
       throw new BackendError(`rows ${start}+${count} of ${t.shape[0]}`);
     }
-    return new CpuTensor(
-      this,
-      [count, ...t.shape.slice(1)],
-      t.dtype,
-      t.storage,
-      t.offset + start * cols,
-      true,
-    );
+    return new CpuTensor(this, [count, ...t.shape.slice(1)], t.dtype, t.block, t.offset + start * cols, true);
   }
   copy(dst: Tensor, src: Tensor): void {
     const d = this.t(dst), s = this.t(src);
     if (d.size !== s.size) throw new BackendError(`copy of ${s.size} elements into ${d.size}`);
-    (d.data as k.FArr).set(s.data as k.FArr);
+    (d.data as FArr).set(s.data as FArr);
     this.finish(d);
   }
   gatherSamples(
@@ -222,7 +228,7 @@ export class CpuBackend implements Backend {
     if (d.size < indices.length * per) {
       throw new BackendError(`gatherSamples: dst holds ${d.size} elements, need ${indices.length * per}`);
     }
-    const dd = d.data as k.FArr, sd = s.data as k.FArr;
+    const dd = d.data as FArr, sd = s.data as FArr;
     indices.forEach((idx, i) => {
       const j = idx - first;
       if (j >= 0 && j < samples) dd.set(sd.subarray(j * per, (j + 1) * per), i * per);
@@ -242,43 +248,38 @@ export class CpuBackend implements Backend {
     const A = this.t(a), B = this.t(b);
     const [ar, ac] = [A.shape[0], A.size / A.shape[0]];
     const [br, bc] = [B.shape[0], B.size / B.shape[0]];
-    const M = opts.transA ? ac : ar, K = opts.transA ? ar : ac;
-    const N = opts.transB ? br : bc, K2 = opts.transB ? bc : br;
+    const transA = opts.transA ?? false, transB = opts.transB ?? false;
+    const M = transA ? ac : ar, K = transA ? ar : ac;
+    const N = transB ? br : bc, K2 = transB ? bc : br;
     if (K !== K2) throw new BackendError(`matmul inner sizes differ: ${K} vs ${K2}`);
     const C = opts.out ? this.t(opts.out) : this.newFloat([M, N], A.dtype === "f32" ? "f32" : A.dtype);
     if (C.size !== M * N) throw new BackendError(`matmul out has ${C.size} elements, need ${M}×${N}`);
     const alpha = opts.alpha ?? 1, beta = opts.out ? opts.beta ?? 0 : 0;
-    const fn = opts.transA
-      ? (opts.transB ? k.matmulAtBt : k.matmulAtB)
-      : opts.transB
-      ? k.matmulABt
-      : k.matmulAB;
-    fn(A.f, B.f, C.f, M, N, K, alpha, beta);
+    gemm({ a: A.f, b: B.f, c: C.f, M, N, K, transA, transB, alpha, beta }, this.pool, this.mem, this.blas);
     return this.finish(C);
   }
   add(a: Tensor, b: Tensor, out?: Tensor): Tensor {
     const A = this.t(a), B = this.t(b);
     const C = out ? this.t(out) : this.newFloat(A.shape, A.dtype);
-    const x = A.f, y = B.f, z = C.f;
-    for (let i = 0; i < z.length; i++) z[i] = x[i] + y[i];
+    this.pool.run(tk.addTask, C.size, { x: A.f, y: B.f, z: C.f }, tk.MIN_RANGE_ELEMS);
     return this.finish(C);
   }
   addRowVector(x: Tensor, bias: Tensor): void {
-    const X = this.t(x), b = this.t(bias).f, d = X.f;
-    const n = b.length;
-    for (let i = 0; i < d.length; i++) d[i] += b[i % n];
+    const X = this.t(x), b = this.t(bias).f;
+    this.pool.run(tk.addRowVectorTask, X.size / b.length, { x: X.f, bias: b }, tk.grain(b.length));
     this.finish(X);
   }
   rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
     const X = this.t(x), W = this.t(w);
     const n = W.size, Y = this.newFloat(X.shape, X.dtype);
-    k.rmsNorm(X.f, W.f, Y.f, X.size / n, n, eps);
+    this.pool.run(tk.rmsNormTask, X.size / n, { x: X.f, w: W.f, y: Y.f, n, eps }, tk.grain(n));
     return this.finish(Y);
   }
   rmsNormBackward(x: Tensor, w: Tensor, dy: Tensor, eps: number): Tensor {
     const X = this.t(x), W = this.t(w), DY = this.t(dy);
     const n = W.size, DX = this.newFloat(X.shape, DY.dtype);
-    k.rmsNormBackward(X.f, W.f, DY.f, DX.f, X.size / n, n, eps);
+    const args = { x: X.f, w: W.f, dy: DY.f, dx: DX.f, n, eps };
+    this.pool.run(tk.rmsNormBackwardTask, X.size / n, args, tk.grain(n));
     return this.finish(DX);
   }
   rope(
@@ -289,24 +290,16 @@ export class CpuBackend implements Backend {
     inverse = false,
   ): void {
     const X = this.t(x);
-    k.rope(
-      X.f,
-      this.t(cos).f,
-      this.t(sin).f,
-      geo.batch,
-      geo.seqLen,
-      geo.nHeads,
-      geo.headDim,
-      geo.posOffset ?? 0,
-      inverse,
-    );
+    const [c, s] = [this.t(cos).f, this.t(sin).f];
+    const args = { x: X.f, cos: c, sin: s, ...geo, posOffset: geo.posOffset ?? 0, inverse };
+    this.pool.run(tk.ropeTask, geo.batch, args, tk.grain(X.size / geo.batch));
     this.finish(X);
   }
   attention(q: Tensor, kk: Tensor, v: Tensor, shape: AttentionShape): { out: Tensor; lse: Tensor } {
     const Q = this.t(q);
     const out = this.newFloat(Q.shape, Q.dtype);
     const lse = this.newFloat([shape.batch * shape.nHeads * shape.seqLen]);
-    k.attention(Q.f, this.t(kk).f, this.t(v).f, out.f, lse.f, shape);
+    attn.forward(this.ctx, [Q.f, this.t(kk).f, this.t(v).f], [out.f, lse.f], { ...shape });
     return { out: this.finish(out), lse };
   }
   attentionBackward(
@@ -321,31 +314,26 @@ export class CpuBackend implements Backend {
     const Q = this.t(q), K = this.t(kk), V = this.t(v), DO = this.t(dOut);
     const dq = this.newFloat(Q.shape, DO.dtype), dk = this.newFloat(K.shape, DO.dtype);
     const dv = this.newFloat(V.shape, DO.dtype);
-    k.attentionBackward(Q.f, K.f, V.f, this.t(out).f, this.t(lse).f, DO.f, dq.f, dk.f, dv.f, shape);
+    const inputs = [Q.f, K.f, V.f, this.t(out).f, this.t(lse).f, DO.f] as const;
+    attn.backward(this.ctx, inputs, [dq.f, dk.f, dv.f], { ...shape });
     return { dq: this.finish(dq), dk: this.finish(dk), dv: this.finish(dv) };
   }
   siluMul(g: Tensor, u: Tensor): Tensor {
     const G = this.t(g), U = this.t(u);
     const H = this.newFloat(G.shape, G.dtype);
-    const gd = G.f, ud = U.f, hd = H.f;
-    for (let i = 0; i < hd.length; i++) hd[i] = gd[i] * k.sigmoid(gd[i]) * ud[i];
+    this.pool.run(tk.siluMulTask, H.size, { g: G.f, u: U.f, h: H.f }, tk.MIN_RANGE_ELEMS);
     return this.finish(H);
   }
   siluMulBackward(g: Tensor, u: Tensor, dh: Tensor): { dg: Tensor; du: Tensor } {
     const G = this.t(g), U = this.t(u), DH = this.t(dh);
     const dg = this.newFloat(G.shape, DH.dtype), du = this.newFloat(U.shape, DH.dtype);
-    const gd = G.f, ud = U.f, d = DH.f, dgd = dg.f, dud = du.f;
-    for (let i = 0; i < gd.length; i++) {
-      const s = k.sigmoid(gd[i]);
-      dud[i] = d[i] * gd[i] * s;
-      dgd[i] = d[i] * ud[i] * s * (1 + gd[i] * (1 - s));
-    }
+    const args = { g: G.f, u: U.f, dh: DH.f, dg: dg.f, du: du.f };
+    this.pool.run(tk.siluMulBackwardTask, G.size, args, tk.MIN_RANGE_ELEMS);
     return { dg: this.finish(dg), du: this.finish(du) };
   }
   embedding(table: Tensor, ids: Tensor): Tensor {
-    const T = this.t(table), I = this.t(ids);
+    const T = this.t(table), idv = this.t(ids).i;
     const H = T.size / T.shape[0];
-    const idv = I.data as Int32Array;
     const out = this.newFloat([idv.length, H], T.dtype);
     const td = T.f, od = out.f;
     for (let i = 0; i < idv.length; i++) {
@@ -357,136 +345,84 @@ export class CpuBackend implements Backend {
     return out;
   }
   crossEntropy(logits: Tensor, targets: Tensor): Tensor {
-    const L = this.t(logits), T = this.t(targets).data as Int32Array;
-    const n = T.length, V = L.size / n, ld = L.f;
+    const L = this.t(logits), T = this.t(targets).i;
+    const n = T.length, V = L.size / n;
     const out = this.newFloat([n]);
-    for (let r = 0; r < n; r++) {
-      const o = r * V;
-      let m = -Infinity;
-      for (let j = 0; j < V; j++) if (ld[o + j] > m) m = ld[o + j];
-      let s = 0;
-      for (let j = 0; j < V; j++) s += Math.exp(ld[o + j] - m);
-      out.f[r] = m + Math.log(s) - ld[o + T[r]];
-    }
+    this.pool.run(tk.crossEntropyTask, n, { logits: L.f, targets: T, out: out.f, V }, tk.grain(V));
     return out;
   }
   argmaxRows(x: Tensor): Tensor {
-    const X = this.t(x), d = X.f;
+    const X = this.t(x);
     const rows = X.shape[0], V = X.size / rows;
-    const out = new Int32Array(rows);
-    for (let r = 0; r < rows; r++) {
-      let best = 0;
-      for (let j = 1; j < V; j++) if (d[r * V + j] > d[r * V + best]) best = j;
-      out[r] = best;
-    }
-    return new CpuTensor(this, [rows], "i32", out);
+    const out = this.own([rows], "i32", this.mem.i32(rows));
+    this.pool.run(tk.argmaxTask, rows, { x: X.f, out: out.i, V }, tk.grain(V));
+    return out;
   }
 
   // ---- quantization ---------------------------------------------------------------------------
-  private quantArgs(
-    w: CpuTensor,
-    state: QuantState,
-    p: IntQuantParams,
-  ): [GroupLayout, QuantMath, QuantTunables] {
-    const [n, kk] = [w.shape[0], w.size / w.shape[0]];
-    const layout = { n, k: kk, g: p.groupSize };
-    const roundScale = p.scaleDType === "f16"
-      ? Math.f16round
-      : p.scaleDType === "bf16"
-      ? roundBf16
-      : this.precision === "f32"
-      ? Math.fround
-      : (x: number) => x;
-    const math: QuantMath = {
-      bits: p.bits,
-      sym: p.sym,
-      roundScale,
-      scaleThresh: p.scaleDType === "f32" ? 1e-8 : 1e-5,
+  private quantArgs(w: CpuTensor, st: QuantState, p: IntQuantParams): tk.QuantArgs {
+    const f = (x: Tensor) => this.t(x).f;
+    const state = {
+      v: f(st.v),
+      minScale: f(st.minScale),
+      maxScale: f(st.maxScale),
+      wMin: f(st.wMin),
+      wMax: f(st.wMax),
+      initScale: st.initScale ? f(st.initScale) : undefined,
     };
-    const G = groupsPerRow(layout);
-    const tun: QuantTunables = {
-      v: this.t(state.v).f,
-      minScale: this.t(state.minScale).f,
-      maxScale: this.t(state.maxScale).f,
-      wMin: this.t(state.wMin).f,
-      wMax: this.t(state.wMax).f,
-      initScale: state.initScale ? this.t(state.initScale).f : undefined,
-    };
-    if (tun.wMin.length !== n * G || tun.v!.length !== w.size) {
-      throw new BackendError(`quant state does not match a [${n}, ${kk}] weight with group ${p.groupSize}`);
-    }
-    return [layout, math, tun];
+    return q.quantArgs(w.f, w.shape[0], state, p, this.precision);
   }
   fakeQuant(w: Tensor, state: QuantState, p: IntQuantParams, outDType?: DType): Tensor {
     const W = this.t(w);
-    const [layout, math, tun] = this.quantArgs(W, state, p);
     const out = this.newFloat(W.shape, outDType ?? W.dtype);
-    fakeQuantize(W.f, layout, math, tun, out.f);
+    q.fakeQuantRows(this.ctx, this.quantArgs(W, state, p), out.f);
     return this.finish(out);
   }
   fakeQuantBackward(w: Tensor, state: QuantState, p: IntQuantParams, dWq: Tensor): FakeQuantGrads {
     const W = this.t(w);
-    const [layout, math, tun] = this.quantArgs(W, state, p);
+    const a = this.quantArgs(W, state, p);
     const dv = this.newFloat(W.shape),
-      dMin = this.newFloat([tun.wMin.length]),
-      dMax = this.newFloat([tun.wMin.length]);
-    fakeQuantizeBackward(W.f, layout, math, tun, this.t(dWq).f, dv.f, dMin.f, dMax.f);
+      dMin = this.newFloat([a.wMin.length]),
+      dMax = this.newFloat([a.wMin.length]);
+    q.fakeQuantBackwardRows(this.ctx, a, this.t(dWq).f, dv.f, dMin.f, dMax.f);
     return { dv, dMinScale: dMin, dMaxScale: dMax };
   }
   quantizeWeights(w: Tensor, state: QuantState, p: IntQuantParams): Promise<QuantizedWeights> {
     const W = this.t(w);
-    const [layout, math, tun] = this.quantArgs(W, state, p);
-    const G = groupsPerRow(layout);
-    const res: QuantizedWeights = {
-      codes: new Uint8Array(W.size),
-      scales: new Float32Array(layout.n * G),
-      zeros: new Int32Array(layout.n * G),
-    };
-    fakeQuantize(W.f, layout, math, tun, this.alloc(W.size), res);
-    return Promise.resolve(res);
+    return Promise.resolve(q.quantizeRows(this.ctx, this.quantArgs(W, state, p)));
   }
 
   // ---- training -------------------------------------------------------------------------------
   mseLoss(y: Tensor, target: Tensor, mask: Tensor | undefined, scale: number): { loss: Tensor; dy: Tensor } {
     const Y = this.t(y), T = this.t(target);
     const rows = Y.shape[0], cols = Y.size / rows;
-    const m = mask ? this.t(mask).f : undefined;
     const dy = this.newFloat(Y.shape);
-    const yd = Y.f, td = T.f, dd = dy.f;
-    const denom = rows * cols;
+    const rowSums = this.mem.f64(rows);
+    const m = mask ? this.t(mask).f : undefined;
+    const args = { y: Y.f, t: T.f, mask: m, dy: dy.f, rowSums, cols, scale, denom: rows * cols };
+    this.pool.run(tk.mseTask, rows, args, tk.grain(cols));
     let sum = 0;
-    for (let r = 0; r < rows; r++) {
-      const mr = m ? m[r] : 1;
-      for (let c = 0; c < cols; c++) {
-        const i = r * cols + c;
-        const e = mr * (yd[i] - td[i]);
-        sum += e * e;
-        dd[i] = scale * 2 * e * mr / denom;
-      }
-    }
+    for (let r = 0; r < rows; r++) sum += rowSums[r];
+    this.mem.release(rowSums);
     const loss = this.newFloat([1]);
-    loss.f[0] = sum / denom;
+    loss.f[0] = sum / (rows * cols);
     return { loss, dy };
   }
   signSgdStep(p: Tensor, g: Tensor, lrArg: number | Tensor, clamp?: { lo: number; hi: number }): void {
-    const P = this.t(p).f, G = this.t(g).f;
+    const P = this.t(p);
     const lr = typeof lrArg === "number" ? lrArg : this.t(lrArg).f[0];
-    for (let i = 0; i < P.length; i++) {
-      let x = P[i] - lr * Math.sign(G[i]);
-      if (clamp) x = Math.min(Math.max(x, clamp.lo), clamp.hi);
-      P[i] = x;
-    }
-    this.finish(this.t(p));
+    const args = { p: P.f, g: this.t(g).f, lr, lo: clamp?.lo ?? -Infinity, hi: clamp?.hi ?? Infinity };
+    this.pool.run(tk.signSgdTask, P.size, args, tk.MIN_RANGE_ELEMS);
+    this.finish(P);
   }
   accumulate(acc: Tensor, x: Tensor, alpha = 1): void {
-    const A = this.t(acc).f, X = this.t(x).f;
-    for (let i = 0; i < A.length; i++) A[i] += alpha * X[i];
-    this.finish(this.t(acc));
+    const A = this.t(acc);
+    this.pool.run(tk.axpyTask, A.size, { acc: A.f, x: this.t(x).f, alpha }, tk.MIN_RANGE_ELEMS);
+    this.finish(A);
   }
   accumulateColumnSquares(acc: Tensor, x: Tensor): void {
     const A = this.t(acc).f, X = this.t(x).f;
-    const cols = A.length, rows = X.length / cols;
-    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) A[c] += X[r * cols + c] ** 2;
+    this.pool.run(tk.columnSquaresTask, A.length, { acc: A, x: X }, tk.grain(X.length / A.length));
   }
   keepBest(loss: Tensor, best: Tensor, pairs: readonly (readonly [Tensor, Tensor])[]): void {
     const l = this.t(loss).f[0], B = this.t(best).f;
@@ -498,5 +434,7 @@ export class CpuBackend implements Backend {
   sync(): Promise<void> {
     return Promise.resolve();
   }
-  [Symbol.dispose](): void {}
+  [Symbol.dispose](): void {
+    for (const r of this.owned.splice(0)) r[Symbol.dispose]();
+  }
 }

@@ -187,146 +187,100 @@ export function rope(
   }
 }
 
-/** Geometry of one attention call. */
-export interface AttnGeo {
-  batch: number;
-  seqLen: number;
-  nHeads: number;
-  nKvHeads: number;
-  headDim: number;
-  scale: number;
-}
-
-/**
- * Gather the rows of one kv head and its query heads into contiguous blocks: Q `[group·T, D]`
- * (head-major), K and V `[T, D]`, so the scores are plain matmuls.
- */
-function gatherHeads(
-  q: FArr,
-  k: FArr,
-  v: FArr,
-  g: AttnGeo,
-  b: number,
-  kh: number,
-  Qg: Float64Array,
-  Kc: Float64Array,
-  Vc: Float64Array,
-): void {
-  const { seqLen: T, nHeads: H, nKvHeads: KV, headDim: D } = g;
-  const group = H / KV;
-  for (let t = 0; t < T; t++) {
-    const ko = (b * T + t) * KV * D + kh * D;
-    for (let d = 0; d < D; d++) {
-      Kc[t * D + d] = k[ko + d];
-      Vc[t * D + d] = v[ko + d];
-    }
-    for (let j = 0; j < group; j++) {
-      const qo = (b * T + t) * H * D + (kh * group + j) * D;
-      for (let d = 0; d < D; d++) Qg[(j * T + t) * D + d] = q[qo + d];
-    }
-  }
-}
-
-/** Causal GQA attention forward; writes out and lse `[B, nH, T]`. */
-export function attention(q: FArr, k: FArr, v: FArr, out: FArr, lse: FArr, g: AttnGeo): void {
-  const { batch: B, seqLen: T, nHeads: H, nKvHeads: KV, headDim: D, scale } = g;
-  const group = H / KV, R = group * T;
-  const Qg = new Float64Array(R * D), Kc = new Float64Array(T * D), Vc = new Float64Array(T * D);
-  const p = new Float64Array(T), acc = new Float64Array(D);
-  for (let b = 0; b < B; b++) {
-    for (let kh = 0; kh < KV; kh++) {
-      gatherHeads(q, k, v, g, b, kh, Qg, Kc, Vc);
-      for (let r = 0; r < R; r++) {
-        const t = r % T, qo = r * D;
-        let m = -Infinity;
-        for (let s = 0; s <= t; s++) {
-          let dot = 0;
-          for (let d = 0, ko = s * D; d < D; d++) dot += Qg[qo + d] * Kc[ko + d];
-          p[s] = dot * scale;
-          if (p[s] > m) m = p[s];
-        }
-        let sum = 0;
-        acc.fill(0);
-        for (let s = 0; s <= t; s++) {
-          const e = Math.exp(p[s] - m);
-          sum += e;
-          for (let d = 0, vo = s * D; d < D; d++) acc[d] += e * Vc[vo + d];
-        }
-        const h = kh * group + Math.floor(r / T);
-        const oo = (b * T + t) * H * D + h * D;
-        for (let d = 0; d < D; d++) out[oo + d] = acc[d] / sum;
-        lse[(b * H + h) * T + t] = m + Math.log(sum);
-      }
-    }
-  }
-}
-
-/**
- * Attention backward from the saved lse: P = exp(S − lse), dV = Pᵀ·dO, dP = dO·Vᵀ,
- * dS = P ∘ (dP − rowsum(dO ∘ O)), dQ = scale·dS·K, dK = scale·dSᵀ·Q (summed over the query heads
- * sharing a kv head).
- */
-export function attentionBackward(
-  q: FArr,
-  k: FArr,
-  v: FArr,
-  out: FArr,
-  lse: FArr,
-  dOut: FArr,
-  dq: FArr,
-  dk: FArr,
-  dv: FArr,
-  g: AttnGeo,
-): void {
-  const { batch: B, seqLen: T, nHeads: H, nKvHeads: KV, headDim: D, scale } = g;
-  const group = H / KV, R = group * T;
-  const Qg = new Float64Array(R * D), Kc = new Float64Array(T * D), Vc = new Float64Array(T * D);
-  const dKc = new Float64Array(T * D), dVc = new Float64Array(T * D), dOr = new Float64Array(D);
-  const dQr = new Float64Array(D);
-  for (let b = 0; b < B; b++) {
-    for (let kh = 0; kh < KV; kh++) {
-      gatherHeads(q, k, v, g, b, kh, Qg, Kc, Vc);
-      dKc.fill(0);
-      dVc.fill(0);
-      for (let r = 0; r < R; r++) {
-        const t = r % T, h = kh * group + Math.floor(r / T), qo = r * D;
-        const oo = (b * T + t) * H * D + h * D;
-        const l = lse[(b * H + h) * T + t];
-        let delta = 0;
-        for (let d = 0; d < D; d++) {
-          dOr[d] = dOut[oo + d];
-          delta += dOr[d] * out[oo + d];
-        }
-        dQr.fill(0);
-        for (let s = 0; s <= t; s++) {
-          const ko = s * D;
-          let dot = 0, dp = 0;
-          for (let d = 0; d < D; d++) {
-            dot += Qg[qo + d] * Kc[ko + d];
-            dp += dOr[d] * Vc[ko + d];
-          }
-          const pr = Math.exp(dot * scale - l);
-          const ds = pr * (dp - delta) * scale;
-          for (let d = 0; d < D; d++) {
-            dVc[ko + d] += pr * dOr[d];
-            dQr[d] += ds * Kc[ko + d];
-            dKc[ko + d] += ds * Qg[qo + d];
-          }
-        }
-        for (let d = 0; d < D; d++) dq[oo + d] = dQr[d];
-      }
-      for (let t = 0; t < T; t++) {
-        const ko = (b * T + t) * KV * D + kh * D;
-        for (let d = 0; d < D; d++) {
-          dk[ko + d] = dKc[t * D + d];
-          dv[ko + d] = dVc[t * D + d];
-        }
-      }
-    }
-  }
-}
-
 /** silu(x) = x·sigmoid(x). */
 export function sigmoid(x: number): number {
   return 1 / (1 + Math.exp(-x));
+}
+
+/** h = silu(g)·u elementwise. */
+export function siluMul(g: FArr, u: FArr, h: FArr): void {
+  for (let i = 0; i < h.length; i++) h[i] = g[i] * sigmoid(g[i]) * u[i];
+}
+
+/** dg, du of h = silu(g)·u: du = dh·silu(g), dg = dh·u·σ(g)·(1 + g·(1 − σ(g))). */
+export function siluMulBackward(g: FArr, u: FArr, dh: FArr, dg: FArr, du: FArr): void {
+  for (let i = 0; i < g.length; i++) {
+    const s = sigmoid(g[i]);
+    du[i] = dh[i] * g[i] * s;
+    dg[i] = dh[i] * u[i] * s * (1 + g[i] * (1 - s));
+  }
+}
+
+/** out[r] = logsumexp(logits[r, :]) − logits[r, targets[r]] (max-shifted), rows of width V. */
+export function crossEntropyRows(logits: FArr, targets: Int32Array, out: FArr, V: number): void {
+  for (let r = 0; r < targets.length; r++) {
+    const o = r * V;
+    let m = -Infinity;
+    for (let j = 0; j < V; j++) if (logits[o + j] > m) m = logits[o + j];
+    let s = 0;
+    for (let j = 0; j < V; j++) s += Math.exp(logits[o + j] - m);
+    out[r] = m + Math.log(s) - logits[o + targets[r]];
+  }
+}
+
+/** out[r] = index of the largest value of row r (ties: the lowest index). */
+export function argmaxRows(x: FArr, out: Int32Array, V: number): void {
+  for (let r = 0; r < out.length; r++) {
+    let best = 0;
+    for (let j = 1; j < V; j++) if (x[r * V + j] > x[r * V + best]) best = j;
+    out[r] = best;
+  }
+}
+
+/**
+ * Masked squared error per row: rowSums[r] = Σ_c (m_r·(y − t))², dy = scale·2·m_r·(m_r·(y − t))/denom.
+ * The loss is the sum of rowSums in row order divided by denom (so any cut of the rows agrees).
+ */
+export function mseRows(
+  y: FArr,
+  t: FArr,
+  mask: FArr | undefined,
+  dy: FArr,
+  rowSums: Float64Array,
+  cols: number,
+  scale: number,
+  denom: number,
+): void {
+  for (let r = 0; r < rowSums.length; r++) {
+    const mr = mask ? mask[r] : 1;
+    let sum = 0;
+    for (let c = 0; c < cols; c++) {
+      const i = r * cols + c;
+      const e = mr * (y[i] - t[i]);
+      sum += e * e;
+      dy[i] = scale * 2 * e * mr / denom;
+    }
+    rowSums[r] = sum;
+  }
+}
+
+/** p ← clamp(p − lr·sign(g), lo, hi) (no clamp when lo/hi are ±Infinity). */
+export function signSgd(p: FArr, g: FArr, lr: number, lo: number, hi: number): void {
+  for (let i = 0; i < p.length; i++) {
+    let x = p[i] - lr * Math.sign(g[i]);
+    if (lo !== -Infinity || hi !== Infinity) x = Math.min(Math.max(x, lo), hi);
+    p[i] = x;
+  }
+}
+
+/** z = x + y elementwise (z may alias x or y). */
+export function add(x: FArr, y: FArr, z: FArr): void {
+  for (let i = 0; i < z.length; i++) z[i] = x[i] + y[i];
+}
+
+/** acc += alpha·x elementwise. */
+export function axpy(acc: FArr, x: FArr, alpha: number): void {
+  for (let i = 0; i < acc.length; i++) acc[i] += alpha * x[i];
+}
+
+/** x[r, :] += bias for every row of x (x.length a multiple of bias.length). */
+export function addRowVector(x: FArr, bias: FArr): void {
+  const n = bias.length;
+  for (let i = 0; i < x.length; i++) x[i] += bias[i % n];
+}
+
+/** acc[c] += Σ_r x[r, c]² for columns `[c0, c1)` of x `[rows, cols]` (cols = acc.length). */
+export function columnSquares(acc: FArr, x: FArr, c0 = 0, c1 = acc.length): void {
+  const cols = acc.length, rows = x.length / cols;
+  for (let r = 0; r < rows; r++) for (let c = c0; c < c1; c++) acc[c] += x[r * cols + c] ** 2;
 }
