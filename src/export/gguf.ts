@@ -17,7 +17,7 @@ import { basename, join } from "../std/path.ts";
 import { decodeFloats, encodeFloats, type FloatDType, type StDType } from "../tensor/dtype.ts";
 import type { ExportContext, Exporter, QuantizedLinear } from "./exporter.ts";
 import { copyModelSideFiles } from "./hf_files.ts";
-import { type GgufFormat, ggufFormat, GgufTypeSelector } from "./gguf/formats.ts";
+import { type GgufFormat, ggufFormat, GgufTypeSelector, isFloatGguf } from "./gguf/formats.ts";
 import {
   architectureMetadata,
   generalMetadata,
@@ -118,7 +118,7 @@ export class GgufExporter implements Exporter {
       tied: spec.tieEmbeddings,
     }, nAttnV);
     // RTNConfig: opt-RTN unless disabled; W8 int (gguf:q8_0) turns it off by default.
-    this.#optRtn = ctx.run.iters === 0 &&
+    this.#optRtn = ctx.run.iters === 0 && !isFloatGguf(named) &&
       !(ctx.run.disableOptRtn ?? (fmt.base === "Q8_0"));
     this.wantsImportance = this.#optRtn;
     this.#permute = permutesQK(spec.traits.ggufArch);

@@ -8,6 +8,7 @@ import { createBackend, type DeviceName } from "../backend/select.ts";
 import { UsageError } from "../errors.ts";
 import type { ExportContext, RunInfo } from "../export/exporter.ts";
 import { checkFormats, createExporters, parseFormats, resolveRunScheme } from "../export/registry.ts";
+import { isFloatGguf } from "../export/gguf/formats.ts";
 import { type CalibrationSet, loadCalibration } from "../io/calib.ts";
 import { type Checkpoint, openCheckpoint } from "../io/checkpoint.ts";
 import { OutputFolder } from "../io/output_folder.ts";
@@ -93,7 +94,9 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
   for (const w of checkFormats(formats, layers, scheme)) log.warn(w);
   // Calibration feeds SignRound, opt-RTN's scale search, and GGUF's importance-weighted searches.
   const ggufNeedsImportance = o.iters === 0 &&
-    formats.some((f) => f.kind === "gguf" && !(o.disableOptRtn ?? f.gguf!.base === "Q8_0"));
+    formats.some((f) =>
+      f.kind === "gguf" && !isFloatGguf(f.gguf!) && !(o.disableOptRtn ?? f.gguf!.base === "Q8_0")
+    );
   const needCalib = o.iters > 0 || ggufNeedsImportance ||
     (rs.packs &&
       [...layers.layers.values()].some((p) => p.quantize && usesOptRtn(p.scheme, o.iters, o.disableOptRtn)));
