@@ -21,7 +21,6 @@ import {
   lastLogits,
   llamaCppUnavailable,
   perplexityOf,
-  runLlamaCpp,
   STORIES,
   storiesEvalIds,
 } from "./consumers/helpers.ts";
