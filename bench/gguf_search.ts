@@ -5,7 +5,7 @@
  * ../shared/tools/ggml/build.sh; the columns stay empty without it).
  *
  *   deno run -A bench/gguf_search.ts [--rows 2048] [--cols 4096] [--reps 2] [--types Q4_K,Q6_K]
- *     [--reference]   (also time the frozen pre-issue-12 implementation, tests/gguf_reference/)
+ *     [--reference]   (also time, once, the frozen pre-issue-12 implementation, tests/gguf_reference/)
  *
  * Data as qbench makes it: an LCG's uniforms in ±0.02, imatrix 1 + (column mod 7). Floor: ggml's
  * per-core Mparam/s; the goal is ≥ 50% of it. Timings are the min over --reps (the machine is shared).
@@ -50,9 +50,9 @@ async function ggmlFigures(): Promise<Map<string, number>> {
   return out;
 }
 
-function timeMin(fn: () => void): number {
+function timeMin(fn: () => void, times = reps): number {
   let best = Infinity;
-  for (let r = 0; r < reps; r++) {
+  for (let r = 0; r < times; r++) {
     const t0 = performance.now();
     fn();
     best = Math.min(best, (performance.now() - t0) / 1000);
@@ -79,7 +79,9 @@ for (const t of types) {
   for (const im of [false, true]) {
     const opts = { optRtn: t !== "Q8_0", imatrix: im ? imatrix : undefined };
     const ours = timeMin(() => packBlocks(quantizeTensor(t, w, rows, cols, opts)));
-    const before = withReference ? timeMin(() => packBlocks(referenceQuantize(t, w, rows, cols, opts))) : 0;
+    const before = withReference
+      ? timeMin(() => packBlocks(referenceQuantize(t, w, rows, cols, opts)), 1)
+      : 0;
     const g = ggml.get(`${t.replace("Q", "q")}/${im ? 1 : 0}`); // ggml_type_name: "q4_K"
     console.log(
       `| ${t} | ${im ? "yes" : "no"} | ${ours.toFixed(3)} | ${mp(ours)} |` +

@@ -59,6 +59,8 @@ export function wlsGrid(p: WlsParams, maxq: number): WlsGrid {
 
 const xm = new Float64Array(32); // fr(x − rmin) for the current best min
 const codes = new Float64Array(32); // the codes of the last grid point evaluated
+// The group and its weights as float64 (the same values): loads without a float32 conversion each.
+const xg = new Float64Array(32), wg = new Float64Array(32);
 
 /** Result of {@link iterativeWlsSearch}: scale, wmin (= −min) and Σ W in torch's float32 order. */
 export const wlsResult = { scale: 0, wmin: 0, sumW: 0 };
@@ -82,24 +84,25 @@ export function iterativeWlsSearch(
   const { maxq, useMad, factors } = grid;
   let rmin = Infinity, rmax = -Infinity, sumW = 0, sumX = 0, nonneg = true;
   for (let i = 0; i < n; i++) {
-    rmin = Math.min(rmin, x[o + i]);
-    rmax = Math.max(rmax, x[o + i]);
-    if (!(W[i] >= 0)) nonneg = false;
+    const xv = (xg[i] = x[o + i]), wv = (wg[i] = W[i]);
+    rmin = Math.min(rmin, xv);
+    rmax = Math.max(rmax, xv);
+    if (!(wv >= 0)) nonneg = false;
   }
   for (let l = 0; l < 8; l++) {
-    let a = W[l], b = fr(W[l] * x[o + l]);
+    let a = wg[l], b = fr(wg[l] * xg[l]);
     for (let j = l + 8; j < n; j += 8) {
-      a = fr(a + W[j]);
-      b = fr(b + fr(W[j] * x[o + j]));
+      a = fr(a + wg[j]);
+      b = fr(b + fr(wg[j] * xg[j]));
     }
     sumW = fr(sumW + a);
     sumX = fr(sumX + b);
   }
   wlsResult.sumW = sumW;
   let scale = fr(fr(rmax - rmin) / maxq);
-  let best = wlsError(x, o, n, W, maxq, scale, rmin, useMad, NaN);
+  let best = wlsError(n, maxq, scale, rmin, useMad, NaN);
   const bound = nonneg ? 0 : NaN; // NaN: no early exit when a weight is negative or NaN
-  for (let i = 0; i < n; i++) xm[i] = fr(x[o + i] - rmin);
+  for (let i = 0; i < n; i++) xm[i] = fr(xg[i] - rmin);
   for (let step = 0; step < factors.length; step++) {
     const is = recip(fr(fr(rmax - rmin) / factors[step]));
     let changed = step === 0;
@@ -114,14 +117,14 @@ export function iterativeWlsSearch(
     if (!changed) continue;
     let sl = 0, sl2 = 0, sxl = 0;
     for (let l = 0; l < 8; l++) {
-      let q = codes[l], tw = fr(q * W[l]);
-      let a = tw, b = fr(tw * q), c = fr(tw * x[o + l]);
+      let q = codes[l], tw = fr(q * wg[l]);
+      let a = tw, b = fr(tw * q), c = fr(tw * xg[l]);
       for (let j = l + 8; j < n; j += 8) {
         q = codes[j];
-        tw = fr(q * W[j]);
+        tw = fr(q * wg[j]);
         a = fr(a + tw);
         b = fr(b + fr(tw * q));
-        c = fr(c + fr(tw * x[o + j]));
+        c = fr(c + fr(tw * xg[j]));
       }
       sl = fr(sl + a);
       sl2 = fr(sl2 + b);
@@ -135,12 +138,12 @@ export function iterativeWlsSearch(
       thisMin = 0;
       thisScale = fr(sxl / sl2);
     }
-    const e = wlsError(x, o, n, W, maxq, thisScale, thisMin, useMad, bound + best);
+    const e = wlsError(n, maxq, thisScale, thisMin, useMad, bound + best);
     if (e < best) {
       best = e;
       scale = thisScale;
       rmin = thisMin;
-      for (let i = 0; i < n; i++) xm[i] = fr(x[o + i] - rmin);
+      for (let i = 0; i < n; i++) xm[i] = fr(xg[i] - rmin);
     }
   }
   wlsResult.scale = scale;
@@ -148,31 +151,21 @@ export function iterativeWlsSearch(
 }
 
 /**
- * The error of scale `s` and min `m` in {@link iterativeWlsSearch}: with
+ * The error of scale `s` and min `m` in {@link iterativeWlsSearch} over the group in `xg`/`wg`: with
  * q = clamp(round((x − m)·get_reciprocal(s)), 0, maxq), Σ W·|s·q + m − x| (`mad`) or
  * Σ W·(s·q + m − x)², in torch's float32 order. Returns early, with a partial sum ≥ `stop`, once the
  * running total reaches `stop` (terms ≥ 0; pass NaN for the full sum).
  */
-function wlsError(
-  x: Float32Array,
-  o: number,
-  n: number,
-  W: Float32Array,
-  maxq: number,
-  s: number,
-  m: number,
-  mad: boolean,
-  stop: number,
-): number {
+function wlsError(n: number, maxq: number, s: number, m: number, mad: boolean, stop: number): number {
   const is = recip(s);
   let total = 0;
   for (let l = 0; l < 8; l++) {
     let lane = 0;
     for (let j = l; j < n; j += 8) {
-      const xv = x[o + j];
+      const xv = xg[j];
       const q = code(fr(fr(xv - m) * is), maxq);
       const d = fr(fr(fr(q * s) + m) - xv);
-      const t = mad ? fr(W[j] * Math.abs(d)) : fr(W[j] * fr(d * d));
+      const t = mad ? fr(wg[j] * Math.abs(d)) : fr(wg[j] * fr(d * d));
       lane = j === l ? t : fr(lane + t);
     }
     total = fr(total + lane);

@@ -19,7 +19,11 @@ function symCode(a: number, nmax: number): number {
   return q < -nmax ? -nmax : q > nmax - 1 ? nmax - 1 : q;
 }
 
-const W = new Float32Array(32), wx = new Float32Array(32), L = new Float64Array(32);
+// Float32 values held as float64 (loads without a conversion each): the weights, w·x, the group, codes.
+const W = new Float64Array(32),
+  wx = new Float64Array(32),
+  xg = new Float64Array(32),
+  L = new Float64Array(32);
 
 /** fr(−(nmax + −0.1·is)) for is = −9..9 (index is + 9), per nmax: the Python floats of the grid. */
 const qxGrids = new Map<number, Float64Array>();
@@ -47,12 +51,12 @@ function qxGrid(nmax: number): Float64Array {
 export function makeQxQuants(x: Float32Array, o: number, n: number, bits: number, qw?: Float64Array): number {
   const nmax = 2 ** (bits - 1), grid = qxGrid(nmax);
   for (let i = 0; i < n; i++) {
-    const xv = x[o + i];
-    W[i] = qw ? qw[i] : xv * xv;
-    wx[i] = W[i] * xv;
+    const xv = (xg[i] = x[o + i]);
+    W[i] = fr(qw ? qw[i] : xv * xv);
+    wx[i] = fr(W[i] * xv);
   }
   const gmax = signedAbsMax(x, o, n);
-  qxSums(x, o, n, nmax, fr(-nmax * recip(gmax)));
+  qxSums(n, nmax, fr(-nmax * recip(gmax)));
   let scale = fr(qxSlx * recip(qxSl2));
   let best = fr(scale * qxSlx);
   // `-(nmax + -0.1 * _is) / group_max` is `group_max.reciprocal() * scalar` in torch.
@@ -62,7 +66,7 @@ export function makeQxQuants(x: Float32Array, o: number, n: number, bits: number
     const iscale = fr(ig * grid[is + 9]);
     let changed = is === -9;
     for (let i = 0; i < n; i++) {
-      const l = symCode(fr(x[o + i] * iscale), nmax);
+      const l = symCode(fr(xg[i] * iscale), nmax);
       if (l !== L[i]) {
         L[i] = l;
         changed = true;
@@ -82,8 +86,8 @@ export function makeQxQuants(x: Float32Array, o: number, n: number, bits: number
 let qxSlx = 0, qxSl2 = 0;
 
 /** (Σ w·x·l, Σ w·l²) with l = clamp(round(x·iscale)), into qxSlx/qxSl2 (and the codes into L). */
-function qxSums(x: Float32Array, o: number, n: number, nmax: number, iscale: number): void {
-  for (let i = 0; i < n; i++) L[i] = symCode(fr(x[o + i] * iscale), nmax);
+function qxSums(n: number, nmax: number, iscale: number): void {
+  for (let i = 0; i < n; i++) L[i] = symCode(fr(xg[i] * iscale), nmax);
   qxSumsOfCodes(n);
 }
 
@@ -114,10 +118,10 @@ export function makeQ3Quants(x: Float32Array, o: number, n: number, bits: number
   const nmax = 1 << (bits - 1);
   const iscale = fr(-nmax * recip(signedAbsMax(x, o, n)));
   for (let i = 0; i < n; i++) {
-    const xv = x[o + i];
+    const xv = (xg[i] = x[o + i]);
     L[i] = symCode(fr(iscale * xv), nmax);
-    W[i] = xv * xv;
-    wx[i] = W[i] * xv;
+    W[i] = fr(xv * xv);
+    wx[i] = fr(W[i] * xv);
   }
   qxSumsOfCodes(n);
   let sumlx = qxSlx, suml2 = qxSl2;
@@ -127,7 +131,7 @@ export function makeQ3Quants(x: Float32Array, o: number, n: number, bits: number
       let slx = fr(sumlx - fr(wx[i] * li));
       let sl2 = fr(suml2 - fr(fr(w * li) * li));
       let replace = slx > 0;
-      const newL = symCode(fr(fr(x[o + i] * sl2) / slx), nmax);
+      const newL = symCode(fr(fr(xg[i] * sl2) / slx), nmax);
       if (replace && newL !== li) {
         slx = fr(slx + fr(wx[i] * newL));
         sl2 = fr(sl2 + fr(fr(w * newL) * newL));
