@@ -131,3 +131,24 @@ Deno.test("quantizing row ranges into views of one output gives the whole tensor
     sameBits(`${t} split rows`, packBlocks(b), whole);
   }
 });
+
+Deno.test("quantizeToBytes: chunks of rows (2100 rows cross the 1M-weight chunk) give the whole tensor's bytes", () => {
+  const u = lcg(11), n = 2100, k = 512, w = weights(n * k, 2, u);
+  const imatrix = Float64Array.from({ length: k }, () => u());
+  const rows = (r0: number, r1: number) => w.slice(r0 * k, r1 * k);
+  for (const t of ["Q4_K", "Q6_K", "Q4_0"] as const) {
+    const o = { optRtn: true, imatrix };
+    sameBits(
+      `${t} linear`,
+      fast.quantizeToBytes(t, n, k, rows, o),
+      packBlocks(fast.quantizeTensor(t, w, n, k, o)),
+    );
+  }
+  for (const t of ["Q2_K", "Q4_1", "Q8_0"] as const) {
+    sameBits(
+      `${t} export`,
+      fast.quantizeToBytes(t, n, k, rows, "export"),
+      packBlocks(fast.quantizeAtExport(t, w, n, k)),
+    );
+  }
+});

@@ -22,7 +22,7 @@
  * bytes in any split. {@link quantizeInto} runs the three steps row by row (search, W̃ and
  * codes of one row at a time), so its working memory is one row.
  */
-import { allocBlocks, type GgmlBlocks } from "../../io/gguf_blocks.ts";
+import { allocBlocks, type GgmlBlocks, packBlocks } from "../../io/gguf_blocks.ts";
 import { GGML_TYPES } from "../../io/gguf_types.ts";
 import { packParamsInto, packWithoutScales } from "./pack.ts";
 import { fakeQuantInto } from "./fake_quant.ts";
@@ -164,4 +164,37 @@ export function quantizeTensor(
 export function quantizeAtExport(type: QuantGgmlType, w: Float32Array, n: number, k: number): GgmlBlocks {
   if (type.endsWith("_K")) return quantizeTensor(type, w, n, k, { optRtn: false });
   return packWithoutScales(type, w, n, k);
+}
+
+/** Weights per chunk of {@link quantizeToBytes}: 1M (4 MB of float rows). */
+const CHUNK_WEIGHTS = 1 << 20;
+
+/**
+ * The packed GGUF bytes of a `[n, k]` tensor, quantized a chunk of rows at a time: `rows(r0, r1)`
+ * gives the float rows (e.g. decoded from the checkpoint's bytes on demand), so the working memory
+ * is one chunk of floats and blocks, not the tensor. `opts` "export" quantizes as
+ * {@link quantizeAtExport}, otherwise as {@link quantizeTensor}; the bytes are the same.
+ */
+export function quantizeToBytes(
+  type: QuantGgmlType,
+  n: number,
+  k: number,
+  rows: (r0: number, r1: number) => Float32Array,
+  opts: SearchOptions | "export",
+): Uint8Array {
+  const { blockSize, typeSize } = GGML_TYPES[type], perRow = k / blockSize;
+  const out = new Uint8Array(n * perRow * typeSize);
+  const chunk = Math.max(1, Math.floor(CHUNK_WEIGHTS / k));
+  const plain = opts === "export" && !type.endsWith("_K"); // llama.cpp's reference rules
+  const plan = plain ? undefined : searchPlan(type, k, opts === "export" ? { optRtn: false } : opts);
+  const b = allocBlocks(type, Math.min(n, chunk) * perRow);
+  for (let r0 = 0; r0 < n; r0 += chunk) {
+    const r1 = Math.min(n, r0 + chunk), w = rows(r0, r1);
+    const view = blocksView(b, 0, (r1 - r0) * perRow);
+    const blocks = plan
+      ? (quantizeRowsInto(plan, w, r1 - r0, view), view)
+      : packWithoutScales(type, w, r1 - r0, k);
+    packBlocks(blocks, out.subarray(r0 * perRow * typeSize, r1 * perRow * typeSize));
+  }
+  return out;
 }
