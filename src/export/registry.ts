@@ -152,7 +152,7 @@ export function resolveRunScheme(
     const scheme = explicit ?? fallback;
     const describe = packs || !floats.length
       ? describeScheme(scheme)
-      : `${floats.map((f) => `GGUF:${f.gguf!.fileTypeName}`).join(", ")} (conversion, nothing quantized)`;
+      : `${floats.map((f) => `GGUF:${f.gguf!.fileTypeName}`).join(", ")} conversion`;
     return { scheme, describe, packs };
   }
   const bases = [...new Set(ggufs.map((f) => f.gguf!.base))];
