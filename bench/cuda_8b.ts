@@ -184,7 +184,7 @@ async function iterationPart(): Promise<void> {
   using rope = uploadRope(be, spec, SEQ);
   using inputs = new DeviceActivations(be, SAMPLES, SEQ, spec.hidden);
   using targets = new DeviceActivations(be, SAMPLES, SEQ, spec.hidden);
-  be.fillRandom(inputs.data, -1, 1, 7);
+  for (const seg of inputs.segments) be.fillRandom(seg.data, -1, 1, 7);
   for (let s = 0; s < SAMPLES; s += BATCH) {
     using x = await inputs.read(s, BATCH);
     const { y } = blockForward(be, spec, w, x, { batch: BATCH, seqLen: SEQ }, rope);

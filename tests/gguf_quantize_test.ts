@@ -20,6 +20,8 @@ import {
   handleZeroImportance,
   iterativeWlsSearch,
   makeQpQuants,
+  wlsGrid,
+  wlsResult,
 } from "../src/export/gguf/search.ts";
 import { dequantizeBlocks, packBlocks, unpackBlocks } from "../src/io/gguf_blocks.ts";
 import { GGML_TYPES } from "../src/io/gguf_types.ts";
@@ -111,28 +113,27 @@ Deno.test("the importance matrix moves the error onto unimportant columns", () =
 });
 
 Deno.test("search pieces: make_qp_quants, double quantization, zero handling, all-zero groups", () => {
-  const [d, L] = makeQpQuants(63, Float64Array.from([0.5, 1, 2, 3.15]), Float64Array.from([1, 1, 1, 1]));
+  const L = new Int16Array(4);
+  const d = makeQpQuants(63, Float32Array.from([0.5, 1, 2, 3.15]), 0, 4, [1, 1, 1, 1], L);
   assert(d > 0 && Math.max(...L) <= 63, `d ${d}, L ${L}`);
-  const err = [0.5, 1, 2, 3.15].reduce((a, x, i) => a + (x - d * L[i]) ** 2, 0);
+  const err = [0.5, 1, 2, 3.15].reduce((a, x, i) => a + (Math.fround(x) - d * L[i]) ** 2, 0);
   assert(err < 1e-3, `qp fit error ${err}`);
-  const [dd, LL] = doubleQuant(Float64Array.from([0, 1, 2, 4]), 6);
+  const dd = doubleQuant(Float32Array.from([0, 1, 2, 4]), 0, 4, 6, L);
   assertEquals(dd, Math.fround(4 / 63));
-  assertEquals([...LL], [0, 16, 32, 63]);
+  assertEquals([...L], [0, 16, 32, 63]);
   // More than half zeros → |w| + sqrt(Σw²/32); fewer → zeros replaced by the mean of the rest.
-  const x = Float64Array.from({ length: 32 }, (_, i) => (i - 16) / 16);
-  const many = handleZeroImportance(new Float64Array(32), x, 32, 16, 4);
+  const x = Float32Array.from({ length: 32 }, (_, i) => (i - 16) / 16);
+  const many = new Float64Array(32);
+  handleZeroImportance(many, x, 0, 32, 16, 4);
   // (float32 arithmetic, as AutoRound's torch code: within 2 ulps of the float64 value)
   assert(Math.abs(many[0] - (1 + Math.sqrt(x.reduce((a, v) => a + v * v, 0) / 32))) < 2 ** -22);
   const few = Float64Array.from({ length: 32 }, (_, i) => (i < 4 ? 0 : 2));
-  assertEquals(handleZeroImportance(few, x, 32, 16, 4)[0], (28 * 2) / 28);
+  handleZeroImportance(few, x, 0, 32, 16, 4);
+  assertEquals(few[0], (28 * 2) / 28);
   // An all-zero group quantizes to zero scales without NaN.
-  const [s, m] = iterativeWlsSearch(new Float64Array(32), new Float64Array(32), 4, {
-    rmin: -1,
-    rdelta: 0.1,
-    nstep: 20,
-    useMad: false,
-  });
-  assert(s === 0 && m === 0, `scale ${s}, min ${m}`);
+  const grid = wlsGrid({ rmin: -1, rdelta: 0.1, nstep: 20, useMad: false }, 15);
+  iterativeWlsSearch(new Float32Array(32), 0, 32, new Float32Array(32), grid);
+  assert(wlsResult.scale === 0 && wlsResult.wmin === 0, `scale ${wlsResult.scale}, min ${wlsResult.wmin}`);
   const z = dequantizeBlocks(quantizeTensor("Q4_K", new Float32Array(256), 1, 256, { optRtn: true }));
   assert(z.every((v) => v === 0), "zeros stay zeros");
 });

@@ -14,24 +14,29 @@ import { hfToGgufName, permuteRowsHfToGguf, permutesQK, qkHeads } from "../io/gg
 import { type GgmlTypeName, LLAMA_FILE_TYPES } from "../io/gguf_types.ts";
 import { GgufWriter, meta } from "../io/gguf_writer.ts";
 import { basename, join } from "../std/path.ts";
-import { decodeFloats, encodeFloats, type FloatDType, type StDType } from "../tensor/dtype.ts";
+import {
+  decodeFloats,
+  encodeFloats,
+  type FloatDType,
+  ST_DTYPE_BYTES,
+  type StDType,
+} from "../tensor/dtype.ts";
 import type { Backend } from "../backend/backend.ts";
 import type { ExportContext, Exporter, GgufDeviceQuantizer, QuantizedLinear } from "./exporter.ts";
 import { copyModelSideFiles } from "./hf_files.ts";
-import { type GgufFormat, ggufFormat, GgufTypeSelector } from "./gguf/formats.ts";
+import { type GgufFormat, ggufFormat, GgufTypeSelector, isFloatGguf } from "./gguf/formats.ts";
 import {
   architectureMetadata,
   generalMetadata,
   llama3RopeFactors,
   tokenizerMetadata,
 } from "./gguf/metadata.ts";
-import {
-  type GgufParams,
-  isQuantType,
-  packParams,
-  quantizeAtExport,
-  quantizeTensor,
-} from "./gguf/quantize.ts";
+import { type GgufParams, isQuantType, packParams, quantizeToBytes } from "./gguf/quantize.ts";
+
+/** The row getter of a whole `[·, k]` tensor in memory. */
+function rowsOf(w: Float32Array, k: number): (r0: number, r1: number) => Float32Array {
+  return (r0, r1) => w.subarray(r0 * k, r1 * k);
+}
 
 /** What each tensor became, for logs, inspect and tests. */
 export interface GgufTensorRecord {
@@ -146,7 +151,7 @@ export class GgufExporter implements Exporter {
       tied: spec.tieEmbeddings,
     }, nAttnV);
     // RTNConfig: opt-RTN unless disabled; W8 int (gguf:q8_0) turns it off by default.
-    this.#optRtn = ctx.run.iters === 0 &&
+    this.#optRtn = ctx.run.iters === 0 && !isFloatGguf(named) &&
       !(ctx.run.disableOptRtn ?? (fmt.base === "Q8_0"));
     this.wantsImportance = this.#optRtn;
     this.#permute = permutesQK(spec.traits.ggufArch);
@@ -180,17 +185,22 @@ export class GgufExporter implements Exporter {
     return encodeFloats(w, type as FloatDType);
   }
 
+  /**
+   * Write a tensor `[n, k]` in `type`; `rows(r0, r1)` gives its float rows (quantized types are done
+   * a chunk of rows at a time, quantize.ts quantizeToBytes).
+   */
   async #quantized(
     hfName: string,
     type: GgmlTypeName,
-    w: Float32Array,
+    rows: (r0: number, r1: number) => Float32Array,
     n: number,
     k: number,
     how: "linear" | "export",
     imatrix?: Float32Array,
   ) {
     if (!isQuantType(type)) {
-      await this.#put(hfName, type, [k, n], GgufExporter.floatBytes(type as "F32" | "F16" | "BF16", w));
+      const bytes = GgufExporter.floatBytes(type as "F32" | "F16" | "BF16", rows(0, n));
+      await this.#put(hfName, type, [k, n], bytes);
       return;
     }
     // Per-token mean of x² (AutoRound divides the sum by the sample count; the searches only
@@ -201,33 +211,30 @@ export class GgufExporter implements Exporter {
       const opts = how === "export"
         ? { optRtn: false, atExport: true }
         : { optRtn: this.#optRtn, imatrix: imatrix && Float32Array.from(imatrix, (v) => v / div) };
-      await this.#put(hfName, type, [k, n], await device(type, w, n, k, opts));
+      await this.#put(hfName, type, [k, n], await device(type, rows(0, n), n, k, opts));
       return;
     }
     const imp = imatrix && Float64Array.from(imatrix, (v) => v / div);
-    const blocks = how === "export"
-      ? quantizeAtExport(type, w, n, k)
-      : quantizeTensor(type, w, n, k, { optRtn: this.#optRtn, imatrix: imp });
-    await this.#put(hfName, type, [k, n], packBlocks(blocks));
+    const opts = how === "export" ? "export" : { optRtn: this.#optRtn, imatrix: imp };
+    await this.#put(hfName, type, [k, n], quantizeToBytes(type, n, k, rows, opts));
   }
 
   async writeRaw(name: string, dtype: StDType, shape: number[], bytes: Uint8Array): Promise<void> {
     if (dtype !== "F32" && dtype !== "F16" && dtype !== "BF16" && dtype !== "F64") {
       throw new FormatError(`tensor ${name}: dtype ${dtype} cannot go into GGUF`);
     }
-    const w = decodeFloats(bytes, dtype);
     const spec = this.#ctx.spec;
-    if (name === "lm_head.weight") {
-      if (spec.tieEmbeddings) return; // llama.cpp falls back to token_embd when output is absent
-      const [n, k] = shape;
-      await this.#quantized(name, this.#forceType ?? this.#selector.lmHead(k), w, n, k, "linear");
+    if (name === "lm_head.weight" || name === "model.embed_tokens.weight") {
+      if (name === "lm_head.weight" && spec.tieEmbeddings) return; // llama.cpp falls back to token_embd
+      const [n, k] = shape, size = ST_DTYPE_BYTES[dtype] * k;
+      // Decoded a chunk of rows at a time: the float copy of a 32000-row embedding is never whole.
+      const rows = (r0: number, r1: number) => decodeFloats(bytes.subarray(r0 * size, r1 * size), dtype);
+      const type = this.#forceType ??
+        (name === "lm_head.weight" ? this.#selector.lmHead(k) : this.#selector.embedding(k));
+      await this.#quantized(name, type, rows, n, k, name === "lm_head.weight" ? "linear" : "export");
       return;
     }
-    if (name === "model.embed_tokens.weight") {
-      const [n, k] = shape;
-      await this.#quantized(name, this.#forceType ?? this.#selector.embedding(k), w, n, k, "export");
-      return;
-    }
+    const w = decodeFloats(bytes, dtype);
     // Norms and biases: F32 (convert.py: 1-D tensors and norms stay float32).
     const rows = shape[0], cols = shape.length > 1 ? shape[1] : 1;
     const wr = this.#toGgufRows(name, w, rows, cols);
@@ -259,7 +266,7 @@ export class GgufExporter implements Exporter {
   ): Promise<void> {
     const type = this.linearType(name, k);
     const w = this.#toGgufRows(`${name}.weight`, weight, n, k);
-    await this.#quantized(`${name}.weight`, type, w, n, k, "linear", importance);
+    await this.#quantized(`${name}.weight`, type, rowsOf(w, k), n, k, "linear", importance);
   }
 
   /**
@@ -303,7 +310,7 @@ export class GgufExporter implements Exporter {
           w[r * l.k + c] = l.q.scales[gi] * (l.q.codes[r * l.k + c] - l.q.zeros[gi]);
         }
       }
-      await this.#quantized(hf, type, this.#toGgufRows(hf, w, l.n, l.k), l.n, l.k, "linear");
+      await this.#quantized(hf, type, rowsOf(this.#toGgufRows(hf, w, l.n, l.k), l.k), l.n, l.k, "linear");
     }
     // No bias here: the pipeline hands biases of quantized layers to float-wanting exporters with
     // writeRaw (pipeline.ts), so writing l.bias too would duplicate the tensor.

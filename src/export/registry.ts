@@ -29,7 +29,13 @@ import { AutoRoundExporter } from "./auto_round.ts";
 import type { ExportContext, Exporter } from "./exporter.ts";
 import { FakeExporter } from "./fake.ts";
 import { GgufExporter } from "./gguf.ts";
-import { GGUF_FORMAT_NAMES, GGUF_SCHEME_FACTS, type GgufFormat, ggufFormat } from "./gguf/formats.ts";
+import {
+  GGUF_FORMAT_NAMES,
+  GGUF_SCHEME_FACTS,
+  type GgufFormat,
+  ggufFormat,
+  isFloatGguf,
+} from "./gguf/formats.ts";
 import { LlmCompressorExporter } from "./llm_compressor.ts";
 
 /** The families of formats. */
@@ -107,7 +113,7 @@ export function parseFormats(arg: string, bits = 4): FormatSpec[] {
  */
 export function ggufIntScheme(g: GgufFormat): QuantScheme | undefined {
   const f = GGUF_SCHEME_FACTS[g.base];
-  if (f.superBits || ![2, 3, 4, 8].includes(f.bits)) return undefined;
+  if (!f || f.superBits || ![2, 3, 4, 8].includes(f.bits)) return undefined;
   return { bits: f.bits, groupSize: f.groupSize, sym: f.sym, dataType: "int" };
 }
 
@@ -132,11 +138,22 @@ export function resolveRunScheme(
   fallback: QuantScheme,
   iters = 0,
 ): RunScheme {
-  const ggufs = formats.filter((f) => f.kind === "gguf");
+  // gguf:f32/f16/bf16 convert without quantizing: they take no part in choosing the scheme.
+  const floats = formats.filter((f) => f.kind === "gguf" && isFloatGguf(f.gguf!));
+  const ggufs = formats.filter((f) => f.kind === "gguf" && !isFloatGguf(f.gguf!));
   const packed = formats.filter((f) => f.kind !== "gguf");
   const packs = packed.length > 0;
+  if (floats.length === formats.length && iters > 0) {
+    throw new UsageError(
+      `--format ${floats.map((f) => f.name).join(",")} converts without quantizing; use --iters 0`,
+    );
+  }
   if (ggufs.length === 0) {
-    return { scheme: explicit ?? fallback, describe: describeScheme(explicit ?? fallback), packs };
+    const scheme = explicit ?? fallback;
+    const describe = packs || !floats.length
+      ? describeScheme(scheme)
+      : `${floats.map((f) => `GGUF:${f.gguf!.fileTypeName}`).join(", ")} conversion`;
+    return { scheme, describe, packs };
   }
   const bases = [...new Set(ggufs.map((f) => f.gguf!.base))];
   if (bases.length > 1 && (!explicit || iters > 0)) {

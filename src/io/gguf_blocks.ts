@@ -93,11 +93,16 @@ function scaleMinK4(j: number, q: Uint8Array, at: number): [number, number] {
   ];
 }
 
-/** Pack blocks into the bytes of the type (nb · typeSize). */
-export function packBlocks(b: GgmlBlocks): Uint8Array {
+/** Pack blocks into the bytes of the type (nb · typeSize), into `out` when given (it is zeroed first). */
+export function packBlocks(b: GgmlBlocks, out?: Uint8Array): Uint8Array {
   const { blockSize: bs, typeSize: ts } = GGML_TYPES[b.type];
-  const out = new Uint8Array(b.nb * ts);
-  const view = new DataView(out.buffer);
+  if (out) {
+    if (out.length !== b.nb * ts) {
+      throw new FormatError(`packBlocks: ${out.length} bytes for ${b.nb} ${b.type} blocks`);
+    }
+    out.fill(0);
+  } else out = new Uint8Array(b.nb * ts);
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
   for (let i = 0; i < b.nb; i++) {
     const o = i * ts, q = b.q.subarray(i * bs, (i + 1) * bs);
     switch (b.type) {

@@ -9,6 +9,7 @@ import { UsageError } from "../errors.ts";
 import type { ExportContext, RunInfo } from "../export/exporter.ts";
 import { ggufQuantizerOf } from "../export/gguf.ts";
 import { checkFormats, createExporters, parseFormats, resolveRunScheme } from "../export/registry.ts";
+import { isFloatGguf } from "../export/gguf/formats.ts";
 import { type CalibrationSet, loadCalibration } from "../io/calib.ts";
 import { type Checkpoint, openCheckpoint } from "../io/checkpoint.ts";
 import { OutputFolder } from "../io/output_folder.ts";
@@ -95,8 +96,12 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
   const layers = resolveLayerConfig(ckpt.spec, scheme, o.layerConfig ?? {}, o.ignoreLayers ?? []);
   for (const w of checkFormats(formats, layers, scheme)) log.warn(w);
   // Calibration feeds SignRound, opt-RTN's scale search, and GGUF's importance-weighted searches.
+  // gguf:f32/f16/bf16 only: a conversion, nothing is quantized (the layer plan is not reported).
+  const conversionOnly = formats.every((f) => f.kind === "gguf" && isFloatGguf(f.gguf!));
   const ggufNeedsImportance = o.iters === 0 &&
-    formats.some((f) => f.kind === "gguf" && !(o.disableOptRtn ?? f.gguf!.base === "Q8_0"));
+    formats.some((f) =>
+      f.kind === "gguf" && !isFloatGguf(f.gguf!) && !(o.disableOptRtn ?? f.gguf!.base === "Q8_0")
+    );
   const needCalib = o.iters > 0 || ggufNeedsImportance ||
     (rs.packs &&
       [...layers.layers.values()].some((p) => p.quantize && usesOptRtn(p.scheme, o.iters, o.disableOptRtn)));
@@ -115,7 +120,7 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
   const owned = o.backend ? undefined : await createBackend(o.device ?? "auto", log, { threads: o.threads });
   try {
     const be = o.backend ?? owned!;
-    logPlan(log, ckpt, o, rs.describe, layers, needCalib, be);
+    logPlan(log, ckpt, o, rs.describe, conversionOnly ? undefined : layers, needCalib, be);
     await o.beforeRun?.({ be, ckpt, tok: tok! });
     const run: RunInfo = {
       scheme,
@@ -167,7 +172,7 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
       exporters,
       log,
       onBlock: (r, i) => {
-        progress.step(i, blockSummary(r));
+        progress.step(i, conversionOnly ? `converted, ${r.seconds.toFixed(2)}s` : blockSummary(r));
         o.onBlock?.(r);
       },
       onFakeWeight: o.onFakeWeight,
@@ -199,16 +204,20 @@ function logPlan(
   ckpt: Checkpoint,
   o: QuantizeOptions,
   describe: string,
-  layers: LayerConfigResult,
+  layers: LayerConfigResult | undefined,
   needCalib: boolean,
   be: Backend,
 ): void {
   const spec = ckpt.spec;
   log.info(`model ${ckpt.dir}: ${spec.modelType}, ${spec.nLayers} blocks, hidden ${spec.hidden}`);
-  const method = o.iters === 0 ? (needCalib ? "optimized RTN" : "RTN") : `SignRound ${o.iters} iters`;
+  const method = !layers
+    ? "no quantization"
+    : o.iters === 0
+    ? (needCalib ? "optimized RTN" : "RTN")
+    : `SignRound ${o.iters} iters`;
   log.info(`scheme: ${describe}; ${method}; device ${be.device}`);
   const reasons = new Map<string, string[]>();
-  for (const [n, p] of layers.layers) {
+  for (const [n, p] of layers?.layers ?? []) {
     if (!p.quantize) reasons.set(p.reason, [...(reasons.get(p.reason) ?? []), n]);
   }
   for (const [why, names] of reasons) {

@@ -111,7 +111,9 @@ export class CpuBackend implements Backend {
     // Counted as 4 bytes an element (the f32 storage a GPU would use), also in f64 mode.
     if (this.maxTensorBytes !== undefined && n * 4 > this.maxTensorBytes) {
       throw new BackendError(
-        `a tensor of ${n} elements (${n * 4} bytes) exceeds this backend's maxTensorBytes ${this.maxTensorBytes}`,
+        `a tensor of ${n} elements (${
+          n * 4
+        } bytes) exceeds this backend's maxTensorBytes ${this.maxTensorBytes}`,
       );
     }
     return this.own(shape, dtype, this.mem.floats(n));

@@ -63,6 +63,9 @@ const FORMAT_FIELDS: Record<string, [GgmlTypeName, GgmlTypeName]> = {
   Q4_K: ["Q4_K", "Q6_K"],
   Q5_K: ["Q5_K", "Q6_K"],
   Q6_K: ["Q6_K", "Q6_K"],
+  F32: ["F32", "F32"],
+  F16: ["F16", "F16"],
+  BF16: ["BF16", "BF16"],
 };
 
 /** schemes.py GGUF_PRESET_ALIASES (without the MoE-only q2_k_mixed) and their llama.cpp file types. */
@@ -82,7 +85,18 @@ const ALIASES: Record<string, [GgmlTypeName, string]> = {
   q5_k_m: ["Q5_K", "MOSTLY_Q5_K_M"],
   q6_k: ["Q6_K", "MOSTLY_Q6_K"],
   q6_k_s: ["Q6_K", "MOSTLY_Q6_K"], // "Please note that q6_k_s is q6_k." (backends/gguf.py)
+  // Plain conversions, as llama.cpp's convert_hf_to_gguf.py --outtype f32/f16/bf16 writes them: every
+  // 2-D weight (Linears, token_embd, output) in the type, norms and 1-D tensors F32
+  // (conversion/base.py prepare_tensors); input for llama-quantize. Not auto-round formats.
+  f32: ["F32", "ALL_F32"],
+  f16: ["F16", "MOSTLY_F16"],
+  bf16: ["BF16", "MOSTLY_BF16"],
 };
+
+/** Whether a format is a plain float conversion (gguf:f32, gguf:f16, gguf:bf16): nothing is quantized. */
+export function isFloatGguf(f: GgufFormat): boolean {
+  return f.base === "F32" || f.base === "F16" || f.base === "BF16";
+}
 
 /** Every accepted `gguf:` name. */
 export const GGUF_FORMAT_NAMES: readonly string[] = Object.keys(ALIASES);
@@ -98,7 +112,7 @@ export function ggufFormat(name: string): GgufFormat | undefined {
     name: key,
     base,
     fileType: LLAMA_FILE_TYPES[ft],
-    fileTypeName: ft.replace("MOSTLY_", ""),
+    fileTypeName: ft.replace(/^(MOSTLY|ALL)_/, ""),
     embedding,
     lmHead,
   };

@@ -12,44 +12,51 @@
  */
 import { allocBlocks, type GgmlBlocks } from "../../io/gguf_blocks.ts";
 import { GGML_TYPES } from "../../io/gguf_types.ts";
-import { roundHalfEven as rnd } from "../../tensor/dtype.ts";
-import type { GgufParams, QuantGgmlType } from "./quantize.ts";
-import { fr, recip } from "./torch_f32.ts";
+import type { GgufParams, QuantGgmlType } from "./params.ts";
+import { fr, recip, RNE } from "./torch_f32.ts";
+
+/** Clamp of an integer code (NaN stays NaN, and an Int16Array stores it as 0, as torch's int cast does). */
+function clampCode(q: number, lo: number, hi: number): number {
+  return q < lo ? lo : q > hi ? hi : q;
+}
 
 /**
- * Step 3: the ggml blocks of W̃ `wq` under `p` (packing.py with stored scales): codes re-derived from
- * W̃; d, m and dmin rounded to fp16 by the packer.
+ * Step 3: the ggml blocks of the `len` weights of W̃ `wq` (whole blocks) under `p` (packing.py with
+ * stored scales) into `b`: codes re-derived from W̃; d, m and dmin rounded to fp16 by the packer.
+ * The codes are stored in Int16Arrays, so the sign of a zero code never matters and `torch.round`
+ * can be the branch-free {@link RNE} sum.
  */
-export function packParams(
+export function packParamsInto(
   type: QuantGgmlType,
   wq: Float32Array,
-  n: number,
-  k: number,
+  len: number,
   p: GgufParams,
-): GgmlBlocks {
-  const bs = GGML_TYPES[type].blockSize;
-  const nb = (n * k) / bs;
-  const b = allocBlocks(type, nb);
-  const f16 = Math.f16round;
+  b: GgmlBlocks,
+): void {
+  const nb = len / GGML_TYPES[type].blockSize;
+  const f16 = Math.f16round, q = b.q;
   switch (type) {
     case "Q4_0":
-    case "Q5_0":
-    case "Q8_0": {
+    case "Q5_0": {
+      // trunc(x·id + 8.5) (Q4_0) or + 16.5 (Q5_0) in float64, clamped.
       const sc = (p as Extract<GgufParams, { kind: "sym" }>).scale;
-      for (let i = 0; i < nb; i++) {
+      const half = type === "Q4_0" ? 8.5 : 16.5, top = type === "Q4_0" ? 15 : 31;
+      for (let i = 0, at = 0; i < nb; i++) {
         const d = sc[i], id = fr(recip(d));
         b.d[i] = d;
-        for (let j = 0; j < bs; j++) {
-          const x = wq[i * bs + j];
-          if (type === "Q8_0") {
-            // torch_roundf: round half away from zero; clamp to int8.
-            const t = fr(x * id);
-            b.q[i * bs + j] = Math.min(Math.max(Math.sign(t) * Math.floor(Math.abs(t) + 0.5), -128), 127);
-          } else {
-            // trunc(x·id + 8.5) (Q4_0) or + 16.5 (Q5_0) in float64, clamped.
-            const half = type === "Q4_0" ? 8.5 : 16.5, top = type === "Q4_0" ? 15 : 31;
-            b.q[i * bs + j] = Math.min(Math.max(Math.trunc(x * id + half), 0), top);
-          }
+        for (const end = at + 32; at < end; at++) q[at] = clampCode(Math.trunc(wq[at] * id + half), 0, top);
+      }
+      break;
+    }
+    case "Q8_0": {
+      // torch_roundf: round half away from zero; clamp to int8.
+      const sc = (p as Extract<GgufParams, { kind: "sym" }>).scale;
+      for (let i = 0, at = 0; i < nb; i++) {
+        const d = sc[i], id = fr(recip(d));
+        b.d[i] = d;
+        for (const end = at + 32; at < end; at++) {
+          const t = fr(wq[at] * id);
+          q[at] = clampCode(Math.trunc(t < 0 ? t - 0.5 : t + 0.5), -128, 127);
         }
       }
       break;
@@ -58,13 +65,12 @@ export function packParams(
     case "Q5_1": {
       const { scale, zp } = p as Extract<GgufParams, { kind: "asym" }>;
       const top = type === "Q4_1" ? 15 : 31;
-      for (let i = 0; i < nb; i++) {
+      for (let i = 0, at = 0; i < nb; i++) {
         const d = scale[i], m = fr(-fr(zp[i] * d)), id = fr(recip(d));
         b.d[i] = d;
         b.m![i] = m;
-        for (let j = 0; j < bs; j++) {
-          const t = fr(fr(fr(wq[i * bs + j] - m) * id) + 0.5);
-          b.q[i * bs + j] = Math.min(Math.max(Math.trunc(t), 0), top);
+        for (const end = at + 32; at < end; at++) {
+          q[at] = clampCode(Math.trunc(fr(fr(fr(wq[at] - m) * id) + 0.5)), 0, top);
         }
       }
       break;
@@ -75,15 +81,14 @@ export function packParams(
         b.d[i] = dScale[i];
         b.m![i] = dWmin[i];
         const idd = recip(dScale[i]), idm = recip(dWmin[i]);
-        for (let s = 0; s < 16; s++) {
-          const g = i * 16 + s;
-          b.sc![g] = Math.min(Math.max(rnd(fr(scale[g] * idd)), 0), 15);
-          b.mn![g] = Math.min(Math.max(rnd(fr(wmin[g] * idm)), 0), 15);
-          for (let j = 0; j < 16; j++) {
-            const at = g * 16 + j;
+        for (let g = i * 16; g < i * 16 + 16; g++) {
+          b.sc![g] = clampCode(fr(scale[g] * idd) + RNE - RNE, 0, 15);
+          b.mn![g] = clampCode(fr(wmin[g] * idm) + RNE - RNE, 0, 15);
+          const s = scale[g], m = wmin[g];
+          for (let at = g * 16; at < g * 16 + 16; at++) {
             // (W̃ + min) / scale with the unrounded float32 scale and min (a 0 scale gives code 0).
-            const q = rnd(fr(fr(wq[at] + wmin[g]) / scale[g]));
-            b.q[at] = Number.isFinite(q) ? Math.min(Math.max(q, 0), 3) : 0;
+            const a = fr(fr(wq[at] + m) / s);
+            q[at] = Number.isFinite(a) ? clampCode(a + RNE - RNE, 0, 3) : 0;
           }
         }
       }
@@ -98,59 +103,58 @@ export function packParams(
         b.d[i] = dScale[i];
         b.m![i] = dWmin[i];
         const d16 = f16(dScale[i]), m16 = f16(dWmin[i]);
-        for (let s = 0; s < 8; s++) {
-          const g = i * 8 + s;
-          const ls = Math.min(Math.max(rnd(fr(scale[g] * idd)), 0), 63);
-          const lm = Math.min(Math.max(rnd(fr(wmin[g] * idm)), 0), 63);
+        for (let g = i * 8; g < i * 8 + 8; g++) {
+          const ls = clampCode(fr(scale[g] * idd) + RNE - RNE, 0, 63);
+          const lm = clampCode(fr(wmin[g] * idm) + RNE - RNE, 0, 63);
           b.sc![g] = ls;
           b.mn![g] = lm;
           let dt = fr(d16 * ls);
           const mt = fr(m16 * lm);
           if (dt === 0) dt = 1;
           const idt = recip(dt);
-          for (let j = 0; j < 32; j++) {
-            const at = g * 32 + j;
-            b.q[at] = Math.min(Math.max(rnd(fr(fr(wq[at] + mt) * idt)), 0), top);
+          for (let at = g * 32; at < g * 32 + 32; at++) {
+            q[at] = clampCode(fr(fr(wq[at] + mt) * idt) + RNE - RNE, 0, top);
           }
         }
       }
       break;
     }
-    case "Q3_K":
-    case "Q6_K": {
+    case "Q3_K": {
       const { scale, dScale } = p as Extract<GgufParams, { kind: "ksym" }>;
       for (let i = 0; i < nb; i++) {
         b.d[i] = dScale[i];
         const idd = recip(dScale[i]);
-        const d16 = f16(dScale[i]);
-        for (let s = 0; s < 16; s++) {
-          const g = i * 16 + s;
-          if (type === "Q3_K") {
-            // Codes from the float32 sub-block scale; the 6-bit scale offset by 32 (packing.py q3_k).
-            b.sc![g] = Math.min(Math.max(rnd(fr(scale[g] * idd)), -32), 31);
-            const is = recip(scale[g]);
-            for (let j = 0; j < 16; j++) {
-              const at = g * 16 + j;
-              b.q[at] = Math.min(Math.max(rnd(fr(wq[at] * is)), -4), 3) + 4;
-            }
-          } else {
-            // q6_k: int8 scale (only clamped above), codes against the fp16 d times that scale.
-            const ls = Math.min(rnd(fr(scale[g] * idd)), 127);
-            b.sc![g] = ls;
-            let dt = fr(d16 * ls);
-            if (dt === 0) dt = 1;
-            const idt = recip(dt);
-            for (let j = 0; j < 16; j++) {
-              const at = g * 16 + j;
-              b.q[at] = Math.min(Math.max(rnd(fr(wq[at] * idt) + 32), 0), 63);
-            }
+        for (let g = i * 16; g < i * 16 + 16; g++) {
+          // Codes from the float32 sub-block scale; the 6-bit scale offset by 32 (packing.py q3_k).
+          b.sc![g] = clampCode(fr(scale[g] * idd) + RNE - RNE, -32, 31);
+          const is = recip(scale[g]);
+          for (let at = g * 16; at < g * 16 + 16; at++) {
+            q[at] = clampCode(fr(wq[at] * is) + RNE - RNE, -4, 3) + 4;
+          }
+        }
+      }
+      break;
+    }
+    case "Q6_K": {
+      const { scale, dScale } = p as Extract<GgufParams, { kind: "ksym" }>;
+      for (let i = 0; i < nb; i++) {
+        b.d[i] = dScale[i];
+        const idd = recip(dScale[i]), d16 = f16(dScale[i]);
+        for (let g = i * 16; g < i * 16 + 16; g++) {
+          // q6_k: int8 scale (only clamped above), codes against the fp16 d times that scale.
+          const r = fr(scale[g] * idd) + RNE - RNE, ls = r > 127 ? 127 : r;
+          b.sc![g] = ls;
+          let dt = fr(d16 * ls); // the unclamped value, not the int16 stored
+          if (dt === 0) dt = 1;
+          const idt = recip(dt);
+          for (let at = g * 16; at < g * 16 + 16; at++) {
+            q[at] = clampCode(fr(wq[at] * idt) + 32 + RNE - RNE, 0, 63);
           }
         }
       }
       break;
     }
   }
-  return b;
 }
 
 /**

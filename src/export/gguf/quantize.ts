@@ -15,86 +15,30 @@
  * Tensors that AutoRound quantizes only at export (token_embd) use {@link quantizeAtExport}: the
  * packing.py branches without stored scales — llama.cpp's reference quantizers for the 32-wide types,
  * AutoRound's K-quant searches for the others.
+ *
+ * Every step is a pure function of whole rows: the `…Into` forms fill preallocated outputs, so a
+ * tensor's rows can be split into ranges (subarray views of w and of the outputs, see
+ * {@link blocksView}) and quantized independently, e.g. by a worker pool; the result is the same
+ * bytes in any split. {@link quantizeInto} runs the three steps row by row (search, W̃ and
+ * codes of one row at a time), so its working memory is one row.
  */
-import { type GgmlBlocks, subBlocks } from "../../io/gguf_blocks.ts";
-import { type GgmlTypeName, QK_K } from "../../io/gguf_types.ts";
-import { roundHalfEven as rnd } from "../../tensor/dtype.ts";
+import { allocBlocks, type GgmlBlocks, packBlocks } from "../../io/gguf_blocks.ts";
+import { GGML_TYPES } from "../../io/gguf_types.ts";
+import { packParamsInto, packWithoutScales } from "./pack.ts";
+import { fakeQuantInto } from "./fake_quant.ts";
 import {
-  absPlusRms,
-  doubleQuant,
-  doubleQuantSym,
-  handleZeroImportance,
-  iterativeWlsSearch,
-  makeQpQuants,
-  type WlsParams,
-} from "./search.ts";
-import { makeQ3Quants, makeQxQuants, searchScaleSym } from "./search_sym.ts";
-import { packParams, packWithoutScales } from "./pack.ts";
-import { fr, recip, scratch, torchSum } from "./torch_f32.ts";
+  allocParams,
+  type GgufParams,
+  type QuantGgmlType,
+  type SearchOptions,
+  TYPE_QUANT,
+} from "./params.ts";
+import { searchInto, type SearchPlan, searchPlan } from "./search_params.ts";
 
-export { packParams };
-
-/** The quantization parameters of one tensor, by type family. Arrays are per group, in order. */
-export type GgufParams =
-  /** Q4_0, Q5_0, Q8_0: W̃ = scale · clamp(round(W/scale), −2^(b−1), 2^(b−1) − 1); groups of 32. */
-  | { kind: "sym"; scale: Float32Array }
-  /** Q4_1, Q5_1: W̃ = scale · (clamp(round(W/scale) + zp, 0, 2^b − 1) − zp), zp a float; groups of 32. */
-  | { kind: "asym"; scale: Float32Array; zp: Float32Array }
-  /**
-   * Q2_K, Q4_K, Q5_K: W̃ = scale · clamp(round((W + wmin)/scale), 0, 2^b − 1) − wmin with
-   * scale = dScale·ls, wmin = dWmin·lm (groups of 16 for Q2_K, 32 otherwise; d per 256).
-   */
-  | { kind: "kasym"; scale: Float32Array; wmin: Float32Array; dScale: Float32Array; dWmin: Float32Array }
-  /** Q3_K, Q6_K: W̃ = scale · clamp(round(W/scale), −2^(b−1), 2^(b−1) − 1), scale = dScale·ls; groups of 16. */
-  | { kind: "ksym"; scale: Float32Array; dScale: Float32Array };
-
-/** Bits and group geometry of each quantized GGML type. */
-export const TYPE_QUANT: Readonly<
-  Record<Exclude<GgmlTypeName, "F32" | "F16" | "BF16">, { bits: number; group: number; superGroup: number }>
-> = {
-  Q4_0: { bits: 4, group: 32, superGroup: 1 },
-  Q4_1: { bits: 4, group: 32, superGroup: 1 },
-  Q5_0: { bits: 5, group: 32, superGroup: 1 },
-  Q5_1: { bits: 5, group: 32, superGroup: 1 },
-  Q8_0: { bits: 8, group: 32, superGroup: 1 },
-  Q2_K: { bits: 2, group: 16, superGroup: 16 },
-  Q3_K: { bits: 3, group: 16, superGroup: 16 },
-  Q4_K: { bits: 4, group: 32, superGroup: 8 },
-  Q5_K: { bits: 5, group: 32, superGroup: 8 },
-  Q6_K: { bits: 6, group: 16, superGroup: 16 },
-};
-export type QuantGgmlType = keyof typeof TYPE_QUANT;
-
-/** Whether a GGML type is block-quantized (not F32/F16/BF16). */
-export function isQuantType(t: GgmlTypeName): t is QuantGgmlType {
-  return t in TYPE_QUANT;
-}
-
-/** Options of the search. */
-export interface SearchOptions {
-  /**
-   * Optimized RTN (AutoRound's default at iters 0): the scale search for Q4_0/Q5_0/Q8_0 block weights
-   * and the importance matrix. Off gives plain RTN for those; the K-quant searches run either way.
-   */
-  optRtn: boolean;
-  /** Per input column importance `[K]` (mean of x² over calibration tokens), when collected. */
-  imatrix?: Float64Array | Float32Array;
-}
-
-/** Iterate the groups of a `[n, k]` tensor: calls `fn(g, start)` with the flat start of each group. */
-function forGroups(n: number, k: number, gs: number, fn: (g: number, start: number) => void): void {
-  const perRow = k / gs;
-  for (let r = 0; r < n; r++) for (let j = 0; j < perRow; j++) fn(r * perRow + j, r * k + j * gs);
-}
-
-/** The importance weights of the group starting at column `col`, or undefined. */
-function groupImportance(
-  imatrix: SearchOptions["imatrix"],
-  col: number,
-  gs: number,
-): Float64Array | undefined {
-  return imatrix ? Float64Array.from(imatrix.subarray(col, col + gs)) : undefined;
-}
+export { fakeQuantInto, packParamsInto, searchInto, searchPlan };
+export type { SearchPlan };
+export { allocParams, isQuantType, TYPE_QUANT } from "./params.ts";
+export type { GgufParams, QuantGgmlType, SearchOptions } from "./params.ts";
 
 /**
  * Step 1: search the parameters of `type` for weight `w` `[n, k]` (k a multiple of the block size).
@@ -113,171 +57,9 @@ export function searchParams(
   k: number,
   opts: SearchOptions,
 ): GgufParams {
-  const { bits, group: gs } = TYPE_QUANT[type];
-  const G = (n * k) / gs;
-  const x = new Float64Array(gs);
-  const load = (start: number) => {
-    for (let i = 0; i < gs; i++) x[i] = w[start + i];
-    return x;
-  };
-  let imatrix = opts.optRtn ? opts.imatrix : undefined;
-  if (imatrix && !imatrix.some((v) => v !== 0)) imatrix = undefined; // torch.sum(imatrix) == 0
-  const imatrixHasZero = imatrix?.some((v) => v === 0) ?? false;
-  switch (type) {
-    case "Q4_0":
-    case "Q5_0":
-    case "Q8_0": {
-      // "int" sym, group 32 (schemes.py GGUF_SCHEME_FACTS): opt_rtn_int_sym (search_scales with the
-      // imatrix) or, without opt-RTN, rtn_int_sym (±absmax/2^(b−1)); scale dtype float32 for GGUF,
-      // magnitudes clamped to 1e-8 (wrapper.py q_scale_thresh for float32 scales).
-      const scale = new Float32Array(G);
-      const nmax = 2 ** (bits - 1);
-      forGroups(n, k, gs, (g, start) => {
-        const xs = load(start);
-        let s: number;
-        if (opts.optRtn) {
-          let qw = groupImportance(imatrix, start % k, gs);
-          if (qw && imatrixHasZero) qw = handleZeroImportance(qw, xs, gs, gs >> 1, bits);
-          s = searchScaleSym(xs, bits, qw);
-        } else {
-          const [lo, hi] = rangeWithZero(xs);
-          const a = -lo, b = hi;
-          s = fr(((b < a ? 1 : -1) * Math.max(a, b)) / nmax);
-        }
-        scale[g] = s < 0 ? Math.min(s, -1e-8) : Math.max(s, 1e-8);
-      });
-      return { kind: "sym", scale };
-    }
-    case "Q4_1":
-    case "Q5_1": {
-      // int_asym_float_zp: scale = (max − min)/maxq ≥ 1e-8, zp = −min/scale (not rounded).
-      const maxq = 2 ** bits - 1;
-      const scale = new Float32Array(G), zp = new Float32Array(G);
-      forGroups(n, k, gs, (g, start) => {
-        const xs = load(start);
-        const [lo, hi] = rangeWithZero(xs);
-        const s = Math.max(fr(fr(hi - lo) / maxq), 1e-8);
-        scale[g] = s;
-        zp[g] = fr(-lo / s);
-      });
-      return { kind: "asym", scale, zp };
-    }
-    case "Q2_K":
-    case "Q4_K":
-    case "Q5_K":
-      return searchKAsym(type, w, n, k, imatrix, imatrixHasZero);
-    case "Q3_K":
-    case "Q6_K":
-      return searchKSym(type, w, n, k, imatrix, imatrixHasZero);
-  }
-  throw new Error("unreachable");
-}
-
-/** [min(0, min x), max(0, max x)]: the group range with zero included, as AutoRound's RTN takes it. */
-function rangeWithZero(xs: Float64Array): [number, number] {
-  let lo = 0, hi = 0;
-  for (const v of xs) {
-    lo = Math.min(lo, v);
-    hi = Math.max(hi, v);
-  }
-  return [lo, hi];
-}
-
-/** search_gguf_scale_min_asym (Q2_K, Q4_K, Q5_K). */
-function searchKAsym(
-  type: "Q2_K" | "Q4_K" | "Q5_K",
-  w: Float32Array,
-  n: number,
-  k: number,
-  imatrix: SearchOptions["imatrix"],
-  imatrixHasZero: boolean,
-): GgufParams {
-  const { bits, group: gs, superGroup: sgs } = TYPE_QUANT[type];
-  const G = (n * k) / gs, S = G / sgs;
-  const superBits = bits === 2 ? 4 : 6;
-  const scale = new Float32Array(G), wmin = new Float32Array(G), sw = new Float64Array(G);
-  const params: WlsParams = imatrix
-    ? { rmin: -0.9, rdelta: 0.05, nstep: 36, useMad: false }
-    : bits === 2
-    ? { rmin: -0.5, rdelta: 0.1, nstep: 15, useMad: true }
-    : bits === 4
-    ? { rmin: -1, rdelta: 0.1, nstep: 20, useMad: false }
-    : { rmin: -0.5, rdelta: 0.1, nstep: 15, useMad: false };
-  forGroups(n, k, gs, (g, start) => {
-    const xs = Float64Array.from(w.subarray(start, start + gs));
-    let qw: Float64Array;
-    if (imatrix) {
-      qw = groupImportance(imatrix, start % k, gs)!;
-      // _imatrix_handle_zero's default group size: 16 for 2 bits, 32 otherwise.
-      if (imatrixHasZero) qw = handleZeroImportance(qw, xs, gs, (bits === 2 ? 16 : 32) >> 1, bits);
-    } else {
-      qw = bits === 2 ? xs.map(Math.abs) : absPlusRms(xs);
-    }
-    const [s, m] = iterativeWlsSearch(xs, qw, bits, params);
-    scale[g] = Math.abs(s) < 1e-30 ? 0 : s;
-    wmin[g] = m;
-    const t = scratch(0, gs);
-    t.set(qw);
-    sw[g] = torchSum(t, gs);
-  });
-  const dScale = new Float32Array(S), dWmin = new Float32Array(S);
-  for (let s = 0; s < S; s++) {
-    const sc = Float64Array.from(scale.subarray(s * sgs, (s + 1) * sgs));
-    // The mins are flushed to 0 below 1e-30 on the no-imatrix branch only (as AutoRound has it).
-    const mn = Float64Array.from(
-      wmin.subarray(s * sgs, (s + 1) * sgs),
-      (v) => (!imatrix && Math.abs(v) < 1e-30 ? 0 : v),
-    );
-    let ls: Int16Array, lm: Int16Array;
-    if (imatrix) {
-      const qw = sw.subarray(s * sgs, (s + 1) * sgs);
-      [dScale[s], ls] = makeQpQuants(2 ** superBits - 1, sc, qw);
-      [dWmin[s], lm] = makeQpQuants(2 ** superBits - 1, mn, qw);
-    } else {
-      [dScale[s], ls] = doubleQuant(sc, superBits);
-      [dWmin[s], lm] = doubleQuant(mn, superBits);
-    }
-    for (let j = 0; j < sgs; j++) {
-      scale[s * sgs + j] = fr(dScale[s] * ls[j]);
-      wmin[s * sgs + j] = fr(dWmin[s] * lm[j]);
-    }
-  }
-  return { kind: "kasym", scale, wmin, dScale, dWmin };
-}
-
-/** search_gguf_scale_min_sym + double_quant_tensor_sym_rtn (Q3_K, Q6_K). */
-function searchKSym(
-  type: "Q3_K" | "Q6_K",
-  w: Float32Array,
-  n: number,
-  k: number,
-  imatrix: SearchOptions["imatrix"],
-  imatrixHasZero: boolean,
-): GgufParams {
-  const { bits, group: gs, superGroup: sgs } = TYPE_QUANT[type];
-  const G = (n * k) / gs, S = G / sgs;
-  const scale = new Float32Array(G);
-  forGroups(n, k, gs, (g, start) => {
-    const xs = Float64Array.from(w.subarray(start, start + gs));
-    let s: number;
-    if (imatrix) {
-      let qw = groupImportance(imatrix, start % k, gs)!;
-      // _imatrix_handle_zero with its default group size 32 on rows of 16: never the fallback.
-      if (imatrixHasZero) qw = handleZeroImportance(qw, xs, gs, 16, bits);
-      s = makeQxQuants(xs, bits, qw);
-    } else {
-      s = bits === 3 ? makeQ3Quants(xs, bits) : makeQxQuants(xs, bits);
-    }
-    scale[g] = Math.abs(s) < 1e-30 ? 0 : s;
-  });
-  const superBits = bits === 3 ? 6 : 8;
-  const dScale = new Float32Array(S);
-  for (let s = 0; s < S; s++) {
-    const [d, L] = doubleQuantSym(Float64Array.from(scale.subarray(s * sgs, (s + 1) * sgs)), superBits);
-    dScale[s] = d;
-    for (let j = 0; j < sgs; j++) scale[s * sgs + j] = fr(d * L[j]);
-  }
-  return { kind: "ksym", scale, dScale };
+  const p = allocParams(type, (n * k) / TYPE_QUANT[type].group);
+  searchInto(searchPlan(type, k, opts), w, n, p);
+  return p;
 }
 
 /**
@@ -292,43 +74,69 @@ export function fakeQuant(
   p: GgufParams,
   v?: Float32Array,
 ): Float32Array {
-  const { bits, group: gs } = TYPE_QUANT[type];
   const out = new Float32Array(n * k);
-  const off = (i: number) => (v ? v[i] : 0);
-  forGroups(n, k, gs, (g, start) => {
-    for (let i = start; i < start + gs; i++) {
-      switch (p.kind) {
-        case "sym": {
-          // int.py: round(w / scale + v)
-          const nmax = 2 ** (bits - 1), s = p.scale[g];
-          const q = Math.min(Math.max(rnd(fr(fr(w[i] / s) + off(i))), -nmax), nmax - 1);
-          out[i] = fr(q * s);
-          break;
-        }
-        case "ksym": {
-          // gguf.py quant_tensor_gguf_sym_dq: round(w · get_reciprocal(scale) + v)
-          const nmax = 2 ** (bits - 1), s = p.scale[g];
-          const q = Math.min(Math.max(rnd(fr(fr(w[i] * recip(s)) + off(i))), -nmax), nmax - 1);
-          out[i] = fr(q * s);
-          break;
-        }
-        case "asym": {
-          // quant_tensor_asym_float_zp_rtn: ((round(w · get_reciprocal(scale)) + zp).clamp − zp) · scale
-          const maxq = 2 ** bits - 1, s = p.scale[g], z = p.zp[g];
-          const q = Math.min(Math.max(fr(rnd(fr(fr(w[i] * recip(s)) + off(i))) + z), 0), maxq);
-          out[i] = fr(fr(q - z) * s);
-          break;
-        }
-        case "kasym": {
-          const maxq = 2 ** bits - 1, s = p.scale[g], m = p.wmin[g];
-          const q = Math.min(Math.max(rnd(fr(fr(fr(w[i] + m) * recip(s)) + off(i))), 0), maxq);
-          out[i] = fr(fr(q * s) - m);
-          break;
-        }
-      }
-    }
-  });
+  fakeQuantInto(type, w, n * k, p, out, v);
   return out;
+}
+
+/** Step 3: the ggml blocks of W̃ `wq` under `p` (see pack.ts). */
+export function packParams(
+  type: QuantGgmlType,
+  wq: Float32Array,
+  n: number,
+  k: number,
+  p: GgufParams,
+): GgmlBlocks {
+  const b = allocBlocks(type, (n * k) / GGML_TYPES[type].blockSize);
+  packParamsInto(type, wq, n * k, p, b);
+  return b;
+}
+
+/** Parameters of one row, reused across calls of {@link quantizeInto} (per type and row length). */
+const rowScratch = new Map<string, { p: GgufParams; wq: Float32Array }>();
+
+/**
+ * Search, W̃ and blocks of the rows `w` `[n, k]` into `out` (blocks of exactly these rows, e.g. a
+ * {@link blocksView}), one row at a time. Same blocks as {@link packParams} ∘ {@link fakeQuant} ∘
+ * {@link searchParams}.
+ */
+export function quantizeInto(
+  type: QuantGgmlType,
+  w: Float32Array,
+  n: number,
+  k: number,
+  opts: SearchOptions,
+  out: GgmlBlocks,
+): void {
+  quantizeRowsInto(searchPlan(type, k, opts), w, n, out);
+}
+
+/** {@link quantizeInto} with the per-tensor preparation done (a pool worker reuses one plan). */
+export function quantizeRowsInto(plan: SearchPlan, w: Float32Array, n: number, out: GgmlBlocks): void {
+  const { type, k } = plan, { group } = TYPE_QUANT[type], bs = GGML_TYPES[type].blockSize;
+  const key = `${type}/${k}`;
+  let row = rowScratch.get(key);
+  if (!row) rowScratch.set(key, row = { p: allocParams(type, k / group), wq: new Float32Array(k) });
+  for (let r = 0; r < n; r++) {
+    const wr = w.subarray(r * k, (r + 1) * k);
+    searchInto(plan, wr, 1, row.p);
+    fakeQuantInto(type, wr, k, row.p, row.wq);
+    packParamsInto(type, row.wq, k, row.p, blocksView(out, (r * k) / bs, ((r + 1) * k) / bs));
+  }
+}
+
+/** The blocks `[i0, i1)` of `b` as a GgmlBlocks sharing b's arrays. */
+export function blocksView(b: GgmlBlocks, i0: number, i1: number): GgmlBlocks {
+  const bs = GGML_TYPES[b.type].blockSize, sub = b.sc ? b.sc.length / b.nb : 0;
+  return {
+    type: b.type,
+    nb: i1 - i0,
+    q: b.q.subarray(i0 * bs, i1 * bs),
+    d: b.d.subarray(i0, i1),
+    m: b.m?.subarray(i0, i1),
+    sc: b.sc?.subarray(i0 * sub, i1 * sub),
+    mn: b.mn?.subarray(i0 * sub, i1 * sub),
+  };
 }
 
 /**
@@ -342,8 +150,9 @@ export function quantizeTensor(
   k: number,
   opts: SearchOptions,
 ): GgmlBlocks {
-  const p = searchParams(type, w, n, k, opts);
-  return packParams(type, fakeQuant(type, w, n, k, p), n, k, p);
+  const b = allocBlocks(type, (n * k) / GGML_TYPES[type].blockSize);
+  quantizeInto(type, w, n, k, opts, b);
+  return b;
 }
 
 /**
@@ -357,5 +166,35 @@ export function quantizeAtExport(type: QuantGgmlType, w: Float32Array, n: number
   return packWithoutScales(type, w, n, k);
 }
 
-/** Sub-block count per super-block of a type (re-exported for tests). */
-export { QK_K, subBlocks };
+/** Weights per chunk of {@link quantizeToBytes}: 1M (4 MB of float rows). */
+const CHUNK_WEIGHTS = 1 << 20;
+
+/**
+ * The packed GGUF bytes of a `[n, k]` tensor, quantized a chunk of rows at a time: `rows(r0, r1)`
+ * gives the float rows (e.g. decoded from the checkpoint's bytes on demand), so the working memory
+ * is one chunk of floats and blocks, not the tensor. `opts` "export" quantizes as
+ * {@link quantizeAtExport}, otherwise as {@link quantizeTensor}; the bytes are the same.
+ */
+export function quantizeToBytes(
+  type: QuantGgmlType,
+  n: number,
+  k: number,
+  rows: (r0: number, r1: number) => Float32Array,
+  opts: SearchOptions | "export",
+): Uint8Array {
+  const { blockSize, typeSize } = GGML_TYPES[type], perRow = k / blockSize;
+  const out = new Uint8Array(n * perRow * typeSize);
+  const chunk = Math.max(1, Math.floor(CHUNK_WEIGHTS / k));
+  const plain = opts === "export" && !type.endsWith("_K"); // llama.cpp's reference rules
+  const plan = plain ? undefined : searchPlan(type, k, opts === "export" ? { optRtn: false } : opts);
+  const b = allocBlocks(type, Math.min(n, chunk) * perRow);
+  for (let r0 = 0; r0 < n; r0 += chunk) {
+    const r1 = Math.min(n, r0 + chunk), w = rows(r0, r1);
+    const view = blocksView(b, 0, (r1 - r0) * perRow);
+    const blocks = plan
+      ? (quantizeRowsInto(plan, w, r1 - r0, view), view)
+      : packWithoutScales(type, w, r1 - r0, k);
+    packBlocks(blocks, out.subarray(r0 * perRow * typeSize, r1 * perRow * typeSize));
+  }
+  return out;
+}

@@ -12,56 +12,30 @@
  * then (about one group in three for Q6_K). Here every operation is emulated in float32 in torch's
  * order (torch_f32.ts): each elementwise op rounds to float32 as the Python expression nests, and
  * each row sum adds in the order of torch's CPU kernel (8 lanes, element i in lane i mod 8, lanes
- * added left to right; {@link torchSum}). That reproduces auto-round's CPU bytes exactly. A CUDA run
- * of auto-round sums in a different order, so bytes from a GPU run can differ in near-ties.
- * `torch.round` is half-to-even ({@link rint}); `get_reciprocal(x)` is fr(1/x) for
- * |x| ≥ 1e-30 and 0 otherwise (auto_round/utils/common.py).
+ * added left to right). That reproduces auto-round's CPU bytes exactly. A CUDA run of auto-round
+ * sums in a different order, so bytes from a GPU run can differ in near-ties.
  *
- * Layout: a tensor is a run of groups of `gs` consecutive weights (row-major [N, K] with gs | K);
- * super-groups are `sgs` consecutive groups.
+ * Speed (issue 12): a group is read in place from the tensor (no copies), the lane sums are formed
+ * as the terms are computed (no temporary rows), and two shortcuts skip work that provably cannot
+ * change the result: a grid point whose codes equal the previous point's codes gives the same
+ * scale and min, hence the same error, and is skipped; and the error sum stops once its running
+ * total reaches the best error, which, all terms being ≥ 0, the final float32 sum cannot go below
+ * (round-to-nearest is monotone). The pre-speedup implementation is kept in tests/gguf_reference/
+ * and checked against this one on random tensors.
+ *
+ * Layout: a group is `n` (16 or 32) consecutive weights `x[o .. o + n)`.
  */
-import { fr, recip, rint as rnd, scratch, torchSum } from "./torch_f32.ts";
+import { fr, recip, RNE, torchSum } from "./torch_f32.ts";
 
 export { recip };
 
-/**
- * `_imatrix_handle_zero` applied to the imatrix rows of groups of `gs` columns: a group with more
- * than `half` zeros (≤ 1e-30) falls back to |w| (bits ≤ 3) or |w| + sqrt(Σw²/32); a group with some
- * zeros gets its exact zeros replaced by the sum of its entries over the non-zero count.
- *
- * Difference: AutoRound divides by (gs − zeros) also when every entry is zero (giving NaN, which
- * makes the block's scale NaN); here such a group keeps weights of 0, so the no-data fallback of the
- * search applies.
- */
-export function handleZeroImportance(
-  imp: Float64Array,
-  x: Float64Array,
-  gs: number,
-  half: number,
-  bits: number,
-): Float64Array {
-  let zeros = 0;
-  for (let i = 0; i < gs; i++) if (imp[i] <= 1e-30) zeros++;
-  if (zeros === 0) return imp;
-  if (zeros > half) return bits <= 3 ? x.map(Math.abs) : absPlusRms(x);
-  const t = scratch(0, gs);
-  t.set(imp.subarray(0, gs));
-  const mean = zeros === gs ? 0 : fr(torchSum(t, gs) / (gs - zeros));
-  return imp.map((v) => (v === 0 ? mean : v));
+/** `torch.round` then clamp to [0, maxq] (NaN stays NaN), for the codes of the asymmetric grids. */
+function code(a: number, maxq: number): number {
+  const q = a + RNE - RNE;
+  return q < 0 ? 0 : q > maxq ? maxq : q;
 }
 
-/**
- * AutoRound's importance without an imatrix for 4 and 5 bits: |x| + sqrt(Σx²/32) over the group
- * ("Note 32 is different from QK_K"), in float32.
- */
-export function absPlusRms(x: Float64Array): Float64Array {
-  const n = x.length, t = scratch(0, n);
-  for (let i = 0; i < n; i++) t[i] = x[i] * x[i];
-  const av = fr(Math.sqrt(fr(torchSum(t, n) / 32)));
-  return x.map((v) => fr(Math.abs(v) + av));
-}
-
-/** Options of {@link iterativeWlsSearch} (AutoRound's `search_kwargs`). */
+/** The grid of `iterative_wls_quant_search_chunk` (AutoRound's `search_kwargs`). */
 export interface WlsParams {
   rmin: number;
   rdelta: number;
@@ -69,165 +43,182 @@ export interface WlsParams {
   useMad: boolean;
 }
 
+/** A {@link WlsParams} grid for `maxq`: fr(rmin + rdelta·step + maxq) per step (a Python float). */
+export interface WlsGrid {
+  maxq: number;
+  useMad: boolean;
+  factors: Float64Array;
+}
+
+/** The float32 factors of a grid, computed once per tensor. */
+export function wlsGrid(p: WlsParams, maxq: number): WlsGrid {
+  const factors = new Float64Array(p.nstep);
+  for (let step = 0; step < p.nstep; step++) factors[step] = fr(p.rmin + p.rdelta * step + maxq);
+  return { maxq, useMad: p.useMad, factors };
+}
+
+const xm = new Float64Array(32); // fr(x − rmin) for the current best min
+const codes = new Float64Array(32); // the codes of the last grid point evaluated
+// The group and its weights as float64 (the same values): loads without a float32 conversion each.
+const xg = new Float64Array(32), wg = new Float64Array(32);
+
+/** Result of {@link iterativeWlsSearch}: scale, wmin (= −min) and Σ W in torch's float32 order. */
+export const wlsResult = { scale: 0, wmin: 0, sumW: 0 };
+
 /**
- * `iterative_wls_quant_search_chunk` on one group: asymmetric scale and min by weighted least squares
- * over a grid of ranges (llama.cpp make_qkx2_quants). Returns [scale, wmin] with wmin = −min.
+ * `iterative_wls_quant_search_chunk` on the group `x[o .. o + n)` with float32 weights `W[0 .. n)`:
+ * asymmetric scale and min by weighted least squares over a grid of ranges (llama.cpp
+ * make_qkx2_quants). Writes {@link wlsResult}.
  *
  * Differences from llama.cpp kept as AutoRound has them: the initial min is not clamped to ≤ 0; the
  * grid has `nstep` points (llama.cpp nstep + 1); candidates are rounded against the best min found
  * so far, not the group minimum.
  */
 export function iterativeWlsSearch(
-  x: Float64Array,
-  w: Float64Array | undefined,
-  bits: number,
-  p: WlsParams,
-  v?: Float64Array,
-): [number, number] {
-  const n = x.length, maxq = 2 ** bits - 1;
-  const W = scratch(0, n), t = scratch(1, n), u = scratch(2, n), z = scratch(3, n);
-  let rmin = Infinity, rmax = -Infinity;
+  x: Float32Array,
+  o: number,
+  n: number,
+  W: Float32Array,
+  grid: WlsGrid,
+): void {
+  const { maxq, useMad, factors } = grid;
+  let rmin = Infinity, rmax = -Infinity, sumW = 0, sumX = 0, nonneg = true;
   for (let i = 0; i < n; i++) {
-    rmin = Math.min(rmin, x[i]);
-    rmax = Math.max(rmax, x[i]);
-    W[i] = w ? w[i] : 1;
-    t[i] = W[i] * x[i];
+    const xv = (xg[i] = x[o + i]), wv = (wg[i] = W[i]);
+    rmin = Math.min(rmin, xv);
+    rmax = Math.max(rmax, xv);
+    if (!(wv >= 0)) nonneg = false;
   }
-  const sumW = torchSum(W, n), sumX = torchSum(t, n);
-  let scale = fr(fr(rmax - rmin) / maxq);
-  let best = wlsError(x, W, maxq, scale, rmin, p.useMad, v);
-  for (let step = 0; step < p.nstep; step++) {
-    const factor = p.rmin + p.rdelta * step + maxq;
-    const is = recip(fr(fr(rmax - rmin) / fr(factor)));
-    for (let i = 0; i < n; i++) {
-      let a = fr(fr(x[i] - rmin) * is);
-      if (v) a = fr(a + v[i]);
-      const q = Math.min(Math.max(rnd(a), 0), maxq);
-      const tw = fr(q * W[i]);
-      t[i] = tw;
-      u[i] = tw * q;
-      z[i] = tw * x[i];
+  for (let l = 0; l < 8; l++) {
+    let a = wg[l], b = fr(wg[l] * xg[l]);
+    for (let j = l + 8; j < n; j += 8) {
+      a = fr(a + wg[j]);
+      b = fr(b + fr(wg[j] * xg[j]));
     }
-    const sl = torchSum(t, n), sl2 = torchSum(u, n), sxl = torchSum(z, n);
+    sumW = fr(sumW + a);
+    sumX = fr(sumX + b);
+  }
+  wlsResult.sumW = sumW;
+  let scale = fr(fr(rmax - rmin) / maxq);
+  let best = wlsError(n, maxq, scale, rmin, useMad, NaN);
+  const bound = nonneg ? 0 : NaN; // NaN: no early exit when a weight is negative or NaN
+  for (let i = 0; i < n; i++) xm[i] = fr(xg[i] - rmin);
+  for (let step = 0; step < factors.length; step++) {
+    const is = recip(fr(fr(rmax - rmin) / factors[step]));
+    let changed = step === 0;
+    for (let i = 0; i < n; i++) {
+      const q = code(fr(xm[i] * is), maxq);
+      if (q !== codes[i]) {
+        codes[i] = q;
+        changed = true;
+      }
+    }
+    // Same codes as the last point: same sums, scale, min and error; no decision can change.
+    if (!changed) continue;
+    let sl = 0, sl2 = 0, sxl = 0;
+    for (let l = 0; l < 8; l++) {
+      let q = codes[l], tw = fr(q * wg[l]);
+      let a = tw, b = fr(tw * q), c = fr(tw * xg[l]);
+      for (let j = l + 8; j < n; j += 8) {
+        q = codes[j];
+        tw = fr(q * wg[j]);
+        a = fr(a + tw);
+        b = fr(b + fr(tw * q));
+        c = fr(c + fr(tw * xg[j]));
+      }
+      sl = fr(sl + a);
+      sl2 = fr(sl2 + b);
+      sxl = fr(sxl + c);
+    }
     const D = fr(fr(sumW * sl2) - fr(sl * sl));
+    if (!(D > 0)) continue; // AutoRound keeps a point only when D > 0
     let thisScale = fr(fr(fr(sumW * sxl) - fr(sumX * sl)) / D);
     let thisMin = fr(fr(fr(sl2 * sumX) - fr(sl * sxl)) / D);
     if (thisMin > 0) {
       thisMin = 0;
       thisScale = fr(sxl / sl2);
     }
-    const e = wlsError(x, W, maxq, thisScale, thisMin, p.useMad, v);
-    if (e < best && D > 0) {
+    const e = wlsError(n, maxq, thisScale, thisMin, useMad, bound + best);
+    if (e < best) {
       best = e;
       scale = thisScale;
       rmin = thisMin;
+      for (let i = 0; i < n; i++) xm[i] = fr(xg[i] - rmin);
     }
   }
-  return [scale, -rmin];
+  wlsResult.scale = scale;
+  wlsResult.wmin = -rmin;
 }
 
 /**
- * The error of scale `s` and min `m` in {@link iterativeWlsSearch}: with
- * q = clamp(round((x − m)·get_reciprocal(s) + v), 0, maxq), Σ W·|s·q + m − x| (`mad`) or
- * Σ W·(s·q + m − x)², in torch's float32 order. Uses scratch slot 4.
+ * The error of scale `s` and min `m` in {@link iterativeWlsSearch} over the group in `xg`/`wg`: with
+ * q = clamp(round((x − m)·get_reciprocal(s)), 0, maxq), Σ W·|s·q + m − x| (`mad`) or
+ * Σ W·(s·q + m − x)², in torch's float32 order. Returns early, with a partial sum ≥ `stop`, once the
+ * running total reaches `stop` (terms ≥ 0; pass NaN for the full sum).
  */
-function wlsError(
-  x: Float64Array,
-  W: Float32Array,
-  maxq: number,
-  s: number,
-  m: number,
-  mad: boolean,
-  v?: Float64Array,
-): number {
-  const n = x.length, t = scratch(4, n), is = recip(s);
-  for (let i = 0; i < n; i++) {
-    let a = fr(fr(x[i] - m) * is);
-    if (v) a = fr(a + v[i]);
-    const q = Math.min(Math.max(rnd(a), 0), maxq);
-    const d = fr(fr(fr(q * s) + m) - x[i]);
-    t[i] = mad ? W[i] * Math.abs(d) : W[i] * fr(d * d);
+function wlsError(n: number, maxq: number, s: number, m: number, mad: boolean, stop: number): number {
+  const is = recip(s);
+  let total = 0;
+  for (let l = 0; l < 8; l++) {
+    let lane = 0;
+    for (let j = l; j < n; j += 8) {
+      const xv = xg[j];
+      const q = code(fr(fr(xv - m) * is), maxq);
+      const d = fr(fr(fr(q * s) + m) - xv);
+      const t = mad ? fr(wg[j] * Math.abs(d)) : fr(wg[j] * fr(d * d));
+      lane = j === l ? t : fr(lane + t);
+    }
+    total = fr(total + lane);
+    if (total >= stop) return total;
   }
-  return torchSum(t, n);
+  return total;
 }
 
 /**
- * `make_qp_quants` of data_type/gguf.py on one super-group: a non-negative scale for `data` (the
- * sub-block scales or mins) on `nmax` levels, weighted by `qw`. Returns [d, L].
+ * `_imatrix_handle_zero` applied to the importance `imp[0 .. gs)` of the group `x[o .. o + gs)`, in
+ * place: a group with more than `half` zeros (≤ 1e-30) falls back to |w| (bits ≤ 3) or
+ * |w| + sqrt(Σw²/32); a group with some zeros gets its exact zeros replaced by the sum of its
+ * entries over the non-zero count.
  *
- * Difference: llama.cpp refines L for 5 more rounds; AutoRound has that loop commented out, and
- * falls back to max/nmax when Σ qw·L² is 0.
+ * Difference: AutoRound divides by (gs − zeros) also when every entry is zero (giving NaN, which
+ * makes the block's scale NaN); here such a group keeps weights of 0, so the no-data fallback of the
+ * search applies.
  */
-export function makeQpQuants(nmax: number, data: Float64Array, qw: Float64Array): [number, Int16Array] {
-  const n = data.length, t = scratch(0, n);
-  let gmax = -Infinity;
-  for (let i = 0; i < n; i++) gmax = Math.max(gmax, data[i]);
-  // Σ qw·(data − s·l)² with l = round(is·data), clamped above at nmax when `clip`
-  const mse = (s: number, is: number, clip: boolean) => {
-    for (let i = 0; i < n; i++) {
-      const l = rnd(fr(is * data[i]));
-      const d = fr(data[i] - fr(s * (clip ? Math.min(l, nmax) : l)));
-      t[i] = fr(qw[i] * d) * d;
-    }
-    return torchSum(t, n);
-  };
-  const scale0 = fr(gmax / nmax);
-  let iscale = recip(scale0);
-  let best = mse(scale0, iscale, false);
-  for (let is = -4; is <= 4; is++) {
-    if (is === 0) continue;
-    const s = fr(gmax / fr(0.1 * is + nmax)), iss = recip(s);
-    const e = mse(s, iss, true);
-    if (e < best) {
-      best = e;
-      iscale = iss;
-    }
+export function handleZeroImportance(
+  imp: Float64Array,
+  x: Float32Array,
+  o: number,
+  gs: number,
+  half: number,
+  bits: number,
+): void {
+  let zeros = 0;
+  for (let i = 0; i < gs; i++) if (imp[i] <= 1e-30) zeros++;
+  if (zeros === 0) return;
+  if (zeros > half) {
+    if (bits <= 3) { for (let i = 0; i < gs; i++) imp[i] = Math.abs(x[o + i]); }
+    else absPlusRms(x, o, gs, imp);
+    return;
   }
-  const L = new Int16Array(n);
-  for (let i = 0; i < n; i++) {
-    L[i] = Math.min(rnd(fr(iscale * data[i])), nmax);
-    t[i] = fr(qw[i] * data[i]) * L[i];
-  }
-  const sumlx = torchSum(t, n);
-  for (let i = 0; i < n; i++) t[i] = fr(qw[i] * L[i]) * L[i];
-  const suml2 = torchSum(t, n);
-  return [suml2 > 0 ? fr(sumlx / suml2) : fr(gmax / nmax), L];
+  const t = new Float32Array(gs);
+  t.set(imp.subarray(0, gs));
+  const mean = zeros === gs ? 0 : fr(torchSum(t, gs) / (gs - zeros));
+  for (let i = 0; i < gs; i++) if (imp[i] === 0) imp[i] = mean;
 }
 
 /**
- * `double_quant_tensor` (non-negative values on `bits` bits, no imatrix): d = max/maxq,
- * L = min(round(x · maxq/max), maxq). Returns [d, L].
+ * AutoRound's importance without an imatrix for 4 and 5 bits: |x| + sqrt(Σx²/32) over the group
+ * `x[o .. o + n)` ("Note 32 is different from QK_K"), in float32, into `out[0 .. n)`.
  */
-export function doubleQuant(data: Float64Array, bits: number): [number, Int16Array] {
-  const maxq = 2 ** bits - 1;
-  let wmax = 0;
-  for (const x of data) wmax = Math.max(wmax, x);
-  const inv = Math.max(fr(maxq * recip(wmax)), 0);
-  const L = new Int16Array(data.length);
-  for (let i = 0; i < data.length; i++) L[i] = Math.min(rnd(fr(data[i] * inv)), maxq);
-  return [fr(wmax / maxq), L];
-}
-
-/**
- * `double_quant_tensor_sym_rtn`: signed values on `bits` bits, full range: d = −(signed absmax)/2^(b−1),
- * L = clamp(round(x/d), −2^(b−1), 2^(b−1) − 1). Returns [d, L].
- */
-export function doubleQuantSym(data: Float64Array, bits: number): [number, Int16Array] {
-  const maxq = 2 ** (bits - 1);
-  const d = fr(signedAbsMax(data) / -maxq), inv = recip(d);
-  const L = new Int16Array(data.length);
-  for (let i = 0; i < data.length; i++) L[i] = Math.min(Math.max(rnd(fr(data[i] * inv)), -maxq), maxq - 1);
-  return [d, L];
-}
-
-/** Signed absolute maximum (the value with the largest |x|, first one on ties), as torch argmax picks. */
-export function signedAbsMax(x: ArrayLike<number>): number {
-  let m = 0, a = -1;
-  for (let i = 0; i < x.length; i++) {
-    if (Math.abs(x[i]) > a) {
-      a = Math.abs(x[i]);
-      m = x[i];
-    }
+export function absPlusRms(x: Float32Array, o: number, n: number, out: Float32Array | Float64Array): void {
+  let s = 0;
+  for (let l = 0; l < 8; l++) {
+    let lane = fr(x[o + l] * x[o + l]);
+    for (let j = l + 8; j < n; j += 8) lane = fr(lane + fr(x[o + j] * x[o + j]));
+    s = fr(s + lane);
   }
-  return fr(m);
+  const av = fr(Math.sqrt(fr(s / 32)));
+  for (let i = 0; i < n; i++) out[i] = fr(Math.abs(x[o + i]) + av);
 }
+
+export { doubleQuant, doubleQuantSym, makeQpQuants, signedAbsMax } from "./double_quant.ts";

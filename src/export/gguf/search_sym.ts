@@ -6,10 +6,36 @@
  * as AutoRound rewrote them for tensors; where the two differ, the AutoRound form is kept and the
  * difference is noted at the spot.
  *
- * Arithmetic as in search.ts: float32 in torch's CPU order (torch_f32.ts).
+ * Arithmetic as in search.ts: float32 in torch's CPU order (torch_f32.ts), on the group
+ * `x[o .. o + n)` read in place, with shortcuts that provably leave the result unchanged (noted where
+ * used); tests/gguf_reference/ holds the plain implementation they are checked against.
  */
-import { signedAbsMax } from "./search.ts";
-import { fr, recip, rint as rnd, scratch, torchSum } from "./torch_f32.ts";
+import { signedAbsMax } from "./double_quant.ts";
+import { fr, recip, RNE } from "./torch_f32.ts";
+
+/** `torch.round` then clamp to [−nmax, nmax − 1] (NaN stays NaN). */
+function symCode(a: number, nmax: number): number {
+  const q = a + RNE - RNE;
+  return q < -nmax ? -nmax : q > nmax - 1 ? nmax - 1 : q;
+}
+
+// Float32 values held as float64 (loads without a conversion each): the weights, w·x, the group, codes.
+const W = new Float64Array(32),
+  wx = new Float64Array(32),
+  xg = new Float64Array(32),
+  L = new Float64Array(32);
+
+/** fr(−(nmax + −0.1·is)) for is = −9..9 (index is + 9), per nmax: the Python floats of the grid. */
+const qxGrids = new Map<number, Float64Array>();
+function qxGrid(nmax: number): Float64Array {
+  let g = qxGrids.get(nmax);
+  if (!g) {
+    g = new Float64Array(19);
+    for (let is = -9; is <= 9; is++) g[is + 9] = fr(-(nmax + -0.1 * is));
+    qxGrids.set(nmax, g);
+  }
+  return g;
+}
 
 /**
  * `make_qx_quants_chunk` with rmse_type 1 on one group of 16 (Q6_K; Q3_K with an imatrix):
@@ -17,38 +43,68 @@ import { fr, recip, rint as rnd, scratch, torchSum } from "./torch_f32.ts";
  * `qw` (or x² without one). Returns the scale.
  *
  * The grid runs −(nmax − 0.1·is)/max for is = −9..9 in AutoRound's order (llama.cpp walks it the
- * other way, which only matters on exact ties).
+ * other way, which only matters on exact ties). A grid point whose codes equal the previous point's
+ * has the same sums and leaves the choice as it is (rejected again, or accepted again with the same
+ * scale), so its sums are skipped; the first point after the start is always evaluated, the start
+ * setting the scale by another formula.
  */
-export function makeQxQuants(x: Float64Array, bits: number, qw?: Float64Array, v?: Float64Array): number {
-  const n = x.length, nmax = 2 ** (bits - 1);
-  const W = scratch(0, n), t = scratch(1, n), u = scratch(2, n);
-  for (let i = 0; i < n; i++) W[i] = qw ? qw[i] : x[i] * x[i];
-  const gmax = signedAbsMax(x);
-  // (Σ w·x·l, Σ w·l²) with l = clamp(round(x·is + v))
-  const sums = (iscale: number): [number, number] => {
-    for (let i = 0; i < n; i++) {
-      let a = fr(x[i] * iscale);
-      if (v) a = fr(a + v[i]);
-      const l = Math.min(Math.max(rnd(a), -nmax), nmax - 1);
-      t[i] = fr(W[i] * x[i]) * l;
-      u[i] = fr(W[i] * l) * l;
-    }
-    return [torchSum(t, n), torchSum(u, n)];
-  };
-  const [slx0, sl20] = sums(fr(-nmax * recip(gmax)));
-  let scale = fr(slx0 * recip(sl20));
-  let best = fr(scale * slx0);
+export function makeQxQuants(x: Float32Array, o: number, n: number, bits: number, qw?: Float64Array): number {
+  const nmax = 2 ** (bits - 1), grid = qxGrid(nmax);
+  for (let i = 0; i < n; i++) {
+    const xv = (xg[i] = x[o + i]);
+    W[i] = fr(qw ? qw[i] : xv * xv);
+    wx[i] = fr(W[i] * xv);
+  }
+  const gmax = signedAbsMax(x, o, n);
+  qxSums(n, nmax, fr(-nmax * recip(gmax)));
+  let scale = fr(qxSlx * recip(qxSl2));
+  let best = fr(scale * qxSlx);
   // `-(nmax + -0.1 * _is) / group_max` is `group_max.reciprocal() * scalar` in torch.
   const ig = fr(1 / gmax);
   for (let is = -9; is <= 9; is++) {
     if (is === 0) continue;
-    const [slx, sl2] = sums(fr(ig * fr(-(nmax + -0.1 * is))));
+    const iscale = fr(ig * grid[is + 9]);
+    let changed = is === -9;
+    for (let i = 0; i < n; i++) {
+      const l = symCode(fr(xg[i] * iscale), nmax);
+      if (l !== L[i]) {
+        L[i] = l;
+        changed = true;
+      }
+    }
+    if (!changed) continue;
+    qxSumsOfCodes(n);
+    const slx = qxSlx, sl2 = qxSl2;
     if (sl2 > 0 && fr(slx * slx) > fr(best * sl2)) {
       scale = fr(slx / sl2);
       best = fr(scale * slx);
     }
   }
   return scale;
+}
+
+let qxSlx = 0, qxSl2 = 0;
+
+/** (Σ w·x·l, Σ w·l²) with l = clamp(round(x·iscale)), into qxSlx/qxSl2 (and the codes into L). */
+function qxSums(n: number, nmax: number, iscale: number): void {
+  for (let i = 0; i < n; i++) L[i] = symCode(fr(xg[i] * iscale), nmax);
+  qxSumsOfCodes(n);
+}
+
+/** The sums of {@link qxSums} for the codes in L, in torch's order (lanes i mod 8). */
+function qxSumsOfCodes(n: number): void {
+  let slx = 0, sl2 = 0;
+  for (let l = 0; l < 8; l++) {
+    let a = fr(wx[l] * L[l]), b = fr(fr(W[l] * L[l]) * L[l]);
+    for (let j = l + 8; j < n; j += 8) {
+      a = fr(a + fr(wx[j] * L[j]));
+      b = fr(b + fr(fr(W[j] * L[j]) * L[j]));
+    }
+    slx = fr(slx + a);
+    sl2 = fr(sl2 + b);
+  }
+  qxSlx = slx;
+  qxSl2 = sl2;
 }
 
 /**
@@ -58,29 +114,27 @@ export function makeQxQuants(x: Float64Array, bits: number, qw?: Float64Array, v
  * Kept as AutoRound has it, which differs from llama.cpp: the running sums are replaced by the
  * candidate sums after every element whether or not the move was accepted, and all 5 rounds run.
  */
-export function makeQ3Quants(x: Float64Array, bits: number, v?: Float64Array): number {
-  const n = x.length, nmax = 1 << (bits - 1);
-  const L = scratch(0, n), w = scratch(1, n), t = scratch(2, n), u = scratch(3, n);
-  const iscale = fr(-nmax * recip(signedAbsMax(x)));
+export function makeQ3Quants(x: Float32Array, o: number, n: number, bits: number): number {
+  const nmax = 1 << (bits - 1);
+  const iscale = fr(-nmax * recip(signedAbsMax(x, o, n)));
   for (let i = 0; i < n; i++) {
-    let a = fr(iscale * x[i]);
-    if (v) a = fr(a + v[i]);
-    L[i] = Math.min(Math.max(rnd(a), -nmax), nmax - 1);
-    w[i] = x[i] * x[i];
-    t[i] = fr(w[i] * x[i]) * L[i];
-    u[i] = fr(w[i] * L[i]) * L[i];
+    const xv = (xg[i] = x[o + i]);
+    L[i] = symCode(fr(iscale * xv), nmax);
+    W[i] = fr(xv * xv);
+    wx[i] = fr(W[i] * xv);
   }
-  let sumlx = torchSum(t, n), suml2 = torchSum(u, n);
+  qxSumsOfCodes(n);
+  let sumlx = qxSlx, suml2 = qxSl2;
   for (let round = 0; round < 5; round++) {
     for (let i = 0; i < n; i++) {
-      const wx = fr(w[i] * x[i]);
-      let slx = fr(sumlx - fr(wx * L[i]));
-      let sl2 = fr(suml2 - fr(fr(w[i] * L[i]) * L[i]));
+      const w = W[i], li = L[i];
+      let slx = fr(sumlx - fr(wx[i] * li));
+      let sl2 = fr(suml2 - fr(fr(w * li) * li));
       let replace = slx > 0;
-      const newL = Math.min(Math.max(rnd(fr(fr(x[i] * sl2) / slx)), -nmax), nmax - 1);
-      if (replace && newL !== L[i]) {
-        slx = fr(slx + fr(wx * newL));
-        sl2 = fr(sl2 + fr(fr(w[i] * newL) * newL));
+      const newL = symCode(fr(fr(xg[i] * sl2) / slx), nmax);
+      if (replace && newL !== li) {
+        slx = fr(slx + fr(wx[i] * newL));
+        sl2 = fr(sl2 + fr(fr(w * newL) * newL));
       }
       replace = replace && sl2 > 0 && fr(fr(slx * slx) * suml2) > fr(fr(sumlx * sumlx) * sl2);
       if (replace) L[i] = newL;
@@ -91,43 +145,110 @@ export function makeQ3Quants(x: Float64Array, bits: number, v?: Float64Array): n
   return fr(sumlx * recip(suml2));
 }
 
+/** fr(−(nmax − step·is)) for is = −searchMin..searchMin (index is + searchMin), per bits. */
+const symGrids = new Map<number, { searchMin: number; g: Float64Array }>();
+function symGrid(bits: number): { searchMin: number; g: Float64Array } {
+  let r = symGrids.get(bits);
+  if (!r) {
+    const nmax = 2 ** (bits - 1);
+    let searchMin: number, step: number;
+    if (bits === 2) {
+      searchMin = 18 * 5;
+      step = 0.01;
+    } else {
+      const span = nmax * 0.75; // AR_SEARCH_SCALE_RATIO default
+      step = (span / 200) * 2;
+      searchMin = Math.trunc(span / step);
+    }
+    const g = new Float64Array(2 * searchMin + 1);
+    for (let is = -searchMin; is <= searchMin; is++) g[is + searchMin] = fr(-(nmax - step * is));
+    symGrids.set(bits, r = { searchMin, g });
+  }
+  return r;
+}
+
+const terms = new Float32Array(32), order = new Int32Array(32);
+const xs = new Float64Array(32), qws = new Float64Array(32); // the group and its importance in `order`
+/** 1 − 2^−18: the float32 sum of n ≤ 32 terms ≥ 0 in torch's order is above (exact sum)·(1 − 2^−20). */
+const SAFE = 1 - 2 ** -18;
+
 /**
  * `search_scales` of data_type/int.py (optimized RTN for symmetric int, used for Q4_0/Q5_0/Q8_0
  * block weights): try scales −(nmax − step·i)/max around the absmax rule, keep the one with the least
  * (importance-weighted) squared error. Returns the scale of one group.
+ *
+ * Pruning (exact): the terms are formed largest |x| first (the clipped weights, which decide most
+ * grid points) and a point is dropped as soon as the float64 sum of its terms so far, less a margin
+ * above the float32 rounding of a 32-term sum, reaches the best error: its float32 error, summed in
+ * torch's order over all terms ≥ 0, cannot then fall below the best. Without a prune the error is
+ * the exact torch-order float32 sum of the same terms.
  */
-export function searchScaleSym(x: Float64Array, bits: number, qw?: Float64Array): number {
-  const n = x.length, nmax = 2 ** (bits - 1), t = scratch(0, n);
-  const ig = recip(signedAbsMax(x));
-  // Σ qw·(s·l − x)² with s = 1/is, l = clamp(round(is·x))
-  const loss = (iscale: number) => {
-    const s = recip(iscale);
-    for (let i = 0; i < n; i++) {
-      const l = Math.min(Math.max(rnd(fr(iscale * x[i])), -nmax), nmax - 1);
-      const d = fr(fr(s * l) - x[i]);
-      t[i] = qw ? fr(d * d) * qw[i] : d * d;
-    }
-    return torchSum(t, n);
-  };
-  let searchMin: number, step: number;
-  if (bits === 2) {
-    searchMin = 18 * 5;
-    step = 0.01;
-  } else {
-    const span = nmax * 0.75; // AR_SEARCH_SCALE_RATIO default
-    step = (span / 200) * 2;
-    searchMin = Math.trunc(span / step);
+export function searchScaleSym(
+  x: Float32Array,
+  o: number,
+  n: number,
+  bits: number,
+  qw?: Float64Array,
+): number {
+  const nmax = 2 ** (bits - 1);
+  const { searchMin, g } = symGrid(bits);
+  const ig = recip(signedAbsMax(x, o, n));
+  let nonneg = true;
+  if (qw) { for (let i = 0; i < n; i++) if (!(qw[i] >= 0)) nonneg = false; }
+  sortByMagnitude(x, o, n);
+  for (let k = 0; k < n; k++) {
+    xs[k] = x[o + order[k]];
+    qws[k] = qw ? qw[order[k]] : 1;
   }
   let bestIs = fr(-nmax * ig);
-  let best = loss(bestIs);
+  let best = symLoss(n, nmax, bestIs, !!qw, NaN);
+  const margin = nonneg ? SAFE : NaN;
   for (let is = -searchMin; is <= searchMin; is++) {
     if (is === 0) continue;
-    const iscale = fr(fr(-(nmax - step * is)) * ig);
-    const e = loss(iscale);
+    const iscale = fr(g[is + searchMin] * ig);
+    const e = symLoss(n, nmax, iscale, !!qw, best / margin);
     if (e < best) {
       best = e;
       bestIs = iscale;
     }
   }
   return recip(bestIs);
+}
+
+/** `order` = indices of x[o .. o + n) by decreasing |x| (insertion sort). */
+function sortByMagnitude(x: Float32Array, o: number, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const a = Math.abs(x[o + i]);
+    let j = i;
+    while (j > 0 && Math.abs(x[o + order[j - 1]]) < a) {
+      order[j] = order[j - 1];
+      j--;
+    }
+    order[j] = i;
+  }
+}
+
+/**
+ * Σ qw·(s·l − x)² with s = 1/iscale, l = clamp(round(iscale·x)) over the group in `xs`/`qws`, in
+ * torch's float32 order; Infinity as soon as the float64 partial sum reaches `stop` (NaN: never).
+ */
+function symLoss(n: number, nmax: number, iscale: number, weighted: boolean, stop: number): number {
+  const s = recip(iscale);
+  let partial = 0;
+  for (let k = 0; k < n; k++) {
+    const xv = xs[k];
+    const l = symCode(fr(iscale * xv), nmax);
+    const d = fr(fr(s * l) - xv);
+    const t = weighted ? fr(fr(d * d) * qws[k]) : fr(d * d);
+    terms[order[k]] = t;
+    partial += t;
+    if (partial >= stop) return Infinity;
+  }
+  let total = 0;
+  for (let l = 0; l < 8; l++) {
+    let lane = terms[l];
+    for (let j = l + 8; j < n; j += 8) lane = fr(lane + terms[j]);
+    total = fr(total + lane);
+  }
+  return total;
 }

@@ -40,6 +40,24 @@ export function rint(x: number): number {
 }
 
 /**
+ * 1.5·2^52: `(a + RNE) − RNE` is `torch.round(a)` (half to even) for |a| < 2^51, without the sign
+ * branch of {@link rint} (a sign that flips from weight to weight mispredicts); a larger |a| comes
+ * back within a few units of itself, ±Infinity and NaN unchanged, so a code clamped to a small range
+ * after it equals the clamp of {@link rint}. Zeros come back as +0, as from rint.
+ */
+export const RNE = 6755399441055744;
+
+/**
+ * `torch.round` exactly as `roundHalfEven` of tensor/dtype.ts gives it, −0 included (a in [−0.5, −0]
+ * gives −0, as torch does), without its branches: the {@link RNE} sum, the sign of a kept on a zero
+ * result, and |a| ≥ 2^51 (already an integer), ±Infinity and NaN returned as they are.
+ */
+export function rne(a: number): number {
+  const q = a + RNE - RNE;
+  return q === 0 ? a * 0 : Math.abs(a) < 2251799813685248 ? q : a;
+}
+
+/**
  * `torch.sum(a[0..n), dim=-1)` for a contiguous float32 row on a CPU, in torch's order (see the
  * file comment); n < 512. (Float32Array only, which keeps the callers' loads monomorphic.)
  *
