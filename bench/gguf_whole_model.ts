@@ -7,7 +7,7 @@
  *   deno run -A bench/gguf_whole_model.ts [--model /tmp/llama1b] [--out /tmp/gguf-whole] [--threads 2]
  *
  * Runs, each under /usr/bin/time -v: (1) ours, `quantize --iters 0 --disable_opt_rtn --format
- * gguf:q4_k_m --device cpu` (one thread: no calibration, AutoRound's K-quant searches without an
+ * gguf:q4_k_m --device cpu` (--threads: no calibration, AutoRound's K-quant searches without an
  * importance matrix); (2) ours, `--format gguf:f16` (the conversion); (3) llama-quantize of that F16
  * file to Q4_K_M with --threads (ggml's quantizers, no imatrix; /tmp/ggml from
  * ../shared/tools/ggml/build.sh). Floor: llama-quantize's time; the goal is ours within 2× of it.
@@ -51,6 +51,8 @@ const ours = (format: string, dir: string) => [
   format,
   "--device",
   "cpu",
+  "--threads",
+  threads,
   "--output_dir",
   dir,
 ];
@@ -72,10 +74,14 @@ const size = (d: string) =>
 const gb = (x: number) => (x / 1e9).toFixed(2) + " GB";
 console.log(`\n| run | wall | peak RSS | output |\n|---|---|---|---|`);
 console.log(
-  `| ours gguf:q4_k_m (1 thread) | ${q4.wall.toFixed(1)} s | ${gb(q4.rss)} | ${gb(size(`${out}/q4_k_m`))} |`,
+  `| ours gguf:q4_k_m (${threads} threads) | ${q4.wall.toFixed(1)} s | ${gb(q4.rss)} | ${
+    gb(size(`${out}/q4_k_m`))
+  } |`,
 );
 console.log(
-  `| ours gguf:f16 (conversion) | ${f16.wall.toFixed(1)} s | ${gb(f16.rss)} | ${gb(size(`${out}/f16`))} |`,
+  `| ours gguf:f16 (conversion, ${threads} threads) | ${f16.wall.toFixed(1)} s | ${gb(f16.rss)} | ${
+    gb(size(`${out}/f16`))
+  } |`,
 );
 if (lq) {
   const lqSize = Deno.statSync(`${out}/llama-q4_k_m.gguf`).size;

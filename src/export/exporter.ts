@@ -7,6 +7,7 @@ import type { ModelSpec } from "../model/config.ts";
 import type { LayerConfigResult } from "../quant/layer_config.ts";
 import type { QuantScheme } from "../quant/scheme.ts";
 import type { StDType } from "../tensor/dtype.ts";
+import type { WorkerPool } from "../parallel/pool.ts";
 
 /** One quantized Linear as the exporters see it. */
 export interface QuantizedLinear {
@@ -59,6 +60,8 @@ export interface ExportContext {
   maxShardSize: number;
   /** A device GGUF quantizer (the run's backend's ggufQuantize); without it GGUF quantizes on the host. */
   ggufQuantizer?: GgufDeviceQuantizer;
+  /** Threads for host-side work (GGUF searches and packing); absent: the calling thread only. */
+  pool?: WorkerPool;
 }
 
 /**

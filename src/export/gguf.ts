@@ -31,7 +31,8 @@ import {
   llama3RopeFactors,
   tokenizerMetadata,
 } from "./gguf/metadata.ts";
-import { type GgufParams, isQuantType, packParams, quantizeToBytes } from "./gguf/quantize.ts";
+import { type GgufParams, isQuantType, packParams } from "./gguf/quantize.ts";
+import { quantizeToBytesOn } from "./gguf/parallel.ts";
 
 /** The row getter of a whole `[·, k]` tensor in memory. */
 function rowsOf(w: Float32Array, k: number): (r0: number, r1: number) => Float32Array {
@@ -216,7 +217,7 @@ export class GgufExporter implements Exporter {
     }
     const imp = imatrix && Float64Array.from(imatrix, (v) => v / div);
     const opts = how === "export" ? "export" : { optRtn: this.#optRtn, imatrix: imp };
-    await this.#put(hfName, type, [k, n], quantizeToBytes(type, n, k, rows, opts));
+    await this.#put(hfName, type, [k, n], quantizeToBytesOn(this.#ctx.pool, type, n, k, rows, opts));
   }
 
   async writeRaw(name: string, dtype: StDType, shape: number[], bytes: Uint8Array): Promise<void> {

@@ -24,6 +24,7 @@ import {
 } from "./layer_config.ts";
 import { type BlockReport, runPipeline, usesOptRtn } from "./pipeline.ts";
 import type { QuantScheme } from "./scheme.ts";
+import { CpuBackend } from "../backend/cpu/cpu_backend.ts";
 
 /** Everything a quantization run needs (CLI flags map onto these). */
 export interface QuantizeOptions {
@@ -146,6 +147,8 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
       run,
       maxShardSize: o.maxShardSize,
       ggufQuantizer: ggufQuantizerOf(be),
+      // The CPU backend's threads also run the host-side GGUF searches.
+      pool: be instanceof CpuBackend ? be.pool : undefined,
     };
     const exporters = createExporters(formats, out.path, ctx);
     const progress = new Progress("block", ckpt.spec.nLayers, (s) => log.info(s));
