@@ -32,7 +32,7 @@ import { PyRandom } from "../src/io/pyrandom.ts";
 import { stderrLog } from "../src/log.ts";
 import { blockForward } from "../src/model/block.ts";
 import { BLOCK_LINEARS, type ModelSpec } from "../src/model/config.ts";
-import { importanceForWeight, searchScalesSym } from "../src/quant/int_quant.ts";
+import { importanceForWeight, searchScalesSym } from "../src/qmath/int_quant.ts";
 import { loadBlockWeights, uploadRope } from "../src/model/transformer.ts";
 import { DeviceActivations } from "../src/quant/activations.ts";
 import { type BlockReport, initialState, quantParams } from "../src/quant/pipeline.ts";

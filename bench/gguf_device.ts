@@ -11,7 +11,7 @@
  * operations of the kernels' loops (candidates × work per element, gguf_plan.ts's grids), and the
  * floor is that work at `--peak-tflops` (default: H200 FP32, 67 TFLOP/s; pass the adapter's for
  * WebGPU). Each byte of the output is re-derived from its codes, which the count includes (~2× per
- * code). The host column is src/export/gguf/ (single-threaded) timed on `--host-rows` rows and scaled.
+ * code). The host column is src/qmath/gguf/ (single-threaded) timed on `--host-rows` rows and scaled.
  */
 import type { Backend, GgufBlockType } from "../src/backend/backend.ts";
 import { CpuBackend } from "../src/backend/cpu/cpu_backend.ts";

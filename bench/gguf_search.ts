@@ -11,8 +11,8 @@
  * per-core Mparam/s; the goal is ≥ 50% of it. Timings, ours and qbench's, are the min over --reps (the
  * machine is shared).
  */
-import { type QuantGgmlType, quantizeTensor } from "../src/export/gguf/quantize.ts";
-import { packBlocks } from "../src/io/gguf_blocks.ts";
+import { type QuantGgmlType, quantizeTensor } from "../src/qmath/gguf/quantize.ts";
+import { packBlocks } from "../src/qmath/gguf/blocks.ts";
 import { quantizeTensor as referenceQuantize } from "../tests/gguf_reference/quantize.ts";
 
 const arg = (name: string, dflt: string) => {

@@ -1,7 +1,7 @@
 /**
  * The CUDA GGUF quantizer's arithmetic without a GPU: ffi/cuda/gguf_host_check.cu compiles the very
  * functions the kernels run (gguf_search.cuh, gguf_super.cuh, gguf_pack.cuh) for the CPU, and its
- * bytes must equal the host reference's (src/export/gguf/, via the CPU backend) under the bound of
+ * bytes must equal the host reference's (src/qmath/gguf/, via the CPU backend) under the bound of
  * tests/gguf_device_cases.ts — every type and mode, random and stories260K weights. The launches,
  * dtype loads and device intrinsics are checked on the GPU by cuda_gguf_test.ts. Skips (printing why)
  * when nvcc is not installed.

@@ -1,5 +1,5 @@
 /**
- * The CUDA GGUF quantizer (ffi/cuda/gguf.cu) against the host reference (src/export/gguf/, through the
+ * The CUDA GGUF quantizer (ffi/cuda/gguf.cu) against the host reference (src/qmath/gguf/, through the
  * CPU backend): every type and mode on random weights with awkward groups (f32 and bf16 storage), on
  * stories260K's weights, and on a larger random tensor where the bound of tests/gguf_device_cases.ts
  * (at most 1 in 10⁴ blocks differ, each within 1e-6 of the reference's weighted error) is not

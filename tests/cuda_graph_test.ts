@@ -9,7 +9,7 @@
  */
 import type { Tensor } from "../src/backend/backend.ts";
 import type { CudaBackend } from "../src/backend/cuda/cuda_backend.ts";
-import { groupMinMax } from "../src/quant/int_quant.ts";
+import { groupMinMax } from "../src/qmath/int_quant.ts";
 import { cuda, cudaTest, expectEqual, freshSeed, Rng } from "./cuda_helpers.ts";
 
 const [ROWS, K, N, G] = [256, 128, 64, 1];

@@ -1,13 +1,13 @@
 /**
  * Fake-quant forward, straight-through backward and export codes, CUDA vs the CPU reference
- * (src/quant/int_quant.ts) on fresh random weights and tuning states: symmetric and asymmetric,
+ * (src/qmath/int_quant.ts) on fresh random weights and tuning states: symmetric and asymmetric,
  * 2/3/4/8 bits, group sizes 32/128 and per-row, a K that leaves a short last group, f16/bf16/f32
  * scale dtypes, opt-RTN initial scales, α/β partly outside [0, 1] (their clamp blocks the gradient).
  * The kernels compute in f64 like the reference, so Ŵ, dV and the integer codes must match exactly.
  */
 import type { DType, IntQuantParams, QuantState } from "../src/backend/backend.ts";
 import type { Backend } from "../src/backend/backend.ts";
-import { groupMinMax } from "../src/quant/int_quant.ts";
+import { groupMinMax } from "../src/qmath/int_quant.ts";
 import {
   cpu,
   cuda,

@@ -7,7 +7,7 @@
 import { assert, assertEquals } from "./assert.ts";
 import { awqTensors } from "../src/export/auto_awq.ts";
 import { autoGptqTensors } from "../src/export/auto_gptq.ts";
-import type { QuantizedLinear } from "../src/export/exporter.ts";
+import type { QuantizedLinear } from "../src/qmath/quantized.ts";
 import { packQuantizedTensors } from "../src/export/llm_compressor.ts";
 import {
   packAwqAlongN,
@@ -20,7 +20,7 @@ import {
 } from "../src/export/pack.ts";
 import { openCheckpoint } from "../src/io/checkpoint.ts";
 import { dequantizePackQuantized } from "../src/io/quantized_loader.ts";
-import type { QuantScheme } from "../src/quant/scheme.ts";
+import type { QuantScheme } from "../src/qmath/quantized.ts";
 import type { WeightSource } from "../src/model/transformer.ts";
 import { exportModel, fakeQuantSource, perplexityOf, STORIES, storiesEvalIds } from "./consumers/helpers.ts";
 import { join } from "./consumers/path.ts";

@@ -6,7 +6,8 @@
 import { assert, assertEquals, assertThrows } from "./assert.ts";
 import { UsageError } from "../src/errors.ts";
 import { GgufExporter } from "../src/export/gguf.ts";
-import type { ExportContext, QuantizedLinear } from "../src/export/exporter.ts";
+import type { ExportContext } from "../src/export/exporter.ts";
+import type { QuantizedLinear } from "../src/qmath/quantized.ts";
 import {
   checkFormats,
   createExporters,
@@ -15,10 +16,10 @@ import {
   resolveRunScheme,
 } from "../src/export/registry.ts";
 import { GgufFile } from "../src/io/gguf_reader.ts";
-import { unpackBlocks } from "../src/io/gguf_blocks.ts";
+import { unpackBlocks } from "../src/qmath/gguf/blocks.ts";
 import { openCheckpoint } from "../src/io/checkpoint.ts";
 import { resolveLayerConfig } from "../src/quant/layer_config.ts";
-import type { QuantScheme } from "../src/quant/scheme.ts";
+import type { QuantScheme } from "../src/qmath/quantized.ts";
 import { exportModel, STORIES } from "./consumers/helpers.ts";
 import { join } from "./consumers/path.ts";
 

@@ -1,5 +1,5 @@
 /**
- * GGML block layouts (src/io/gguf_blocks.ts): integer round trips for every type, hand-checked
+ * GGML block layouts (src/qmath/gguf/blocks.ts): integer round trips for every type, hand-checked
  * blocks, and agreement with llama.cpp's own Python codec (gguf-py `quants`, numpy) on dequantized
  * values and on the reference quantizers auto-round uses for tensors quantized at export.
  */
@@ -11,9 +11,9 @@ import {
   packBlocks,
   subBlocks,
   unpackBlocks,
-} from "../src/io/gguf_blocks.ts";
-import { GGML_TYPES, type GgmlTypeName } from "../src/io/gguf_types.ts";
-import { type QuantGgmlType, quantizeAtExport } from "../src/export/gguf/quantize.ts";
+} from "../src/qmath/gguf/blocks.ts";
+import { GGML_TYPES, type GgmlTypeName } from "../src/qmath/gguf/types.ts";
+import { type QuantGgmlType, quantizeAtExport } from "../src/qmath/gguf/quantize.ts";
 import { CONSUMERS } from "./consumers/helpers.ts";
 import { join } from "./consumers/path.ts";
 

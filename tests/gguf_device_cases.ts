@@ -3,7 +3,7 @@
  * (random weights with the awkward groups the searches branch on, importance matrices with zeros,
  * and stories260K's real weights) and the comparison with the host reference.
  *
- * The oracle is the host reference (src/export/gguf/quantize.ts, byte-identical with auto-round) run
+ * The oracle is the host reference (src/qmath/gguf/quantize.ts, byte-identical with auto-round) run
  * through the CPU backend's ggufQuantize. A device's bytes must equal it block by block except at
  * float32 near-ties, which are counted: at most 1 in 10⁴ blocks may differ (so none in a tensor of
  * fewer blocks), and a differing block's importance-weighted squared error must lie within 1e-6
@@ -11,8 +11,8 @@
  */
 import type { Backend, GgufBlockType, GgufQuantizeOptions } from "../src/backend/backend.ts";
 import { CpuBackend } from "../src/backend/cpu/cpu_backend.ts";
-import { dequantizeBytes } from "../src/io/gguf_blocks.ts";
-import { GGML_TYPES } from "../src/io/gguf_types.ts";
+import { dequantizeBytes } from "../src/qmath/gguf/blocks.ts";
+import { GGML_TYPES } from "../src/qmath/gguf/types.ts";
 import { SafetensorsReader } from "../src/io/safetensors.ts";
 
 export const GGUF_TYPES: GgufBlockType[] = [

@@ -16,7 +16,8 @@ import {
   permuteRowsGgufToHf,
   permuteRowsHfToGguf,
 } from "../src/io/gguf_names.ts";
-import { GGML_TYPES, GGUF_MAGIC } from "../src/io/gguf_types.ts";
+import { GGML_TYPES } from "../src/qmath/gguf/types.ts";
+import { GGUF_MAGIC } from "../src/formats/gguf/constants.ts";
 import { GgufWriter, meta } from "../src/io/gguf_writer.ts";
 import { openCheckpoint } from "../src/io/checkpoint.ts";
 import { Tokenizer } from "../src/io/tokenizer.ts";

@@ -3,9 +3,9 @@
  * for every type, with and without an importance matrix, for searched and export-time tensors, over
  * several shared chunks.
  */
-import { quantizeToBytesOn } from "../src/export/gguf/parallel.ts";
-import { quantizeToBytes } from "../src/export/gguf/quantize.ts";
-import type { QuantGgmlType } from "../src/export/gguf/params.ts";
+import { quantizeToBytesOn } from "../src/qmath/gguf/parallel.ts";
+import { quantizeToBytes } from "../src/qmath/gguf/quantize.ts";
+import type { QuantGgmlType } from "../src/qmath/gguf/params.ts";
 import { WorkerPool } from "../src/parallel/pool.ts";
 import { assertEquals } from "./assert.ts";
 

@@ -1,5 +1,5 @@
 /**
- * The GGUF quantizer (src/export/gguf/quantize.ts, search.ts) and the per-tensor type rules
+ * The GGUF quantizer (src/qmath/gguf/quantize.ts, search.ts) and the per-tensor type rules
  * (formats.ts): what the bytes hold is the W̃ AutoRound's quantizer produced, the searches beat plain
  * min/max rounding, the importance matrix steers the error, given codes pass through unchanged, and
  * the Q*_K_M mixes reproduce llama.cpp's layer pattern.
@@ -14,7 +14,7 @@ import {
   quantizeTensor,
   searchParams,
   TYPE_QUANT,
-} from "../src/export/gguf/quantize.ts";
+} from "../src/qmath/gguf/quantize.ts";
 import {
   doubleQuant,
   handleZeroImportance,
@@ -22,10 +22,10 @@ import {
   makeQpQuants,
   wlsGrid,
   wlsResult,
-} from "../src/export/gguf/search.ts";
-import { dequantizeBlocks, packBlocks, unpackBlocks } from "../src/io/gguf_blocks.ts";
-import { GGML_TYPES } from "../src/io/gguf_types.ts";
-import type { QuantizedLinear } from "../src/export/exporter.ts";
+} from "../src/qmath/gguf/search.ts";
+import { dequantizeBlocks, packBlocks, unpackBlocks } from "../src/qmath/gguf/blocks.ts";
+import { GGML_TYPES } from "../src/qmath/gguf/types.ts";
+import type { QuantizedLinear } from "../src/qmath/quantized.ts";
 
 const QTYPES: QuantGgmlType[] = [
   "Q4_0",

@@ -1,5 +1,5 @@
 /**
- * The fast host GGUF quantizers (src/export/gguf/, issue 12) against the plain implementation they
+ * The fast host GGUF quantizers (src/qmath/gguf/, issue 12) against the plain implementation they
  * replaced (tests/gguf_reference/, frozen at commit 63184aa, itself byte-identical to auto-round's
  * goldens): on random tensors of several shapes of distribution, every type, with and without
  * opt-RTN and importance matrices (some with zeros, one with a negative entry), the searched
@@ -7,9 +7,9 @@
  * separately gives the same blocks as the whole tensor.
  */
 import { assertEquals } from "./assert.ts";
-import * as fast from "../src/export/gguf/quantize.ts";
+import * as fast from "../src/qmath/gguf/quantize.ts";
 import * as ref from "./gguf_reference/quantize.ts";
-import { allocBlocks, packBlocks } from "../src/io/gguf_blocks.ts";
+import { allocBlocks, packBlocks } from "../src/qmath/gguf/blocks.ts";
 
 const TYPES: fast.QuantGgmlType[] = [
   "Q4_0",

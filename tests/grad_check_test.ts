@@ -14,7 +14,7 @@ import {
   groupMinMax,
   type QuantMath,
   type QuantTunables,
-} from "../src/quant/int_quant.ts";
+} from "../src/qmath/int_quant.ts";
 import { roundHalfEven } from "../src/tensor/dtype.ts";
 import { assert } from "./assert.ts";
 
@@ -145,7 +145,7 @@ function readSync(t: Tensor): Float64Array {
 
 /**
  * Fake-quant surrogate with the rounding residuals frozen at the base point: what round_ste
- * differentiates. Independent of src/quant/int_quant.ts (written from the spec's formulas).
+ * differentiates. Independent of src/qmath/int_quant.ts (written from the spec's formulas).
  */
 function surrogate(
   w: Float64Array,

@@ -12,7 +12,7 @@ import {
   type QuantMath,
   resolveGroupSize,
   searchScalesSym,
-} from "../src/quant/int_quant.ts";
+} from "../src/qmath/int_quant.ts";
 import { roundHalfEven } from "../src/tensor/dtype.ts";
 import { assert, assertEquals, assertSameNumbers, fixture, maxRelError } from "./assert.ts";
 

@@ -1,5 +1,5 @@
 /**
- * The WebGPU GGUF quantizer (wgsl/gguf_*.wgsl) against the host reference (src/export/gguf/, which is
+ * The WebGPU GGUF quantizer (wgsl/gguf_*.wgsl) against the host reference (src/qmath/gguf/, which is
  * byte-identical with auto-round): every type, with and without opt-RTN and an importance matrix
  * (with zeros), at-export rules, on random weights with awkward groups and on stories260K's weights;
  * split into many binding chunks; and the float32 helpers the kernels build on against JavaScript.

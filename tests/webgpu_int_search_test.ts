@@ -1,6 +1,6 @@
 /**
  * The pipeline's per-group statistics on WebGPU (wgsl/int_search.wgsl) against the CPU reference
- * (src/quant/int_quant.ts): AutoRound's weight_min/weight_max bit for bit, and the optimized-RTN
+ * (src/qmath/int_quant.ts): AutoRound's weight_min/weight_max bit for bit, and the optimized-RTN
  * scale search — float32 candidates and codes as on the host, losses as float32 pairs where the host
  * sums float64 — with at most 1 in 10⁴ scales allowed to differ (none in these tensors).
  */

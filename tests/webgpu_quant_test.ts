@@ -1,8 +1,8 @@
-// WebGPU fake-quant against the CPU reference (src/quant/int_quant.ts): the same integer codes,
+// WebGPU fake-quant against the CPU reference (src/qmath/int_quant.ts): the same integer codes,
 // scales and zero points bit for bit (sym/asym, f16/bf16/f32 scales, a ragged last group, opt-RTN
 // init scales, constructed exact ties and near-ties), Ŵ exactly, and the straight-through gradients.
 import type { Backend, IntQuantParams, QuantState, Tensor } from "../src/backend/backend.ts";
-import { groupMinMax, searchScalesSym } from "../src/quant/int_quant.ts";
+import { groupMinMax, searchScalesSym } from "../src/qmath/int_quant.ts";
 import { cpu, expectClose, expectEqual, gpuTest, openGpu, reportErrors, Rng } from "./webgpu_helpers.ts";
 
 const be = await openGpu();

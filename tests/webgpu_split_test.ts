@@ -2,7 +2,7 @@
 // lowered to 4 KiB every op below runs in many chunks (rows, runs, weight rows, batch entries, and
 // M/N/K ranges for matmul) and must still equal the CPU reference.
 import type { IntQuantParams } from "../src/backend/backend.ts";
-import { groupMinMax } from "../src/quant/int_quant.ts";
+import { groupMinMax } from "../src/qmath/int_quant.ts";
 import {
   both,
   cpu,

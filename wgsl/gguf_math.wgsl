@@ -4,7 +4,7 @@
 // Layout: none of its own; the uniform `P` below is shared by the three GGUF kernel files. The
 // dispatcher (src/backend/webgpu/gguf.ts) writes the type's constants first (GS group size, SGS
 // groups per super-block, BITS, TYPE, and the mode flags).
-// Exactness: the host reference (src/export/gguf/torch_f32.ts) rounds every operation to float32 in
+// Exactness: the host reference (src/qmath/gguf/torch_f32.ts) rounds every operation to float32 in
 // torch's order. Here every + − × goes through `opq` (XOR with a uniform that is always 0), so no
 // shader compiler can fuse a product into an FMA or apply inexact algebra (Mesa's NIR rewrites
 // (a + b) − a to b); WGSL's `/` and `sqrt` are only 2.5 ulp accurate, so `div_rn` divides the

@@ -1,6 +1,6 @@
 // gguf_pack.wgsl — the llama.cpp block bytes of a quantized tensor: W̃ from the searched parameters
-// (src/export/gguf/quantize.ts fakeQuant), codes re-derived from W̃ (pack.ts packParams; with EXPORT
-// the raw weights and packWithoutScales' rules) and laid out as io/gguf_blocks.ts packBlocks does.
+// (src/qmath/gguf/quantize.ts fakeQuant), codes re-derived from W̃ (pack.ts packParams; with EXPORT
+// the raw weights and packWithoutScales' rules) and laid out as qmath/gguf/blocks.ts packBlocks does.
 //
 // Layout: w [N, K] row-major in blocks of BS (32 or 256) weights; par 3 floats per group of GS
 // (final scale, wmin / zero point / export min, −); sup 2 floats per super-block (d, dmin); out the
@@ -140,7 +140,7 @@ fn low2(bl: u32, at: u32) -> u32 {
   return v;
 }
 
-// The 12 scale/min bytes of Q4_K/Q5_K (quantize_row_q4_K_ref; io/gguf_blocks.ts packScaleMinK4).
+// The 12 scale/min bytes of Q4_K/Q5_K (quantize_row_q4_K_ref; qmath/gguf/blocks.ts packScaleMinK4).
 fn scale_min_k4(bl: u32, p: u32) -> u32 {
   let g = bl * 8u;
   if (p < 4u) {

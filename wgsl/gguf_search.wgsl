@@ -1,4 +1,4 @@
-// gguf_search.wgsl — AutoRound's per-group GGUF parameter searches (src/export/gguf/search.ts,
+// gguf_search.wgsl — AutoRound's per-group GGUF parameter searches (src/qmath/gguf/search.ts,
 // search_sym.ts and quantize.ts searchParams), one thread per group.
 //
 // Layout: w is the weight [N, K] row-major, cut into groups of GS consecutive weights (K a multiple of

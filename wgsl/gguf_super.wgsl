@@ -1,5 +1,5 @@
 // gguf_super.wgsl — the double quantization of the K-quants' sub-block scales and mins per
-// super-block (src/export/gguf/search.ts makeQpQuants, doubleQuant, doubleQuantSym; quantize.ts
+// super-block (src/qmath/gguf/search.ts makeQpQuants, doubleQuant, doubleQuantSym; quantize.ts
 // searchKAsym / searchKSym after the group searches), one thread per super-block.
 //
 // Layout: par is gguf_search.wgsl's output, 3 floats per group (scale, wmin, Σ importance), SGS

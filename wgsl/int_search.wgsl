@@ -1,5 +1,5 @@
 // int_search.wgsl — the pipeline's per-group statistics of an integer-quantized Linear: AutoRound's
-// weight_min/weight_max (src/quant/int_quant.ts groupMinMax) and the optimized-RTN scale search for
+// weight_min/weight_max (src/qmath/int_quant.ts groupMinMax) and the optimized-RTN scale search for
 // symmetric int (searchScalesSym with float32 candidates, importance from importanceForWeight).
 // Prepended: gguf_math.wgsl (its uniform P and exact float32 helpers).
 //

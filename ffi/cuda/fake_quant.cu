@@ -1,5 +1,5 @@
 // AutoRound's integer fake-quantizer with straight-through gradients (spec ALGORITHM.md § Integer
-// quantizers; src/quant/int_quant.ts is the reference and these kernels mirror it line by line).
+// quantizers; src/qmath/int_quant.ts is the reference and these kernels mirror it line by line).
 //
 // Layout: W, V, Ŵ, dŴ, dV [N, K] row-major; α, β, wMin, wMax, initScale, dα, dβ f32 [N·G] with
 // G = ceil(K/g) groups per row (a short last group is allowed).
@@ -433,7 +433,7 @@ extern "C" __global__ void group_minmax(u64 w, int dtw, i64 rows, i64 k, i64 g, 
 }
 
 /**
- * Optimized-RTN scale search for symmetric int (src/quant/int_quant.ts searchScalesSym with
+ * Optimized-RTN scale search for symmetric int (src/qmath/int_quant.ts searchScalesSym with
  * float32 candidates, and importanceForWeight's zero handling): one warp per group; for each
  * candidate inverse scale −(nmax − step·i)/wmax_signed (i = −searchMin..searchMin, the absmax rule
  * first) the lanes sum the importance-weighted squared error of their elements in f64 and the warp

@@ -1,7 +1,7 @@
 // The GGUF quantizer on CUDA, its own PTX module (gguf_sm*.ptx; src/backend/cuda/gguf.ts launches it,
 // Backend.ggufQuantize): AutoRound's per-group parameter searches, the K-quants' double quantization
 // and the packed llama.cpp block bytes, with the host reference's float32 operation order
-// (gguf_math.cuh), so the bytes equal src/export/gguf/quantize.ts + packBlocks.
+// (gguf_math.cuh), so the bytes equal src/qmath/gguf/quantize.ts + packBlocks.
 //
 // Layout: w [N, K] row-major (f32, bf16 or f16), groups of GS consecutive weights (K a multiple of the
 // block size); imatrix f32 [K]; grid / sgrid the host's candidate factors; par f32 [groups·3] (scale;

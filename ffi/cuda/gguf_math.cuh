@@ -3,7 +3,7 @@
 // the same functions for the CPU (ffi/cuda/gguf_host_check.cu) and checks them against the host
 // reference where no GPU is present.
 //
-// Layout: none of its own. Exactness: the reference (src/export/gguf/torch_f32.ts) rounds every
+// Layout: none of its own. Exactness: the reference (src/qmath/gguf/torch_f32.ts) rounds every
 // operation to float32 in torch's order. On the device every + − × ÷ √ is an explicit _rn intrinsic,
 // which nvcc never contracts into an FMA; on the host, plain SSE float operations compiled with
 // -ffp-contract=off. Row sums follow torch's CPU kernel (8 lanes, element i in lane i mod 8, lanes

@@ -1,6 +1,6 @@
 // The llama.cpp block bytes of a quantized tensor: W̃ from the searched parameters
-// (src/export/gguf/quantize.ts fakeQuant), codes re-derived from W̃ (pack.ts packParams; with
-// GG_EXPORT the raw weights and packWithoutScales' rules), laid out as io/gguf_blocks.ts packBlocks
+// (src/qmath/gguf/quantize.ts fakeQuant), codes re-derived from W̃ (pack.ts packParams; with
+// GG_EXPORT the raw weights and packWithoutScales' rules), laid out as qmath/gguf/blocks.ts packBlocks
 // does. Host and device code (see gguf_math.cuh); the same algorithm as wgsl/gguf_pack.wgsl.
 //
 // Layout: `x(j)` reads weight j of the block; par the block's groups (3 floats each: final scale,

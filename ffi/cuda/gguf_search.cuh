@@ -1,5 +1,5 @@
 // AutoRound's per-group GGUF parameter searches and the K-quants' double quantization
-// (src/export/gguf/search.ts, search_sym.ts, quantize.ts searchParams), for one group or one
+// (src/qmath/gguf/search.ts, search_sym.ts, quantize.ts searchParams), for one group or one
 // super-block held in registers. Host and device code (see gguf_math.cuh); wgsl/gguf_search.wgsl and
 // gguf_super.wgsl are the same algorithms line by line.
 //

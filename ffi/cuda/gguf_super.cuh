@@ -1,5 +1,5 @@
 // The double quantization of the K-quants' sub-block scales and mins per super-block
-// (src/export/gguf/search.ts makeQpQuants, doubleQuant, doubleQuantSym; quantize.ts searchKAsym /
+// (src/qmath/gguf/search.ts makeQpQuants, doubleQuant, doubleQuantSym; quantize.ts searchKAsym /
 // searchKSym after the group searches). Host and device code (see gguf_math.cuh); the same algorithm
 // as wgsl/gguf_super.wgsl.
 //

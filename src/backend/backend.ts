@@ -10,6 +10,8 @@
  * Every tensor a call returns is owned by the caller and must be disposed (`using t = ...`).
  * A `view` shares its parent's storage and must not outlive it; disposing a view frees nothing.
  */
+import type { QuantGgmlType } from "../qmath/gguf/params.ts";
+import type { QuantizedWeights } from "../qmath/quantized.ts";
 
 /** Element types tensors can hold on a device. */
 export type DType = "f32" | "f16" | "bf16" | "i32" | "u8";
@@ -60,28 +62,8 @@ export interface QuantState {
   initScale?: Tensor;
 }
 
-/** Integer codes, scales and zero points of a quantized Linear, on the host. */
-export interface QuantizedWeights {
-  /** Codes q + zp in [0, 2^bits − 1], `[N, K]` row-major. */
-  codes: Uint8Array;
-  /** Scales `[N, G]` (already rounded to the scale dtype). */
-  scales: Float32Array;
-  /** Zero points `[N, G]` (2^(bits−1) for symmetric schemes). */
-  zeros: Int32Array;
-}
-
-/** The GGML block types a device GGUF quantizer writes (llama.cpp's names; src/export/gguf/quantize.ts). */
-export type GgufBlockType =
-  | "Q4_0"
-  | "Q4_1"
-  | "Q5_0"
-  | "Q5_1"
-  | "Q8_0"
-  | "Q2_K"
-  | "Q3_K"
-  | "Q4_K"
-  | "Q5_K"
-  | "Q6_K";
+/** The GGML block types a device GGUF quantizer writes (llama.cpp's names; src/qmath/gguf/params.ts). */
+export type GgufBlockType = QuantGgmlType;
 
 /** How {@link Backend.ggufQuantize} quantizes (quantize.ts SearchOptions, quantizeAtExport). */
 export interface GgufQuantizeOptions {
@@ -235,15 +217,15 @@ export interface Backend extends Disposable {
    */
   groupMinMax?(w: Tensor, groupSize: number): { wMin: Tensor; wMax: Tensor };
   /**
-   * Optional: optimized-RTN scales for symmetric int (src/quant/int_quant.ts searchScalesSym with
+   * Optional: optimized-RTN scales for symmetric int (src/qmath/int_quant.ts searchScalesSym with
    * float32 candidates, importance from `imatrix` f32 `[K]` via importanceForWeight) → f32 `[N·G]`.
    * Without it the pipeline searches on the host.
    */
   optRtnScales?(w: Tensor, imatrix: Tensor | undefined, groupSize: number, bits: number): Tensor;
   /**
    * Optional: quantize weight `w` `[N, K]` (K a multiple of the type's block size) to GGML blocks as
-   * the host reference does (src/export/gguf/quantize.ts quantizeTensor / quantizeAtExport, then
-   * io/gguf_blocks.ts packBlocks) and return the packed llama.cpp block bytes, row-major. Device
+   * the host reference does (src/qmath/gguf/quantize.ts quantizeTensor / quantizeAtExport, then
+   * qmath/gguf/blocks.ts packBlocks) and return the packed llama.cpp block bytes, row-major. Device
    * kernels emulate the host's float32 operation order, so the bytes equal the host's except at rare
    * float32 near-ties. Without it the GGUF exporter quantizes on the host.
    */

@@ -1,13 +1,13 @@
 /**
  * What a device GGUF quantizer decides on the host before it launches (shared by webgpu/gguf.ts and
- * cuda/gguf.ts): the type's geometry, which of the host searches applies (src/export/gguf/quantize.ts
+ * cuda/gguf.ts): the type's geometry, which of the host searches applies (src/qmath/gguf/quantize.ts
  * searchParams, quantizeAtExport), the importance-matrix flags that hold for the whole tensor, and
  * the searches' candidate grids, which the Python code forms in float64 (`0.1 * is + nmax`) — here
  * too, so the kernels need no float64.
  */
 import type { GgufBlockType } from "./backend.ts";
 import { BackendError } from "../errors.ts";
-import { GGML_TYPES } from "../io/gguf_types.ts";
+import { GGML_TYPES } from "../qmath/gguf/types.ts";
 
 /** Kernel family of a type: the 32-wide types, the asymmetric and the symmetric K-quants. */
 export type GgufFamily = "legacy" | "kasym" | "ksym";

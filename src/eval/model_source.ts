@@ -6,7 +6,7 @@
  */
 import { openCheckpoint } from "../io/checkpoint.ts";
 import { openGgufModel } from "../io/gguf_reader.ts";
-import { llamaFileTypeName } from "../io/gguf_types.ts";
+import { llamaFileTypeName } from "../formats/gguf/constants.ts";
 import { dirname } from "../std/path.ts";
 import { type ChatMessage, Tokenizer } from "../io/tokenizer.ts";
 import type { ModelSpec } from "../model/config.ts";

@@ -8,12 +8,13 @@
  */
 import { FormatError } from "../errors.ts";
 import { SafetensorsWriter } from "../io/safetensors.ts";
-import { resolveGroupSize } from "../quant/int_quant.ts";
+import { resolveGroupSize } from "../qmath/int_quant.ts";
 import { join } from "../std/path.ts";
 import { encodeFloats, type StDType } from "../tensor/dtype.ts";
 import { PRODUCER } from "../version.ts";
 import { convertFloat, tuningConfig, withDType } from "./common.ts";
-import type { ExportContext, Exporter, QuantizedLinear } from "./exporter.ts";
+import type { ExportContext, Exporter } from "./exporter.ts";
+import type { QuantizedLinear } from "../qmath/quantized.ts";
 import { copyModelSideFiles, writeJson } from "./hf_files.ts";
 import { packAwqAlongN, transpose } from "./pack.ts";
 

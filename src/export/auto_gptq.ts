@@ -10,10 +10,11 @@ import { join } from "../std/path.ts";
 import { encodeFloats, type StDType } from "../tensor/dtype.ts";
 import { PRODUCER } from "../version.ts";
 import { convertFloat, layerDifferences, tuningConfig, withDType } from "./common.ts";
-import type { ExportContext, Exporter, QuantizedLinear } from "./exporter.ts";
+import type { ExportContext, Exporter } from "./exporter.ts";
+import type { QuantizedLinear } from "../qmath/quantized.ts";
 import { copyModelSideFiles, writeJson } from "./hf_files.ts";
 import { packQweightAlongK, packZerosGptqV1, transpose } from "./pack.ts";
-import { resolveGroupSize } from "../quant/int_quant.ts";
+import { resolveGroupSize } from "../qmath/int_quant.ts";
 import { toStandardRegex } from "../quant/layer_config.ts";
 
 /** `g_idx` for desc_act=false: input feature k belongs to group ⌊k / g⌋. */

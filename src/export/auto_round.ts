@@ -8,13 +8,14 @@
  * "auto_round:auto_gptq" (zero points stored minus one, the GPTQ kernels' convention), an
  * asymmetric one as "auto_round" (stored as is).
  */
-import type { ExportContext, Exporter, QuantizedLinear } from "./exporter.ts";
+import type { ExportContext, Exporter } from "./exporter.ts";
+import type { QuantizedLinear } from "../qmath/quantized.ts";
 import { packQweightAlongK, packRowsAlongN, transpose } from "./pack.ts";
 import { copyModelSideFiles, writeJson } from "./hf_files.ts";
 import { SafetensorsWriter } from "../io/safetensors.ts";
 import { join } from "../std/path.ts";
 import { encodeFloats, type StDType } from "../tensor/dtype.ts";
-import { resolveGroupSize } from "../quant/int_quant.ts";
+import { resolveGroupSize } from "../qmath/int_quant.ts";
 import { AUTOROUND_COMPAT_VERSION, PRODUCER } from "../version.ts";
 
 /** The packing_format string auto-round writes for a default scheme. */

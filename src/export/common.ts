@@ -5,7 +5,7 @@
 import type { ModelSpec } from "../model/config.ts";
 import { decodeFloats, encodeFloats, type FloatDType, type StDType } from "../tensor/dtype.ts";
 import { AUTOROUND_COMPAT_VERSION } from "../version.ts";
-import type { ExportContext, QuantizedLinear } from "./exporter.ts";
+import type { ExportContext } from "./exporter.ts";
 
 /** The checkpoint's float dtype as a safetensors dtype. */
 export function checkpointDType(spec: ModelSpec): FloatDType {
@@ -22,20 +22,6 @@ export function convertFloat(
     return { dtype, bytes };
   }
   return { dtype: to, bytes: encodeFloats(decodeFloats(bytes, dtype), to) };
-}
-
-/** W̃ = scale · (code − zero) of a packed Linear, `[N, K]`. */
-export function dequantizeLinear(l: QuantizedLinear): Float32Array {
-  const g = l.groupSize <= 0 || l.groupSize > l.k ? l.k : l.groupSize;
-  const G = Math.ceil(l.k / g);
-  const w = new Float32Array(l.n * l.k);
-  for (let r = 0; r < l.n; r++) {
-    for (let c = 0; c < l.k; c++) {
-      const gi = r * G + Math.floor(c / g);
-      w[r * l.k + c] = l.q.scales[gi] * (l.q.codes[r * l.k + c] - l.q.zeros[gi]);
-    }
-  }
-  return w;
 }
 
 /** The run settings AutoRound's serialization_dict carries (auto-round keys and names). */

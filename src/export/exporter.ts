@@ -2,28 +2,12 @@
  * What every export format receives while a model is quantized: tensors stream in block by block
  * (each written to disk at once), then `finish` writes configs and tokenizer files.
  */
-import type { GgufBlockType, QuantizedWeights } from "../backend/backend.ts";
+import type { QuantGgmlType } from "../qmath/gguf/params.ts";
 import type { ModelSpec } from "../model/config.ts";
 import type { LayerConfigResult } from "../quant/layer_config.ts";
-import type { QuantScheme } from "../quant/scheme.ts";
+import type { QuantizedLinear, QuantScheme } from "../qmath/quantized.ts";
 import type { StDType } from "../tensor/dtype.ts";
 import type { WorkerPool } from "../parallel/pool.ts";
-
-/** One quantized Linear as the exporters see it. */
-export interface QuantizedLinear {
-  /** Layer name without `.weight`, e.g. `model.layers.0.self_attn.q_proj`. */
-  name: string;
-  /** Output features N and input features K. */
-  n: number;
-  k: number;
-  bits: number;
-  /** Group size as configured (-1 allowed); the effective group is min(g, K). */
-  groupSize: number;
-  sym: boolean;
-  q: QuantizedWeights;
-  /** Bias values when the layer has one. */
-  bias?: Float32Array;
-}
 
 /** Settings of the run that the formats record in their configs. */
 export interface RunInfo {
@@ -69,7 +53,7 @@ export interface ExportContext {
  * `imatrix` is the per-column importance `[k]`, already averaged.
  */
 export type GgufDeviceQuantizer = (
-  type: GgufBlockType,
+  type: QuantGgmlType,
   w: Float32Array,
   n: number,
   k: number,

@@ -7,8 +7,10 @@
 import { SafetensorsWriter } from "../io/safetensors.ts";
 import { join } from "../std/path.ts";
 import { encodeFloats, type StDType } from "../tensor/dtype.ts";
-import { checkpointDType, dequantizeLinear } from "./common.ts";
-import type { ExportContext, Exporter, QuantizedLinear } from "./exporter.ts";
+import { checkpointDType } from "./common.ts";
+import { dequantizeLinear } from "../qmath/quantized.ts";
+import type { ExportContext, Exporter } from "./exporter.ts";
+import type { QuantizedLinear } from "../qmath/quantized.ts";
 import { copyModelSideFiles, writeJson } from "./hf_files.ts";
 
 /** Writes a fake-quantized checkpoint folder. */

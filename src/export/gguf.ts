@@ -9,9 +9,10 @@
  * permutes q/k rows for the "llama" architecture, and streams the blocks to the file.
  */
 import { FormatError } from "../errors.ts";
-import { packBlocks } from "../io/gguf_blocks.ts";
+import { packBlocks } from "../qmath/gguf/blocks.ts";
 import { hfToGgufName, permuteRowsHfToGguf, permutesQK, qkHeads } from "../io/gguf_names.ts";
-import { type GgmlTypeName, LLAMA_FILE_TYPES } from "../io/gguf_types.ts";
+import { type GgmlTypeName } from "../qmath/gguf/types.ts";
+import { LLAMA_FILE_TYPES } from "../formats/gguf/constants.ts";
 import { GgufWriter, meta } from "../io/gguf_writer.ts";
 import { basename, join } from "../std/path.ts";
 import {
@@ -22,7 +23,8 @@ import {
   type StDType,
 } from "../tensor/dtype.ts";
 import type { Backend } from "../backend/backend.ts";
-import type { ExportContext, Exporter, GgufDeviceQuantizer, QuantizedLinear } from "./exporter.ts";
+import type { ExportContext, Exporter, GgufDeviceQuantizer } from "./exporter.ts";
+import type { QuantizedLinear } from "../qmath/quantized.ts";
 import { copyModelSideFiles } from "./hf_files.ts";
 import { type GgufFormat, ggufFormat, GgufTypeSelector, isFloatGguf } from "./gguf/formats.ts";
 import {
@@ -31,8 +33,8 @@ import {
   llama3RopeFactors,
   tokenizerMetadata,
 } from "./gguf/metadata.ts";
-import { type GgufParams, isQuantType, packParams } from "./gguf/quantize.ts";
-import { quantizeToBytesOn } from "./gguf/parallel.ts";
+import { type GgufParams, isQuantType, packParams } from "../qmath/gguf/quantize.ts";
+import { quantizeToBytesOn } from "../qmath/gguf/parallel.ts";
 
 /** The row getter of a whole `[·, k]` tensor in memory. */
 function rowsOf(w: Float32Array, k: number): (r0: number, r1: number) => Float32Array {

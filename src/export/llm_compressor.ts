@@ -10,11 +10,12 @@
  * and `quantization/quant_{args,scheme,config}.py` (the serialized fields).
  */
 import { SafetensorsWriter } from "../io/safetensors.ts";
-import { resolveGroupSize } from "../quant/int_quant.ts";
+import { resolveGroupSize } from "../qmath/int_quant.ts";
 import { join } from "../std/path.ts";
 import { encodeFloats, type StDType } from "../tensor/dtype.ts";
 import { checkpointDType } from "./common.ts";
-import type { ExportContext, Exporter, QuantizedLinear } from "./exporter.ts";
+import type { ExportContext, Exporter } from "./exporter.ts";
+import type { QuantizedLinear } from "../qmath/quantized.ts";
 import { copyModelSideFiles, writeJson } from "./hf_files.ts";
 import { packDenseInt32, transpose } from "./pack.ts";
 

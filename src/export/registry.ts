@@ -21,7 +21,7 @@
  */
 import { UsageError } from "../errors.ts";
 import type { LayerConfigResult } from "../quant/layer_config.ts";
-import type { QuantScheme } from "../quant/scheme.ts";
+import type { QuantScheme } from "../qmath/quantized.ts";
 import { join } from "../std/path.ts";
 import { AutoAwqExporter } from "./auto_awq.ts";
 import { AutoGptqExporter } from "./auto_gptq.ts";

@@ -1,23 +1,21 @@
 /**
  * Reads GGUF files back: header, metadata and tensor infos (layout in gguf_writer.ts), tensor bytes
- * by positioned reads, dequantization of every supported type (gguf_blocks.ts), a WeightSource with
+ * by positioned reads, dequantization of every supported type (qmath/gguf/blocks.ts), a WeightSource with
  * Hugging Face names so our own forward runs on a GGUF file, and the summary `autoround inspect`
  * prints.
  */
 import { FormatError, InputError, UnsupportedError } from "../errors.ts";
 import { type ModelSpec, parseModelConfig } from "../model/config.ts";
 import type { WeightSource } from "../model/transformer.ts";
-import { dequantizeBytes } from "./gguf_blocks.ts";
+import { dequantizeBytes } from "../qmath/gguf/blocks.ts";
 import { ggufToHfName, hfToGgufName, permuteRowsGgufToHf, permutesQK, qkHeads } from "./gguf_names.ts";
+import { GGML_TYPES, type GgmlTypeName, ggmlTypeName } from "../qmath/gguf/types.ts";
 import {
-  GGML_TYPES,
-  type GgmlTypeName,
-  ggmlTypeName,
   GGUF_DEFAULT_ALIGNMENT,
   GGUF_MAGIC,
   GgufValueType,
   llamaFileTypeName,
-} from "./gguf_types.ts";
+} from "../formats/gguf/constants.ts";
 import type { GgufMetaValue, GgufScalarType } from "./gguf_writer.ts";
 
 /** One tensor as the header describes it. */

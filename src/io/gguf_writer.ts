@@ -9,14 +9,13 @@
  * header, appends the data and renames the result into place, so memory holds one tensor.
  */
 import { FormatError, InputError } from "../errors.ts";
+import { GGML_TYPES, type GgmlTypeName } from "../qmath/gguf/types.ts";
 import {
-  GGML_TYPES,
-  type GgmlTypeName,
   GGUF_DEFAULT_ALIGNMENT,
   GGUF_MAGIC,
   GGUF_VERSION,
   GgufValueType,
-} from "./gguf_types.ts";
+} from "../formats/gguf/constants.ts";
 
 /** Scalar metadata types by gguf-py name. */
 export type GgufScalarType =

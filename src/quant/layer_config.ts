@@ -17,7 +17,8 @@
  */
 import { QuantizeError, UsageError } from "../errors.ts";
 import { BLOCK_LINEARS, blockPrefix, type ModelSpec } from "../model/config.ts";
-import { PRESET_SCHEMES, type QuantScheme, validateScheme } from "./scheme.ts";
+import { PRESET_SCHEMES, validateScheme } from "./scheme.ts";
+import { type QuantScheme } from "../qmath/quantized.ts";
 
 /** What happens to one Linear. */
 export type LayerPlan =

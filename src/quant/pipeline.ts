@@ -11,7 +11,8 @@
  * Host memory holds one block's weights plus what the exporters are writing.
  */
 import type { Backend, IntQuantParams, QuantState, Tensor } from "../backend/backend.ts";
-import type { Exporter, QuantizedLinear, RunInfo } from "../export/exporter.ts";
+import type { Exporter, RunInfo } from "../export/exporter.ts";
+import type { QuantizedLinear } from "../qmath/quantized.ts";
 import type { Checkpoint } from "../io/checkpoint.ts";
 import type { CalibrationSet } from "../io/calib.ts";
 import { PyRandom } from "../io/pyrandom.ts";
@@ -32,9 +33,9 @@ import {
   importanceForWeight,
   resolveGroupSize,
   searchScalesSym,
-} from "./int_quant.ts";
+} from "../qmath/int_quant.ts";
 import type { LayerConfigResult, LayerPlan } from "./layer_config.ts";
-import type { QuantScheme } from "./scheme.ts";
+import type { QuantScheme } from "../qmath/quantized.ts";
 import { type SignRoundSettings, tuneBlock, type TunedLinear } from "./signround.ts";
 
 /** Settings of the quantization step itself (formats and I/O are the caller's). */

@@ -23,7 +23,7 @@ import {
   resolveLayerConfig,
 } from "./layer_config.ts";
 import { type BlockReport, runPipeline, usesOptRtn } from "./pipeline.ts";
-import type { QuantScheme } from "./scheme.ts";
+import type { QuantScheme } from "../qmath/quantized.ts";
 import { CpuBackend } from "../backend/cpu/cpu_backend.ts";
 
 /** Everything a quantization run needs (CLI flags map onto these). */

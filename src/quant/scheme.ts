@@ -3,15 +3,7 @@
  * turns `--scheme` plus explicit `--bits/--group_size/--asym` flags into the scheme to apply.
  */
 import { QuantizeError, UsageError } from "../errors.ts";
-
-/** Weight-only integer scheme of a layer (act_bits 16). */
-export interface QuantScheme {
-  bits: number;
-  /** Group size: positive, or -1 for one group per output row. */
-  groupSize: number;
-  sym: boolean;
-  dataType: "int";
-}
+import type { QuantScheme } from "../qmath/quantized.ts";
 
 /** Integer weight-only presets of schemes.py (W*A16 with int data). */
 export const PRESET_SCHEMES: Readonly<Record<string, QuantScheme>> = {

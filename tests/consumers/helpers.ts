@@ -9,7 +9,7 @@ import { CpuBackend } from "../../src/backend/cpu/cpu_backend.ts";
 import type { ExportContext, Exporter, RunInfo } from "../../src/export/exporter.ts";
 import { GgufExporter } from "../../src/export/gguf.ts";
 import { createExporters, parseFormats, resolveRunScheme } from "../../src/export/registry.ts";
-import type { GgmlTypeName } from "../../src/io/gguf_types.ts";
+import type { GgmlTypeName } from "../../src/qmath/gguf/types.ts";
 import { loadCalibration } from "../../src/io/calib.ts";
 import { openCheckpoint, overlaySource } from "../../src/io/checkpoint.ts";
 import { Tokenizer } from "../../src/io/tokenizer.ts";
@@ -20,7 +20,7 @@ import type { ModelSpec } from "../../src/model/config.ts";
 import { documentStream, windowedPerplexity } from "../../src/eval/perplexity.ts";
 import { type LayerOverride, resolveLayerConfig } from "../../src/quant/layer_config.ts";
 import { type PipelineInput, runPipeline } from "../../src/quant/pipeline.ts";
-import type { QuantScheme } from "../../src/quant/scheme.ts";
+import type { QuantScheme } from "../../src/qmath/quantized.ts";
 import { dirname, fromFileUrl, join } from "./path.ts";
 
 export const REPO = join(dirname(fromFileUrl(import.meta.url)), "..", "..");

@@ -10,8 +10,8 @@
  * sub-block's code whenever the even code is ≥ 16; the bytes here are masked as llama.cpp's
  * quantize_row_q5_K_ref writes them (io/gguf_blocks.ts).
  */
-import { allocBlocks, type GgmlBlocks } from "../../src/io/gguf_blocks.ts";
-import { GGML_TYPES } from "../../src/io/gguf_types.ts";
+import { allocBlocks, type GgmlBlocks } from "../../src/qmath/gguf/blocks.ts";
+import { GGML_TYPES } from "../../src/qmath/gguf/types.ts";
 import { roundHalfEven as rnd } from "../../src/tensor/dtype.ts";
 import type { GgufParams, QuantGgmlType } from "./quantize.ts";
 import { fr, recip } from "./torch_f32.ts";

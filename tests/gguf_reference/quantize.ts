@@ -16,8 +16,8 @@
  * packing.py branches without stored scales — llama.cpp's reference quantizers for the 32-wide types,
  * AutoRound's K-quant searches for the others.
  */
-import { type GgmlBlocks, subBlocks } from "../../src/io/gguf_blocks.ts";
-import { type GgmlTypeName, QK_K } from "../../src/io/gguf_types.ts";
+import { type GgmlBlocks, subBlocks } from "../../src/qmath/gguf/blocks.ts";
+import { type GgmlTypeName, QK_K } from "../../src/qmath/gguf/types.ts";
 import { roundHalfEven as rnd } from "../../src/tensor/dtype.ts";
 import {
   absPlusRms,

@@ -16,16 +16,16 @@ import type {
   GgufBlockType,
   GgufQuantizeOptions,
   IntQuantParams,
-  QuantizedWeights,
   QuantState,
   Tensor,
 } from "../backend.ts";
+import type { QuantizedWeights } from "../../qmath/quantized.ts";
 import type { Cblas } from "../../../ffi/blas/cblas.ts";
 import { BackendError } from "../../errors.ts";
 import { WorkerPool } from "../../parallel/pool.ts";
 import { decodeFloats, roundBf16 } from "../../tensor/dtype.ts";
-import { quantizeAtExport, quantizeTensor } from "../../export/gguf/quantize.ts";
-import { packBlocks } from "../../io/gguf_blocks.ts";
+import { quantizeAtExport, quantizeTensor } from "../../qmath/gguf/quantize.ts";
+import { packBlocks } from "../../qmath/gguf/blocks.ts";
 import { ggufPlan } from "../gguf_plan.ts";
 import * as attn from "./attention_ops.ts";
 import { blasName, type CpuBackendOptions, type OpsContext, startThreads } from "./resources.ts";
@@ -161,7 +161,7 @@ export class CpuBackend implements Backend {
     this.mem.release(s);
     return out;
   }
-  /** The host reference itself (src/export/gguf/quantize.ts), on the f32 values of `w`. */
+  /** The host reference itself (src/qmath/gguf/quantize.ts), on the f32 values of `w`. */
   ggufQuantize(w: Tensor, type: GgufBlockType, opts: GgufQuantizeOptions): Promise<Uint8Array> {
     const W = this.t(w);
     if (W.shape.length !== 2) throw new BackendError(`ggufQuantize: weight must be 2-D, got [${W.shape}]`);

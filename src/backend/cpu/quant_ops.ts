@@ -1,11 +1,12 @@
 /**
  * The quantization ops of the CPU backend — fake-quant forward and backward, the export integers,
  * the group min/max and the optimized-RTN scale search — run on the worker pool by weight rows. The
- * math is quant/int_quant.ts; tasks.ts slices it.
+ * math is qmath/int_quant.ts; tasks.ts slices it.
  */
-import type { IntQuantParams, QuantizedWeights } from "../backend.ts";
+import type { IntQuantParams } from "../backend.ts";
+import type { QuantizedWeights } from "../../qmath/quantized.ts";
 import { BackendError } from "../../errors.ts";
-import { groupsPerRow, resolveGroupSize } from "../../quant/int_quant.ts";
+import { groupsPerRow, resolveGroupSize } from "../../qmath/int_quant.ts";
 import type { FArr } from "./kernels.ts";
 import type { OpsContext } from "./resources.ts";
 import * as tk from "./tasks.ts";

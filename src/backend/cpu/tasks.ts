@@ -1,7 +1,7 @@
 /**
  * The CPU backend's kernels as pool tasks (src/parallel/pool.ts). Each task handles a range of
  * independent units — rows, elements, sequences, attention units, weight rows — by calling the plain
- * kernel of kernels.ts, attention.ts or quant/int_quant.ts on that slice, so a unit's arithmetic is
+ * kernel of kernels.ts, attention.ts or qmath/int_quant.ts on that slice, so a unit's arithmetic is
  * the same however the range is cut: any thread count gives the single-threaded bits.
  */
 import { defineTask } from "../../parallel/pool.ts";
@@ -14,7 +14,7 @@ import {
   type QuantMath,
   type QuantTunables,
   searchScalesSym,
-} from "../../quant/int_quant.ts";
+} from "../../qmath/int_quant.ts";
 import { roundBf16 } from "../../tensor/dtype.ts";
 import { Cblas } from "../../../ffi/blas/cblas.ts";
 import * as at from "./attention.ts";

@@ -24,10 +24,10 @@ import type {
   GgufBlockType,
   GgufQuantizeOptions,
   IntQuantParams,
-  QuantizedWeights,
   QuantState,
   Tensor,
 } from "../backend.ts";
+import type { QuantizedWeights } from "../../qmath/quantized.ts";
 import { BackendError } from "../../errors.ts";
 import { CudaDriver } from "../../../ffi/cuda/driver.ts";
 import { f32ToBf16, f32ToF16 } from "../../tensor/dtype.ts";

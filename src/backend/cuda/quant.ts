@@ -1,17 +1,11 @@
 /**
  * Fake-quant dispatch (ffi/cuda/fake_quant.cu): forward, straight-through backward with the per-group
- * α/β gradients, and the export codes. The kernels mirror src/quant/int_quant.ts; this file checks
+ * α/β gradients, and the export codes. The kernels mirror src/qmath/int_quant.ts; this file checks
  * the state against the weight, passes the scale rounding mode and threshold exactly as the CPU
  * backend derives them, and picks the threads-per-group.
  */
-import type {
-  DType,
-  FakeQuantGrads,
-  IntQuantParams,
-  QuantizedWeights,
-  QuantState,
-  Tensor,
-} from "../backend.ts";
+import type { DType, FakeQuantGrads, IntQuantParams, QuantState, Tensor } from "../backend.ts";
+import type { QuantizedWeights } from "../../qmath/quantized.ts";
 import { BackendError } from "../../errors.ts";
 import { roundBf16 } from "../../tensor/dtype.ts";
 import type { OpContext } from "./matmul.ts";

@@ -3,7 +3,8 @@
  * split over weight rows; group scales go to an 8-word-per-group scratch first (fq_groups), which the
  * element kernels then read.
  */
-import type { DType, IntQuantParams, QuantizedWeights, QuantState } from "../backend.ts";
+import type { DType, IntQuantParams, QuantState } from "../backend.ts";
+import type { QuantizedWeights } from "../../qmath/quantized.ts";
 import { BackendError } from "../../errors.ts";
 import { roundBf16 } from "../../tensor/dtype.ts";
 import type { GpuContext } from "./context.ts";

@@ -16,10 +16,10 @@ import type {
   GgufBlockType,
   GgufQuantizeOptions,
   IntQuantParams,
-  QuantizedWeights,
   QuantState,
   Tensor,
 } from "../backend.ts";
+import type { QuantizedWeights } from "../../qmath/quantized.ts";
 import { BackendError, DeviceError, UsageError } from "../../errors.ts";
 import { type GpuContext, numel } from "./context.ts";
 import { GpuRuntime, type RuntimeOptions } from "./runtime.ts";

@@ -10,7 +10,8 @@
  * - export/formats/backends/gguf.py `_select_gguf_layer_type` / `_gguf_type_fallback` and
  *   convert.py `prepare_tensors` (fallbacks when the input size is not a multiple of the block).
  */
-import { GGML_TYPES, type GgmlTypeName, LLAMA_FILE_TYPES } from "../../io/gguf_types.ts";
+import { GGML_TYPES, type GgmlTypeName } from "../../qmath/gguf/types.ts";
+import { LLAMA_FILE_TYPES } from "../../formats/gguf/constants.ts";
 
 /** A base GGUF scheme (schemes.py GGUF_SCHEME_FACTS). */
 export interface GgufSchemeFacts {

@@ -6,7 +6,7 @@
  * llama.cpp reads them with strict type checks.
  */
 import { FormatError } from "../../errors.ts";
-import { TokenType } from "../../io/gguf_types.ts";
+import { TokenType } from "../../formats/gguf/constants.ts";
 import { type GgufMetaValue, meta } from "../../io/gguf_writer.ts";
 import { Tokenizer } from "../../io/tokenizer.ts";
 import type { ModelSpec } from "../../model/config.ts";

@@ -22,8 +22,8 @@
  * bytes in any split. {@link quantizeInto} runs the three steps row by row (search, W̃ and
  * codes of one row at a time), so its working memory is one row.
  */
-import { allocBlocks, type GgmlBlocks, packBlocks } from "../../io/gguf_blocks.ts";
-import { GGML_TYPES } from "../../io/gguf_types.ts";
+import { allocBlocks, type GgmlBlocks, packBlocks } from "./blocks.ts";
+import { GGML_TYPES } from "./types.ts";
 import { packParamsInto, packWithoutScales } from "./pack.ts";
 import { fakeQuantInto } from "./fake_quant.ts";
 import {

@@ -8,10 +8,10 @@
  * One deliberate difference: packing.py's q5_k_quant_block ORs the even sub-block's 5-bit code into
  * the low nibble unmasked (`all_L[:, ::2] | (all_L[:, 1::2] << 4)`), which corrupts bit 0 of the odd
  * sub-block's code whenever the even code is ≥ 16; the bytes here are masked as llama.cpp's
- * quantize_row_q5_K_ref writes them (io/gguf_blocks.ts).
+ * quantize_row_q5_K_ref writes them (qmath/gguf/blocks.ts).
  */
-import { allocBlocks, type GgmlBlocks } from "../../io/gguf_blocks.ts";
-import { GGML_TYPES } from "../../io/gguf_types.ts";
+import { allocBlocks, type GgmlBlocks } from "./blocks.ts";
+import { GGML_TYPES } from "./types.ts";
 import type { GgufParams, QuantGgmlType } from "./params.ts";
 import { fr, recip, RNE } from "./torch_f32.ts";
 

@@ -2,7 +2,7 @@
  * The parameters of a GGUF-quantized tensor as data: the type families' group geometry, the searched
  * scales (and mins) per group, and the search options. Shared by the steps of quantize.ts.
  */
-import type { GgmlTypeName } from "../../io/gguf_types.ts";
+import type { GgmlTypeName } from "./types.ts";
 
 /** The quantization parameters of one tensor, by type family. Arrays are per group, in order. */
 export type GgufParams =

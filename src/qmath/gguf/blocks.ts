@@ -9,9 +9,9 @@
  * L of every weight in the type's unsigned range and, for K-quants, the quantized sub-block scales
  * and mins; `d` and `m`/`dmin` are kept as f32 values and rounded to fp16 when packed.
  */
-import { FormatError } from "../errors.ts";
-import { f16ToF32, f32ToF16 } from "../tensor/dtype.ts";
-import { GGML_TYPES, type GgmlTypeName, QK_K } from "./gguf_types.ts";
+import { FormatError } from "../../errors.ts";
+import { f16ToF32, f32ToF16 } from "../../tensor/dtype.ts";
+import { GGML_TYPES, type GgmlTypeName, QK_K } from "./types.ts";
 
 /** One tensor's blocks in integer form. `nb` blocks of `GGML_TYPES[type].blockSize` weights. */
 export interface GgmlBlocks {

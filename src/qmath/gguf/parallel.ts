@@ -4,8 +4,8 @@
  * ranges go to the worker pool; each range writes its own bytes of the output. The bytes equal
  * {@link quantizeToBytes}'s whatever the split (tests/gguf_parallel_test.ts).
  */
-import { allocBlocks, packBlocks } from "../../io/gguf_blocks.ts";
-import { GGML_TYPES } from "../../io/gguf_types.ts";
+import { allocBlocks, packBlocks } from "./blocks.ts";
+import { GGML_TYPES } from "./types.ts";
 import { defineTask, type WorkerPool } from "../../parallel/pool.ts";
 import { packWithoutScales } from "./pack.ts";
 import type { QuantGgmlType, SearchOptions } from "./params.ts";
