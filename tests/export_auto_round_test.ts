@@ -5,13 +5,13 @@
  * our loader reading the export back to the same perplexity as the in-memory fake-quantized model.
  */
 import { CpuBackend } from "../src/backend/cpu/cpu_backend.ts";
-import { gptqTensors } from "../src/export/auto_round.ts";
+import { gptqTensors } from "../src/formats/gptq/tensors.ts";
 import {
   packQweightAlongK,
   packRowsAlongN,
   unpackQweightAlongK,
   unpackRowsAlongN,
-} from "../src/export/pack.ts";
+} from "../src/formats/gptq/pack.ts";
 import { documentStream, windowedPerplexity } from "../src/eval/perplexity.ts";
 import { openCheckpoint, overlaySource } from "../src/io/checkpoint.ts";
 import { SafetensorsReader } from "../src/io/safetensors.ts";

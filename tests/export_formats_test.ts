@@ -5,21 +5,16 @@
  * in-memory fake-quantized model, with the same perplexity.
  */
 import { assert, assertEquals } from "./assert.ts";
-import { awqTensors } from "../src/export/auto_awq.ts";
-import { autoGptqTensors } from "../src/export/auto_gptq.ts";
+import { awqTensors } from "../src/formats/awq.ts";
+import { autoGptqTensors } from "../src/formats/gptq/tensors.ts";
 import type { QuantizedLinear } from "../src/qmath/quantized.ts";
-import { packQuantizedTensors } from "../src/export/llm_compressor.ts";
-import {
-  packAwqAlongN,
-  packDenseInt32,
-  transpose,
-  unpackAwqAlongN,
-  unpackDenseInt32,
-  unpackQweightAlongK,
-  unpackZerosGptqV1,
-} from "../src/export/pack.ts";
+import { packQuantizedTensors } from "../src/formats/compressed_tensors.ts";
+import { unpackQweightAlongK, unpackZerosGptqV1 } from "../src/formats/gptq/pack.ts";
+import { packDenseInt32, unpackDenseInt32 } from "../src/formats/compressed_tensors.ts";
+import { packAwqAlongN, unpackAwqAlongN } from "../src/formats/awq.ts";
+import { transpose } from "../src/formats/layout.ts";
 import { openCheckpoint } from "../src/io/checkpoint.ts";
-import { dequantizePackQuantized } from "../src/io/quantized_loader.ts";
+import { dequantizePackQuantized } from "../src/formats/compressed_tensors.ts";
 import type { QuantScheme } from "../src/qmath/quantized.ts";
 import type { WeightSource } from "../src/model/transformer.ts";
 import { exportModel, fakeQuantSource, perplexityOf, STORIES, storiesEvalIds } from "./consumers/helpers.ts";

@@ -4,12 +4,8 @@
  */
 import { UsageError } from "../src/errors.ts";
 import { parseModelConfig } from "../src/model/config.ts";
-import {
-  compressLayerNames,
-  parseLayerConfigArg,
-  resolveLayerConfig,
-  toStandardRegex,
-} from "../src/quant/layer_config.ts";
+import { compressLayerNames, parseLayerConfigArg, resolveLayerConfig } from "../src/quant/layer_config.ts";
+import { toStandardRegex } from "../src/model/config.ts";
 import { resolveScheme } from "../src/quant/scheme.ts";
 import { assert, assertEquals, assertRejects, assertThrows, fixture } from "./assert.ts";
 

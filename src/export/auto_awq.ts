@@ -1,42 +1,17 @@
 /**
- * The auto_awq format (AutoAWQ GEMM kernels, transformers' AWQ integration, vLLM): per quantized
- * Linear `qweight` int32 `[K, N/8]` packed along N in AWQ's interleaved order [0, 4, 1, 5, 2, 6, 3, 7],
- * `qzeros` int32 `[G, N/8]` (same order, zero points as they are), `scales` fp16 `[G, N]`, bias fp16;
- * every float tensor saved in fp16; `quantization_config` `quant_method: "awq"`, `version: "gemm"`,
- * `zero_point` (= not sym). 4 bits only. Spec: FORMATS.md § auto_awq; source:
- * auto_round/export/export_to_awq/{export.py, utils.py} (`WQLinear_GEMM.from_linear`).
+ * Writes an auto_awq folder (AutoAWQ GEMM kernels, transformers' AWQ integration, vLLM): the AWQ
+ * GEMM tensors of every quantized Linear (formats/awq.ts), every float tensor in fp16,
+ * `quantization_config` `quant_method: "awq"` in config.json and quantization_config.json. 4 bits
+ * only. Spec: FORMATS.md § auto_awq; source: auto_round/export/export_to_awq/export.py.
  */
-import { FormatError } from "../errors.ts";
+import { awqQuantizationConfig, awqTensors } from "../formats/awq.ts";
 import { SafetensorsWriter } from "../io/safetensors.ts";
-import { resolveGroupSize } from "../qmath/int_quant.ts";
+import type { QuantizedLinear } from "../qmath/quantized.ts";
 import { join } from "../std/path.ts";
 import { encodeFloats, type StDType } from "../tensor/dtype.ts";
-import { PRODUCER } from "../version.ts";
-import { convertFloat, tuningConfig, withDType } from "./common.ts";
+import { convertFloat, withDType } from "./common.ts";
 import type { ExportContext, Exporter } from "./exporter.ts";
-import type { QuantizedLinear } from "../qmath/quantized.ts";
 import { copyModelSideFiles, writeJson } from "./hf_files.ts";
-import { packAwqAlongN, transpose } from "./pack.ts";
-
-/** Tensors of one Linear in the AWQ GEMM layout. */
-export function awqTensors(
-  l: QuantizedLinear,
-): { qweight: Int32Array; qzeros: Int32Array; scales: Float32Array; groups: number } {
-  if (l.bits !== 4) {
-    throw new FormatError(`${l.name}: auto_awq stores 4-bit weights only, got ${l.bits} bits`);
-  }
-  const g = resolveGroupSize(l.groupSize, l.k);
-  const G = Math.ceil(l.k / g);
-  // intweight [N, K] → transposed [K, N] and packed along N.
-  const codesKN = new Int32Array(l.n * l.k);
-  for (let r = 0; r < l.n; r++) for (let c = 0; c < l.k; c++) codesKN[c * l.n + r] = l.q.codes[r * l.k + c];
-  return {
-    qweight: packAwqAlongN(codesKN, l.k, l.n, 4),
-    qzeros: packAwqAlongN(transpose(l.q.zeros, l.n, G), G, l.n, 4),
-    scales: transpose(l.q.scales, l.n, G),
-    groups: G,
-  };
-}
 
 /** Writes an auto_awq folder. */
 export class AutoAwqExporter implements Exporter {
@@ -63,17 +38,7 @@ export class AutoAwqExporter implements Exporter {
 
   /** `quantization_config` as save_quantized_as_autoawq writes it. */
   quantizationConfig(): Record<string, unknown> {
-    const notConverted = ["lm_head"];
-    for (const [name, p] of this.ctx.run.layers.layers) if (!p.quantize) notConverted.push(name);
-    return {
-      ...tuningConfig(this.ctx),
-      provider: "auto-round",
-      quant_method: "awq",
-      zero_point: !this.ctx.run.scheme.sym,
-      version: "gemm",
-      modules_to_not_convert: notConverted,
-      producer: PRODUCER,
-    };
+    return awqQuantizationConfig(this.ctx.run);
   }
 
   async finish(): Promise<void> {

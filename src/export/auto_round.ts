@@ -1,41 +1,21 @@
 /**
- * The auto_round format (vLLM, SGLang, transformers): per quantized Linear `qweight` int32
- * `[K·b/32, N]` packed along K, `qzeros` int32 `[G, N·b/32]` packed along N, `scales` fp16 `[G, N]`,
- * bias fp16; `quantization_config` in config.json. Spec: FORMATS.md § auto_round; source:
- * auto_round/export/export_to_autoround/export.py and auto_round_extension/torch/qlinear_torch*.py.
+ * Writes an auto_round folder (vLLM, SGLang, transformers): the GPTQ tensor trio of every quantized
+ * Linear (formats/gptq/tensors.ts), bias fp16, `quantization_config` in config.json and
+ * quantization_config.json (formats/gptq/config.ts). Spec: FORMATS.md § auto_round; source:
+ * auto_round/export/export_to_autoround/export.py.
  *
  * Zero-point convention follows `packing_format`: a symmetric default scheme is written as
  * "auto_round:auto_gptq" (zero points stored minus one, the GPTQ kernels' convention), an
  * asymmetric one as "auto_round" (stored as is).
  */
-import type { ExportContext, Exporter } from "./exporter.ts";
-import type { QuantizedLinear } from "../qmath/quantized.ts";
-import { packQweightAlongK, packRowsAlongN, transpose } from "./pack.ts";
-import { copyModelSideFiles, writeJson } from "./hf_files.ts";
+import { autoRoundPackingFormat, autoRoundQuantizationConfig } from "../formats/gptq/config.ts";
+import { gptqTensors } from "../formats/gptq/tensors.ts";
 import { SafetensorsWriter } from "../io/safetensors.ts";
+import type { QuantizedLinear } from "../qmath/quantized.ts";
 import { join } from "../std/path.ts";
 import { encodeFloats, type StDType } from "../tensor/dtype.ts";
-import { resolveGroupSize } from "../qmath/int_quant.ts";
-import { AUTOROUND_COMPAT_VERSION, PRODUCER } from "../version.ts";
-
-/** The packing_format string auto-round writes for a default scheme. */
-export function autoRoundPackingFormat(sym: boolean): string {
-  return sym ? "auto_round:auto_gptq" : "auto_round";
-}
-
-/** The bytes of one quantized Linear in the GPTQ tensor layout shared by auto_round and auto_gptq. */
-export function gptqTensors(
-  l: QuantizedLinear,
-  zeroMinusOne: boolean,
-): { qweight: Int32Array; qzeros: Int32Array; scales: Float32Array; groups: number } {
-  const g = resolveGroupSize(l.groupSize, l.k);
-  const G = Math.ceil(l.k / g);
-  const qweight = packQweightAlongK(l.q.codes, l.n, l.k, l.bits);
-  const zerosStored = Int32Array.from(l.q.zeros, (z) => (zeroMinusOne ? z - 1 : z));
-  const qzeros = packRowsAlongN(transpose(zerosStored, l.n, G), G, l.n, l.bits);
-  const scales = transpose(l.q.scales, l.n, G);
-  return { qweight, qzeros, scales, groups: G };
-}
+import type { ExportContext, Exporter } from "./exporter.ts";
+import { copyModelSideFiles, writeJson } from "./hf_files.ts";
 
 /** Writes an auto_round folder. */
 export class AutoRoundExporter implements Exporter {
@@ -72,46 +52,7 @@ export class AutoRoundExporter implements Exporter {
 
   /** `quantization_config` as auto-round writes it (plus the tuning settings FORMATS.md asks for). */
   quantizationConfig(): Record<string, unknown> {
-    const r = this.ctx.run;
-    const s = r.scheme;
-    const extra: Record<string, Record<string, unknown>> = {};
-    for (const [name, plan] of r.layers.layers) {
-      if (!plan.quantize) {
-        extra[name] = { bits: 16, data_type: "fp" };
-        continue;
-      }
-      const diff: Record<string, unknown> = {};
-      if (plan.scheme.bits !== s.bits) diff.bits = plan.scheme.bits;
-      if (plan.scheme.groupSize !== s.groupSize) diff.group_size = plan.scheme.groupSize;
-      if (plan.scheme.sym !== s.sym) diff.sym = plan.scheme.sym;
-      if (Object.keys(diff).length) extra[name] = diff;
-    }
-    const cfg: Record<string, unknown> = {
-      bits: s.bits,
-      data_type: s.dataType,
-      group_size: s.groupSize,
-      sym: s.sym,
-      batch_size: r.batchSize,
-      gradient_accumulate_steps: r.gradientAccumulateSteps,
-      iters: r.iters,
-      nsamples: r.nsamples,
-      seqlen: r.seqlen,
-      enable_minmax_tuning: r.enableMinmaxTuning,
-      enable_quanted_input: r.enableQuantedInput,
-      low_gpu_mem_usage: r.lowGpuMemUsage,
-      amp: r.amp,
-      scale_dtype: "torch.float16",
-      dataset: r.dataset,
-      autoround_version: AUTOROUND_COMPAT_VERSION,
-      block_name_to_quantize: "model.layers",
-      quant_method: "auto-round",
-      packing_format: this.packing,
-      producer: PRODUCER,
-    };
-    if (r.lr !== undefined) cfg.lr = r.lr;
-    if (r.minmaxLr !== undefined) cfg.minmax_lr = r.minmaxLr;
-    if (Object.keys(extra).length) cfg.extra_config = extra;
-    return cfg;
+    return autoRoundQuantizationConfig(this.ctx.run, this.packing);
   }
 
   async finish(): Promise<void> {

@@ -4,33 +4,10 @@
  */
 import type { QuantGgmlType } from "../qmath/gguf/params.ts";
 import type { ModelSpec } from "../model/config.ts";
-import type { LayerConfigResult } from "../quant/layer_config.ts";
-import type { QuantizedLinear, QuantScheme } from "../qmath/quantized.ts";
+import type { QuantizedLinear } from "../qmath/quantized.ts";
+import type { RunInfo } from "../formats/run.ts";
 import type { StDType } from "../tensor/dtype.ts";
 import type { WorkerPool } from "../parallel/pool.ts";
-
-/** Settings of the run that the formats record in their configs. */
-export interface RunInfo {
-  scheme: QuantScheme;
-  layers: LayerConfigResult;
-  iters: number;
-  lr?: number;
-  minmaxLr?: number;
-  nsamples: number;
-  seqlen: number;
-  batchSize: number;
-  gradientAccumulateSteps: number;
-  enableMinmaxTuning: boolean;
-  enableQuantedInput: boolean;
-  lowGpuMemUsage: boolean;
-  amp: boolean;
-  dataset: string;
-  /**
-   * `--disable_opt_rtn` (true) / `--enable_opt_rtn` (false) as given; undefined = AutoRound's default
-   * (optimized RTN on at iters 0, off for 8-bit int). Formats that quantize by themselves (GGUF) read it.
-   */
-  disableOptRtn?: boolean;
-}
 
 /** Everything an exporter needs to know about the source model. */
 export interface ExportContext {

@@ -20,7 +20,9 @@
  *   zero_point true); auto_gptq warns for asymmetric schemes (auto-round's warning).
  */
 import { UsageError } from "../errors.ts";
-import type { LayerConfigResult } from "../quant/layer_config.ts";
+import { checkAwqScheme } from "../formats/awq.ts";
+import { gptqWarnings } from "../formats/gptq/config.ts";
+import type { PlannedLayers } from "../formats/run.ts";
 import type { QuantScheme } from "../qmath/quantized.ts";
 import { join } from "../std/path.ts";
 import { AutoAwqExporter } from "./auto_awq.ts";
@@ -205,39 +207,18 @@ function describeScheme(s: QuantScheme): string {
 }
 
 /**
- * Check that every format can store the layers as planned; returns warnings to log, throws
- * UsageError (one line) otherwise.
+ * Check that every format can store the layers as planned (each format's own checks in
+ * src/formats/); returns warnings to log, throws UsageError (one line) otherwise.
  */
 export function checkFormats(
   formats: FormatSpec[],
-  layers: LayerConfigResult,
+  layers: PlannedLayers,
   scheme: QuantScheme,
 ): string[] {
   const warnings: string[] = [];
   for (const f of formats) {
-    if (f.kind === "auto_awq") {
-      const bad = [...layers.layers].filter(([, p]) => p.quantize && p.scheme.bits !== 4).map(([n]) => n);
-      if (scheme.bits !== 4 || bad.length) {
-        throw new UsageError(
-          `--format auto_awq stores 4-bit weights only (AWQ GEMM kernels), but ${
-            bad.length
-              ? `${bad.length} layers use other bits (${bad[0]} …)`
-              : `the scheme has ${scheme.bits} bits`
-          }; use auto_round or auto_gptq`,
-        );
-      }
-      if (scheme.sym) {
-        warnings.push(
-          `auto_awq with a symmetric scheme writes zero_point: false; the classic AWQ kernels need --asym`,
-        );
-      }
-    }
-    if (f.kind === "auto_gptq" && !scheme.sym) {
-      warnings.push(
-        `the asymmetrical kernel of the GPTQ format may result in a noticeable accuracy drop (auto-round); ` +
-          `auto_round or auto_awq store asymmetric weights better`,
-      );
-    }
+    if (f.kind === "auto_awq") warnings.push(...checkAwqScheme(layers, scheme));
+    if (f.kind === "auto_gptq") warnings.push(...gptqWarnings(scheme));
   }
   return warnings;
 }

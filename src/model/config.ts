@@ -79,6 +79,29 @@ export function blockPrefix(i: number): string {
   return `model.layers.${i}.`;
 }
 
+/**
+ * AutoRound's `to_standard_regex`: a layer-name pattern as a regex (plain text → substring match;
+ * `.*`, `^`, `$`, … kept). Used by `--layer_config` and by GPTQ's `dynamic` keys.
+ */
+export function toStandardRegex(pattern: string): string {
+  const meta = [".*", "^", "$", "|", "(", ")", "[", "]", "?", "+"];
+  if (!meta.some((m) => pattern.includes(m))) {
+    return `.*${pattern.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}.*`;
+  }
+  let out = "";
+  for (let i = 0; i < pattern.length; i++) {
+    if (pattern[i] === ".") {
+      if (pattern[i + 1] === "*") {
+        out += ".*";
+        i++;
+      } else out += "\\.";
+    } else out += pattern[i];
+  }
+  if (!out.startsWith("^") && !out.startsWith(".*")) out = ".*" + out;
+  if (!out.endsWith("$") && !out.endsWith(".*")) out = out + ".*";
+  return out;
+}
+
 function num(cfg: Record<string, unknown>, key: string, file: string, fallback?: number): number {
   const v = cfg[key];
   if (typeof v === "number" && Number.isFinite(v)) return v;

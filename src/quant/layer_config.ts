@@ -16,14 +16,10 @@
  *    false; true is refused for tied embeddings there too).
  */
 import { QuantizeError, UsageError } from "../errors.ts";
-import { BLOCK_LINEARS, blockPrefix, type ModelSpec } from "../model/config.ts";
+import { BLOCK_LINEARS, blockPrefix, type ModelSpec, toStandardRegex } from "../model/config.ts";
+import type { LayerPlan } from "../formats/run.ts";
 import { PRESET_SCHEMES, validateScheme } from "./scheme.ts";
 import { type QuantScheme } from "../qmath/quantized.ts";
-
-/** What happens to one Linear. */
-export type LayerPlan =
-  | { quantize: true; scheme: QuantScheme; fromUser: boolean }
-  | { quantize: false; reason: string; fromUser: boolean };
 
 /** A user entry of --layer_config after parsing. */
 export interface LayerOverride {
@@ -53,26 +49,6 @@ export function blockLinearShapes(spec: ModelSpec): Record<string, [number, numb
     "mlp.up_proj": [I, H],
     "mlp.down_proj": [H, I],
   };
-}
-
-/** AutoRound's `to_standard_regex`. */
-export function toStandardRegex(pattern: string): string {
-  const meta = [".*", "^", "$", "|", "(", ")", "[", "]", "?", "+"];
-  if (!meta.some((m) => pattern.includes(m))) {
-    return `.*${pattern.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}.*`;
-  }
-  let out = "";
-  for (let i = 0; i < pattern.length; i++) {
-    if (pattern[i] === ".") {
-      if (pattern[i + 1] === "*") {
-        out += ".*";
-        i++;
-      } else out += "\\.";
-    } else out += pattern[i];
-  }
-  if (!out.startsWith("^") && !out.startsWith(".*")) out = ".*" + out;
-  if (!out.endsWith("$") && !out.endsWith(".*")) out = out + ".*";
-  return out;
 }
 
 /**

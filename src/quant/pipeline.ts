@@ -11,7 +11,7 @@
  * Host memory holds one block's weights plus what the exporters are writing.
  */
 import type { Backend, IntQuantParams, QuantState, Tensor } from "../backend/backend.ts";
-import type { Exporter, RunInfo } from "../export/exporter.ts";
+import type { Exporter } from "../export/exporter.ts";
 import type { QuantizedLinear } from "../qmath/quantized.ts";
 import type { Checkpoint } from "../io/checkpoint.ts";
 import type { CalibrationSet } from "../io/calib.ts";
@@ -34,7 +34,8 @@ import {
   resolveGroupSize,
   searchScalesSym,
 } from "../qmath/int_quant.ts";
-import type { LayerConfigResult, LayerPlan } from "./layer_config.ts";
+import type { LayerConfigResult } from "./layer_config.ts";
+import type { LayerPlan } from "../formats/run.ts";
 import type { QuantScheme } from "../qmath/quantized.ts";
 import { type SignRoundSettings, tuneBlock, type TunedLinear } from "./signround.ts";
 
@@ -543,5 +544,3 @@ async function writeRawTo(p: PipelineInput, to: Exporter[], name: string): Promi
   const bytes = await p.ckpt.reader.readBytes(name);
   for (const e of to) await e.writeRaw(name, info.dtype, info.shape, bytes);
 }
-
-export type { RunInfo };

@@ -6,7 +6,8 @@
 import type { Backend } from "../backend/backend.ts";
 import { createBackend, type DeviceName } from "../backend/select.ts";
 import { UsageError } from "../errors.ts";
-import type { ExportContext, RunInfo } from "../export/exporter.ts";
+import type { ExportContext } from "../export/exporter.ts";
+import type { RunInfo } from "../formats/run.ts";
 import { ggufQuantizerOf } from "../export/gguf.ts";
 import { checkFormats, createExporters, parseFormats, resolveRunScheme } from "../export/registry.ts";
 import { isFloatGguf } from "../export/gguf/formats.ts";

@@ -6,7 +6,8 @@
  */
 import type { Backend } from "../../src/backend/backend.ts";
 import { CpuBackend } from "../../src/backend/cpu/cpu_backend.ts";
-import type { ExportContext, Exporter, RunInfo } from "../../src/export/exporter.ts";
+import type { ExportContext, Exporter } from "../../src/export/exporter.ts";
+import type { RunInfo } from "../../src/formats/run.ts";
 import { GgufExporter } from "../../src/export/gguf.ts";
 import { createExporters, parseFormats, resolveRunScheme } from "../../src/export/registry.ts";
 import type { GgmlTypeName } from "../../src/qmath/gguf/types.ts";

@@ -4,7 +4,7 @@
  * `pack_3bits`). 2/4/8-bit codes fill a word with 32/b values; 3-bit codes are packed 32 values
  * into 3 words, the 11th and 22nd value straddling word boundaries.
  */
-import { FormatError } from "../errors.ts";
+import { FormatError } from "../../errors.ts";
 
 /**
  * Pack a run of `32·words/bits` codes (given through `get(i)`) into `words` int32 words.
@@ -134,15 +134,8 @@ export function unpackRowsAlongN(q: Int32Array, g: number, n: number, bits: numb
   return out;
 }
 
-/** Transpose a `[rows, cols]` array. */
-export function transpose<T extends Float32Array | Int32Array>(a: T, rows: number, cols: number): T {
-  const out = new (a.constructor as new (n: number) => T)(a.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c];
-  return out;
-}
-
 // ---------------------------------------------------------------------------------------------------
-// Legacy GPTQ zero points, AWQ's interleaved order, compressed-tensors' dense packing
+// Legacy GPTQ zero points
 // ---------------------------------------------------------------------------------------------------
 
 /** Σ_j 1 << (j·b) over one word's (or, for 3 bits, one 3-word group's) values: the "minus one" of GPTQ v1. */
@@ -180,75 +173,4 @@ export function packZerosGptqV1(zeros: Int32Array, g: number, n: number, bits: n
 /** Inverse of {@link packZerosGptqV1} → true zero points `[G, N]`. */
 export function unpackZerosGptqV1(q: Int32Array, g: number, n: number, bits: number): Int32Array {
   return unpackRowsAlongN(addToRuns(q, bits, onesPattern(bits)), g, n, bits);
-}
-
-/** AutoAWQ's order of 4-bit values inside a word (export_to_awq/utils.py `new_order_map`). */
-export const AWQ_PACK_ORDER = [0, 4, 1, 5, 2, 6, 3, 7] as const;
-
-/**
- * AWQ GEMM packing of `values` `[rows, N]` (row-major, unsigned b-bit) along N: word w of a row
- * holds columns 8w..8w+7, column 8w + j at nibble AWQ_PACK_ORDER[j]. → int32 `[rows, N·b/32]`.
- */
-export function packAwqAlongN(
-  values: Int32Array | Uint8Array,
-  rows: number,
-  n: number,
-  bits: number,
-): Int32Array {
-  if (bits !== 4) throw new FormatError(`AWQ packing supports 4 bits, got ${bits}`);
-  if (n % 8 !== 0) throw new FormatError(`AWQ packing needs a multiple of 8 columns, got ${n}`);
-  const cols = n / 8;
-  const out = new Int32Array(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    for (let w = 0; w < cols; w++) {
-      let word = 0;
-      for (let j = 0; j < 8; j++) word |= (values[r * n + w * 8 + j] & 0xf) << (AWQ_PACK_ORDER[j] * 4);
-      out[r * cols + w] = word;
-    }
-  }
-  return out;
-}
-
-/** Inverse of {@link packAwqAlongN} → `[rows, N]` (AWQ_REVERSE_ORDER applied). */
-export function unpackAwqAlongN(q: Int32Array, rows: number, n: number, bits: number): Int32Array {
-  if (bits !== 4) throw new FormatError(`AWQ unpacking supports 4 bits, got ${bits}`);
-  const cols = n / 8;
-  const out = new Int32Array(rows * n);
-  for (let r = 0; r < rows; r++) {
-    for (let w = 0; w < cols; w++) {
-      const word = q[r * cols + w] >>> 0;
-      for (let j = 0; j < 8; j++) out[r * n + w * 8 + j] = (word >>> (AWQ_PACK_ORDER[j] * 4)) & 0xf;
-    }
-  }
-  return out;
-}
-
-/**
- * compressed-tensors `pack_to_int32` on one run of unsigned b-bit values (1 ≤ b ≤ 8): value i at
- * global bit i·b, little-endian across word boundaries, the last word zero-padded; returns
- * ⌈count·b/32⌉ words.
- */
-export function packDenseInt32(values: ArrayLike<number>, bits: number): Int32Array {
-  const words = Math.ceil((values.length * bits) / 32);
-  const out = new Uint32Array(words);
-  for (let i = 0; i < values.length; i++) {
-    const bit = i * bits, w = bit >>> 5, off = bit & 31;
-    const v = values[i] & ((1 << bits) - 1);
-    out[w] = (out[w] | (v << off)) >>> 0;
-    if (off + bits > 32) out[w + 1] = (out[w + 1] | (v >>> (32 - off))) >>> 0;
-  }
-  return new Int32Array(out.buffer);
-}
-
-/** Inverse of {@link packDenseInt32}: `count` unsigned values. */
-export function unpackDenseInt32(words: Int32Array, count: number, bits: number): Uint8Array {
-  const out = new Uint8Array(count);
-  const mask = (1 << bits) - 1;
-  for (let i = 0; i < count; i++) {
-    const bit = i * bits, w = bit >>> 5, off = bit & 31;
-    let v = (words[w] >>> off) & mask;
-    if (off + bits > 32) v |= (words[w + 1] << (32 - off)) & mask;
-    out[i] = v;
-  }
-  return out;
 }

@@ -1,0 +1,112 @@
+/**
+ * What the packed safetensors formats share: the group geometry of one Linear as the loader reads it
+ * back, the tensors a format's reader reads ({@link PackedTensors}) and what it provides
+ * ({@link PackedReader}), the per-layer settings of a quantization_config, the check of a
+ * `[groups, outputs]` scales tensor, and the transposition between our `[N, G]` per-row order and
+ * the formats' `[G, N]` one.
+ */
+import { FormatError } from "../errors.ts";
+
+/** How one packed layer is laid out. */
+export interface PackedLayer {
+  bits: number;
+  groupSize: number;
+  /** Stored zero points are the true ones minus one (GPTQ convention). */
+  zeroPlusOne: boolean;
+  n: number;
+  k: number;
+}
+
+/** The effective group size g (−1 or g > K: the whole row) and the groups per row G. */
+export function groupsOf(p: { groupSize: number; k: number }): { g: number; G: number } {
+  const g = p.groupSize <= 0 || p.groupSize > p.k ? p.k : p.groupSize;
+  return { g, G: Math.ceil(p.k / g) };
+}
+
+/**
+ * The tensors of a quantized folder as a format's reader reads them (io/safetensors' reader is
+ * one); names are full tensor names such as `model.layers.0.mlp.up_proj.qweight`.
+ */
+export interface PackedTensors {
+  has(name: string): boolean;
+  info(name: string): { shape: number[]; dtype: string };
+  readBytes(name: string): Promise<Uint8Array>;
+  readInt32(name: string): Promise<Int32Array>;
+  readF32(name: string): Promise<Float32Array>;
+}
+
+/** One packed format read back: the tensor that marks a packed Linear, its geometry and its W̃. */
+export interface PackedReader<P extends PackedLayer = PackedLayer> {
+  /** Suffix of the tensor every packed Linear has (`.qweight`, `.weight_packed`). */
+  readonly marker: string;
+  /** Geometry of Linear `layer` (its name without the suffix); FormatError when tensors are missing. */
+  layer(t: PackedTensors, layer: string, origin: string): P;
+  /** W̃ `[N, K]` of Linear `layer` in f32, as the format's loaders dequantize it. */
+  dequantize(t: PackedTensors, layer: string, p: P, origin: string): Promise<Float32Array>;
+}
+
+/**
+ * Per-layer bits/group_size of a quantization_config, defaulting to its global keys: auto-round's
+ * `bits`/`group_size` and `extra_config`, GPTQ's `dynamic` rules, AutoAWQ's `w_bit`/`q_group_size`.
+ */
+export function layerSettings(
+  qc: Record<string, unknown>,
+  layer: string,
+): { bits: number; groupSize: number } {
+  const extra = (qc.extra_config ?? {}) as Record<string, Record<string, unknown>>;
+  let bits = Number(qc.bits ?? qc.w_bit), groupSize = Number(qc.group_size ?? qc.q_group_size);
+  const apply = (o: Record<string, unknown>) => {
+    if (typeof o.bits === "number") bits = o.bits;
+    if (typeof o.group_size === "number") groupSize = o.group_size;
+  };
+  for (const [key, o] of Object.entries(extra)) {
+    if (key === layer) continue;
+    // auto-round also writes regex keys; match them like its loaders do (search semantics).
+    try {
+      if (new RegExp(key).test(layer) && /[.*^$|()[\]?+]/.test(key)) apply(o);
+    } catch { /* not a regex */ }
+  }
+  if (extra[layer]) apply(extra[layer]);
+  // GPTQ "dynamic": "+:regex" → these settings, "-:regex" → not quantized (gptqmodel semantics).
+  const dynamic = (qc.dynamic ?? {}) as Record<string, Record<string, unknown>>;
+  for (const [key, o] of Object.entries(dynamic)) {
+    const m = /^([+-]):(.*)$/.exec(key) ?? [key, "+", key];
+    try {
+      if (m[1] === "+" && new RegExp(m[2]).test(layer)) apply(o);
+    } catch { /* not a regex */ }
+  }
+  return { bits, groupSize };
+}
+
+/** GPTQ and AWQ store scales as [groups, outputs]. */
+export function checkScalesShape(shape: number[], G: number, n: number, origin: string): void {
+  if (shape[0] !== G || shape[1] !== n) {
+    throw new FormatError(`scales shape [${shape}] does not match ${G} groups × ${n} outputs`, origin);
+  }
+}
+
+/** Transpose a `[rows, cols]` array. */
+export function transpose<T extends Float32Array | Int32Array>(a: T, rows: number, cols: number): T {
+  const out = new (a.constructor as new (n: number) => T)(a.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c];
+  return out;
+}
+
+/**
+ * The checks of a GPTQ/AWQ `qweight`/`qzeros`/`scales` trio: the codes fill whole int32 words, and
+ * the zero points and scales are there.
+ */
+export function checkQweightTrio(
+  t: PackedTensors,
+  layer: string,
+  p: { bits: number; n: number; k: number },
+  origin: string,
+): void {
+  if (!Number.isInteger(p.k) || !Number.isInteger(p.n)) {
+    const shape = t.info(`${layer}.qweight`).shape;
+    throw new FormatError(`${layer}.qweight: shape [${shape}] does not fit ${p.bits}-bit codes`, origin);
+  }
+  for (const part of ["qzeros", "scales"]) {
+    if (!t.has(`${layer}.${part}`)) throw new FormatError(`${layer}.${part} is missing`, origin);
+  }
+}
