@@ -8,9 +8,10 @@
  * Floor: the float model (stories260K reference.json: ppl 4.165394 over 128 windows of 256). Needs
  * tests/consumers/install.sh (node-llama-cpp).
  */
-import { GGUF_FORMAT_NAMES } from "../src/export/gguf/formats.ts";
+import { GGUF_FORMAT_NAMES } from "../src/formats/gguf/presets.ts";
 import type { GgufExporter } from "../src/export/gguf.ts";
-import { inspectGguf, openGgufModel } from "../src/io/gguf_reader.ts";
+import { inspectGguf } from "../src/formats/gguf/summary.ts";
+import { openGgufModel } from "../src/io/gguf_model.ts";
 import { openCheckpoint } from "../src/io/checkpoint.ts";
 import {
   exportModel,

@@ -15,7 +15,7 @@ import {
   parseFormats,
   resolveRunScheme,
 } from "../src/export/registry.ts";
-import { GgufFile } from "../src/io/gguf_reader.ts";
+import { GgufFile } from "../src/formats/gguf/file.ts";
 import { unpackBlocks } from "../src/qmath/gguf/blocks.ts";
 import { openCheckpoint } from "../src/io/checkpoint.ts";
 import { resolveLayerConfig } from "../src/quant/layer_config.ts";

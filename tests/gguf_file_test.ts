@@ -1,5 +1,5 @@
 /**
- * The GGUF container (src/io/gguf_writer.ts, gguf_reader.ts): our reader and @huggingface/gguf agree
+ * The GGUF container (src/formats/gguf/writer.ts, file.ts): our reader and @huggingface/gguf agree
  * on what our writer wrote (metadata with exact value types, tensor infos, offsets, alignment); broken
  * files fail with one clear line; the stories260K export carries the metadata llama.cpp needs; names
  * and the q/k permutation invert; inspect summarises.
@@ -8,17 +8,19 @@ import { gguf } from "@huggingface/gguf";
 import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { FormatError, InputError } from "../src/errors.ts";
 import { type GgufExporter } from "../src/export/gguf.ts";
-import { scoresFromMerges } from "../src/export/gguf/metadata.ts";
-import { formatGgufSummary, GgufFile, inspectGguf, openGgufModel } from "../src/io/gguf_reader.ts";
+import { scoresFromMerges } from "../src/formats/gguf/metadata.ts";
+import { GgufFile } from "../src/formats/gguf/file.ts";
+import { formatGgufSummary, inspectGguf } from "../src/formats/gguf/summary.ts";
+import { openGgufModel } from "../src/io/gguf_model.ts";
 import {
   ggufToHfName,
   hfToGgufName,
   permuteRowsGgufToHf,
   permuteRowsHfToGguf,
-} from "../src/io/gguf_names.ts";
+} from "../src/formats/gguf/names.ts";
 import { GGML_TYPES } from "../src/qmath/gguf/types.ts";
 import { GGUF_MAGIC } from "../src/formats/gguf/constants.ts";
-import { GgufWriter, meta } from "../src/io/gguf_writer.ts";
+import { GgufWriter, meta } from "../src/formats/gguf/writer.ts";
 import { openCheckpoint } from "../src/io/checkpoint.ts";
 import { Tokenizer } from "../src/io/tokenizer.ts";
 import { exportModel, STORIES } from "./consumers/helpers.ts";

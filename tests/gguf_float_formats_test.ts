@@ -9,7 +9,8 @@
 import { assert, assertEquals } from "./assert.ts";
 import type { GgufExporter } from "../src/export/gguf.ts";
 import { parseFormats, resolveRunScheme } from "../src/export/registry.ts";
-import { GgufFile, openGgufModel } from "../src/io/gguf_reader.ts";
+import { GgufFile } from "../src/formats/gguf/file.ts";
+import { openGgufModel } from "../src/io/gguf_model.ts";
 import { SafetensorsReader } from "../src/io/safetensors.ts";
 import { Tokenizer } from "../src/io/tokenizer.ts";
 import { roundToDType } from "../src/tensor/dtype.ts";

@@ -13,8 +13,8 @@
 import { assert, assertEquals } from "./assert.ts";
 import { GgufExporter } from "../src/export/gguf.ts";
 import type { Exporter } from "../src/export/exporter.ts";
-import { GGUF_FORMAT_NAMES } from "../src/export/gguf/formats.ts";
-import { openGgufModel } from "../src/io/gguf_reader.ts";
+import { GGUF_FORMAT_NAMES } from "../src/formats/gguf/presets.ts";
+import { openGgufModel } from "../src/io/gguf_model.ts";
 import { Tokenizer } from "../src/io/tokenizer.ts";
 import {
   exportModel,

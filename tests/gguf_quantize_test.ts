@@ -1,12 +1,12 @@
 /**
  * The GGUF quantizer (src/qmath/gguf/quantize.ts, search.ts) and the per-tensor type rules
- * (formats.ts): what the bytes hold is the W̃ AutoRound's quantizer produced, the searches beat plain
- * min/max rounding, the importance matrix steers the error, given codes pass through unchanged, and
+ * (src/formats/gguf/presets.ts): what the bytes hold is the W̃ AutoRound's quantizer produced, the
+ * searches beat plain min/max rounding, the importance matrix steers the error, given codes pass through unchanged, and
  * the Q*_K_M mixes reproduce llama.cpp's layer pattern.
  */
 import { assert, assertEquals } from "./assert.ts";
 import { paramsFromQuantized } from "../src/export/gguf.ts";
-import { fitToInput, ggufFormat, GgufTypeSelector, typeForBits } from "../src/export/gguf/formats.ts";
+import { fitToInput, ggufFormat, GgufTypeSelector, typeForBits } from "../src/formats/gguf/presets.ts";
 import {
   fakeQuant,
   packParams,

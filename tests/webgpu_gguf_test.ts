@@ -13,7 +13,8 @@ import { Params } from "../src/backend/webgpu/runtime.ts";
 import { bind, gpu } from "../src/backend/webgpu/tensor.ts";
 import { f32ToF16, roundHalfEven } from "../src/tensor/dtype.ts";
 import { gpuTest, openGpu } from "./webgpu_helpers.ts";
-import { GgufExporter, ggufQuantizerOf } from "../src/export/gguf.ts";
+import { GgufExporter } from "../src/export/gguf.ts";
+import { ggufQuantizerOf } from "../src/quant/quantize.ts";
 import { exportModel } from "./consumers/helpers.ts";
 import { widenStories } from "./consumers/models.ts";
 import {

@@ -11,7 +11,7 @@ import { compressLayerNames } from "../quant/layer_config.ts";
 import { type FlagSpec, parseFlags } from "../std/cli.ts";
 import { join } from "../std/path.ts";
 import { resolveModelDir } from "../io/model_source.ts";
-import { formatGgufSummary, inspectGguf } from "../io/gguf_reader.ts";
+import { formatGgufSummary, inspectGguf } from "../formats/gguf/summary.ts";
 
 export const INSPECT_FLAGS: FlagSpec = {
   json: { type: "boolean" },

@@ -5,7 +5,7 @@
  * tokenizer built from the GGUF vocabulary (anything with the {@linkcode ModelTokenizer} methods).
  */
 import { openCheckpoint } from "../io/checkpoint.ts";
-import { openGgufModel } from "../io/gguf_reader.ts";
+import { openGgufModel } from "../io/gguf_model.ts";
 import { llamaFileTypeName } from "../formats/gguf/constants.ts";
 import { dirname } from "../std/path.ts";
 import { type ChatMessage, Tokenizer } from "../io/tokenizer.ts";

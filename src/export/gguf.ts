@@ -5,15 +5,16 @@
  *
  * The exporter quantizes with the GGML block structure itself: it receives every block Linear as
  * float weights (with the importance matrix when calibration collected one), picks each tensor's type
- * with AutoRound's mix rules (gguf/formats.ts), quantizes it as AutoRound does (gguf/quantize.ts),
+ * with AutoRound's mix rules (formats/gguf/presets.ts), quantizes it as AutoRound does
+ * (qmath/gguf/quantize.ts, on the run's device when it has a GGUF quantizer, see ExportContext),
  * permutes q/k rows for the "llama" architecture, and streams the blocks to the file.
  */
 import { FormatError } from "../errors.ts";
 import { packBlocks } from "../qmath/gguf/blocks.ts";
-import { hfToGgufName, permuteRowsHfToGguf, permutesQK, qkHeads } from "../io/gguf_names.ts";
+import { hfToGgufName, permuteRowsHfToGguf, permutesQK, qkHeads } from "../formats/gguf/names.ts";
 import { type GgmlTypeName } from "../qmath/gguf/types.ts";
 import { LLAMA_FILE_TYPES } from "../formats/gguf/constants.ts";
-import { GgufWriter, meta } from "../io/gguf_writer.ts";
+import { GgufWriter, meta } from "../formats/gguf/writer.ts";
 import { basename, join } from "../std/path.ts";
 import {
   decodeFloats,
@@ -22,17 +23,17 @@ import {
   ST_DTYPE_BYTES,
   type StDType,
 } from "../tensor/dtype.ts";
-import type { Backend } from "../backend/backend.ts";
 import type { ExportContext, Exporter, GgufDeviceQuantizer } from "./exporter.ts";
 import type { QuantizedLinear } from "../qmath/quantized.ts";
 import { copyModelSideFiles } from "./hf_files.ts";
-import { type GgufFormat, ggufFormat, GgufTypeSelector, isFloatGguf } from "./gguf/formats.ts";
+import { Tokenizer } from "../io/tokenizer.ts";
+import { type GgufFormat, ggufFormat, GgufTypeSelector, isFloatGguf } from "../formats/gguf/presets.ts";
 import {
   architectureMetadata,
   generalMetadata,
   llama3RopeFactors,
   tokenizerMetadata,
-} from "./gguf/metadata.ts";
+} from "../formats/gguf/metadata.ts";
 import { type GgufParams, isQuantType, packParams } from "../qmath/gguf/quantize.ts";
 import { quantizeToBytesOn } from "../qmath/gguf/parallel.ts";
 
@@ -77,33 +78,6 @@ export function paramsFromQuantized(
     ? { kind: "sym", scale }
     : { kind: "asym", scale, zp: Float32Array.from(l.q.zeros) };
   return { params, wq };
-}
-
-/**
- * The device GGUF quantizer of a GPU backend (uploads the weight, runs Backend.ggufQuantize), or
- * undefined: on the CPU the exporter runs the host reference itself, whose float64 importance keeps
- * its bytes identical with auto-round's. A weight larger than one device tensor goes in row slices
- * (blocks never cross rows, and the importance is the same for every slice).
- */
-export function ggufQuantizerOf(be: Backend): GgufDeviceQuantizer | undefined {
-  if (!be.ggufQuantize || be.name === "cpu") return undefined;
-  return async (type, w, n, k, opts) => {
-    using im = opts.imatrix ? be.upload(opts.imatrix, [k]) : undefined;
-    const rows = Math.max(1, Math.min(n, Math.floor((be.maxTensorBytes ?? Infinity) / (4 * k))));
-    const parts: Uint8Array[] = [];
-    for (let r = 0; r < n; r += rows) {
-      const m = Math.min(rows, n - r);
-      using wt = be.upload(w.subarray(r * k, (r + m) * k), [m, k]);
-      parts.push(
-        await be.ggufQuantize!(wt, type, { optRtn: opts.optRtn, imatrix: im, atExport: opts.atExport }),
-      );
-    }
-    if (parts.length === 1) return parts[0];
-    const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-    let at = 0;
-    for (const p of parts) (out.set(p, at), at += p.length);
-    return out;
-  };
 }
 
 /** Writes one GGUF file. */
@@ -329,7 +303,9 @@ export class GgufExporter implements Exporter {
     w.setMeta("general.architecture", meta.str(spec.traits.ggufArch));
     for (const [k, v] of generalMetadata(basename(this.#ctx.sourceDir), this.#fmt)) w.setMeta(k, v);
     for (const [k, v] of architectureMetadata(spec)) w.setMeta(k, v);
-    for (const [k, v] of await tokenizerMetadata(this.#ctx.sourceDir, spec)) w.setMeta(k, v);
+    for (const [k, v] of await tokenizerMetadata(this.#ctx.sourceDir, spec, Tokenizer.fromDir)) {
+      w.setMeta(k, v);
+    }
     await w.finish();
     // The tokenizer files go next to the .gguf so our own tools can encode for it (llama.cpp reads
     // the vocabulary from the metadata).

@@ -37,7 +37,7 @@ import {
   type GgufFormat,
   ggufFormat,
   isFloatGguf,
-} from "./gguf/formats.ts";
+} from "../formats/gguf/presets.ts";
 import { LlmCompressorExporter } from "./llm_compressor.ts";
 
 /** The families of formats. */

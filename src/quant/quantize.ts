@@ -6,11 +6,10 @@
 import type { Backend } from "../backend/backend.ts";
 import { createBackend, type DeviceName } from "../backend/select.ts";
 import { UsageError } from "../errors.ts";
-import type { ExportContext } from "../export/exporter.ts";
+import type { ExportContext, GgufDeviceQuantizer } from "../export/exporter.ts";
 import type { RunInfo } from "../formats/run.ts";
-import { ggufQuantizerOf } from "../export/gguf.ts";
 import { checkFormats, createExporters, parseFormats, resolveRunScheme } from "../export/registry.ts";
-import { isFloatGguf } from "../export/gguf/formats.ts";
+import { isFloatGguf } from "../formats/gguf/presets.ts";
 import { type CalibrationSet, loadCalibration } from "../io/calib.ts";
 import { type Checkpoint, openCheckpoint } from "../io/checkpoint.ts";
 import { OutputFolder } from "../io/output_folder.ts";
@@ -201,6 +200,33 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
   } finally {
     owned?.[Symbol.dispose]();
   }
+}
+
+/**
+ * The device GGUF quantizer of a GPU backend (uploads the weight, runs Backend.ggufQuantize), or
+ * undefined: on the CPU the exporter runs the host reference itself, whose float64 importance keeps
+ * its bytes identical with auto-round's. A weight larger than one device tensor goes in row slices
+ * (blocks never cross rows, and the importance is the same for every slice).
+ */
+export function ggufQuantizerOf(be: Backend): GgufDeviceQuantizer | undefined {
+  if (!be.ggufQuantize || be.name === "cpu") return undefined;
+  return async (type, w, n, k, opts) => {
+    using im = opts.imatrix ? be.upload(opts.imatrix, [k]) : undefined;
+    const rows = Math.max(1, Math.min(n, Math.floor((be.maxTensorBytes ?? Infinity) / (4 * k))));
+    const parts: Uint8Array[] = [];
+    for (let r = 0; r < n; r += rows) {
+      const m = Math.min(rows, n - r);
+      using wt = be.upload(w.subarray(r * k, (r + m) * k), [m, k]);
+      parts.push(
+        await be.ggufQuantize!(wt, type, { optRtn: opts.optRtn, imatrix: im, atExport: opts.atExport }),
+      );
+    }
+    if (parts.length === 1) return parts[0];
+    const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+    let at = 0;
+    for (const p of parts) (out.set(p, at), at += p.length);
+    return out;
+  };
 }
 
 function logPlan(

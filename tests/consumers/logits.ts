@@ -2,7 +2,8 @@
  * Logits of GGUF files under llama.cpp (node-llama-cpp) next to our own forward over the same file
  * read back by our reader: the comparison the GGUF consumer tests assert on.
  */
-import { inspectGguf, openGgufModel } from "../../src/io/gguf_reader.ts";
+import { inspectGguf } from "../../src/formats/gguf/summary.ts";
+import { openGgufModel } from "../../src/io/gguf_model.ts";
 import type { Tokenizer } from "../../src/io/tokenizer.ts";
 import { lastLogits, type LlamaRequest, runLlamaCpp } from "./helpers.ts";
 

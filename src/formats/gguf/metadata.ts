@@ -3,15 +3,16 @@
  * tokenizer, as llama.cpp's `convert_hf_to_gguf.py` writes them (TextModel/LlamaModel
  * `set_gguf_parameters`, `_set_vocab_llama_hf`, `_set_vocab_gpt2`; gguf-py `vocab.py` SpecialVocab and
  * LlamaHfVocab; key names from gguf-py `constants.py` Keys). Value types are the ones gguf-py uses:
- * llama.cpp reads them with strict type checks.
+ * llama.cpp reads them with strict type checks. {@link ggufModelConfig} reads the architecture keys
+ * back into a config.json object.
  */
-import { FormatError } from "../../errors.ts";
-import { TokenType } from "../../formats/gguf/constants.ts";
-import { type GgufMetaValue, meta } from "../../io/gguf_writer.ts";
-import { Tokenizer } from "../../io/tokenizer.ts";
+import { FormatError, UnsupportedError } from "../../errors.ts";
+import { TokenType } from "./constants.ts";
+import type { GgufFile } from "./file.ts";
+import { type GgufMetaValue, meta } from "./writer.ts";
 import type { ModelSpec } from "../../model/config.ts";
 import { join } from "../../std/path.ts";
-import type { GgufFormat } from "./formats.ts";
+import type { GgufFormat } from "./presets.ts";
 
 /** gguf-py GGML_QUANT_VERSION. */
 const QUANT_VERSION = 2;
@@ -25,6 +26,19 @@ async function readJsonOr(path: string): Promise<Json | undefined> {
     if (e instanceof Deno.errors.NotFound) return undefined;
     throw new FormatError(`not valid JSON: ${(e as Error).message}`, path);
   }
+}
+
+/** What the tokenizer keys need of a tokenizer (io/tokenizer.ts `Tokenizer` is one). */
+export interface GgufVocabSource {
+  /** Pieces in id order. */
+  vocab(): string[];
+  merges(): string[];
+  addedTokens(): { id: number; special: boolean }[];
+  readonly bosTokenId?: number;
+  readonly eosTokenId?: number;
+  readonly padTokenId?: number;
+  readonly unkTokenId?: number;
+  readonly chatTemplate?: string;
 }
 
 /** The architecture keys (`{arch}.*`). */
@@ -111,14 +125,16 @@ function preTokenizerName(modelType: string, vocab: string[]): string {
 /**
  * The tokenizer keys. "llama" for sentencepiece-style BPE (byte fallback, ▁ for spaces: LlamaHfVocab
  * conditions) with scores and token types; "gpt2" for byte-level BPE with merges and a pre-tokenizer.
+ * `openTokenizer` loads the folder's tokenizer (io/tokenizer.ts `Tokenizer.fromDir`).
  */
 export async function tokenizerMetadata(
   sourceDir: string,
   spec: ModelSpec,
+  openTokenizer: (dir: string) => Promise<GgufVocabSource>,
 ): Promise<[string, GgufMetaValue][]> {
   const tj = await readJsonOr(join(sourceDir, "tokenizer.json"));
   if (!tj) return [];
-  const tok = await Tokenizer.fromDir(sourceDir);
+  const tok = await openTokenizer(sourceDir);
   const cfg = (await readJsonOr(join(sourceDir, "tokenizer_config.json"))) ?? {};
   const model = (tj.model ?? {}) as Json;
   const decoder = (tj.decoder ?? {}) as Json;
@@ -188,4 +204,65 @@ export function generalMetadata(name: string, format: GgufFormat): [string, Gguf
     ["general.file_type", meta.u32(format.fileType)],
     ["general.quantization_version", meta.u32(QUANT_VERSION)],
   ];
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Back: a GGUF file's keys as config.json
+// ---------------------------------------------------------------------------------------------------
+
+const HF_ARCH: Record<string, { modelType: string; architecture: string; bias: boolean }> = {
+  llama: { modelType: "llama", architecture: "LlamaForCausalLM", bias: false },
+  qwen2: { modelType: "qwen2", architecture: "Qwen2ForCausalLM", bias: true },
+  qwen3: { modelType: "qwen3", architecture: "Qwen3ForCausalLM", bias: false },
+};
+
+/** A config.json object equivalent to a GGUF file's hyperparameters (for {@link parseModelConfig}). */
+export function ggufModelConfig(f: GgufFile): Record<string, unknown> {
+  const arch = f.str("general.architecture") ?? "";
+  const hf = HF_ARCH[arch];
+  if (!hf) {
+    throw new UnsupportedError(
+      `GGUF architecture "${arch}" cannot be read back (${Object.keys(HF_ARCH).join(", ")} can)`,
+      f.path,
+    );
+  }
+  if (f.tensors.some((t) => t.name === "rope_freqs.weight")) {
+    throw new UnsupportedError(
+      `GGUF files with rope_freqs (Llama 3 RoPE scaling) cannot be read back yet`,
+      f.path,
+    );
+  }
+  const k = (s: string) => f.num(`${arch}.${s}`);
+  const need = (s: string) => {
+    const v = k(s);
+    if (v === undefined) throw new FormatError(`metadata ${arch}.${s} is missing`, f.path);
+    return v;
+  };
+  const hidden = need("embedding_length"), heads = need("attention.head_count");
+  const vocab = k("vocab_size") ?? f.array("tokenizer.ggml.tokens")?.length ??
+    f.tensor("token_embd.weight").ne[1];
+  const cfg: Record<string, unknown> = {
+    architectures: [hf.architecture],
+    model_type: hf.modelType,
+    hidden_size: hidden,
+    intermediate_size: need("feed_forward_length"),
+    num_hidden_layers: need("block_count"),
+    num_attention_heads: heads,
+    num_key_value_heads: k("attention.head_count_kv") ?? heads,
+    head_dim: k("attention.key_length") ?? hidden / heads,
+    vocab_size: vocab,
+    max_position_embeddings: k("context_length") ?? 2048,
+    rms_norm_eps: need("attention.layer_norm_rms_epsilon"),
+    rope_theta: k("rope.freq_base") ?? 10000,
+    tie_word_embeddings: !f.tensors.some((t) => t.name === "output.weight"),
+    attention_bias: hf.bias,
+    hidden_act: "silu",
+    torch_dtype: "float32",
+    bos_token_id: f.num("tokenizer.ggml.bos_token_id"),
+    eos_token_id: f.num("tokenizer.ggml.eos_token_id"),
+  };
+  if (f.str(`${arch}.rope.scaling.type`) === "linear") {
+    cfg.rope_scaling = { rope_type: "linear", factor: k("rope.scaling.factor") };
+  }
+  return cfg;
 }

@@ -8,14 +8,9 @@
  * Tensors arrive one at a time (block by block) and go to a side file at once; `finish` writes the
  * header, appends the data and renames the result into place, so memory holds one tensor.
  */
-import { FormatError, InputError } from "../errors.ts";
-import { GGML_TYPES, type GgmlTypeName } from "../qmath/gguf/types.ts";
-import {
-  GGUF_DEFAULT_ALIGNMENT,
-  GGUF_MAGIC,
-  GGUF_VERSION,
-  GgufValueType,
-} from "../formats/gguf/constants.ts";
+import { FormatError, InputError } from "../../errors.ts";
+import { GGML_TYPES, type GgmlTypeName } from "../../qmath/gguf/types.ts";
+import { GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, GgufValueType } from "./constants.ts";
 
 /** Scalar metadata types by gguf-py name. */
 export type GgufScalarType =

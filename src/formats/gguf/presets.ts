@@ -11,7 +11,7 @@
  *   convert.py `prepare_tensors` (fallbacks when the input size is not a multiple of the block).
  */
 import { GGML_TYPES, type GgmlTypeName } from "../../qmath/gguf/types.ts";
-import { LLAMA_FILE_TYPES } from "../../formats/gguf/constants.ts";
+import { LLAMA_FILE_TYPES } from "./constants.ts";
 
 /** A base GGUF scheme (schemes.py GGUF_SCHEME_FACTS). */
 export interface GgufSchemeFacts {
