@@ -8,7 +8,7 @@
  *
  * Host memory stays at one tensor: each is generated, written and dropped.
  */
-import { parseSize, SafetensorsWriter } from "../src/io/safetensors.ts";
+import { parseSize, SafetensorsWriter } from "../src/io/safetensors/writer.ts";
 import { blockPrefix, blockWeightShapes, parseModelConfig } from "../src/model/config.ts";
 import { encodeFloats, type FloatDType } from "../src/tensor/dtype.ts";
 import { type FlagSpec, parseFlags } from "../src/std/cli.ts";

@@ -15,7 +15,7 @@ import {
 } from "../src/eval/loglikelihood.ts";
 import { openEvalModel } from "../src/eval/model_source.ts";
 import { runEvalTasks } from "../src/eval/run.ts";
-import { SafetensorsWriter } from "../src/io/safetensors.ts";
+import { SafetensorsWriter } from "../src/io/safetensors/writer.ts";
 import { LoadedModel } from "../src/model/transformer.ts";
 import { assertClose, assertEquals, assertEqualsInOrder, STORIES } from "./eval_assert.ts";
 

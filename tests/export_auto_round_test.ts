@@ -14,7 +14,7 @@ import {
 } from "../src/formats/gptq/pack.ts";
 import { documentStream, windowedPerplexity } from "../src/eval/perplexity.ts";
 import { openCheckpoint, overlaySource } from "../src/io/checkpoint.ts";
-import { SafetensorsReader } from "../src/io/safetensors.ts";
+import { SafetensorsReader } from "../src/io/safetensors/reader.ts";
 import { Tokenizer } from "../src/io/tokenizer.ts";
 import { silentLog } from "../src/log.ts";
 import { LoadedModel } from "../src/model/transformer.ts";

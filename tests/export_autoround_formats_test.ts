@@ -9,7 +9,7 @@
  * compressed-tensors package for it, which the GPU machine lacks.
  */
 import { CpuBackend } from "../src/backend/cpu/cpu_backend.ts";
-import { SafetensorsReader } from "../src/io/safetensors.ts";
+import { SafetensorsReader } from "../src/io/safetensors/reader.ts";
 import { silentLog } from "../src/log.ts";
 import { quantize } from "../src/quant/quantize.ts";
 import { resolveScheme } from "../src/quant/scheme.ts";

@@ -13,7 +13,7 @@ import type { Backend, GgufBlockType, GgufQuantizeOptions } from "../src/backend
 import { CpuBackend } from "../src/backend/cpu/cpu_backend.ts";
 import { dequantizeBytes } from "../src/qmath/gguf/blocks.ts";
 import { GGML_TYPES } from "../src/qmath/gguf/types.ts";
-import { SafetensorsReader } from "../src/io/safetensors.ts";
+import { SafetensorsReader } from "../src/io/safetensors/reader.ts";
 
 export const GGUF_TYPES: GgufBlockType[] = [
   "Q4_0",

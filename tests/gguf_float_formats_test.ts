@@ -11,7 +11,7 @@ import type { GgufExporter } from "../src/export/gguf.ts";
 import { parseFormats, resolveRunScheme } from "../src/export/registry.ts";
 import { GgufFile } from "../src/formats/gguf/file.ts";
 import { openGgufModel } from "../src/io/gguf_model.ts";
-import { SafetensorsReader } from "../src/io/safetensors.ts";
+import { SafetensorsReader } from "../src/io/safetensors/reader.ts";
 import { Tokenizer } from "../src/io/tokenizer.ts";
 import { roundToDType } from "../src/tensor/dtype.ts";
 import { exportModel, llamaCppUnavailable, runLlamaCpp, STORIES } from "./consumers/helpers.ts";

@@ -1,5 +1,6 @@
 import { FormatError, InputError, UsageError } from "../src/errors.ts";
-import { parseSize, SafetensorsReader, SafetensorsWriter } from "../src/io/safetensors.ts";
+import { SafetensorsReader } from "../src/io/safetensors/reader.ts";
+import { parseSize, SafetensorsWriter } from "../src/io/safetensors/writer.ts";
 import type { StDType } from "../src/tensor/dtype.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 

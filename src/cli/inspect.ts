@@ -4,7 +4,7 @@
  */
 import { InputError, UsageError } from "../errors.ts";
 import { readConfig } from "../io/checkpoint.ts";
-import { SafetensorsReader } from "../io/safetensors.ts";
+import { SafetensorsReader } from "../io/safetensors/reader.ts";
 import type { Log } from "../log.ts";
 import { parseModelConfig } from "../model/config.ts";
 import { compressLayerNames } from "../quant/layer_config.ts";

@@ -5,7 +5,7 @@ import { createBackend, parseDevice } from "../backend/select.ts";
 import { UsageError } from "../errors.ts";
 import { DEFAULT_DATASET } from "../io/calib.ts";
 import { openCheckpoint } from "../io/checkpoint.ts";
-import { parseSize } from "../io/safetensors.ts";
+import { parseSize } from "../io/safetensors/writer.ts";
 import { Tokenizer } from "../io/tokenizer.ts";
 import type { Log } from "../log.ts";
 import { parseLayerConfigArg } from "../quant/layer_config.ts";

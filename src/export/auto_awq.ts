@@ -5,7 +5,7 @@
  * only. Spec: FORMATS.md § auto_awq; source: auto_round/export/export_to_awq/export.py.
  */
 import { awqQuantizationConfig, awqTensors } from "../formats/awq.ts";
-import { SafetensorsWriter } from "../io/safetensors.ts";
+import { SafetensorsWriter } from "../io/safetensors/writer.ts";
 import type { QuantizedLinear } from "../qmath/quantized.ts";
 import { join } from "../std/path.ts";
 import { encodeFloats, type StDType } from "../tensor/dtype.ts";

@@ -7,7 +7,7 @@
  */
 import { autoGptqQuantizationConfig } from "../formats/gptq/config.ts";
 import { autoGptqTensors } from "../formats/gptq/tensors.ts";
-import { SafetensorsWriter } from "../io/safetensors.ts";
+import { SafetensorsWriter } from "../io/safetensors/writer.ts";
 import type { QuantizedLinear } from "../qmath/quantized.ts";
 import { join } from "../std/path.ts";
 import { encodeFloats, type StDType } from "../tensor/dtype.ts";

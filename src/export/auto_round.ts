@@ -10,7 +10,7 @@
  */
 import { autoRoundPackingFormat, autoRoundQuantizationConfig } from "../formats/gptq/config.ts";
 import { gptqTensors } from "../formats/gptq/tensors.ts";
-import { SafetensorsWriter } from "../io/safetensors.ts";
+import { SafetensorsWriter } from "../io/safetensors/writer.ts";
 import type { QuantizedLinear } from "../qmath/quantized.ts";
 import { join } from "../std/path.ts";
 import { encodeFloats, type StDType } from "../tensor/dtype.ts";

@@ -4,7 +4,7 @@
  * quantization_config), so anything that loads the original model loads it. Source:
  * auto_round/export/formats/backends/fake.py (saves the model after quantize-dequantize).
  */
-import { SafetensorsWriter } from "../io/safetensors.ts";
+import { SafetensorsWriter } from "../io/safetensors/writer.ts";
 import { join } from "../std/path.ts";
 import { encodeFloats, type StDType } from "../tensor/dtype.ts";
 import { checkpointDType } from "./common.ts";

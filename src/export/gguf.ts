@@ -23,7 +23,7 @@ import {
   ST_DTYPE_BYTES,
   type StDType,
 } from "../tensor/dtype.ts";
-import type { ExportContext, Exporter, GgufDeviceQuantizer } from "./exporter.ts";
+import type { ExportContext, Exporter } from "./exporter.ts";
 import type { QuantizedLinear } from "../qmath/quantized.ts";
 import { copyModelSideFiles } from "./hf_files.ts";
 import { Tokenizer } from "../io/tokenizer.ts";

@@ -6,7 +6,7 @@
  * auto_round/export/export_to_llmcompressor/export.py.
  */
 import { compressedTensorsConfig, packQuantizedTensors } from "../formats/compressed_tensors.ts";
-import { SafetensorsWriter } from "../io/safetensors.ts";
+import { SafetensorsWriter } from "../io/safetensors/writer.ts";
 import type { QuantizedLinear } from "../qmath/quantized.ts";
 import { join } from "../std/path.ts";
 import { encodeFloats, type StDType } from "../tensor/dtype.ts";

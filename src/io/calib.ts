@@ -19,7 +19,7 @@ import { parquetMetadata, parquetReadObjects, parquetSchema } from "hyparquet";
 import { FormatError, InputError, UsageError } from "../errors.ts";
 import { type EnvReader, hubCacheDir, resolveDatasetCacheDir } from "./model_source.ts";
 import { PyRandom } from "./pyrandom.ts";
-import { SafetensorsReader } from "./safetensors.ts";
+import { SafetensorsReader } from "./safetensors/reader.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 /** Token rows for calibration, row-major, with the positions the loss counts. */

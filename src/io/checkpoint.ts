@@ -8,7 +8,7 @@ import { type ModelSpec, parseModelConfig } from "../model/config.ts";
 import type { WeightSource } from "../model/transformer.ts";
 import { join } from "../std/path.ts";
 import { resolveModelDir } from "./model_source.ts";
-import { SafetensorsReader } from "./safetensors.ts";
+import { SafetensorsReader } from "./safetensors/reader.ts";
 import { openQuantizedSource } from "./quantized_loader.ts";
 
 /** An opened model folder. Close it with `using`. */

@@ -21,7 +21,7 @@ import { autoRoundPacking } from "../formats/gptq/config.ts";
 import { gptqReader } from "../formats/gptq/tensors.ts";
 import type { PackedLayer, PackedReader } from "../formats/layout.ts";
 import type { WeightSource } from "../model/transformer.ts";
-import type { SafetensorsReader } from "./safetensors.ts";
+import type { SafetensorsReader } from "./safetensors/reader.ts";
 
 /** The format reader of a quantization_config, by its `quant_method` (and auto-round's packing). */
 function readerOf(qc: Record<string, unknown>): PackedReader {

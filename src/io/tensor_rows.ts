@@ -4,7 +4,7 @@
  * f32; the ~25 k distinct tokens of 128 × 2048 calibration samples are a few hundred MB).
  */
 import { decodeFloats, type FloatDType, ST_DTYPE_BYTES } from "../tensor/dtype.ts";
-import type { SafetensorsReader } from "./safetensors.ts";
+import type { SafetensorsReader } from "./safetensors/reader.ts";
 import { FormatError } from "../errors.ts";
 
 /** Rows of one tensor kept as stored; `gather` decodes the rows of a batch to f32. */

@@ -11,7 +11,8 @@
  * - `tinyQwen`: a random Qwen2 or Qwen3 of two blocks with the real Qwen3 tokenizer (byte-level BPE,
  *   151,669 tokens) and config vocab 151,936, for the "gpt2" tokenizer, padding and architecture keys.
  */
-import { SafetensorsReader, SafetensorsWriter } from "../../src/io/safetensors.ts";
+import { SafetensorsReader } from "../../src/io/safetensors/reader.ts";
+import { SafetensorsWriter } from "../../src/io/safetensors/writer.ts";
 import { encodeFloats } from "../../src/tensor/dtype.ts";
 import { REPO, STORIES } from "./helpers.ts";
 import { join } from "./path.ts";
