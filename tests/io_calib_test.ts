@@ -9,15 +9,8 @@
  * with a printed reason when it is absent.
  */
 
-import {
-  concatSamples,
-  keepSample,
-  loadCalibration,
-  lossMaskOf,
-  parseDatasetSpec,
-  pyRstrip,
-  readTexts,
-} from "../src/io/calib.ts";
+import { concatSamples, keepSample, loadCalibration, lossMaskOf, parseDatasetSpec } from "../src/io/calib.ts";
+import { pyRstrip, readTexts } from "../src/io/calib_texts.ts";
 import { PyRandom } from "../src/io/pyrandom.ts";
 import { Tokenizer } from "../src/io/tokenizer.ts";
 import { FormatError, UsageError } from "../src/errors.ts";
