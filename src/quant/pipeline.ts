@@ -8,14 +8,14 @@
  *       inputs → free block b
  *   then embeddings, final norm, lm_head and configs; the output folder appears only on success.
  *
- * Host memory holds one block's weights plus what the exporters are writing.
+ * Host memory holds one block's weights plus what the exporters are writing. A Linear's starting
+ * state is linear_state.ts; what a finished block hands the exporters, block_outputs.ts.
  */
-import type { Backend, IntQuantParams, QuantState, Tensor } from "../backend/backend.ts";
-import type { Exporter } from "../export/exporter.ts";
-import type { QuantizedLinear } from "../qmath/quantized.ts";
-import type { Checkpoint } from "../io/checkpoint.ts";
+import type { QuantState, Tensor } from "../backend/backend.ts";
+import type { LayerPlan } from "../formats/run.ts";
 import type { CalibrationSet } from "../io/calib.ts";
 import { PyRandom } from "../io/pyrandom.ts";
+import { TensorRows } from "../io/tensor_rows.ts";
 import type { Log } from "../log.ts";
 import {
   blockForward,
@@ -23,20 +23,13 @@ import {
   type LinearInputObserver,
   type RopeTensors,
 } from "../model/block.ts";
-import { BLOCK_LINEARS, blockPrefix, blockWeightShapes, type LinearName } from "../model/config.ts";
+import { BLOCK_LINEARS, blockPrefix, type LinearName } from "../model/config.ts";
 import { loadBlockWeights, uploadRope } from "../model/transformer.ts";
-import { type ActivationStore, activationStore, computeBytes, samplesPerPass } from "./activations.ts";
-import { TensorRows } from "../io/tensor_rows.ts";
-import {
-  groupMinMax,
-  groupsPerRow,
-  importanceForWeight,
-  resolveGroupSize,
-  searchScalesSym,
-} from "../qmath/int_quant.ts";
-import type { LayerConfigResult } from "./layer_config.ts";
-import type { LayerPlan } from "../formats/run.ts";
 import type { QuantScheme } from "../qmath/quantized.ts";
+import { type ActivationStore, activationStore, computeBytes, samplesPerPass } from "./activations.ts";
+import { finishBlock, type OutputTargets, writeRawTo } from "./block_outputs.ts";
+import type { LayerConfigResult } from "./layer_config.ts";
+import { initialStateOf, optRtnScales, quantParams, usesOptRtn } from "./linear_state.ts";
 import { type SignRoundSettings, tuneBlock, type TunedLinear } from "./signround.ts";
 
 /** Settings of the quantization step itself (formats and I/O are the caller's). */
@@ -66,124 +59,14 @@ export interface BlockReport {
 /** Progress callback: block `index` (1-based) of `total` finished. */
 export type BlockProgress = (report: BlockReport, index: number, total: number) => void;
 
-/** Whether AutoRound would use optimized RTN for this layer (rtn/config.py, get_quant_func). */
-export function usesOptRtn(s: QuantScheme, iters: number, disableOptRtn: boolean | undefined): boolean {
-  if (iters > 0) return false;
-  // W8A16 turns it off by default; an explicit --enable_opt_rtn keeps it on.
-  const disabled = disableOptRtn ?? s.bits >= 8;
-  // Only symmetric int has an opt-RTN quantizer ("opt_rtn_int_sym"); asym falls back to int_asym.
-  return !disabled && s.sym;
-}
-
-/** Quantizer parameters of a layer (scales stored as fp16, auto-round's default scale_dtype). */
-export function quantParams(s: QuantScheme, k: number): IntQuantParams {
-  return { bits: s.bits, groupSize: resolveGroupSize(s.groupSize, k), sym: s.sym, scaleDType: "f16" };
-}
-
-/** Build a Linear's initial tuning state from host weights: V = 0, α = β = 1, group min/max of W. */
-export function initialState(
-  be: Backend,
-  w: Float32Array,
-  n: number,
-  k: number,
-  s: QuantScheme,
-  initScale?: Float64Array,
-): QuantState & Disposable {
-  const layout = { n, k, g: resolveGroupSize(s.groupSize, k) };
-  const { wMin, wMax } = groupMinMax(w, layout);
-  const G = groupsPerRow(layout);
-  const wl = [wMin.length];
-  return stateWith(
-    be,
-    n,
-    k,
-    G,
-    be.upload(wMin, wl),
-    be.upload(wMax, wl),
-    initScale && be.upload(initScale, wl),
-  );
-}
-
-/**
- * The same from a weight on the device: the group min/max come from the backend's groupMinMax when
- * it has one (no round trip of W through host memory), else from a host copy.
- */
-export async function initialStateOf(
-  be: Backend,
-  weight: Tensor,
-  s: QuantScheme,
-  initScale?: Tensor,
-): Promise<QuantState & Disposable> {
-  const [n, k] = weight.shape;
-  const g = resolveGroupSize(s.groupSize, k);
-  if (!be.groupMinMax) {
-    const st = initialState(be, await be.read(weight), n, k, s);
-    return initScale
-      ? { ...st, initScale, [Symbol.dispose]: () => (st[Symbol.dispose](), initScale[Symbol.dispose]()) }
-      : st;
-  }
-  const { wMin, wMax } = be.groupMinMax(weight, g);
-  return stateWith(be, n, k, Math.ceil(k / g), wMin, wMax, initScale);
-}
-
-/**
- * auto-round's optimized-RTN initial scales for a weight, on the device when the backend can search
- * there, else on the host (int_quant.ts searchScalesSym).
- */
-export async function optRtnScales(
-  be: Backend,
-  weight: Tensor,
-  imatrix: Tensor | undefined,
-  s: QuantScheme,
-): Promise<Tensor> {
-  const [n, k] = weight.shape;
-  const g = resolveGroupSize(s.groupSize, k);
-  if (be.optRtnScales) return be.optRtnScales(weight, imatrix, g, s.bits);
-  const wf = await be.read(weight);
-  const layout = { n, k, g };
-  const importance = imatrix ? importanceForWeight(await be.read(imatrix), wf, layout, s.bits) : undefined;
-  const scales = searchScalesSym(wf, layout, s.bits, importance, 1e-5, Math.fround);
-  return be.upload(scales, [scales.length]);
-}
-
-function stateWith(
-  be: Backend,
-  n: number,
-  k: number,
-  G: number,
-  wMin: Tensor,
-  wMax: Tensor,
-  initScale?: Tensor,
-): QuantState & Disposable {
-  const t = {
-    v: be.full([n, k], 0),
-    minScale: be.full([n * G], 1),
-    maxScale: be.full([n * G], 1),
-    wMin,
-    wMax,
-    initScale,
-  };
-  return {
-    ...t,
-    [Symbol.dispose]() {
-      for (const x of Object.values(t)) x?.[Symbol.dispose]();
-    },
-  };
-}
-
 /** The inputs the pipeline needs from the caller. */
-export interface PipelineInput {
-  be: Backend;
-  ckpt: Checkpoint;
+export interface PipelineInput extends OutputTargets {
   scheme: QuantScheme;
   layers: LayerConfigResult;
   settings: QuantizeSettings;
   calib?: CalibrationSet;
-  exporters: Exporter[];
   log: Log;
   onBlock?: BlockProgress;
-  /** Receives each quantized Linear's fake-quantized weight Ŵ (as the backend computed it). */
-  onFakeWeight?: (name: string, values: Float32Array) => void;
 }
 
 /** The activation streams while blocks are processed. */
@@ -450,97 +333,4 @@ async function copyStore(from: ActivationStore, to: ActivationStore, bs: number)
     using x = await from.read(s, Math.min(bs, from.samples - s));
     await to.write(s, x);
   }
-}
-
-/**
- * One block's outputs, in two phases. The device phase (this function) reads back the final codes,
- * scales and zeros and keeps the fake-quantized weights in `fake`; it returns the host phase —
- * packing and writing to every exporter, in model order — which the caller runs while the next
- * block tunes on the device.
- */
-async function finishBlock(
-  p: PipelineInput,
-  b: number,
-  w: BlockWeights,
-  plans: Map<LinearName, LayerPlan>,
-  states: Map<LinearName, QuantState>,
-  imatrix: Map<LinearName, Tensor>,
-  fake: Map<LinearName, Tensor>,
-  report: Omit<BlockReport, "seconds">,
-  /** The quantized stream needs the fake-quantized weights (SignRound's next inputs). */
-  needsFake: boolean,
-): Promise<() => Promise<void>> {
-  const { be } = p;
-  const prefix = blockPrefix(b);
-  const packed = p.exporters.filter((e) => !e.wantsFloatLinears);
-  const floatWanting = p.exporters.filter((e) => e.wantsFloatLinears);
-  // The packing quantization is skipped when nothing consumes it (a GGUF-only RTN run).
-  const needPacked = packed.length > 0 || p.onFakeWeight !== undefined || needsFake;
-  const writes: (() => Promise<void>)[] = [];
-  for (const [lname, plan] of plans) {
-    const full = prefix + lname;
-    const weight = w.linear[lname];
-    let ql: QuantizedLinear | undefined;
-    if (plan.quantize && needPacked) {
-      const state = states.get(lname)!;
-      const params = quantParams(plan.scheme, weight.shape[1]);
-      const q = await be.quantizeWeights(weight, state, params);
-      const fq = be.fakeQuant(weight, state, params, be.computeDType);
-      fake.set(lname, fq);
-      if (p.onFakeWeight) p.onFakeWeight(`${full}.weight`, await be.read(fq));
-      const biasName = `${full}.bias`;
-      ql = {
-        name: full,
-        n: weight.shape[0],
-        k: weight.shape[1],
-        bits: plan.scheme.bits,
-        groupSize: plan.scheme.groupSize,
-        sym: plan.scheme.sym,
-        q,
-        bias: p.ckpt.weights.has(biasName) ? await p.ckpt.weights.readF32(biasName) : undefined,
-      };
-    }
-    for (const e of floatWanting) {
-      if (ql && e.acceptsQuantized?.(ql)) {
-        const l = ql;
-        writes.push(() => e.writeQuantized(l)); // quantized once, shared
-      } else {
-        const imp = imatrix.get(lname);
-        const [n, k, wf, iv] = [
-          weight.shape[0],
-          weight.shape[1],
-          await be.read(weight),
-          imp && await be.read(imp),
-        ];
-        writes.push(() => e.writeFloatLinear!(full, n, k, wf, iv));
-      }
-    }
-    if (!plan.quantize) {
-      report.skipped.push(full);
-      writes.push(() => writeRawTo(p, packed, `${full}.weight`));
-      continue;
-    }
-    const l = ql!;
-    for (const e of packed) writes.push(() => e.writeQuantized(l));
-    report.quantized.push(full);
-  }
-  // The rest of the block (norms; biases of Linears kept in 16-bit) is copied as stored.
-  for (const [rel] of blockWeightShapes(p.ckpt.spec)) {
-    const lin = rel.replace(/\.(weight|bias)$/, "") as LinearName;
-    const plan = plans.get(lin);
-    if (plan && rel.endsWith(".weight")) continue; // Linear weights handled above
-    const packedGetsIt = !(plan?.quantize && rel.endsWith(".bias")); // quantized layers carry their bias
-    writes.push(() => writeRawTo(p, packedGetsIt ? p.exporters : floatWanting, prefix + rel));
-  }
-  return async () => {
-    for (const write of writes) await write();
-  };
-}
-
-/** Copy a tensor as stored into the given exporters. */
-async function writeRawTo(p: PipelineInput, to: Exporter[], name: string): Promise<void> {
-  if (to.length === 0) return;
-  const info = p.ckpt.reader.info(name);
-  const bytes = await p.ckpt.reader.readBytes(name);
-  for (const e of to) await e.writeRaw(name, info.dtype, info.shape, bytes);
 }

@@ -22,7 +22,8 @@ import {
   type LayerOverride,
   resolveLayerConfig,
 } from "./layer_config.ts";
-import { type BlockReport, runPipeline, usesOptRtn } from "./pipeline.ts";
+import { type BlockReport, runPipeline } from "./pipeline.ts";
+import { usesOptRtn } from "./linear_state.ts";
 import type { QuantScheme } from "../qmath/quantized.ts";
 import { CpuBackend } from "../backend/cpu/cpu_backend.ts";
 

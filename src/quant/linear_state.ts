@@ -1,0 +1,119 @@
+/**
+ * A Linear's starting quantizer state for the pipeline and SignRound: V = 0, α = β = 1, the group
+ * min/max of the unquantized weight, and auto-round's optimized-RTN initial scales when they apply;
+ * on the device when the backend has the kernels, else from the host math (qmath/int_quant.ts).
+ */
+import type { Backend, IntQuantParams, QuantState, Tensor } from "../backend/backend.ts";
+import {
+  groupMinMax,
+  groupsPerRow,
+  importanceForWeight,
+  resolveGroupSize,
+  searchScalesSym,
+} from "../qmath/int_quant.ts";
+import type { QuantScheme } from "../qmath/quantized.ts";
+
+/** Whether AutoRound would use optimized RTN for this layer (rtn/config.py, get_quant_func). */
+export function usesOptRtn(s: QuantScheme, iters: number, disableOptRtn: boolean | undefined): boolean {
+  if (iters > 0) return false;
+  // W8A16 turns it off by default; an explicit --enable_opt_rtn keeps it on.
+  const disabled = disableOptRtn ?? s.bits >= 8;
+  // Only symmetric int has an opt-RTN quantizer ("opt_rtn_int_sym"); asym falls back to int_asym.
+  return !disabled && s.sym;
+}
+
+/** Quantizer parameters of a layer (scales stored as fp16, auto-round's default scale_dtype). */
+export function quantParams(s: QuantScheme, k: number): IntQuantParams {
+  return { bits: s.bits, groupSize: resolveGroupSize(s.groupSize, k), sym: s.sym, scaleDType: "f16" };
+}
+
+/** Build a Linear's initial tuning state from host weights: V = 0, α = β = 1, group min/max of W. */
+export function initialState(
+  be: Backend,
+  w: Float32Array,
+  n: number,
+  k: number,
+  s: QuantScheme,
+  initScale?: Float64Array,
+): QuantState & Disposable {
+  const layout = { n, k, g: resolveGroupSize(s.groupSize, k) };
+  const { wMin, wMax } = groupMinMax(w, layout);
+  const G = groupsPerRow(layout);
+  const wl = [wMin.length];
+  return stateWith(
+    be,
+    n,
+    k,
+    G,
+    be.upload(wMin, wl),
+    be.upload(wMax, wl),
+    initScale && be.upload(initScale, wl),
+  );
+}
+
+/**
+ * The same from a weight on the device: the group min/max come from the backend's groupMinMax when
+ * it has one (no round trip of W through host memory), else from a host copy.
+ */
+export async function initialStateOf(
+  be: Backend,
+  weight: Tensor,
+  s: QuantScheme,
+  initScale?: Tensor,
+): Promise<QuantState & Disposable> {
+  const [n, k] = weight.shape;
+  const g = resolveGroupSize(s.groupSize, k);
+  if (!be.groupMinMax) {
+    const st = initialState(be, await be.read(weight), n, k, s);
+    return initScale
+      ? { ...st, initScale, [Symbol.dispose]: () => (st[Symbol.dispose](), initScale[Symbol.dispose]()) }
+      : st;
+  }
+  const { wMin, wMax } = be.groupMinMax(weight, g);
+  return stateWith(be, n, k, Math.ceil(k / g), wMin, wMax, initScale);
+}
+
+/**
+ * auto-round's optimized-RTN initial scales for a weight, on the device when the backend can search
+ * there, else on the host (int_quant.ts searchScalesSym).
+ */
+export async function optRtnScales(
+  be: Backend,
+  weight: Tensor,
+  imatrix: Tensor | undefined,
+  s: QuantScheme,
+): Promise<Tensor> {
+  const [n, k] = weight.shape;
+  const g = resolveGroupSize(s.groupSize, k);
+  if (be.optRtnScales) return be.optRtnScales(weight, imatrix, g, s.bits);
+  const wf = await be.read(weight);
+  const layout = { n, k, g };
+  const importance = imatrix ? importanceForWeight(await be.read(imatrix), wf, layout, s.bits) : undefined;
+  const scales = searchScalesSym(wf, layout, s.bits, importance, 1e-5, Math.fround);
+  return be.upload(scales, [scales.length]);
+}
+
+function stateWith(
+  be: Backend,
+  n: number,
+  k: number,
+  G: number,
+  wMin: Tensor,
+  wMax: Tensor,
+  initScale?: Tensor,
+): QuantState & Disposable {
+  const t = {
+    v: be.full([n, k], 0),
+    minScale: be.full([n * G], 1),
+    maxScale: be.full([n * G], 1),
+    wMin,
+    wMax,
+    initScale,
+  };
+  return {
+    ...t,
+    [Symbol.dispose]() {
+      for (const x of Object.values(t)) x?.[Symbol.dispose]();
+    },
+  };
+}
