@@ -23,26 +23,20 @@ import type { QuantizedWeights } from "../../qmath/quantized.ts";
 import type { Cblas } from "../../../ffi/blas/cblas.ts";
 import { BackendError } from "../../errors.ts";
 import { WorkerPool } from "../../parallel/pool.ts";
-import { decodeFloats, roundBf16 } from "../../tensor/dtype.ts";
-import { quantizeAtExport, quantizeTensor } from "../../qmath/gguf/quantize.ts";
-import { packBlocks } from "../../qmath/gguf/blocks.ts";
-import { ggufPlan } from "../gguf_plan.ts";
+import { decodeFloats } from "../../tensor/dtype.ts";
 import * as attn from "./attention_ops.ts";
 import { blasName, type CpuBackendOptions, type OpsContext, startThreads } from "./resources.ts";
 import { CpuTensor, HostBlock, HostMemory, type Storage } from "./cpu_tensor.ts";
+import { ggufQuantizeValues } from "./gguf.ts";
 import type { FArr } from "./kernels.ts";
 import { gemm } from "./matmul.ts";
+import * as loss from "./loss_ops.ts";
+import * as mem from "./memory_ops.ts";
 import * as q from "./quant_ops.ts";
 import * as tk from "./tasks.ts";
 
 export { CpuTensor } from "./cpu_tensor.ts";
 export type { CpuBackendOptions } from "./resources.ts";
-
-function rounderFor(dtype: DType): ((x: number) => number) | undefined {
-  if (dtype === "bf16") return roundBf16;
-  if (dtype === "f16") return Math.f16round;
-  return undefined;
-}
 
 /** The reference backend. `precision: "f64"` stores floats in Float64Array (gradient checks). */
 export class CpuBackend implements Backend {
@@ -96,9 +90,7 @@ export class CpuBackend implements Backend {
   }
 
   private t(x: Tensor): CpuTensor {
-    if (!(x instanceof CpuTensor)) throw new BackendError(`tensor belongs to another backend`);
-    if (x.block.released) throw new BackendError(`use of a disposed tensor`);
-    return x;
+    return CpuTensor.of(x);
   }
 
   /** A tensor owning `array`, which goes back to this backend's memory when it is disposed. */
@@ -119,22 +111,13 @@ export class CpuBackend implements Backend {
     return this.own(shape, dtype, this.mem.floats(n));
   }
 
-  private finish(t: CpuTensor): CpuTensor {
-    const r = rounderFor(t.dtype);
-    if (r) {
-      const d = t.f;
-      for (let i = 0; i < d.length; i++) d[i] = r(d[i]);
-    }
-    return t;
-  }
-
   // ---- memory ---------------------------------------------------------------------------------
   upload(data: Float32Array | Float64Array, shape: readonly number[], dtype: DType = "f32"): Tensor {
     if (dtype === "i32" || dtype === "u8") throw new BackendError(`upload() takes float data; use uploadInt`);
     const t = this.newFloat(shape, dtype);
     if (data.length !== t.size) throw new BackendError(`upload: ${data.length} values for shape [${shape}]`);
     t.f.set(data);
-    return this.finish(t);
+    return t.rounded();
   }
   uploadBytes(
     bytes: Uint8Array,
@@ -165,14 +148,8 @@ export class CpuBackend implements Backend {
   ggufQuantize(w: Tensor, type: GgufBlockType, opts: GgufQuantizeOptions): Promise<Uint8Array> {
     const W = this.t(w);
     if (W.shape.length !== 2) throw new BackendError(`ggufQuantize: weight must be 2-D, got [${W.shape}]`);
-    const [n, k] = W.shape;
     const imatrix = opts.imatrix ? Float32Array.from(this.t(opts.imatrix).f) : undefined;
-    ggufPlan(type, n, k, opts, imatrix); // the same shape checks as the device backends
-    const wf = Float32Array.from(W.f);
-    const blocks = opts.atExport
-      ? quantizeAtExport(type, wf, n, k)
-      : quantizeTensor(type, wf, n, k, { optRtn: opts.optRtn, imatrix });
-    return Promise.resolve(packBlocks(blocks));
+    return Promise.resolve(ggufQuantizeValues(W.f, W.shape[0], W.shape[1], type, opts, imatrix));
   }
   uploadInt(data: Int32Array, shape: readonly number[]): Tensor {
     const t = this.own(shape, "i32", this.mem.i32(data.length));
@@ -185,7 +162,7 @@ export class CpuBackend implements Backend {
     if (dtype === "u8") return this.own(shape, dtype, this.mem.u8(n).fill(value));
     const t = this.newFloat(shape, dtype);
     t.f.fill(value);
-    return this.finish(t);
+    return t.rounded();
   }
   read(x: Tensor): Promise<Float32Array> {
     return Promise.resolve(Float32Array.from(this.t(x).f));
@@ -213,7 +190,7 @@ export class CpuBackend implements Backend {
     const d = this.t(dst), s = this.t(src);
     if (d.size !== s.size) throw new BackendError(`copy of ${s.size} elements into ${d.size}`);
     (d.data as FArr).set(s.data as FArr);
-    this.finish(d);
+    d.rounded();
   }
   gatherSamples(
     dst: Tensor,
@@ -224,21 +201,16 @@ export class CpuBackend implements Backend {
   ): void {
     const d = this.t(dst), s = this.t(src);
     const indices = Array.isArray(idx) ? idx as readonly number[] : Array.from(this.t(idx as Tensor).data);
-    const cols = s.size / s.shape[0];
-    const per = rowsPerSample * cols;
-    const samples = s.size / per, first = firstSample ?? 0;
-    if (d.size < indices.length * per) {
-      throw new BackendError(`gatherSamples: dst holds ${d.size} elements, need ${indices.length * per}`);
-    }
-    const dd = d.data as FArr, sd = s.data as FArr;
-    indices.forEach((idx, i) => {
-      const j = idx - first;
-      if (j >= 0 && j < samples) dd.set(sd.subarray(j * per, (j + 1) * per), i * per);
-      else if (firstSample === undefined) {
-        throw new BackendError(`gatherSamples: sample index ${idx} outside 0..${samples - 1}`);
-      }
-    });
-    this.finish(d);
+    const per = rowsPerSample * (s.size / s.shape[0]);
+    mem.gatherSamples(
+      d.data as FArr,
+      s.data as FArr,
+      indices,
+      per,
+      firstSample ?? 0,
+      firstSample !== undefined,
+    );
+    d.rounded();
   }
 
   // ---- dense math -----------------------------------------------------------------------------
@@ -258,31 +230,31 @@ export class CpuBackend implements Backend {
     if (C.size !== M * N) throw new BackendError(`matmul out has ${C.size} elements, need ${M}×${N}`);
     const alpha = opts.alpha ?? 1, beta = opts.out ? opts.beta ?? 0 : 0;
     gemm({ a: A.f, b: B.f, c: C.f, M, N, K, transA, transB, alpha, beta }, this.pool, this.mem, this.blas);
-    return this.finish(C);
+    return C.rounded();
   }
   add(a: Tensor, b: Tensor, out?: Tensor): Tensor {
     const A = this.t(a), B = this.t(b);
     const C = out ? this.t(out) : this.newFloat(A.shape, A.dtype);
     this.pool.run(tk.addTask, C.size, { x: A.f, y: B.f, z: C.f }, tk.MIN_RANGE_ELEMS);
-    return this.finish(C);
+    return C.rounded();
   }
   addRowVector(x: Tensor, bias: Tensor): void {
     const X = this.t(x), b = this.t(bias).f;
     this.pool.run(tk.addRowVectorTask, X.size / b.length, { x: X.f, bias: b }, tk.grain(b.length));
-    this.finish(X);
+    X.rounded();
   }
   rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
     const X = this.t(x), W = this.t(w);
     const n = W.size, Y = this.newFloat(X.shape, X.dtype);
     this.pool.run(tk.rmsNormTask, X.size / n, { x: X.f, w: W.f, y: Y.f, n, eps }, tk.grain(n));
-    return this.finish(Y);
+    return Y.rounded();
   }
   rmsNormBackward(x: Tensor, w: Tensor, dy: Tensor, eps: number): Tensor {
     const X = this.t(x), W = this.t(w), DY = this.t(dy);
     const n = W.size, DX = this.newFloat(X.shape, DY.dtype);
     const args = { x: X.f, w: W.f, dy: DY.f, dx: DX.f, n, eps };
     this.pool.run(tk.rmsNormBackwardTask, X.size / n, args, tk.grain(n));
-    return this.finish(DX);
+    return DX.rounded();
   }
   rope(
     x: Tensor,
@@ -295,14 +267,14 @@ export class CpuBackend implements Backend {
     const [c, s] = [this.t(cos).f, this.t(sin).f];
     const args = { x: X.f, cos: c, sin: s, ...geo, posOffset: geo.posOffset ?? 0, inverse };
     this.pool.run(tk.ropeTask, geo.batch, args, tk.grain(X.size / geo.batch));
-    this.finish(X);
+    X.rounded();
   }
   attention(q: Tensor, kk: Tensor, v: Tensor, shape: AttentionShape): { out: Tensor; lse: Tensor } {
     const Q = this.t(q);
     const out = this.newFloat(Q.shape, Q.dtype);
     const lse = this.newFloat([shape.batch * shape.nHeads * shape.seqLen]);
     attn.forward(this.ctx, [Q.f, this.t(kk).f, this.t(v).f], [out.f, lse.f], { ...shape });
-    return { out: this.finish(out), lse };
+    return { out: out.rounded(), lse };
   }
   attentionBackward(
     q: Tensor,
@@ -318,67 +290,49 @@ export class CpuBackend implements Backend {
     const dv = this.newFloat(V.shape, DO.dtype);
     const inputs = [Q.f, K.f, V.f, this.t(out).f, this.t(lse).f, DO.f] as const;
     attn.backward(this.ctx, inputs, [dq.f, dk.f, dv.f], { ...shape });
-    return { dq: this.finish(dq), dk: this.finish(dk), dv: this.finish(dv) };
+    return { dq: dq.rounded(), dk: dk.rounded(), dv: dv.rounded() };
   }
   siluMul(g: Tensor, u: Tensor): Tensor {
     const G = this.t(g), U = this.t(u);
     const H = this.newFloat(G.shape, G.dtype);
     this.pool.run(tk.siluMulTask, H.size, { g: G.f, u: U.f, h: H.f }, tk.MIN_RANGE_ELEMS);
-    return this.finish(H);
+    return H.rounded();
   }
   siluMulBackward(g: Tensor, u: Tensor, dh: Tensor): { dg: Tensor; du: Tensor } {
     const G = this.t(g), U = this.t(u), DH = this.t(dh);
     const dg = this.newFloat(G.shape, DH.dtype), du = this.newFloat(U.shape, DH.dtype);
     const args = { g: G.f, u: U.f, dh: DH.f, dg: dg.f, du: du.f };
     this.pool.run(tk.siluMulBackwardTask, G.size, args, tk.MIN_RANGE_ELEMS);
-    return { dg: this.finish(dg), du: this.finish(du) };
+    return { dg: dg.rounded(), du: du.rounded() };
   }
   embedding(table: Tensor, ids: Tensor): Tensor {
     const T = this.t(table), idv = this.t(ids).i;
-    const H = T.size / T.shape[0];
-    const out = this.newFloat([idv.length, H], T.dtype);
-    const td = T.f, od = out.f;
-    for (let i = 0; i < idv.length; i++) {
-      if (idv[i] < 0 || idv[i] >= T.shape[0]) {
-        throw new BackendError(`token id ${idv[i]} outside the vocabulary`);
-      }
-      od.set(td.subarray(idv[i] * H, (idv[i] + 1) * H), i * H);
-    }
+    const out = this.newFloat([idv.length, T.size / T.shape[0]], T.dtype);
+    mem.embeddingRows(T.f, T.shape[0], idv, out.f);
     return out;
   }
   crossEntropy(logits: Tensor, targets: Tensor): Tensor {
     const L = this.t(logits), T = this.t(targets).i;
-    const n = T.length, V = L.size / n;
-    const out = this.newFloat([n]);
-    this.pool.run(tk.crossEntropyTask, n, { logits: L.f, targets: T, out: out.f, V }, tk.grain(V));
+    const out = this.newFloat([T.length]);
+    loss.crossEntropy(this.ctx, L.f, T, out.f);
     return out;
   }
   argmaxRows(x: Tensor): Tensor {
     const X = this.t(x);
-    const rows = X.shape[0], V = X.size / rows;
-    const out = this.own([rows], "i32", this.mem.i32(rows));
-    this.pool.run(tk.argmaxTask, rows, { x: X.f, out: out.i, V }, tk.grain(V));
+    const out = this.own([X.shape[0]], "i32", this.mem.i32(X.shape[0]));
+    loss.argmaxRows(this.ctx, X.f, out.i);
     return out;
   }
 
   // ---- quantization ---------------------------------------------------------------------------
   private quantArgs(w: CpuTensor, st: QuantState, p: IntQuantParams): tk.QuantArgs {
-    const f = (x: Tensor) => this.t(x).f;
-    const state = {
-      v: f(st.v),
-      minScale: f(st.minScale),
-      maxScale: f(st.maxScale),
-      wMin: f(st.wMin),
-      wMax: f(st.wMax),
-      initScale: st.initScale ? f(st.initScale) : undefined,
-    };
-    return q.quantArgs(w.f, w.shape[0], state, p, this.precision);
+    return q.quantArgs(w.f, w.shape[0], q.stateArrays(st, (x) => this.t(x).f), p, this.precision);
   }
   fakeQuant(w: Tensor, state: QuantState, p: IntQuantParams, outDType?: DType): Tensor {
     const W = this.t(w);
     const out = this.newFloat(W.shape, outDType ?? W.dtype);
     q.fakeQuantRows(this.ctx, this.quantArgs(W, state, p), out.f);
-    return this.finish(out);
+    return out.rounded();
   }
   fakeQuantBackward(w: Tensor, state: QuantState, p: IntQuantParams, dWq: Tensor): FakeQuantGrads {
     const W = this.t(w);
@@ -397,30 +351,23 @@ export class CpuBackend implements Backend {
   // ---- training -------------------------------------------------------------------------------
   mseLoss(y: Tensor, target: Tensor, mask: Tensor | undefined, scale: number): { loss: Tensor; dy: Tensor } {
     const Y = this.t(y), T = this.t(target);
-    const rows = Y.shape[0], cols = Y.size / rows;
     const dy = this.newFloat(Y.shape);
-    const rowSums = this.mem.f64(rows);
     const m = mask ? this.t(mask).f : undefined;
-    const args = { y: Y.f, t: T.f, mask: m, dy: dy.f, rowSums, cols, scale, denom: rows * cols };
-    this.pool.run(tk.mseTask, rows, args, tk.grain(cols));
-    let sum = 0;
-    for (let r = 0; r < rows; r++) sum += rowSums[r];
-    this.mem.release(rowSums);
-    const loss = this.newFloat([1]);
-    loss.f[0] = sum / (rows * cols);
-    return { loss, dy };
+    const out = this.newFloat([1]);
+    out.f[0] = loss.mseLoss(this.ctx, Y.f, T.f, m, dy.f, Y.size / Y.shape[0], scale);
+    return { loss: out, dy };
   }
   signSgdStep(p: Tensor, g: Tensor, lrArg: number | Tensor, clamp?: { lo: number; hi: number }): void {
     const P = this.t(p);
     const lr = typeof lrArg === "number" ? lrArg : this.t(lrArg).f[0];
     const args = { p: P.f, g: this.t(g).f, lr, lo: clamp?.lo ?? -Infinity, hi: clamp?.hi ?? Infinity };
     this.pool.run(tk.signSgdTask, P.size, args, tk.MIN_RANGE_ELEMS);
-    this.finish(P);
+    P.rounded();
   }
   accumulate(acc: Tensor, x: Tensor, alpha = 1): void {
     const A = this.t(acc);
     this.pool.run(tk.axpyTask, A.size, { acc: A.f, x: this.t(x).f, alpha }, tk.MIN_RANGE_ELEMS);
-    this.finish(A);
+    A.rounded();
   }
   accumulateColumnSquares(acc: Tensor, x: Tensor): void {
     const A = this.t(acc).f, X = this.t(x).f;

@@ -11,6 +11,7 @@
  */
 import type { Backend, DType, Tensor } from "../backend.ts";
 import { BackendError } from "../../errors.ts";
+import { roundBf16 } from "../../tensor/dtype.ts";
 import type { FArr } from "./kernels.ts";
 
 /** Typed arrays a CPU tensor can hold. */
@@ -128,6 +129,21 @@ export class CpuTensor implements Tensor {
     if (offset + this.size > this.block.array.length) {
       throw new BackendError(`tensor of ${this.size} elements does not fit its storage`);
     }
+  }
+  /** `x` as a CPU tensor; BackendError when it belongs to another backend or was disposed. */
+  static of(x: Tensor): CpuTensor {
+    if (!(x instanceof CpuTensor)) throw new BackendError(`tensor belongs to another backend`);
+    if (x.block.released) throw new BackendError(`use of a disposed tensor`);
+    return x;
+  }
+  /** Rounds the stored values to the dtype (bf16/f16 tensors hold f32 values so rounded); returns this. */
+  rounded(): this {
+    const r = this.dtype === "bf16" ? roundBf16 : this.dtype === "f16" ? Math.f16round : undefined;
+    if (r) {
+      const d = this.f;
+      for (let i = 0; i < d.length; i++) d[i] = r(d[i]);
+    }
+    return this;
   }
   /** The whole typed array this tensor (or view) lies in. */
   get storage(): Storage {

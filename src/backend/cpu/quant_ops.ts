@@ -3,7 +3,7 @@
  * the group min/max and the optimized-RTN scale search — run on the worker pool by weight rows. The
  * math is qmath/int_quant.ts; tasks.ts slices it.
  */
-import type { IntQuantParams } from "../backend.ts";
+import type { IntQuantParams, QuantState, Tensor } from "../backend.ts";
 import type { QuantizedWeights } from "../../qmath/quantized.ts";
 import { BackendError } from "../../errors.ts";
 import { groupsPerRow, resolveGroupSize } from "../../qmath/int_quant.ts";
@@ -19,6 +19,18 @@ export interface StateArrays {
   wMin: FArr;
   wMax: FArr;
   initScale?: FArr;
+}
+
+/** The arrays of a tunable state, through `f` (the CPU backend's tensor check). */
+export function stateArrays(st: QuantState, f: (x: Tensor) => FArr): StateArrays {
+  return {
+    v: f(st.v),
+    minScale: f(st.minScale),
+    maxScale: f(st.maxScale),
+    wMin: f(st.wMin),
+    wMax: f(st.wMax),
+    initScale: st.initScale ? f(st.initScale) : undefined,
+  };
 }
 
 /** Task arguments for weight w `[n, K]`; checks the state's sizes. */
