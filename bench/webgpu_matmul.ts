@@ -27,6 +27,7 @@ import { gpu, type GpuTensor } from "../src/backend/webgpu/tensor.ts";
 import type { MatmulTile } from "../src/backend/webgpu/matmul.ts";
 import { tileBytes, tileValid } from "../src/backend/webgpu/matmul.ts";
 import { type Captured, grid } from "../src/backend/webgpu/runtime.ts";
+import { gpuTimes, profile } from "../src/backend/webgpu/timing.ts";
 import { fill } from "../src/backend/webgpu/memory_ops.ts";
 import { type BlockDims, blockFlops, LLAMA3_8B, setupBlock } from "./webgpu_block.ts";
 
@@ -199,7 +200,7 @@ async function timeIt(
   fn();
   await be.sync();
   const firstMs = performance.now() - t0;
-  const ms = median(await rt.gpuTimes(fn, n));
+  const ms = median(await gpuTimes(rt, fn, n));
   t0 = performance.now();
   for (let i = 0; i < wallReps; i++) fn();
   await be.sync();
@@ -324,7 +325,7 @@ if (!args.includes("--no-block")) {
       const firstMs = performance.now() - t0;
       const blockReps = Number(args[args.indexOf("--block-reps") + 1]) || 3;
       const n = firstMs > 20_000 ? 0 : Math.max(1, Math.min(blockReps, Math.floor(10_000 / firstMs)));
-      const ms = n > 0 ? median(await rt.gpuTimes(graph as Captured, n)) : NaN;
+      const ms = n > 0 ? median(await gpuTimes(rt, graph as Captured, n)) : NaN;
       t0 = performance.now();
       for (let i = 0; i < n; i++) graph.replay();
       await be.sync();
@@ -356,7 +357,7 @@ if (!args.includes("--no-block")) {
       if (n > 0) {
         // Where the iteration's time goes: each dispatch in its own timestamped pass, by kernel.
         const cap = graph as Captured;
-        const per = await rt.profile(cap);
+        const per = await profile(rt, cap);
         const by = new Map<string, { ms: number; n: number }>();
         cap.labels.forEach((l, i) => {
           const e = by.get(l) ?? { ms: 0, n: 0 };

@@ -9,7 +9,7 @@
 import { assert, assertEquals, assertRejects } from "./assert.ts";
 import ggufMath from "../wgsl/gguf_math.wgsl" with { type: "text" };
 import { BackendError } from "../src/errors.ts";
-import { Params } from "../src/backend/webgpu/runtime.ts";
+import { Params } from "../src/backend/webgpu/params.ts";
 import { bind, gpu } from "../src/backend/webgpu/tensor.ts";
 import { f32ToF16, roundHalfEven } from "../src/tensor/dtype.ts";
 import { gpuTest, openGpu } from "./webgpu_helpers.ts";

@@ -6,7 +6,7 @@ import type { Backend } from "./backend.ts";
 import { CpuBackend } from "./cpu/cpu_backend.ts";
 import { createCudaBackend, probeCuda } from "./cuda/cuda_backend.ts";
 import { WebGpuBackend } from "./webgpu/webgpu_backend.ts";
-import { ensureRuntimeDir } from "./webgpu/runtime.ts";
+import { ensureRuntimeDir } from "./webgpu/adapter.ts";
 import { UsageError } from "../errors.ts";
 import type { Log } from "../log.ts";
 

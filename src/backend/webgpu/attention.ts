@@ -6,7 +6,7 @@
 import type { AttentionShape } from "../backend.ts";
 import { BackendError } from "../../errors.ts";
 import type { GpuContext } from "./context.ts";
-import { Params } from "./runtime.ts";
+import { Params } from "./params.ts";
 import { type Bound, forChunks, type GpuTensor } from "./tensor.ts";
 
 /** Compile-time block sizes of one attention kernel. */

@@ -9,7 +9,7 @@ import { BackendError } from "../../errors.ts";
 import { roundBf16 } from "../../tensor/dtype.ts";
 import type { GpuContext } from "./context.ts";
 import type { KernelSpec } from "./kernels.ts";
-import { Params } from "./runtime.ts";
+import { Params } from "./params.ts";
 import { bind, type Bound, chunks, gpu, type GpuTensor } from "./tensor.ts";
 
 const WG = 256;

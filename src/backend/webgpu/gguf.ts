@@ -9,7 +9,7 @@ import { BackendError } from "../../errors.ts";
 import { type GgufPlan, ggufPlan } from "../gguf_plan.ts";
 import type { GpuContext } from "./context.ts";
 import type { KernelFamily, KernelSpec } from "./kernels.ts";
-import { Params } from "./runtime.ts";
+import { Params } from "./params.ts";
 import { bind, type Bound, chunks, gpu, type GpuTensor } from "./tensor.ts";
 
 const WG = 256;

@@ -3,7 +3,7 @@
  */
 import { BackendError } from "../../errors.ts";
 import type { GpuContext } from "./context.ts";
-import { Params } from "./runtime.ts";
+import { Params } from "./params.ts";
 import { bind, chunks, forChunks, type GpuTensor } from "./tensor.ts";
 
 const WG = 256;

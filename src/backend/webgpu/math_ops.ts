@@ -5,7 +5,7 @@
  */
 import { BackendError } from "../../errors.ts";
 import type { GpuContext } from "./context.ts";
-import { Params } from "./runtime.ts";
+import { Params } from "./params.ts";
 import { bind, chunks, forChunks, type GpuTensor } from "./tensor.ts";
 import type { StorageKind } from "./storage.ts";
 

@@ -7,7 +7,7 @@
 import { BackendError } from "../../errors.ts";
 import matmulWgsl from "../../../wgsl/matmul.wgsl" with { type: "text" };
 import type { KernelSpec } from "./kernels.ts";
-import { Params } from "./runtime.ts";
+import { Params } from "./params.ts";
 import { storageKind } from "./storage.ts";
 import type { GpuRuntime } from "./runtime.ts";
 import { bind, type GpuTensor } from "./tensor.ts";

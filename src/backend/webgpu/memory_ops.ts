@@ -5,7 +5,7 @@
 import { BackendError } from "../../errors.ts";
 import type { GpuContext } from "./context.ts";
 import type { KernelSpec } from "./kernels.ts";
-import { Params } from "./runtime.ts";
+import { Params } from "./params.ts";
 import { bind, forChunks, type GpuTensor } from "./tensor.ts";
 import { isFloat } from "./storage.ts";
 

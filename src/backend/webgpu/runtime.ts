@@ -1,6 +1,6 @@
 /**
- * The device side of the WebGPU backend: adapter and device, command batching, per-dispatch
- * uniforms, readback, and error capture.
+ * The device side of the WebGPU backend: command batching, per-dispatch uniforms, uploads,
+ * readback and captured (replayable) work, over a device opened by adapter.ts.
  *
  * Ops record dispatches into one open compute pass; the batch is submitted when it reaches
  * `BATCH_DISPATCHES`, before an upload, or when the host waits (`read`, `sync`). Each dispatch's
@@ -8,19 +8,19 @@
  * is submitted (queue writes are ordered after earlier submits, so the buffer is safely reused).
  *
  * Errors: WebGPU reports them asynchronously. Every batch, upload and buffer creation runs inside
- * error scopes (validation, out-of-memory) that remember which Backend ops it held, so the first
- * error is thrown at the next `read` or `sync` as one DeviceError naming the operation, the sizes
- * and the device limits — never the bare "validation error occurred" of a failed readback.
+ * error scopes (device_errors.ts) that remember which Backend ops it held, so the first error is
+ * thrown at the next `read` or `sync` as one DeviceError naming the operation, the sizes and the
+ * device limits. GPU timing for the benchmarks is timing.ts.
  */
-import { tmpdir } from "node:os";
 import { BackendError, DeviceError } from "../../errors.ts";
 import { BufferPool, CaptureBuffers } from "./buffer_pool.ts";
+import { requestDevice, type RuntimeOptions } from "./adapter.ts";
+import { bytesText, describeBatch, DeviceErrors } from "./device_errors.ts";
 import { type Kernel, KernelCache, type KernelSpec } from "./kernels.ts";
+import { PARAM_BYTES, type Params } from "./params.ts";
 
 /** Dispatches recorded before a batch is submitted to keep the GPU fed without a long queue. */
 const BATCH_DISPATCHES = 64;
-/** Bytes reserved per dispatch in the uniform arena (the largest Params struct is far smaller). */
-const PARAM_BYTES = 128;
 const ARENA_SLOTS = 256;
 
 /** A storage binding: a byte range of a buffer. */
@@ -28,44 +28,6 @@ export interface BufferWindow {
   buffer: GPUBuffer;
   offset: number;
   size: number;
-}
-
-/** Options of `GpuRuntime.open`. */
-export interface RuntimeOptions {
-  /** Ask for `shader-f16` when the adapter has it (default true). */
-  f16?: boolean;
-  /** Lower `maxStorageBufferBindingSize` artificially (tests of tensor splitting). */
-  maxBindingBytes?: number;
-  /** Lower `maxBufferSize` artificially (tests of the splitting a small device forces). */
-  maxBufferBytes?: number;
-  /** Adapter request options (power preference). */
-  powerPreference?: GPUPowerPreference;
-  /** Idle bytes the buffer pool keeps for reuse (default 2 GiB). */
-  poolBytes?: number;
-  /** Ask for `timestamp-query` when the adapter has it, for `gpuTimes` (default false). */
-  timestamps?: boolean;
-}
-
-/** Builder of a uniform Params struct whose fields are all 4-byte u32, i32 or f32, in order. */
-export class Params {
-  private view = new DataView(new ArrayBuffer(PARAM_BYTES));
-  private n = 0;
-  /** Append a u32 field. */
-  u(x: number): this {
-    this.view.setUint32(this.n, x >>> 0, true);
-    this.n += 4;
-    return this;
-  }
-  /** Append an f32 field. */
-  f(x: number): this {
-    this.view.setFloat32(this.n, x, true);
-    this.n += 4;
-    return this;
-  }
-  /** The encoded bytes (padded to 16 as uniform structs require). */
-  bytes(): Uint8Array {
-    return new Uint8Array(this.view.buffer, 0, Math.max(16, Math.ceil(this.n / 16) * 16));
-  }
 }
 
 /** One recorded dispatch of a capture. */
@@ -108,15 +70,13 @@ export class GpuRuntime implements Disposable {
   private readonly uniformBuf: GPUBuffer;
   private readonly slot: number;
   private slots = 0;
-  private error?: DeviceError;
+  private readonly errors: DeviceErrors;
   private recording?: Recorded[];
   /** The Backend op being recorded (set by the backend), for error messages. */
   op = "";
   /** Op and kernel of every dispatch in the open batch, for error messages. */
   private batchOps: string[] = [];
   private batchScoped = false;
-  /** Error scopes popped but not yet resolved. */
-  private pending: Promise<void>[] = [];
 
   private constructor(
     readonly device: GPUDevice,
@@ -125,6 +85,7 @@ export class GpuRuntime implements Disposable {
     opts: RuntimeOptions,
   ) {
     const l = device.limits;
+    this.errors = new DeviceErrors(device, () => this.limitsText());
     this.maxBinding = Math.min(l.maxStorageBufferBindingSize, opts.maxBindingBytes ?? Infinity);
     this.maxBufferSize = Math.min(l.maxBufferSize, opts.maxBufferBytes ?? Infinity);
     this.offsetAlign = l.minStorageBufferOffsetAlignment;
@@ -148,10 +109,10 @@ export class GpuRuntime implements Disposable {
     );
     this.kernels = new KernelCache(device, nativeF16);
     device.addEventListener("uncapturederror", (e) => {
-      this.fail((e as GPUUncapturedErrorEvent).error, "WebGPU work outside any tracked operation");
+      this.errors.fail((e as GPUUncapturedErrorEvent).error, "WebGPU work outside any tracked operation");
     });
     device.lost.then((i) => {
-      if (i.reason !== "destroyed") this.fail(undefined, `the GPU device was lost (${i.message})`);
+      if (i.reason !== "destroyed") this.errors.fail(undefined, `the GPU device was lost (${i.message})`);
     });
   }
 
@@ -162,47 +123,14 @@ export class GpuRuntime implements Disposable {
     }; this program's GPU buffers: ${bytesText(this.pool.deviceBytes)}`;
   }
 
-  /** Keep the first error (as a DeviceError naming `where`). */
-  private fail(e: GPUError | undefined, where: string): void {
-    if (this.error) return;
-    const oom = e instanceof GPUOutOfMemoryError;
-    const what = e === undefined ? "" : oom ? "out of GPU memory" : "WebGPU validation error";
-    const msg = e?.message.split("\n").map((l) => l.trim()).filter((l) => l).join(" ") ?? "";
-    this.error = new DeviceError(
-      `${what ? `${what} in ${where}` : where}${msg ? `: ${msg}` : ""} (${this.limitsText()})`,
-    );
-  }
-
   /** Run `fn` (a buffer creation or upload) inside validation and out-of-memory error scopes. */
   guarded<T>(what: string, fn: () => T): T {
-    this.device.pushErrorScope("out-of-memory");
-    this.device.pushErrorScope("validation");
+    this.errors.pushScopes();
     try {
       return fn();
     } finally {
-      this.popScopes(`${what}${this.op ? ` (${this.op})` : ""}`);
+      this.errors.popScopes(`${what}${this.op ? ` (${this.op})` : ""}`);
     }
-  }
-
-  private popScopes(where: string | (() => string)): void {
-    const v = this.device.popErrorScope(), o = this.device.popErrorScope();
-    const name = () => (typeof where === "string" ? where : where());
-    this.pending.push(
-      Promise.all([v, o]).then(([ve, oe]) => {
-        const e = oe ?? ve;
-        if (e) this.fail(e, name());
-      }, (err) => this.fail(undefined, `${name()}: ${(err as Error).message}`)),
-    );
-  }
-
-  /** Wait for the error scopes popped so far; throw the first error seen. */
-  private async settle(): Promise<void> {
-    while (this.pending.length > 0) {
-      const p = this.pending;
-      this.pending = [];
-      await Promise.all(p);
-    }
-    this.check();
   }
 
   /**
@@ -216,38 +144,8 @@ export class GpuRuntime implements Disposable {
    * ```
    */
   static async open(opts: RuntimeOptions = {}): Promise<GpuRuntime> {
-    if (!navigator.gpu) {
-      throw new BackendError("WebGPU is not available in this Deno (run with --unstable-webgpu)");
-    }
-    ensureRuntimeDir();
-    const adapter = await navigator.gpu.requestAdapter({
-      powerPreference: opts.powerPreference ?? "high-performance",
-    });
-    if (!adapter) {
-      throw new BackendError(
-        "no WebGPU adapter found (no Vulkan/Metal/DX12 driver; on Linux install mesa-vulkan-drivers or the GPU's Vulkan driver)",
-      );
-    }
-    const f16 = (opts.f16 ?? true) && adapter.features.has("shader-f16");
-    const al = adapter.limits;
-    const requiredLimits: Record<string, number> = {
-      maxStorageBufferBindingSize: al.maxStorageBufferBindingSize,
-      maxBufferSize: al.maxBufferSize,
-      maxComputeWorkgroupStorageSize: al.maxComputeWorkgroupStorageSize,
-      maxComputeInvocationsPerWorkgroup: al.maxComputeInvocationsPerWorkgroup,
-      maxComputeWorkgroupSizeX: al.maxComputeWorkgroupSizeX,
-      maxStorageBuffersPerShaderStage: Math.min(al.maxStorageBuffersPerShaderStage, 16),
-      // Finer binding offsets waste less when views and chunks are bound.
-      minStorageBufferOffsetAlignment: al.minStorageBufferOffsetAlignment,
-      minUniformBufferOffsetAlignment: al.minUniformBufferOffsetAlignment,
-    };
-    const features: GPUFeatureName[] = f16 ? ["shader-f16"] : [];
-    if (opts.timestamps && adapter.features.has("timestamp-query")) features.push("timestamp-query");
-    const device = await adapter.requestDevice({
-      requiredFeatures: features,
-      requiredLimits,
-    });
-    return new GpuRuntime(device, f16, adapter.info, opts);
+    const { device, f16, info } = await requestDevice(opts);
+    return new GpuRuntime(device, f16, info, opts);
   }
 
   /** Compile (or fetch) the pipeline for a kernel spec. */
@@ -294,8 +192,7 @@ export class GpuRuntime implements Disposable {
   /** Open the error scopes of a new batch (closed by flush). */
   private openBatch(): void {
     if (this.batchScoped) return;
-    this.device.pushErrorScope("out-of-memory");
-    this.device.pushErrorScope("validation");
+    this.errors.pushScopes();
     this.batchScoped = true;
   }
 
@@ -384,76 +281,6 @@ export class GpuRuntime implements Disposable {
     };
   }
 
-  /**
-   * GPU time of the dispatches `work` makes, by timestamp queries: `work` (a function, captured here,
-   * or an existing capture) is replayed `reps` times, each replay in its own compute pass between two
-   * timestamps, all in one submission after the work queued so far. Returns milliseconds per replay (needs `timestamps`).
-   *
-   * @example
-   * ```ts
-   * const ms = await rt.gpuTimes(() => runMatmul(rt, a, b, c, {}), 5);
-   * ```
-   */
-  async gpuTimes(work: (() => void) | Captured, reps: number): Promise<number[]> {
-    const own = typeof work === "function" ? this.capture(work) : undefined;
-    try {
-      return await this.timePasses(own ?? work as Captured, Array(reps).fill(undefined));
-    } finally {
-      own?.[Symbol.dispose]();
-    }
-  }
-
-  /**
-   * GPU milliseconds of each dispatch of a capture, each in its own timestamped pass (one replay):
-   * where the time of a captured iteration goes, by the `labels` of the capture.
-   */
-  profile(cap: Captured): Promise<number[]> {
-    return this.timePasses(cap, cap.labels.map((_, i) => i));
-  }
-
-  /** One timestamped compute pass per entry of `passes` (undefined: all of `cap`, else dispatch i). */
-  private async timePasses(cap: Captured, passes: (number | undefined)[]): Promise<number[]> {
-    if (!this.timestamps) throw new BackendError("timing needs a device with timestamp-query");
-    if (passes.length > 2048) {
-      // A query set holds at most 4096 timestamps.
-      const head = await this.timePasses(cap, passes.slice(0, 2048));
-      return [...head, ...await this.timePasses(cap, passes.slice(2048))];
-    }
-    const reps = passes.length;
-    this.flush();
-    const n = 2 * reps;
-    const qs = this.device.createQuerySet({ type: "timestamp", count: n });
-    const resolve = this.device.createBuffer({
-      size: 8 * n,
-      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-    });
-    const staging = this.device.createBuffer({
-      size: 8 * n,
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    });
-    try {
-      const enc = this.device.createCommandEncoder();
-      for (let r = 0; r < reps; r++) {
-        const pass = enc.beginComputePass({
-          timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 2 * r, endOfPassWriteIndex: 2 * r + 1 },
-        });
-        cap.encodeInto(pass, passes[r]);
-        pass.end();
-      }
-      enc.resolveQuerySet(qs, 0, n, resolve, 0);
-      enc.copyBufferToBuffer(resolve, 0, staging, 0, 8 * n);
-      this.device.queue.submit([enc.finish()]);
-      await staging.mapAsync(GPUMapMode.READ);
-      this.check();
-      const t = new BigUint64Array(staging.getMappedRange().slice(0));
-      return [...Array(reps).keys()].map((r) => Number(t[2 * r + 1] - t[2 * r]) / 1e6);
-    } finally {
-      staging.destroy();
-      resolve.destroy();
-      qs.destroy();
-    }
-  }
-
   /** Submit the recorded batch. */
   flush(): void {
     if (this.slots > 0) {
@@ -469,7 +296,7 @@ export class GpuRuntime implements Disposable {
       this.batchScoped = false;
       const ops = this.batchOps;
       this.batchOps = [];
-      this.popScopes(() => describeBatch(ops));
+      this.errors.popScopes(() => describeBatch(ops));
     }
     this.pool.collect();
   }
@@ -516,10 +343,10 @@ export class GpuRuntime implements Disposable {
       } catch (e) {
         // The mapping fails when an earlier error left the staging buffer or the device unusable:
         // report that error, which names its operation, rather than the mapping's own message.
-        await this.settle();
+        await this.errors.settle();
         throw new DeviceError(`${what} failed: ${(e as Error).message} (${this.limitsText()})`);
       }
-      await this.settle();
+      await this.errors.settle();
       return staging.getMappedRange().slice(offset - start, offset - start + size);
     } finally {
       staging.destroy();
@@ -530,12 +357,12 @@ export class GpuRuntime implements Disposable {
   async sync(): Promise<void> {
     this.flush();
     await this.device.queue.onSubmittedWorkDone();
-    await this.settle();
+    await this.errors.settle();
   }
 
   /** Throw the first recorded device error, if any. */
   check(): void {
-    if (this.error) throw this.error;
+    this.errors.check();
   }
 
   [Symbol.dispose](): void {
@@ -549,52 +376,9 @@ export class GpuRuntime implements Disposable {
 /** Bytes written to the queue per writeBuffer call. */
 const WRITE_PIECE = 64 << 20;
 
-/** Bytes as a short human figure (exact below 1 KiB). */
-export function bytesText(b: number): string {
-  if (b < 1024) return `${b} B`;
-  const [v, u] = b >= 2 ** 30
-    ? [b / 2 ** 30, "GiB"]
-    : b >= 2 ** 20
-    ? [b / 2 ** 20, "MiB"]
-    : [b / 1024, "KiB"];
-  return `${v.toFixed(2)} ${u} (${b} B)`;
-}
-
-/** The ops of a failed batch, in order, repeats counted: "matmul:matmul.main[...]×3, ...". */
-function describeBatch(ops: string[]): string {
-  if (ops.length === 0) return "a submission";
-  const runs: [string, number][] = [];
-  for (const o of ops) {
-    const last = runs[runs.length - 1];
-    if (last && last[0] === o) last[1]++;
-    else runs.push([o, 1]);
-  }
-  const shown = runs.slice(0, 6).map(([o, n]) => (n > 1 ? `${o}×${n}` : o)).join(", ");
-  return `a batch of ${ops.length} dispatches (op:kernel[binding bytes]: ${shown}${
-    runs.length > 6 ? ", …" : ""
-  })`;
-}
-
 /** Spread a workgroup count over x and y (each at most 65535). */
 export function grid(groups: number): [number, number, number] {
   if (groups <= 65535) return [groups, 1, 1];
   const y = Math.ceil(groups / 65535);
   return [Math.ceil(groups / y), y, 1];
-}
-
-/**
- * Give the Vulkan loader an `XDG_RUNTIME_DIR` when the environment has none (containers, cron, sudo):
- * without one, Mesa's window-system layer prints "XDG_RUNTIME_DIR is invalid or not set" on stderr at
- * every adapter request, although compute never uses it. A private folder under the temp dir is made
- * (mode 0700, as the XDG spec asks) and set for this process only.
- */
-export function ensureRuntimeDir(): void {
-  if (Deno.build.os !== "linux" || Deno.env.get("XDG_RUNTIME_DIR")) return;
-  try {
-    const dir = `${tmpdir()}/autoround-runtime-${Deno.uid() ?? "user"}`;
-    Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    Deno.env.set("XDG_RUNTIME_DIR", dir);
-  } catch {
-    // Only a cosmetic message is at stake; the adapter request goes on without it.
-  }
 }

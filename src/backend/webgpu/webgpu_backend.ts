@@ -5,7 +5,7 @@
  * Storage (storage.ts): f32; f16 natively with `shader-f16`, else as f16-rounded f32; bf16 as
  * bf16-rounded f32 (WGSL has no bf16); i32; u8 as one u32 per element. `computeDType` is f16 when
  * the device has `shader-f16` and an f16 matmul self-check passes at startup, else f32; pass
- * `computeDType` to force one.
+ * `computeDType` to force one (options.ts).
  */
 import type {
   AttentionShape,
@@ -20,9 +20,10 @@ import type {
   Tensor,
 } from "../backend.ts";
 import type { QuantizedWeights } from "../../qmath/quantized.ts";
-import { BackendError, DeviceError, UsageError } from "../../errors.ts";
+import { BackendError, DeviceError } from "../../errors.ts";
 import { type GpuContext, numel } from "./context.ts";
-import { GpuRuntime, type RuntimeOptions } from "./runtime.ts";
+import { GpuRuntime } from "./runtime.ts";
+import { dtypeFromEnv, f16Accurate, limitsFromEnv, type WebGpuOptions } from "./options.ts";
 import { decodeFloat, decodeInt, encodeHost, isFloat, storageKind } from "./storage.ts";
 import { gpu, GpuStorage, GpuTensor } from "./tensor.ts";
 import { runMatmul } from "./matmul.ts";
@@ -34,56 +35,7 @@ import * as loss from "./loss_ops.ts";
 import * as gguf from "./gguf.ts";
 import * as search from "./int_search.ts";
 
-/** Options of `WebGpuBackend.create`. */
-export interface WebGpuOptions extends RuntimeOptions {
-  /** Force the compute dtype (default: f16 when available and accurate, else f32). */
-  computeDType?: "f16" | "f32";
-  /** Fill every new tensor with NaN (integers: −1) so tests catch outputs a kernel forgot. */
-  poison?: boolean;
-  /**
-   * Opt-in faster f16 products: f16 × f16 matmuls form each K tile's products as f16 partial sums
-   * (wgsl/matmul.wgsl ACC16). Relative error ≈ 1e-3 instead of ≈ 3e-4, partial sums limited to
-   * ±65504. Off by default.
-   */
-  matmulF16Partials?: boolean;
-}
-
-/** Relative error an f16 matmul must stay under at startup to be chosen as the compute dtype. */
-const F16_SELF_CHECK_BOUND = 1e-2;
-
-/** `AUTOROUND_WEBGPU_DTYPE=f32|f16` picks the compute dtype of `--device webgpu` (read only if granted). */
-function dtypeFromEnv(): "f16" | "f32" | undefined {
-  const variable = "AUTOROUND_WEBGPU_DTYPE";
-  if (Deno.permissions.querySync({ name: "env", variable }).state !== "granted") return undefined;
-  const v = Deno.env.get(variable);
-  if (v === undefined || v === "") return undefined;
-  if (v !== "f16" && v !== "f32") throw new BackendError(`${variable} must be f16 or f32 (got "${v}")`);
-  return v;
-}
-
-/**
- * `AUTOROUND_WEBGPU_LIMITS=maxBufferSize=N,maxStorageBufferBindingSize=M` lowers the device limits
- * the backend plans with (how CI drives, on a software adapter, the splitting a real GPU's limits
- * force at 8B scale). Read only if granted.
- */
-function limitsFromEnv(): Pick<RuntimeOptions, "maxBufferBytes" | "maxBindingBytes"> {
-  const variable = "AUTOROUND_WEBGPU_LIMITS";
-  if (Deno.permissions.querySync({ name: "env", variable }).state !== "granted") return {};
-  const v = Deno.env.get(variable);
-  if (!v) return {};
-  const out: Pick<RuntimeOptions, "maxBufferBytes" | "maxBindingBytes"> = {};
-  for (const part of v.split(",")) {
-    const m = part.trim().match(/^(maxBufferSize|maxStorageBufferBindingSize)=(\d+)$/);
-    if (!m || +m[2] < 1024) {
-      throw new UsageError(
-        `${variable}: "${part}" is not maxBufferSize=N or maxStorageBufferBindingSize=N (N ≥ 1024 bytes)`,
-      );
-    }
-    if (m[1] === "maxBufferSize") out.maxBufferBytes = +m[2];
-    else out.maxBindingBytes = +m[2];
-  }
-  return out;
-}
+export type { WebGpuOptions };
 
 /** Backend methods that record device work: each names itself in the runtime's error messages. */
 const TAGGED_OPS = [
@@ -171,29 +123,8 @@ export class WebGpuBackend implements Backend, GpuContext {
       throw new BackendError("computeDType f16 needs the adapter feature shader-f16, which this GPU lacks");
     }
     const forced = opts.computeDType ?? dtypeFromEnv();
-    be.computeDType = forced ?? (rt.nativeF16 && await be.f16Accurate() ? "f16" : "f32");
+    be.computeDType = forced ?? (rt.nativeF16 && await f16Accurate(be) ? "f16" : "f32");
     return be;
-  }
-
-  /** Startup check that f16 operands give a sane product (guards against broken f16 drivers). */
-  private async f16Accurate(): Promise<boolean> {
-    const M = 37, K = 70, N = 29;
-    const a = Float32Array.from({ length: M * K }, (_, i) => Math.sin(i * 0.37));
-    const b = Float32Array.from({ length: K * N }, (_, i) => Math.cos(i * 0.11));
-    using A = this.upload(a, [M, K], "f16");
-    using B = this.upload(b, [K, N], "f16");
-    using C = this.matmul(A, B);
-    const got = await this.read(C);
-    let num = 0, den = 0;
-    for (let i = 0; i < M; i++) {
-      for (let j = 0; j < N; j++) {
-        let s = 0;
-        for (let k = 0; k < K; k++) s += a[i * K + k] * b[k * N + j];
-        num += (got[i * N + j] - s) ** 2;
-        den += s * s;
-      }
-    }
-    return Math.sqrt(num / den) < F16_SELF_CHECK_BOUND;
   }
 
   /** A new tensor with undefined contents. */
