@@ -7,7 +7,8 @@
  */
 import type { Backend, DType, Tensor } from "../src/backend/backend.ts";
 import { CpuBackend } from "../src/backend/cpu/cpu_backend.ts";
-import { createCudaBackend, type CudaBackend, probeCuda } from "../src/backend/cuda/cuda_backend.ts";
+import { createCudaBackend, type CudaBackend } from "../src/backend/cuda/cuda_backend.ts";
+import { probeCuda } from "../src/backend/cuda/runtime.ts";
 
 const probe = probeCuda();
 const requireGpu = Deno.env.get("AUTOROUND_REQUIRE_GPU") === "1";

@@ -9,7 +9,7 @@
  * "tf32". Enum values from cublasLt.h / cublas_api.h / library_types.h (CUDA 13).
  */
 import { CudaError, CudaUnavailableError } from "./errors.ts";
-import { loaderMessage } from "./driver.ts";
+import { loaderMessage } from "./library.ts";
 
 const SYMBOLS = {
   cublasLtCreate: { parameters: ["buffer"], result: "i32" },

@@ -4,7 +4,8 @@
  */
 import type { Backend } from "./backend.ts";
 import { CpuBackend } from "./cpu/cpu_backend.ts";
-import { createCudaBackend, probeCuda } from "./cuda/cuda_backend.ts";
+import { createCudaBackend } from "./cuda/cuda_backend.ts";
+import { probeCuda } from "./cuda/runtime.ts";
 import { WebGpuBackend } from "./webgpu/webgpu_backend.ts";
 import { ensureRuntimeDir } from "./webgpu/adapter.ts";
 import { UsageError } from "../errors.ts";

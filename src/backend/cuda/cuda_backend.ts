@@ -29,11 +29,10 @@ import type {
 } from "../backend.ts";
 import type { QuantizedWeights } from "../../qmath/quantized.ts";
 import { BackendError } from "../../errors.ts";
-import { CudaDriver } from "../../../ffi/cuda/driver.ts";
-import { f32ToBf16, f32ToF16 } from "../../tensor/dtype.ts";
 import { attentionBackward, attentionForward } from "./attention.ts";
 import { CudaGraph } from "./graph.ts";
 import { matmul, type OpContext } from "./matmul.ts";
+import * as mem from "./memory.ts";
 import * as ops from "./ops.ts";
 import * as quant from "./quant.ts";
 import * as gguf from "./gguf.ts";
@@ -105,27 +104,9 @@ export class CudaBackend implements Backend, OpContext {
     return y;
   }
 
-  private noCapture(what: string): void {
-    if (this.rt.memory.capturing) throw new BackendError(`${what} cannot run inside a CUDA graph capture`);
-  }
-
   // ---- memory ---------------------------------------------------------------------------------
   upload(data: Float32Array | Float64Array, shape: readonly number[], dtype: DType = "f32"): Tensor {
-    if (dtype === "i32" || dtype === "u8") throw new BackendError(`upload() takes float data; use uploadInt`);
-    this.noCapture("upload");
-    const n = sizeOf(shape);
-    if (data.length !== n) throw new BackendError(`upload: ${data.length} values for shape [${shape}]`);
-    const src = data instanceof Float32Array ? data : Float32Array.from(data);
-    const t = this.newTensor(shape, dtype);
-    if (dtype === "f32") {
-      this.rt.stream.copyToDevice(t.addr, src);
-    } else {
-      // Round on the device (same round-to-nearest-even as the host conversion, far faster than JS).
-      using staged = this.newTensor(shape, "f32");
-      this.rt.stream.copyToDevice(staged.addr, src);
-      this.castInto(t, staged);
-    }
-    return t;
+    return mem.upload(this, data, shape, dtype);
   }
   uploadBytes(
     bytes: Uint8Array,
@@ -133,18 +114,7 @@ export class CudaBackend implements Backend, OpContext {
     shape: readonly number[],
     dtype?: DType,
   ): Tensor {
-    this.noCapture("uploadBytes");
-    const n = sizeOf(shape);
-    if (bytes.byteLength !== n * DTYPE_BYTES[src]) {
-      throw new BackendError(`uploadBytes: ${bytes.byteLength} bytes for ${n} ${src} values`);
-    }
-    const raw = this.newTensor(shape, src);
-    this.rt.stream.copyToDevice(raw.addr, bytes);
-    if ((dtype ?? src) === src) return raw;
-    const t = this.newTensor(shape, dtype!);
-    this.castInto(t, raw);
-    raw[Symbol.dispose]();
-    return t;
+    return mem.uploadBytes(this, bytes, src, shape, dtype);
   }
   groupMinMax(w: Tensor, groupSize: number): { wMin: Tensor; wMax: Tensor } {
     const W = this.t(w);
@@ -164,58 +134,16 @@ export class CudaBackend implements Backend, OpContext {
     return out;
   }
   uploadInt(data: Int32Array, shape: readonly number[]): Tensor {
-    this.noCapture("uploadInt");
-    if (data.length !== sizeOf(shape)) {
-      throw new BackendError(`uploadInt: ${data.length} values for shape [${shape}]`);
-    }
-    const t = this.newTensor(shape, "i32");
-    this.rt.stream.copyToDevice(t.addr, data);
-    return t;
+    return mem.uploadInt(this, data, shape);
   }
   full(shape: readonly number[], value: number, dtype: DType = "f32"): Tensor {
-    const t = this.newTensor(shape, dtype);
-    const bits = dtype === "f32"
-      ? new Uint32Array(new Float32Array([value]).buffer)[0]
-      : dtype === "bf16"
-      ? f32ToBf16(Math.fround(value))
-      : dtype === "f16"
-      ? f32ToF16(Math.fround(value))
-      : dtype === "i32"
-      ? value | 0
-      : value & 0xff;
-    this.rt.stream.fill(t.addr, bits, DTYPE_BYTES[dtype], t.size);
-    return t;
+    return mem.full(this, shape, value, dtype);
   }
   async read(x: Tensor): Promise<Float32Array> {
-    const t = this.t(x);
-    if (t.dtype === "i32" || t.dtype === "u8") throw new BackendError(`expected a float tensor`);
-    this.noCapture("read");
-    const out = new Float32Array(t.size);
-    const f = this.castTo(t, "f32");
-    try {
-      await this.rt.stream.synchronize();
-      this.rt.stream.copyToHost(out, f.addr);
-    } catch (e) {
-      asBackendError(e, "CUDA");
-    } finally {
-      if (f !== t) f[Symbol.dispose]();
-    }
-    this.rt.checkDeviceErrors();
-    return out;
+    return await mem.read(this, this.t(x));
   }
   async readInt(x: Tensor): Promise<Int32Array> {
-    const t = this.t(x);
-    if (t.dtype !== "i32") throw new BackendError(`readInt of a ${t.dtype} tensor`);
-    this.noCapture("readInt");
-    const out = new Int32Array(t.size);
-    try {
-      await this.rt.stream.synchronize();
-      this.rt.stream.copyToHost(out, t.addr);
-    } catch (e) {
-      asBackendError(e, "CUDA");
-    }
-    this.rt.checkDeviceErrors();
-    return out;
+    return await mem.readInt(this, this.t(x));
   }
   view(x: Tensor, shape: readonly number[]): Tensor {
     const t = this.t(x);
@@ -241,40 +169,8 @@ export class CudaBackend implements Backend, OpContext {
     firstSample?: number,
   ): void {
     const d = this.t(dst), s = this.t(src);
-    if (!Array.isArray(indices)) {
-      ops.gatherSamplesByTensor(this, d, s, this.t(indices as Tensor), rowsPerSample, firstSample);
-      return;
-    }
-    const per = rowsPerSample * s.cols;
-    if (d.size < indices.length * per) {
-      throw new BackendError(`gatherSamples: destination holds ${d.size} elements`);
-    }
-    const first = firstSample ?? 0;
-    for (let i = 0; i < indices.length; i++) {
-      const idx = indices[i] - first;
-      const inside = Number.isInteger(idx) && idx >= 0 && (idx + 1) * per <= s.size;
-      if (!inside && firstSample !== undefined) continue; // another segment holds it
-      if (!inside) {
-        throw new BackendError(`gatherSamples: sample ${indices[i]} outside the source`);
-      }
-      const from = new CudaTensor(
-        this,
-        [per],
-        s.dtype,
-        s.block,
-        s.byteOffset + idx * per * DTYPE_BYTES[s.dtype],
-        null,
-      );
-      const to = new CudaTensor(
-        this,
-        [per],
-        d.dtype,
-        d.block,
-        d.byteOffset + i * per * DTYPE_BYTES[d.dtype],
-        null,
-      );
-      this.castInto(to, from);
-    }
+    if (Array.isArray(indices)) mem.gatherSamples(this, d, s, indices, rowsPerSample, firstSample);
+    else ops.gatherSamplesByTensor(this, d, s, this.t(indices as Tensor), rowsPerSample, firstSample);
   }
 
   // ---- dense math -----------------------------------------------------------------------------
@@ -353,7 +249,7 @@ export class CudaBackend implements Backend, OpContext {
     return quant.fakeQuantBackward(this, this.t(w), state, p, this.t(dWq), (x) => this.t(x));
   }
   async ggufQuantize(w: Tensor, type: GgufBlockType, opts: GgufQuantizeOptions): Promise<Uint8Array> {
-    this.noCapture("ggufQuantize");
+    mem.noCapture(this.rt, "ggufQuantize");
     try {
       const r = await gguf.ggufQuantize(this, this.t(w), type, opts, (x) => this.t(x));
       this.rt.checkDeviceErrors();
@@ -363,7 +259,7 @@ export class CudaBackend implements Backend, OpContext {
     }
   }
   async quantizeWeights(w: Tensor, state: QuantState, p: IntQuantParams): Promise<QuantizedWeights> {
-    this.noCapture("quantizeWeights");
+    mem.noCapture(this.rt, "quantizeWeights");
     try {
       const r = await quant.quantizeWeights(this, this.t(w), state, p, (x) => this.t(x));
       this.rt.checkDeviceErrors();
@@ -391,7 +287,7 @@ export class CudaBackend implements Backend, OpContext {
   }
 
   async sync(): Promise<void> {
-    this.noCapture("sync");
+    mem.noCapture(this.rt, "sync");
     try {
       await this.rt.stream.synchronize();
     } catch (e) {
@@ -440,7 +336,7 @@ export class CudaBackend implements Backend, OpContext {
    * after one warm-up call). For benchmarks; waits for the device.
    */
   timeMs(fn: () => void, reps = 10, trials = 5): number {
-    this.noCapture("timeMs");
+    mem.noCapture(this.rt, "timeMs");
     const s = this.rt.stream;
     fn();
     s.synchronizeBlocking();
@@ -499,19 +395,4 @@ export class CudaBackend implements Backend, OpContext {
 /** Create the CUDA backend or throw a BackendError saying in one line why it cannot run here. */
 export function createCudaBackend(opts: CudaOptions = {}): CudaBackend {
   return new CudaBackend(opts);
-}
-
-/** Whether a CUDA device can be opened here, and if not why (cheap: loads the driver only). */
-export function probeCuda(): { ok: true; devices: number } | { ok: false; reason: string } {
-  try {
-    return { ok: true, devices: probeDevices() };
-  } catch (e) {
-    return { ok: false, reason: (e as Error).message };
-  }
-}
-
-function probeDevices(): number {
-  const n = CudaDriver.open().deviceCount();
-  if (n < 1) throw new Error("no CUDA device found");
-  return n;
 }

@@ -153,3 +153,18 @@ export class CudaRuntime implements Disposable {
     this.ctx[Symbol.dispose]();
   }
 }
+
+/** Whether a CUDA device can be opened here, and if not why (cheap: loads the driver only). */
+export function probeCuda(): { ok: true; devices: number } | { ok: false; reason: string } {
+  try {
+    return { ok: true, devices: probeDevices() };
+  } catch (e) {
+    return { ok: false, reason: (e as Error).message };
+  }
+}
+
+function probeDevices(): number {
+  const n = CudaDriver.open().deviceCount();
+  if (n < 1) throw new Error("no CUDA device found");
+  return n;
+}
