@@ -1,109 +1,14 @@
 /**
- * auto_gptq, auto_awq, llm_compressor and fake: the packed layouts round-trip to the same integers
- * (checked against bit-level references of the layouts in FORMATS.md and the sources cited in each
- * exporter), and one quantization run written in every format loads back through our loader to the
- * in-memory fake-quantized model, with the same perplexity.
+ * auto_gptq, auto_awq, llm_compressor and fake: one quantization run written in every format loads
+ * back through our loader to the in-memory fake-quantized model, with the same perplexity. (The
+ * layouts of one Linear, both directions, are tests/formats_test.ts.)
  */
 import { assert, assertEquals } from "./assert.ts";
-import { awqTensors } from "../src/formats/awq.ts";
-import { autoGptqTensors } from "../src/formats/gptq/tensors.ts";
-import type { QuantizedLinear } from "../src/qmath/quantized.ts";
-import { packQuantizedTensors } from "../src/formats/compressed_tensors.ts";
-import { unpackQweightAlongK, unpackZerosGptqV1 } from "../src/formats/gptq/pack.ts";
-import { packDenseInt32, unpackDenseInt32 } from "../src/formats/compressed_tensors.ts";
-import { packAwqAlongN, unpackAwqAlongN } from "../src/formats/awq.ts";
-import { transpose } from "../src/formats/layout.ts";
 import { openCheckpoint } from "../src/io/checkpoint.ts";
-import { dequantizePackQuantized } from "../src/formats/compressed_tensors.ts";
 import type { QuantScheme } from "../src/qmath/quantized.ts";
 import type { WeightSource } from "../src/model/transformer.ts";
 import { exportModel, fakeQuantSource, perplexityOf, STORIES, storiesEvalIds } from "./consumers/helpers.ts";
 import { join } from "./consumers/path.ts";
-
-function linear(n: number, k: number, bits: number, g: number, sym: boolean, seed = 1): QuantizedLinear {
-  let s = seed;
-  const r = () => ((s = (s * 1664525 + 1013904223) >>> 0) / 4294967296);
-  const G = k / g, top = 2 ** bits - 1;
-  const codes = Uint8Array.from({ length: n * k }, () => Math.floor(r() * (top + 1)));
-  // Zero points include 0 (asym), which the GPTQ "minus one" convention must survive.
-  const zeros = Int32Array.from(
-    { length: n * G },
-    (_, i) => (sym ? 2 ** (bits - 1) : i % 5 === 0 ? 0 : Math.floor(r() * (top + 1))),
-  );
-  const scales = Float32Array.from({ length: n * G }, () => Math.f16round(0.001 + r() * 0.01));
-  return { name: "l", n, k, bits, groupSize: g, sym, q: { codes, scales, zeros } };
-}
-
-/** Bit-by-bit reference: value i of `vals` at global bit i·b, little-endian (compressed-tensors, GPTQ). */
-function denseReference(vals: ArrayLike<number>, bits: number): Int32Array {
-  const words = new Int32Array(Math.ceil((vals.length * bits) / 32));
-  for (let i = 0; i < vals.length; i++) {
-    for (let b = 0; b < bits; b++) {
-      if ((vals[i] >> b) & 1) words[(i * bits + b) >> 5] |= 1 << ((i * bits + b) & 31);
-    }
-  }
-  return words;
-}
-
-Deno.test("auto_gptq layout: qweight/qzeros/g_idx round-trip; zero points stored minus one (v1), 0 survives", () => {
-  for (const bits of [2, 3, 4, 8]) {
-    for (const sym of [true, false]) {
-      const l = linear(64, 128, bits, 32, sym, bits);
-      const t = autoGptqTensors(l);
-      assertEquals([...unpackQweightAlongK(t.qweight, 64, 128, bits)], [...l.q.codes], `${bits}b codes`);
-      assertEquals(
-        [...unpackZerosGptqV1(t.qzeros, 4, 64, bits)],
-        [...transpose(l.q.zeros, 64, 4)],
-        `${bits}b zeros`,
-      );
-      assertEquals([...t.gIdx.slice(30, 34)], [0, 0, 1, 1]);
-      // Every column of qweight is the dense little-endian packing of that column's codes.
-      const col0 = Array.from({ length: 128 }, (_, i) => l.q.codes[i]);
-      const ref = denseReference(col0, bits);
-      assertEquals(Array.from(ref, (_, w) => t.qweight[w * 64]), [...ref], `${bits}b packing`);
-    }
-  }
-  // Symmetric 4-bit: zero point 8 is stored as 7 in every nibble.
-  const s = autoGptqTensors(linear(8, 32, 4, 32, true));
-  assertEquals(s.qzeros[0] >>> 0, 0x77777777);
-});
-
-Deno.test("auto_awq layout: nibble order [0, 4, 1, 5, 2, 6, 3, 7], qweight [K, N/8], round trip", () => {
-  assertEquals(packAwqAlongN(Int32Array.from([0, 1, 2, 3, 4, 5, 6, 7]), 1, 8, 4)[0] >>> 0, 0x75316420);
-  const l = linear(64, 128, 4, 32, false, 9);
-  const t = awqTensors(l);
-  const back = unpackAwqAlongN(t.qweight, 128, 64, 4); // [K, N]
-  for (let n = 0; n < 64; n++) {
-    for (let k = 0; k < 128; k++) assertEquals(back[k * 64 + n], l.q.codes[n * 128 + k]);
-  }
-  assertEquals([...unpackAwqAlongN(t.qzeros, 4, 64, 4)], [...transpose(l.q.zeros, 64, 4)]);
-});
-
-Deno.test("llm_compressor pack-quantized: dense int32 packing (3-bit values straddle words), zero points along N", () => {
-  for (const bits of [2, 3, 4, 8]) {
-    const vals = Array.from({ length: 70 }, (_, i) => (i * 5 + 3) % 2 ** bits);
-    assertEquals([...packDenseInt32(vals, bits)], [...denseReference(vals, bits)], `${bits} bits`);
-    assertEquals([...unpackDenseInt32(packDenseInt32(vals, bits), 70, bits)], vals);
-  }
-  for (const sym of [true, false]) {
-    const l = linear(40, 96, 3, 32, sym, 4);
-    const t = packQuantizedTensors(l);
-    assertEquals(t.packedCols, Math.ceil((96 * 3) / 32));
-    // compressed-tensors dequantize: (q_ct − zp_ct)·scale with q_ct = code − 4, zp_ct = zp − 4.
-    const w = dequantizePackQuantized(
-      { bits: 3, groupSize: 32, zeroPlusOne: false, n: 40, k: 96 },
-      sym,
-      t.packed,
-      t.zeroPoint,
-      t.scale,
-    );
-    for (let i = 0; i < w.length; i += 37) {
-      const r = Math.floor(i / 96), g = Math.floor((i % 96) / 32);
-      assertEquals(w[i], (l.q.codes[i] - l.q.zeros[r * 3 + g]) * l.q.scales[r * 3 + g]);
-    }
-    if (!sym) assertEquals(t.zeroPoint!.length, Math.ceil((40 * 3) / 32) * 3);
-  }
-});
 
 /** Max |a − b| / max |b| over the quantized layers of a folder vs the in-memory fake quantization. */
 async function compareToFake(dir: string, fake: Map<string, Float32Array>): Promise<number> {
