@@ -1,6 +1,6 @@
 /**
- * Calibration selection and CPython's random, against independent references:
- * - PyRandom: values printed by CPython 3.11.7's `random` module on the dev machine (commands below);
+ * Calibration selection against independent references (CPython's random is io_pyrandom_test.ts,
+ * reading the texts io_calib_texts_test.ts):
  * - selections: tests/fixtures/calib/references.json, written by make_references.py (beside it) on the
  *   device machine: AutoRound's get_local_dataset / filter_func / concat_dataset_element / num= / nsamples
  *   logic in plain Python with the real `random.Random(seed).shuffle` and Python `tokenizers` 0.23.2
@@ -10,10 +10,9 @@
  */
 
 import { concatSamples, keepSample, loadCalibration, lossMaskOf, parseDatasetSpec } from "../src/io/calib.ts";
-import { pyRstrip, readTexts } from "../src/io/calib_texts.ts";
-import { PyRandom } from "../src/io/pyrandom.ts";
+import { readTexts } from "../src/io/calib_texts.ts";
 import { Tokenizer } from "../src/io/tokenizer.ts";
-import { FormatError, UsageError } from "../src/errors.ts";
+import { UsageError } from "../src/errors.ts";
 import { assert, assertEquals, assertEqualsInOrder, assertRejects } from "./assert.ts";
 
 const FIX = new URL("./fixtures/calib", import.meta.url).pathname;
@@ -74,69 +73,6 @@ function assertSelects(
   });
 }
 
-// ---- PyRandom ----
-// Goldens: CPython 3.11.7 on the dev machine, e.g.
-//   r = random.Random(42); x = list(range(1000)); r.shuffle(x)  -> x[:20], x[-5:], sum(i*v)
-//   random.Random(42).random() x5; random.Random(0).getrandbits(k) for k in [1,5,31,32,33,53,64,100]
-//   random.Random(2**40 + 12345).random() x3; random.Random(2**70 + 3).getrandbits(32) x3
-//   random.Random(1)._randbelow(n) for n in [1,2,3,10,1000,2**31+1,2**40]
-
-Deno.test("PyRandom.shuffle equals CPython's random.Random(42).shuffle(list(range(1000)))", () => {
-  const x = Array.from({ length: 1000 }, (_, i) => i);
-  new PyRandom(42).shuffle(x);
-  assertEquals(
-    x.slice(0, 20),
-    [776, 507, 895, 922, 33, 483, 85, 750, 354, 523, 184, 809, 418, 615, 682, 501, 760, 49, 732, 336],
-  );
-  assertEquals(x.slice(-5), [281, 759, 25, 114, 654]);
-  assertEquals(x.reduce((s, v, i) => s + i * v, 0), 250181598);
-  assertEquals(new PyRandom(42).shuffle([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]), [7, 3, 2, 8, 5, 6, 9, 4, 0, 1]);
-});
-
-Deno.test("PyRandom.random (53-bit) equals CPython for seeds 42, 0, 5, -5 (abs), 2**32 and 2**40+12345", () => {
-  const draw = (seed: number | bigint, n: number) => {
-    const r = new PyRandom(seed);
-    return Array.from({ length: n }, () => r.random());
-  };
-  assertEquals(draw(42, 5), [
-    0.6394267984578837,
-    0.025010755222666936,
-    0.27502931836911926,
-    0.22321073814882275,
-    0.7364712141640124,
-  ]);
-  assertEquals(draw(0, 3), [0.8444218515250481, 0.7579544029403025, 0.420571580830845]);
-  assertEquals(draw(5, 2), [0.6229016948897019, 0.7417869892607294]);
-  assertEquals(draw(-5, 2), [0.6229016948897019, 0.7417869892607294]);
-  assertEquals(draw(2 ** 32, 2), [0.11299430095636409, 0.41782886486292836]);
-  assertEquals(draw(2 ** 40 + 12345, 3), [0.31036222241287226, 0.1148930862836336, 0.5335990945925775]);
-});
-
-Deno.test("PyRandom.getrandbits(k) equals CPython for k from 1 to 100 and a seed above 2**64", () => {
-  const r = new PyRandom(0);
-  const got = [1, 5, 31, 32, 33, 53, 64, 100].map((k) => r.getrandbits(k).toString());
-  assertEquals(got, [
-    "1",
-    "12",
-    "1627694678",
-    "3823568514",
-    "1806341205",
-    "8696133065399866",
-    "8963783824838420066",
-    "1092065034664182788646272353144",
-  ]);
-  const big = new PyRandom(2n ** 70n + 3n);
-  assertEquals([0, 1, 2].map(() => Number(big.getrandbits(32))), [701776502, 1422058157, 4284124921]);
-});
-
-Deno.test("PyRandom.randbelow equals CPython's _randbelow, also above 2**32", () => {
-  const r = new PyRandom(1);
-  assertEquals(
-    [1, 2, 3, 10, 1000, 2 ** 31 + 1, 2 ** 40].map((n) => r.randbelow(n)),
-    [0, 0, 1, 1, 507, 1930549411, 207060179245],
-  );
-});
-
 // ---- spec, filter, mask, concat ----
 
 Deno.test("parseDatasetSpec reads AutoRound's num=, concat, apply_chat_template, system_prompt= options", () => {
@@ -187,76 +123,6 @@ Deno.test("concatSamples joins rows into seqlen pieces and keeps AutoRound's nev
   assertEquals([...concatSamples([[1, 7, 8, 9, 10, 11]], 4, 1)], [[1, 7, 8, 9]]);
   // Two stripped BOS (os_cnt = 2): the next piece holds BOS + 2 ids, one short of seqlen.
   assertEquals([...concatSamples([[1, 7, 8], [1, 9, 10, 11]], 4, 1)], [[1, 7, 8]]);
-});
-
-Deno.test("pyRstrip strips what Python's str.rstrip() strips (U+001C..1F, U+0085, U+3000) but not U+FEFF", () => {
-  assertEquals(pyRstrip("a \t\n\x1c\x85\u3000"), "a");
-  assertEquals(pyRstrip("a\ufeff"), "a\ufeff");
-  assertEquals(pyRstrip("  "), "");
-});
-
-// ---- reading sources ----
-
-Deno.test(".jsonl rows: strings, one-key objects and objects with text, rstripped", async () => {
-  const texts = await readTexts(`${FIX}/docs.jsonl`);
-  assertEquals(texts.length, 42);
-  const lines = Deno.readTextFileSync(`${FIX}/docs.jsonl`).trim().split("\n").map((l) => JSON.parse(l));
-  assertEquals(texts[3], lines[3]); // a plain string row
-  assertEquals(texts[5], lines[5].content); // {"content": ...}: its only value
-  assertEquals(texts[0], lines[0].text); // {"text": ..., "n": 0}
-  assertEquals(texts[36], lines[0].text); // trailing "  \n\n" stripped
-  assertEquals(texts[37], lines[1].text); // trailing \x1c\x85\u3000 stripped
-  assertEquals(texts[38], lines[2].text + "\ufeff");
-});
-
-Deno.test(".json as a dict (values in file order) and as a list", async () => {
-  const dict = JSON.parse(Deno.readTextFileSync(`${FIX}/docs_dict.json`));
-  assertEquals(await readTexts(`${FIX}/docs_dict.json`), [dict.first, dict.second.text, dict.third]);
-  const list = JSON.parse(Deno.readTextFileSync(`${FIX}/docs_list.json`));
-  assertEquals(await readTexts(`${FIX}/docs_list.json`), [list[0], list[1].text, list[2].body]);
-  const dir = await Deno.makeTempDir();
-  try {
-    await Deno.writeTextFile(`${dir}/k.json`, '{"b": "x", "10": "y", "2": "z"}');
-    assertEquals(await readTexts(`${dir}/k.json`), ["x", "y", "z"]); // Python's dict order, not JS's
-    await Deno.writeTextFile(`${dir}/bad.jsonl`, '{"text": "ok"}\n{"input_ids": [1, 2], "n": 3}\n');
-    const err = await assertRejects(() => readTexts(`${dir}/bad.jsonl`), FormatError);
-    assert(err.file?.endsWith("bad.jsonl:2"), err.file);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test(".txt: documents are separated by one or more blank (whitespace-only) lines", async () => {
-  const texts = await readTexts(`${FIX}/docs.txt`);
-  const list = (await readTexts(`${FIX}/docs.jsonl`)).slice(3, 8);
-  assertEquals(texts.length, 4);
-  assertEquals(texts[0], list[0] + "\n" + list[1]); // two lines, one document
-  assertEquals(texts[1], list[2]);
-  assertEquals(texts[2], list[3]);
-  assertEquals(texts[3], "  " + list[4]); // leading spaces kept, like rstrip
-});
-
-Deno.test(".parquet: the text column (pyarrow-written, snappy, two row groups)", async () => {
-  assertEquals(await readTexts(`${FIX}/docs.parquet`), REF.parquet_texts);
-});
-
-Deno.test("a folder reads every .jsonl/.json/.txt/.parquet below it in path order", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    await Deno.mkdir(`${dir}/sub`);
-    await Deno.copyFile(`${FIX}/docs.txt`, `${dir}/b.txt`);
-    await Deno.copyFile(`${FIX}/docs_list.json`, `${dir}/a.json`);
-    await Deno.copyFile(`${FIX}/docs.parquet`, `${dir}/sub/c.parquet`);
-    await Deno.writeTextFile(`${dir}/notes.md`, "ignored");
-    const expected = [
-      ...(await readTexts(`${FIX}/docs_list.json`)),
-      ...(await readTexts(`${FIX}/docs.txt`)),
-      ...(await readTexts(`${FIX}/docs.parquet`)),
-    ];
-    assertEquals(await readTexts(dir), expected);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 });
 
 // ---- selections against the Python reference ----
