@@ -26,7 +26,6 @@
  */
 import type { Backend } from "../src/backend/backend.ts";
 import { createCudaBackend, type CudaBackend } from "../src/backend/cuda/cuda_backend.ts";
-import type { CudaEvent } from "../ffi/cuda/driver.ts";
 import { openCheckpoint } from "../src/io/checkpoint.ts";
 import { PyRandom } from "../src/io/pyrandom.ts";
 import { stderrLog } from "../src/log.ts";
@@ -42,6 +41,7 @@ import { getRecipe } from "../src/quant/recipes.ts";
 import { resolveScheme } from "../src/quant/scheme.ts";
 import { type SignRoundSettings, tuneBlock, type TunedLinear } from "../src/quant/signround.ts";
 import { type FlagSpec, parseFlags } from "../src/std/cli.ts";
+import { category, instrumented, replayTimed } from "./cuda_op_timing.ts";
 
 const FLAGS: FlagSpec = {
   part: { type: "string" },
@@ -80,100 +80,6 @@ function record(r: Record<string, unknown>): void {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const GIB = 2 ** 30;
-
-// ---- per-op device timing -------------------------------------------------------------------------
-const TIMED_OPS = [
-  "matmul",
-  "attention",
-  "attentionBackward",
-  "fakeQuant",
-  "fakeQuantBackward",
-  "rmsNorm",
-  "rmsNormBackward",
-  "rope",
-  "siluMul",
-  "siluMulBackward",
-  "add",
-  "mseLoss",
-  "accumulate",
-  "signSgdStep",
-  "keepBest",
-  "copy",
-  "gatherSamples",
-  "full",
-] as const;
-type OpName = typeof TIMED_OPS[number];
-const category = (op: OpName) =>
-  op === "matmul" ? "GEMM" : op === "attention" || op === "attentionBackward" ? "attention" : "rest";
-
-/**
- * A view of `be` without capture (so tuneBlock runs eagerly) whose ops are bracketed by timing
- * events; each keepBest call (one per iteration) marks an iteration boundary.
- */
-function instrumented(be: CudaBackend) {
-  const calls: { op: OpName; a: CudaEvent; b: CudaEvent }[] = [];
-  const marks: number[] = [];
-  const view = Object.create(be) as CudaBackend & Record<string, unknown>;
-  Object.defineProperty(view, "capture", { value: undefined });
-  for (const op of TIMED_OPS) {
-    const orig = (be as unknown as Record<string, (...a: unknown[]) => unknown>)[op];
-    Object.defineProperty(view, op, {
-      value: function (this: unknown, ...args: unknown[]) {
-        if (op === "keepBest") marks.push(calls.length);
-        const a = be.rt.ctx.createEvent(true), b = be.rt.ctx.createEvent(true);
-        a.record(be.rt.stream);
-        const r = orig.apply(this, args);
-        b.record(be.rt.stream);
-        calls.push({ op, a, b });
-        return r;
-      },
-    });
-  }
-  /** Device ms per op name over calls [from, to), and dispose all events. */
-  const collect = (from: number, to: number) => {
-    const per = new Map<OpName, { ms: number; n: number }>();
-    calls.forEach((c, i) => {
-      if (i >= from && i < to) {
-        const e = per.get(c.op) ?? { ms: 0, n: 0 };
-        e.ms += c.b.elapsedSince(c.a);
-        e.n++;
-        per.set(c.op, e);
-      }
-      c.a[Symbol.dispose]();
-      c.b[Symbol.dispose]();
-    });
-    return per;
-  };
-  return { view: view as Backend, marks, collect };
-}
-
-/** `be` whose capture() returns work whose replays are bracketed by events. */
-function replayTimed(be: CudaBackend) {
-  const events: [CudaEvent, CudaEvent][] = [];
-  const view = Object.create(be) as CudaBackend;
-  Object.defineProperty(view, "capture", {
-    value: (fn: () => void) => {
-      const g = be.capture(fn);
-      return {
-        replay() {
-          const a = be.rt.ctx.createEvent(true), b = be.rt.ctx.createEvent(true);
-          a.record(be.rt.stream);
-          g.replay();
-          b.record(be.rt.stream);
-          events.push([a, b]);
-        },
-        [Symbol.dispose]: () => g[Symbol.dispose](),
-      };
-    },
-  });
-  const times = () => {
-    const ms = events.map(([a, b]) => b.elapsedSince(a));
-    for (const [a, b] of events) a[Symbol.dispose](), b[Symbol.dispose]();
-    events.length = 0;
-    return ms;
-  };
-  return { view: view as Backend, times };
-}
 
 // ---- part: iteration -----------------------------------------------------------------------------
 async function iterationPart(): Promise<void> {

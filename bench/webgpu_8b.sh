@@ -94,8 +94,8 @@ if has eval; then
   done
 fi
 if has tests; then
-  AUTOROUND_REQUIRE_GPU=1 timeout 300 deno test -A --no-check tests/cuda_ops_test.ts tests/cuda_memory_test.ts tests/webgpu_limits_test.ts \
-    tests/quant_split_test.ts > "$OUT/tests.log" 2>&1
+  AUTOROUND_REQUIRE_GPU=1 timeout 300 deno test -A --no-check tests/cuda_ops_test.ts tests/cuda_memory_test.ts \
+    tests/webgpu_limits_test.ts tests/quant_split_test.ts > "$OUT/tests.log" 2>&1
   note "tests rc $? $(grep -E "passed|failed" "$OUT/tests.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g')"
   sed 's/\x1b\[[0-9;]*m//g' "$OUT/tests.log" | grep -E "FAILED|^error" | head -10
 fi

@@ -26,8 +26,9 @@ import { runMatmul, WebGpuBackend } from "../src/backend/webgpu/mod.ts";
 import { gpu, type GpuTensor } from "../src/backend/webgpu/tensor.ts";
 import type { MatmulTile } from "../src/backend/webgpu/matmul.ts";
 import { tileBytes, tileValid } from "../src/backend/webgpu/matmul.ts";
-import { type Captured, grid } from "../src/backend/webgpu/runtime.ts";
+import type { Captured } from "../src/backend/webgpu/runtime.ts";
 import { gpuTimes, profile } from "../src/backend/webgpu/timing.ts";
+import { hostValue, randomFill } from "./webgpu_random.ts";
 import { fill } from "../src/backend/webgpu/memory_ops.ts";
 import { type BlockDims, blockFlops, LLAMA3_8B, setupBlock } from "./webgpu_block.ts";
 
@@ -89,73 +90,6 @@ const tileName = (t: MatmulTile) => `${t.bm}×${t.bn}×${t.bk}`;
 const BUDGET_MS = Number(args[args.indexOf("--budget") + 1]) * 1000 || 150_000;
 const start = performance.now();
 const overBudget = () => performance.now() - start > BUDGET_MS;
-
-// ---- random inputs: x = hash(i ^ seed)/2^32 − 0.5 written on the GPU, recomputed on the host.
-function hash(x: number): number {
-  x ^= x >>> 16;
-  x = Math.imul(x, 0x7feb352d);
-  x ^= x >>> 15;
-  x = Math.imul(x, 0x846ca68b);
-  x ^= x >>> 16;
-  return x >>> 0;
-}
-const FILL_WGSL = (t: string) =>
-  `${t === "f16" ? "enable f16;" : ""}
-struct P { n: u32, seed: u32, base: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read_write> x: array<${t}>;
-fn hash(v: u32) -> u32 {
-  var h = v;
-  h ^= h >> 16u; h *= 0x7feb352du; h ^= h >> 15u; h *= 0x846ca68bu; h ^= h >> 16u;
-  return h;
-}
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) w: vec3u, @builtin(num_workgroups) nw: vec3u, @builtin(local_invocation_index) l: u32) {
-  let i = (w.y * nw.x + w.x) * 256u + l;
-  if (i >= p.n) { return; }
-  x[p.base + i] = ${t}(f32(hash(i ^ p.seed)) * 2.3283064365386963e-10 - 0.5);
-}`;
-const fillPipes = new Map<string, GPUComputePipeline>();
-function randomFill(t: GpuTensor, seed: number): void {
-  const ty = t.kind.wgsl;
-  let pipe = fillPipes.get(ty);
-  if (!pipe) {
-    const module = rt.device.createShaderModule({ code: FILL_WGSL(ty) });
-    pipe = rt.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" } });
-    fillPipes.set(ty, pipe);
-  }
-  rt.flush();
-  const u = rt.device.createBuffer({ size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-  const byteOff = t.offset * t.kind.bytes;
-  const off = Math.floor(byteOff / rt.offsetAlign) * rt.offsetAlign;
-  rt.device.queue.writeBuffer(u, 0, new Uint32Array([t.size, seed, (byteOff - off) / t.kind.bytes, 0]));
-  const bg = rt.device.createBindGroup({
-    layout: pipe.getBindGroupLayout(0),
-    entries: [
-      { binding: 0, resource: { buffer: u } },
-      {
-        binding: 1,
-        resource: {
-          buffer: t.storage.buffer,
-          offset: off,
-          size: Math.ceil((byteOff - off + t.size * t.kind.bytes) / 4) * 4,
-        },
-      },
-    ],
-  });
-  const enc = rt.device.createCommandEncoder();
-  const pass = enc.beginComputePass();
-  pass.setPipeline(pipe);
-  pass.setBindGroup(0, bg);
-  pass.dispatchWorkgroups(...grid(Math.ceil(t.size / 256)));
-  pass.end();
-  rt.device.queue.submit([enc.finish()]);
-}
-/** Host value of element i of a tensor filled with `seed` (rounded as its storage rounds). */
-function hostValue(i: number, seed: number, dtype: string): number {
-  const v = Math.fround(Math.fround(hash((i ^ seed) >>> 0)) * 2.3283064365386963e-10 - 0.5);
-  return dtype === "f16" ? Math.f16round(v) : v;
-}
 
 interface Form {
   M: number;
@@ -222,7 +156,7 @@ if (!args.includes("--no-scaling")) {
     using a = gpu(be.full([M, K], 0, "f32"));
     using b = gpu(be.full([N, K], 0, "f32"));
     using c = gpu(be.full([M, N], 0, "f32"));
-    randomFill(a, 11), randomFill(b, 23);
+    randomFill(rt, a, 11), randomFill(rt, b, 23);
     for (const version of ["v0 (loops)", "current"]) {
       if (overBudget()) {
         console.log(`  over budget: skipping scaling ${M}×${N}×${K} ${version}`);
@@ -261,7 +195,7 @@ for (const dtype of args.includes("--no-tiles") ? [] : ["f32", "f16"] as const) 
     using a = gpu(be.full(f.transA ? [f.K, f.M] : [f.M, f.K], 0, dtype));
     using b = gpu(be.full(f.transB ? [f.N, f.K] : [f.K, f.N], 0, dtype));
     using c = gpu(be.full([f.M, f.N], 0, dtype));
-    randomFill(a, 5), randomFill(b, 77);
+    randomFill(rt, a, 5), randomFill(rt, b, 77);
     const flop = 2 * f.M * f.N * f.K;
     const variants = [
       ...TILES.map((tile) => ({ tile, acc16: false })),

@@ -1,10 +1,18 @@
 /**
  * ARCHITECTURE.md's rules, enforced (tools/check_imports.ts): the program's files stay in their
- * layers, import only downwards, import each other in no circle and stay under 400 lines; and the
- * checker itself still fires on each kind of violation.
+ * layers, import only downwards, import each other in no circle and stay under 400 lines (tests,
+ * benchmarks and tools too); and the checker itself still fires on each kind of violation.
  */
 import { assertEquals } from "./assert.ts";
-import { checkSources, importsOf, layerOf, LAYERS, programSources } from "../tools/check_imports.ts";
+import {
+  checkSources,
+  importsOf,
+  layerOf,
+  LAYERS,
+  programSources,
+  sizeViolations,
+  supportSources,
+} from "../tools/check_imports.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -15,6 +23,13 @@ Deno.test("the program's imports follow ARCHITECTURE.md: layers, no circles, no 
   for (const f of ["main.ts", "src/qmath/int_quant.ts", "src/formats/gguf/file.ts", "ffi/cuda/driver.ts"]) {
     assertEquals(files.has(f), true, f);
   }
+});
+
+Deno.test("tests, benchmarks and tools hold to the 400-line rule too", async () => {
+  const files = await supportSources(ROOT);
+  assertEquals(sizeViolations(files).map((v) => `${v.file}: ${v.message}`), []);
+  assertEquals(files.has("tests/architecture_test.ts") && files.has("bench/cuda_8b.ts"), true);
+  assertEquals([...files.keys()].some((f) => f.includes("fixtures/") || f.includes("node_modules/")), false);
 });
 
 Deno.test("the checker reports a layer violation, an unplaced file, a circle and an oversized file", () => {

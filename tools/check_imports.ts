@@ -2,8 +2,9 @@
  * The layer rules of ARCHITECTURE.md, checked over the program's own import statements (main.ts,
  * src/, ffi/): every file sits in one layer, and imports only from its own layer or from the layers
  * that layer may import; no files import each other in a circle; no TypeScript file is longer than
- * MAX_LINES. tests/architecture_test.ts runs it on the tree (so `npm test` and .ci/run enforce it)
- * and on synthetic files (so a rule that stops firing is noticed).
+ * MAX_LINES (that rule also holds for tests/, bench/ and tools/). tests/architecture_test.ts runs it on
+ * the tree (so `npm test` and .ci/run enforce it) and on synthetic files (so a rule that stops firing
+ * is noticed).
  *
  * ```sh
  * deno run --allow-read tools/check_imports.ts     # prints each violation, exits 1 if there is one
@@ -132,10 +133,7 @@ export function checkSources(
         message: "in no layer: add its folder to LAYERS and ARCHITECTURE.md",
       });
     }
-    const lines = source.split("\n").length - (source.endsWith("\n") ? 1 : 0);
-    if (file.endsWith(".ts") && lines > MAX_LINES) {
-      out.push({ kind: "size", file, message: `${lines} lines (at most ${MAX_LINES}): split it by job` });
-    }
+    if (file.endsWith(".ts")) out.push(...sizeViolations(new Map([[file, source]])));
     const targets: string[] = [];
     for (const spec of importsOf(source)) {
       const target = resolve(file, spec);
@@ -152,25 +150,51 @@ export function checkSources(
   return out;
 }
 
-/** The program's own source files under `root`: main.ts and the .ts files of src/ and ffi/. */
-export async function programSources(root: string): Promise<Map<string, string>> {
+/** The .ts files under `root`/`dirs` (repo-relative path → text), skipping `skip` folders. */
+export async function typescriptFiles(
+  root: string,
+  dirs: readonly string[],
+  skip: readonly string[] = [],
+): Promise<Map<string, string>> {
   const files = new Map<string, string>();
   const walk = async (dir: string) => {
     for await (const e of Deno.readDir(`${root}/${dir}`)) {
       const rel = `${dir}/${e.name}`;
-      if (e.isDirectory) await walk(rel);
-      else if (e.name.endsWith(".ts")) files.set(rel, await Deno.readTextFile(`${root}/${rel}`));
+      if (e.isDirectory && !skip.some((s) => rel === s || rel.endsWith(`/${s}`))) await walk(rel);
+      else if (e.isFile && e.name.endsWith(".ts")) files.set(rel, await Deno.readTextFile(`${root}/${rel}`));
     }
   };
-  files.set("main.ts", await Deno.readTextFile(`${root}/main.ts`));
-  await walk("src");
-  await walk("ffi");
+  for (const d of dirs) await walk(d);
   return files;
+}
+
+/** The program's own source files under `root`: main.ts and the .ts files of src/ and ffi/. */
+export async function programSources(root: string): Promise<Map<string, string>> {
+  const files = await typescriptFiles(root, ["src", "ffi"]);
+  files.set("main.ts", await Deno.readTextFile(`${root}/main.ts`));
+  return files;
+}
+
+/** TypeScript that is not the program (tests, benchmarks, tools), held to the size rule only. */
+export function supportSources(root: string): Promise<Map<string, string>> {
+  return typescriptFiles(root, ["tests", "bench", "tools"], ["fixtures", "node_modules", "pylib", "out"]);
+}
+
+/** Files of `files` longer than MAX_LINES. */
+export function sizeViolations(files: ReadonlyMap<string, string>): Violation[] {
+  const out: Violation[] = [];
+  for (const [file, source] of files) {
+    const lines = source.split("\n").length - (source.endsWith("\n") ? 1 : 0);
+    if (lines > MAX_LINES) {
+      out.push({ kind: "size", file, message: `${lines} lines (at most ${MAX_LINES}): split it by job` });
+    }
+  }
+  return out;
 }
 
 if (import.meta.main) {
   const root = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
-  const found = checkSources(await programSources(root));
+  const found = [...checkSources(await programSources(root)), ...sizeViolations(await supportSources(root))];
   for (const v of found) console.log(`${v.file}: ${v.kind}: ${v.message}`);
   console.log(found.length ? `${found.length} violations` : "imports follow ARCHITECTURE.md");
   Deno.exit(found.length ? 1 : 0);

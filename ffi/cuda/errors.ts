@@ -1,5 +1,5 @@
 /**
- * Errors of the CUDA bindings. `ffi/` imports nothing from the program (DESIGN.md § Layers), so
+ * Errors of the CUDA bindings. `ffi/` imports nothing from the program (ARCHITECTURE.md § Layers), so
  * these are plain typed errors; src/backend/cuda turns them into a BackendError where a user can act.
  */
 

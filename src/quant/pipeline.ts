@@ -1,5 +1,5 @@
 /**
- * The quantize pipeline, one pass block by block (DESIGN.md § Data flow):
+ * The quantize pipeline, one pass block by block (ARCHITECTURE.md § Data flow):
  *
  *   calibration tokens → embeddings X₀ (activation stores: backend memory, or host when short)
  *   for each block b: read its weights → fp forward: targets and next fp inputs (+ imatrix)
