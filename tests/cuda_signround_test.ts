@@ -9,40 +9,15 @@
  */
 import type { Backend } from "../src/backend/backend.ts";
 import type { CudaBackend } from "../src/backend/cuda/cuda_backend.ts";
-import { silentLog } from "../src/log.ts";
-import type { BlockReport } from "../src/quant/pipeline.ts";
-import { quantize, type QuantizeOptions } from "../src/quant/quantize.ts";
-import { resolveScheme } from "../src/quant/scheme.ts";
+import type { QuantizeOptions } from "../src/quant/quantize.ts";
+import { quantizeStoriesReports } from "./stories_quantize.ts";
 import { cpu, cuda, cudaTest, expectClose, expectEqual } from "./cuda_helpers.ts";
 
 const FIX = new URL("./fixtures/", import.meta.url).pathname;
 
-async function run(be: Backend, opts: Partial<QuantizeOptions> = {}) {
-  const out = await Deno.makeTempDir();
-  const blocks: BlockReport[] = [];
-  const fake = new Map<string, Float32Array>();
-  try {
-    await quantize({
-      model: FIX + "stories260K",
-      outputDir: `${out}/q`,
-      formats: ["auto_round"],
-      scheme: resolveScheme("W2A16", { groupSize: 32 }),
-      iters: 12,
-      nsamples: 16,
-      seqlen: 64,
-      batchSize: 8,
-      // Packed samples: every batch has the same number of counted tokens, so tuneBlock captures.
-      dataset: FIX + "tinystories-calib.jsonl:concat=true",
-      maxShardSize: 5e9,
-      backend: be,
-      onBlock: (r) => blocks.push(r),
-      onFakeWeight: (n, v) => fake.set(n, v),
-      ...opts,
-    }, silentLog);
-  } finally {
-    await Deno.remove(out, { recursive: true });
-  }
-  return { blocks, fake };
+/** Packed samples: every batch has the same number of counted tokens, so tuneBlock captures. */
+function run(be: Backend, opts: Partial<QuantizeOptions> = {}) {
+  return quantizeStoriesReports(be, { dataset: FIX + "tinystories-calib.jsonl:concat=true", ...opts });
 }
 
 /** The same backend without capture(): tuneBlock then runs every iteration eagerly. */

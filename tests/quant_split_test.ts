@@ -6,12 +6,10 @@
  */
 import { CpuBackend } from "../src/backend/cpu/cpu_backend.ts";
 import { DeviceError } from "../src/errors.ts";
-import { silentLog } from "../src/log.ts";
 import { DeviceActivations, samplesPerPass } from "../src/quant/activations.ts";
-import type { BlockReport } from "../src/quant/pipeline.ts";
-import { quantize, type QuantizeOptions } from "../src/quant/quantize.ts";
-import { resolveScheme } from "../src/quant/scheme.ts";
-import { assert, assertEquals, assertRejects, assertSameNumbers, assertThrows, fixture } from "./assert.ts";
+import type { QuantizeOptions } from "../src/quant/quantize.ts";
+import { assert, assertEquals, assertRejects, assertSameNumbers, assertThrows } from "./assert.ts";
+import { quantizeStoriesReports } from "./stories_quantize.ts";
 
 const T = 4, H = 6, N = 10;
 
@@ -66,32 +64,7 @@ Deno.test("a sample larger than the device's largest buffer is a DeviceError nam
   assert(e.oneLine().includes("--seqlen"), e.oneLine());
 });
 
-async function run(opts: Partial<QuantizeOptions>, be: CpuBackend) {
-  const out = await Deno.makeTempDir();
-  const blocks: BlockReport[] = [];
-  const fake = new Map<string, Float32Array>();
-  try {
-    await quantize({
-      model: fixture("stories260K"),
-      outputDir: `${out}/q`,
-      formats: ["auto_round"],
-      scheme: resolveScheme("W2A16", { groupSize: 32 }),
-      iters: 12,
-      nsamples: 16,
-      seqlen: 64,
-      batchSize: 8,
-      dataset: fixture("tinystories-calib.jsonl"),
-      maxShardSize: 5e9,
-      backend: be,
-      onBlock: (r) => blocks.push(r),
-      onFakeWeight: (n, v) => fake.set(n, v),
-      ...opts,
-    }, silentLog);
-  } finally {
-    await Deno.remove(out, { recursive: true });
-  }
-  return { blocks, fake };
-}
+const run = (opts: Partial<QuantizeOptions>, be: CpuBackend) => quantizeStoriesReports(be, opts);
 
 Deno.test("a batch split into uneven passes by a buffer cap takes the whole batch's first step (f64)", async () => {
   // stories260K at 64 tokens: a sample's widest activation (172 columns, f32) is 44 KiB and its

@@ -9,39 +9,18 @@ import { documentStream, windowedPerplexity } from "../src/eval/perplexity.ts";
 import { openCheckpoint, overlaySource } from "../src/io/checkpoint.ts";
 import { PyRandom } from "../src/io/pyrandom.ts";
 import { Tokenizer } from "../src/io/tokenizer.ts";
-import { silentLog } from "../src/log.ts";
 import { LoadedModel } from "../src/model/transformer.ts";
-import type { BlockReport } from "../src/quant/pipeline.ts";
-import { quantize, type QuantizeOptions } from "../src/quant/quantize.ts";
-import { resolveScheme } from "../src/quant/scheme.ts";
+import type { QuantizeOptions } from "../src/quant/quantize.ts";
 import { autoLr, IndexSampler } from "../src/quant/signround.ts";
 import { assert, assertAlmostEquals, assertEquals, assertSameNumbers, fixture } from "./assert.ts";
+import { quantizeStories } from "./stories_quantize.ts";
 
 const tok = await Tokenizer.fromDir(fixture("stories260K"));
 const evalIds = documentStream(await Deno.readTextFile(fixture("stories260K/eval.txt")), (l) => tok.encode(l))
   .subarray(0, 24 * 256);
 
-async function run(opts: Partial<QuantizeOptions>, be: Backend = new CpuBackend()) {
-  const out = await Deno.makeTempDir();
-  const blocks: BlockReport[] = [];
-  const fake = new Map<string, Float32Array>();
-  await quantize({
-    model: fixture("stories260K"),
-    outputDir: `${out}/q`,
-    formats: ["auto_round"],
-    scheme: resolveScheme("W2A16", { groupSize: 32 }),
-    iters: 12,
-    nsamples: 16,
-    seqlen: 64,
-    batchSize: 8,
-    dataset: fixture("tinystories-calib.jsonl"),
-    maxShardSize: 5e9,
-    backend: be,
-    onBlock: (r) => blocks.push(r),
-    onFakeWeight: (n, v) => fake.set(n, v),
-    ...opts,
-  }, silentLog);
-  return { dir: `${out}/q`, blocks, fake, cleanup: () => Deno.remove(out, { recursive: true }) };
+function run(opts: Partial<QuantizeOptions>, be: Backend = new CpuBackend()) {
+  return quantizeStories(be, opts);
 }
 
 async function ppl(be: Backend, dir: string, fake?: Map<string, Float32Array>): Promise<number> {
