@@ -7,10 +7,10 @@
  * each within 1e-6 of the reference's weighted error. The mismatch counts are printed as a table.
  */
 import { assert, assertEquals, assertRejects } from "./assert.ts";
-import ggufMath from "../wgsl/gguf_math.wgsl" with { type: "text" };
 import { BackendError } from "../src/errors.ts";
 import { Params } from "../src/backend/webgpu/params.ts";
 import { bind, gpu } from "../src/backend/webgpu/tensor.ts";
+import { GGUF_MATH_WGSL } from "../src/backend/webgpu/kernels.ts";
 import { f32ToF16, roundHalfEven } from "../src/tensor/dtype.ts";
 import { gpuTest, openGpu } from "./webgpu_helpers.ts";
 import { GgufExporter } from "../src/export/gguf.ts";
@@ -186,7 +186,7 @@ gpuTest(
       entry: "probe",
       bindings: ["r", "r", "r", "rw"],
       consts: { GS: 32 },
-      source: `${ggufMath}\n${PROBE}`,
+      source: `${GGUF_MATH_WGSL}\n${PROBE}`,
     });
     const [wa, wb, wc, wo] = [A, B, C, O].map((t) => bind(rt, gpu(t)));
     const p = new Params().u(0).u(count).u(0).u(0).u(0).u(0).u(0).u(0).u(0).u(0).u(0).u(0);

@@ -72,21 +72,7 @@ fn two_sum(a: f32, b: f32) -> vec2<f32> {
   return vec2<f32>(s, (a - t) + (b - bb));
 }
 
-// a · b = p + e exactly, from the 24-bit integer mantissas: the low 32 bits of ma·mb − mp·2^k hold
-// the (small) error exactly, whatever the wrap-around above them.
-fn two_prod(a: f32, b: f32) -> vec2<f32> {
-  let p = opaque(a * b);
-  if (a == 0.0 || b == 0.0 || abs(p) < 1e-30 || abs(p) > 1e30) { return vec2<f32>(p, 0.0); }
-  let fa = frexp(a);
-  let fb = frexp(b);
-  let fp = frexp(p);
-  let ma = u32(abs(fa.fract) * 16777216.0);
-  let mb = u32(abs(fb.fract) * 16777216.0);
-  let mp = u32(abs(fp.fract) * 16777216.0);
-  let k = u32(fp.exp - fa.exp - fb.exp + 24);
-  let diff = bitcast<i32>(ma * mb - (mp << k));
-  return vec2<f32>(p, sign(p) * ldexp(f32(diff), fa.exp + fb.exp - 48));
-}
+// two_prod(a, b): the exact product, from two_prod.wgsl (appended by kernels.ts).
 
 // (x.hi + x.lo) / s as a pair: quotient plus the correction from the exact remainder.
 fn div_pair(x: vec2<f32>, s: f32) -> vec2<f32> {

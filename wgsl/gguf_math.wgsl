@@ -5,7 +5,7 @@
 // dispatcher (src/backend/webgpu/gguf.ts) writes the type's constants first (GS group size, SGS
 // groups per super-block, BITS, TYPE, and the mode flags).
 // Exactness: the host reference (src/qmath/gguf/torch_f32.ts) rounds every operation to float32 in
-// torch's order. Here every + − × goes through `opq` (XOR with a uniform that is always 0), so no
+// torch's order. Here every + − × goes through `opaque` (XOR with a uniform that is always 0), so no
 // shader compiler can fuse a product into an FMA or apply inexact algebra (Mesa's NIR rewrites
 // (a + b) − a to b); WGSL's `/` and `sqrt` are only 2.5 ulp accurate, so `div_rn` divides the
 // integer mantissas and `sqrt_rn` corrects the native root from exact squares. `round` is
@@ -22,17 +22,17 @@ struct GgufUniform {
 @group(0) @binding(0) var<uniform> P: GgufUniform;
 
 // x, hidden from the optimizer (see the file comment).
-fn opq(x: f32) -> f32 {
+fn opaque(x: f32) -> f32 {
   return bitcast<f32>(bitcast<u32>(x) ^ P.zero);
 }
 fn fmul(a: f32, b: f32) -> f32 {
-  return opq(a * b);
+  return opaque(a * b);
 }
 fn fadd(a: f32, b: f32) -> f32 {
-  return opq(a + b);
+  return opaque(a + b);
 }
 fn fsub(a: f32, b: f32) -> f32 {
-  return opq(a - b);
+  return opaque(a - b);
 }
 
 // Smallest f32 ≥ 1e-30 (0x0da24260): |x| ≥ 1e-30, |x| < 1e-30 and x ≤ 1e-30 of the host's float64
@@ -57,7 +57,7 @@ fn is_normal(x: f32) -> bool {
 // sticky remainder). Zero, subnormal, infinite or NaN operands, and quotients outside the normal
 // range, take the native quotient.
 fn div_rn(a: f32, b: f32) -> f32 {
-  let q0 = opq(a / b);
+  let q0 = opaque(a / b);
   if (!is_normal(a) || !is_normal(b) || !is_normal(q0)) { return q0; }
   let ua = bitcast<u32>(a);
   let ub = bitcast<u32>(b);
@@ -89,26 +89,12 @@ fn div_rn(a: f32, b: f32) -> f32 {
   return bitcast<f32>(((ua ^ ub) & 0x80000000u) | (u32(ex) << 23u) | (m & 0x7fffffu));
 }
 
-// a · b = p + e exactly, from the 24-bit integer mantissas (the low 32 bits of ma·mb − mp·2^k hold
-// the small error exactly, whatever the wrap-around above them); e = 0 outside the normal range.
-fn two_prod(a: f32, b: f32) -> vec2<f32> {
-  let p = opq(a * b);
-  if (a == 0.0 || b == 0.0 || abs(p) < 1e-30 || abs(p) > 1e30) { return vec2<f32>(p, 0.0); }
-  let fa = frexp(a);
-  let fb = frexp(b);
-  let fp = frexp(p);
-  let ma = u32(abs(fa.fract) * 16777216.0);
-  let mb = u32(abs(fb.fract) * 16777216.0);
-  let mp = u32(abs(fp.fract) * 16777216.0);
-  let k = u32(fp.exp - fa.exp - fb.exp + 24);
-  let diff = bitcast<i32>(ma * mb - (mp << k));
-  return vec2<f32>(p, sign(p) * ldexp(f32(diff), fa.exp + fb.exp - 48));
-}
+// two_prod(a, b): the exact product, from two_prod.wgsl (appended by kernels.ts).
 
 // sqrt(x) rounded to nearest: the native root or a neighbour, whichever square is closest to x
 // (a square root never lies exactly between two floats).
 fn sqrt_rn(x: f32) -> f32 {
-  let s = opq(sqrt(x));
+  let s = opaque(sqrt(x));
   if (!is_normal(x) || x < 0.0 || !is_normal(s)) { return s; }
   var best = s;
   var err = sq_residual(s, x);

@@ -19,9 +19,13 @@ import ggufSearch from "../../../wgsl/gguf_search.wgsl" with { type: "text" };
 import ggufSuper from "../../../wgsl/gguf_super.wgsl" with { type: "text" };
 import ggufPack from "../../../wgsl/gguf_pack.wgsl" with { type: "text" };
 import intSearch from "../../../wgsl/int_search.wgsl" with { type: "text" };
+import twoProd from "../../../wgsl/two_prod.wgsl" with { type: "text" };
 import { type StorageKind, storageKind } from "./storage.ts";
 
 const F32_KIND = storageKind("f32", false);
+
+/** What every GGUF kernel file builds on: its float32 helpers and uniform, and the exact product. */
+export const GGUF_MATH_WGSL = `${ggufMath}\n${twoProd}`;
 
 /** The kernel families, one WGSL file each. */
 export const WGSL_SOURCES = {
@@ -32,14 +36,14 @@ export const WGSL_SOURCES = {
   rope,
   attention,
   attentionBackward,
-  fakeQuant,
+  fakeQuant: `${fakeQuant}\n${twoProd}`,
   loss,
   reduce,
-  // The GGUF kernels share their float32 helpers and uniform (gguf_math.wgsl).
-  ggufSearch: `${ggufMath}\n${ggufSearch}`,
-  ggufSuper: `${ggufMath}\n${ggufSuper}`,
-  ggufPack: `${ggufMath}\n${ggufPack}`,
-  intSearch: `${ggufMath}\n${intSearch}`,
+  // The GGUF kernels share their float32 helpers and uniform (gguf_math.wgsl, two_prod.wgsl).
+  ggufSearch: `${GGUF_MATH_WGSL}\n${ggufSearch}`,
+  ggufSuper: `${GGUF_MATH_WGSL}\n${ggufSuper}`,
+  ggufPack: `${GGUF_MATH_WGSL}\n${ggufPack}`,
+  intSearch: `${GGUF_MATH_WGSL}\n${intSearch}`,
 } as const;
 
 /** Name of a kernel family. */
