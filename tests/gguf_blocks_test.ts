@@ -16,19 +16,9 @@ import { GGML_TYPES, type GgmlTypeName } from "../src/qmath/gguf/types.ts";
 import { type QuantGgmlType, quantizeAtExport } from "../src/qmath/gguf/quantize.ts";
 import { CONSUMERS } from "./consumers/helpers.ts";
 import { join } from "./consumers/path.ts";
+import { QUANT_GGML_TYPES } from "../src/qmath/gguf/params.ts";
 
-const QTYPES: QuantGgmlType[] = [
-  "Q4_0",
-  "Q4_1",
-  "Q5_0",
-  "Q5_1",
-  "Q8_0",
-  "Q2_K",
-  "Q3_K",
-  "Q4_K",
-  "Q5_K",
-  "Q6_K",
-];
+const QTYPES = QUANT_GGML_TYPES;
 
 /** Code and scale ranges each type stores. */
 const RANGES: Record<QuantGgmlType, { q: [number, number]; sc?: [number, number]; mn?: [number, number] }> = {

@@ -14,19 +14,9 @@ import { CpuBackend } from "../src/backend/cpu/cpu_backend.ts";
 import { dequantizeBytes } from "../src/qmath/gguf/blocks.ts";
 import { GGML_TYPES } from "../src/qmath/gguf/types.ts";
 import { SafetensorsReader } from "../src/io/safetensors/reader.ts";
+import { QUANT_GGML_TYPES } from "../src/qmath/gguf/params.ts";
 
-export const GGUF_TYPES: GgufBlockType[] = [
-  "Q4_0",
-  "Q4_1",
-  "Q5_0",
-  "Q5_1",
-  "Q8_0",
-  "Q2_K",
-  "Q3_K",
-  "Q4_K",
-  "Q5_K",
-  "Q6_K",
-];
+export const GGUF_TYPES = QUANT_GGML_TYPES;
 
 /** The quantizer settings every type is tried with. */
 export const MODES: { name: string; opts: Omit<GgufQuantizeOptions, "imatrix">; imatrix: boolean }[] = [

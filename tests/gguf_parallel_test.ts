@@ -5,22 +5,11 @@
  */
 import { quantizeToBytesOn } from "../src/qmath/gguf/parallel.ts";
 import { quantizeToBytes } from "../src/qmath/gguf/quantize.ts";
-import type { QuantGgmlType } from "../src/qmath/gguf/params.ts";
 import { WorkerPool } from "../src/parallel/pool.ts";
 import { assertEquals } from "./assert.ts";
+import { QUANT_GGML_TYPES } from "../src/qmath/gguf/params.ts";
 
-const TYPES: QuantGgmlType[] = [
-  "Q4_0",
-  "Q4_1",
-  "Q5_0",
-  "Q5_1",
-  "Q8_0",
-  "Q2_K",
-  "Q3_K",
-  "Q4_K",
-  "Q5_K",
-  "Q6_K",
-];
+const TYPES = QUANT_GGML_TYPES;
 
 Deno.test({
   name: "GGUF rows on 3 threads, in chunks of 5 rows, equal the single-thread bytes for every type",

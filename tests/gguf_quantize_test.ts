@@ -26,19 +26,9 @@ import {
 import { dequantizeBlocks, packBlocks, unpackBlocks } from "../src/qmath/gguf/blocks.ts";
 import { GGML_TYPES } from "../src/qmath/gguf/types.ts";
 import type { QuantizedLinear } from "../src/qmath/quantized.ts";
+import { QUANT_GGML_TYPES } from "../src/qmath/gguf/params.ts";
 
-const QTYPES: QuantGgmlType[] = [
-  "Q4_0",
-  "Q4_1",
-  "Q5_0",
-  "Q5_1",
-  "Q8_0",
-  "Q2_K",
-  "Q3_K",
-  "Q4_K",
-  "Q5_K",
-  "Q6_K",
-];
+const QTYPES = QUANT_GGML_TYPES;
 
 function weights(n: number, k: number, seed = 3): Float32Array {
   let s = seed;

@@ -10,19 +10,9 @@ import { assertEquals } from "./assert.ts";
 import * as fast from "../src/qmath/gguf/quantize.ts";
 import * as ref from "./gguf_reference/quantize.ts";
 import { allocBlocks, packBlocks } from "../src/qmath/gguf/blocks.ts";
+import { QUANT_GGML_TYPES } from "../src/qmath/gguf/params.ts";
 
-const TYPES: fast.QuantGgmlType[] = [
-  "Q4_0",
-  "Q4_1",
-  "Q5_0",
-  "Q5_1",
-  "Q8_0",
-  "Q2_K",
-  "Q3_K",
-  "Q4_K",
-  "Q5_K",
-  "Q6_K",
-];
+const TYPES = QUANT_GGML_TYPES;
 
 function lcg(seed: number): () => number {
   let s = seed >>> 0;

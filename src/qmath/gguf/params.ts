@@ -35,6 +35,9 @@ export const TYPE_QUANT: Readonly<
 };
 export type QuantGgmlType = keyof typeof TYPE_QUANT;
 
+/** Every block-quantized GGML type, legacy (Q4_0 … Q8_0) then K-quants (Q2_K … Q6_K). */
+export const QUANT_GGML_TYPES = Object.keys(TYPE_QUANT) as readonly QuantGgmlType[];
+
 /** Whether a GGML type is block-quantized (not F32/F16/BF16). */
 export function isQuantType(t: GgmlTypeName): t is QuantGgmlType {
   return t in TYPE_QUANT;
