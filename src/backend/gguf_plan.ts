@@ -8,6 +8,7 @@
 import type { GgufBlockType } from "./backend.ts";
 import { BackendError } from "../errors.ts";
 import { GGML_TYPES } from "../qmath/gguf/types.ts";
+import { symSearchGrid } from "../qmath/int_quant.ts";
 
 /** Kernel family of a type: the 32-wide types, the asymmetric and the symmetric K-quants. */
 export type GgufFamily = "legacy" | "kasym" | "ksym";
@@ -75,14 +76,7 @@ export interface GgufPlan {
 
 /** search_scales' grid (search_sym.ts searchScaleSym): −(nmax − step·is), is = −searchMin..searchMin, is ≠ 0. */
 function symGrid(bits: number): Float32Array {
-  const nmax = 2 ** (bits - 1);
-  let searchMin: number, step: number;
-  if (bits === 2) [searchMin, step] = [90, 0.01];
-  else {
-    const span = nmax * 0.75; // AR_SEARCH_SCALE_RATIO default
-    step = (span / 200) * 2;
-    searchMin = Math.trunc(span / step);
-  }
+  const { nmax, searchMin, step } = symSearchGrid(bits);
   const out: number[] = [];
   for (let is = -searchMin; is <= searchMin; is++) if (is !== 0) out.push(-(nmax - step * is));
   return Float32Array.from(out);

@@ -277,6 +277,19 @@ export function fakeQuantizeBackward(
  * weighted) squared error. Returns the scale per group `[N·G]`, clamped to ±thresh like
  * `_resolve_optimized_dtype_funcs` does. `importance` is per element `[N, K]` (importanceForWeight) or absent.
  */
+/**
+ * The candidate grid of auto-round's `search_scales`: scales −(nmax − step·is)/gmax for
+ * is = −searchMin..searchMin (is = 0 is the RTN start), within ±75% of nmax
+ * (AR_SEARCH_SCALE_RATIO's default); 2 bits use a fixed finer grid of ±0.9 in steps of 0.01.
+ */
+export function symSearchGrid(bits: number): { nmax: number; searchMin: number; step: number } {
+  const nmax = 2 ** (bits - 1);
+  if (bits === 2) return { nmax, searchMin: 18 * 5, step: 0.01 };
+  const span = nmax * 0.75;
+  const step = span / 200 * 2;
+  return { nmax, searchMin: Math.trunc(span / step), step };
+}
+
 export function searchScalesSym(
   w: FArr,
   l: GroupLayout,
@@ -287,17 +300,7 @@ export function searchScalesSym(
   rc: (x: number) => number = (x) => x,
 ): Float64Array {
   const G = groupsPerRow(l);
-  const nmax = 2 ** (bits - 1);
-  let searchMin: number, step: number;
-  if (bits === 2) {
-    searchMin = 18 * 5;
-    step = 0.01;
-  } else {
-    const ratio = 0.75; // AR_SEARCH_SCALE_RATIO default
-    const span = nmax * ratio;
-    step = span / 200 * 2;
-    searchMin = Math.trunc(span / step);
-  }
+  const { nmax, searchMin, step } = symSearchGrid(bits);
   const recip = (x: number) => (Math.abs(x) >= 1e-30 ? rc(1 / x) : 0);
   const scales = new Float64Array(l.n * G);
   for (let r = 0; r < l.n; r++) {

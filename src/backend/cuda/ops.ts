@@ -6,6 +6,7 @@
 import { BackendError } from "../../errors.ts";
 import type { OpContext } from "./matmul.ts";
 import { aligned16, type CudaTensor, DTYPE_BYTES, DTYPE_CODE } from "./tensor.ts";
+import { symSearchGrid } from "../../qmath/int_quant.ts";
 
 const code = (t: CudaTensor) => DTYPE_CODE[t.dtype];
 const vecFlag = (...ts: CudaTensor[]) => (aligned16(...ts.map((t) => t.addr)) ? 1 : 0);
@@ -379,15 +380,8 @@ export function optRtnScales(
     throw new BackendError(`optRtnScales: imatrix must be f32 [${k}]`);
   }
   if (groups === 0) return;
-  // The candidate grid of auto-round's search_scales (same numbers as the host reference).
-  const nmax = 2 ** (bits - 1);
-  let searchMin: number, step: number;
-  if (bits === 2) [searchMin, step] = [90, 0.01];
-  else {
-    const span = nmax * 0.75;
-    step = span / 200 * 2;
-    searchMin = Math.trunc(span / step);
-  }
+  // The candidate grid of auto-round's search_scales (the host reference's numbers).
+  const { searchMin, step } = symSearchGrid(bits);
   op.rt.begin().ptr(w.addr).i32(code(w)).ptr(imatrix ? imatrix.addr : 0n).i64(rows).i64(k).i64(g)
     .i64(Math.ceil(k / g)).i32(bits).i32(searchMin).f64(step).f64(1e-5).ptr(out.addr);
   op.rt.launch(op.rt.fn("opt_rtn_search"), [Math.ceil(groups / 8)], [256]);

@@ -8,6 +8,7 @@ import type { GpuContext } from "./context.ts";
 import type { KernelSpec } from "./kernels.ts";
 import { Params } from "./params.ts";
 import { bind, type Bound, chunks, type GpuTensor } from "./tensor.ts";
+import { symSearchGrid } from "../../qmath/int_quant.ts";
 
 const WG = 256;
 const f64 = new Float64Array(1), u32 = new Uint32Array(f64.buffer);
@@ -78,14 +79,7 @@ export function groupMinMax(
  * bits, biased exponent, sign.
  */
 function candidateWords(bits: number): Uint32Array<ArrayBuffer> {
-  const nmax = 2 ** (bits - 1);
-  let searchMin: number, step: number;
-  if (bits === 2) [searchMin, step] = [90, 0.01];
-  else {
-    const span = nmax * 0.75; // AR_SEARCH_SCALE_RATIO default
-    step = (span / 200) * 2;
-    searchMin = Math.trunc(span / step);
-  }
+  const { nmax, searchMin, step } = symSearchGrid(bits);
   const out: number[] = [];
   for (let is = -searchMin; is <= searchMin; is++) {
     if (is === 0) continue;

@@ -12,6 +12,7 @@
  */
 import { signedAbsMax } from "./double_quant.ts";
 import { fr, recip, RNE } from "./torch_f32.ts";
+import { symSearchGrid } from "../int_quant.ts";
 
 /** `torch.round` then clamp to [−nmax, nmax − 1] (NaN stays NaN). */
 function symCode(a: number, nmax: number): number {
@@ -150,16 +151,7 @@ const symGrids = new Map<number, { searchMin: number; g: Float64Array }>();
 function symGrid(bits: number): { searchMin: number; g: Float64Array } {
   let r = symGrids.get(bits);
   if (!r) {
-    const nmax = 2 ** (bits - 1);
-    let searchMin: number, step: number;
-    if (bits === 2) {
-      searchMin = 18 * 5;
-      step = 0.01;
-    } else {
-      const span = nmax * 0.75; // AR_SEARCH_SCALE_RATIO default
-      step = (span / 200) * 2;
-      searchMin = Math.trunc(span / step);
-    }
+    const { nmax, searchMin, step } = symSearchGrid(bits);
     const g = new Float64Array(2 * searchMin + 1);
     for (let is = -searchMin; is <= searchMin; is++) g[is + searchMin] = fr(-(nmax - step * is));
     symGrids.set(bits, r = { searchMin, g });
