@@ -71,9 +71,17 @@ export function bytesText(b: number): string {
   return `${v.toFixed(2)} ${u} (${b} B)`;
 }
 
+/** One dispatch of a batch, kept as it is and formatted only if the batch fails. */
+export interface BatchEntry {
+  op: string;
+  kernel: string;
+  bindings: readonly { size: number }[];
+}
+
 /** The ops of a failed batch, in order, repeats counted: "matmul:matmul.main[...]×3, ...". */
-export function describeBatch(ops: string[]): string {
-  if (ops.length === 0) return "a submission";
+export function describeBatch(entries: readonly BatchEntry[]): string {
+  if (entries.length === 0) return "a submission";
+  const ops = entries.map((e) => `${e.op || "?"}:${e.kernel}[${e.bindings.map((w) => w.size).join(",")}]`);
   const runs: [string, number][] = [];
   for (const o of ops) {
     const last = runs[runs.length - 1];

@@ -15,7 +15,7 @@
 import { BackendError, DeviceError } from "../../errors.ts";
 import { BufferPool, CaptureBuffers } from "./buffer_pool.ts";
 import { requestDevice, type RuntimeOptions } from "./adapter.ts";
-import { bytesText, describeBatch, DeviceErrors } from "./device_errors.ts";
+import { type BatchEntry, bytesText, describeBatch, DeviceErrors } from "./device_errors.ts";
 import { type Kernel, KernelCache, type KernelSpec } from "./kernels.ts";
 import { PARAM_BYTES, type Params } from "./params.ts";
 
@@ -75,7 +75,7 @@ export class GpuRuntime implements Disposable {
   /** The Backend op being recorded (set by the backend), for error messages. */
   op = "";
   /** Op and kernel of every dispatch in the open batch, for error messages. */
-  private batchOps: string[] = [];
+  private batchOps: BatchEntry[] = [];
   private batchScoped = false;
 
   private constructor(
@@ -171,7 +171,7 @@ export class GpuRuntime implements Disposable {
     }
     if (this.slots === ARENA_SLOTS) this.flush();
     this.openBatch();
-    this.batchOps.push(`${this.op || "?"}:${k.pipeline.label}[${bindings.map((w) => w.size).join(",")}]`);
+    this.batchOps.push({ op: this.op, kernel: k.pipeline.label, bindings });
     const bytes = params.bytes();
     const off = this.slots++ * this.slot;
     this.arena.set(bytes, off);
