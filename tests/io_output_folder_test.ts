@@ -17,9 +17,9 @@ Deno.test("OutputFolder: writes go to a sibling temp folder; commit moves it int
   await withTemp(async (root) => {
     const final = `${root}/out/model`;
     const out = await OutputFolder.create(final);
-    assert(out.path.startsWith(`${final}.partial-${Deno.pid}-`), out.path);
+    assertEquals(out.path, `${final}.partial`);
     await Deno.writeTextFile(`${out.path}/config.json`, "{}");
-    assertEquals(list(`${root}/out`), [out.path.split("/").pop()], "final folder absent before commit");
+    assertEquals(list(`${root}/out`), ["model.partial"], "final folder absent before commit");
     await out.commit();
     assertEquals(list(`${root}/out`), ["model"]);
     assertEquals(await Deno.readTextFile(`${final}/config.json`), "{}");
@@ -98,5 +98,41 @@ Deno.test("OutputFolder: a relative final path is made absolute next to the work
     assertEquals(out.finalDir, `${root}/model`);
     await out.commit();
     assertEquals(list(root), ["model"]);
+  });
+});
+
+Deno.test("OutputFolder: a second writer of the same output fails at once while the first holds the lock", async () => {
+  await withTemp(async (root) => {
+    const final = `${root}/model`;
+    const first = await OutputFolder.create(final);
+    await Deno.writeTextFile(`${first.path}/a`, "first");
+    await assertRejects(() => OutputFolder.create(final), InputError, "another autoround run is writing it");
+    assertEquals(await Deno.readTextFile(`${first.path}/a`), "first", "the first run's files untouched");
+    await first.commit();
+    assertEquals(list(final), ["a"], "the lock file does not end up in the output");
+    // Once the first run is done, the output can be written again.
+    const second = await OutputFolder.create(final);
+    await second.commit();
+    assertEquals(list(final), []);
+  });
+});
+
+Deno.test("OutputFolder: a dead run's folder is cleared, or adopted with its journal when resuming", async () => {
+  await withTemp(async (root) => {
+    const final = `${root}/model`;
+    // A run killed outright leaves its unlocked temporary folder behind.
+    await Deno.mkdir(`${final}.partial/.journal`, { recursive: true });
+    await Deno.writeTextFile(`${final}.partial/.journal/block-0`, "j");
+    await Deno.writeTextFile(`${final}.partial/model.safetensors`, "half");
+    const resumed = await OutputFolder.create(final, { resume: true, keep: [".journal"] });
+    assert(resumed.adopted && !resumed.discardedStale);
+    assertEquals(list(resumed.path), [".journal", ".lock"], "half-written outputs cleared, journal kept");
+    await resumed.abort();
+    await Deno.mkdir(`${final}.partial/.journal`, { recursive: true });
+    const fresh = await OutputFolder.create(final, { keep: [".journal"] });
+    assert(!fresh.adopted && fresh.discardedStale);
+    assertEquals(list(fresh.path), [".lock"], "without resume nothing of the dead run survives");
+    await fresh.abort();
+    assertEquals(list(root), []);
   });
 });

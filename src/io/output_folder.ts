@@ -1,11 +1,31 @@
 /**
- * All-or-nothing output folders: everything is written into a temporary sibling folder, which
- * replaces the final folder only on {@link OutputFolder.commit}. A run that fails half way (or is
- * interrupted before commit) never leaves a half-written model where a finished one is expected,
- * and never destroys the previous output.
+ * All-or-nothing output folders: everything is written into a temporary sibling folder,
+ * `<final>.partial`, which replaces the final folder only on {@link OutputFolder.commit}. A run that
+ * fails half way never leaves a half-written model where a finished one is expected, and never
+ * destroys the previous output.
+ *
+ * The temporary folder's name is fixed so that a run killed outright (kill -9, a lost machine) can be
+ * found again and continued (`quantize --resume`, whose journal lives inside it). A lock on
+ * `<final>.partial/.lock` (an OS file lock, released when its process dies, however it dies) tells a
+ * live run's folder from a dead one's: a second run writing the same output fails at once instead of
+ * writing over the first.
  */
 
 import { InputError } from "../errors.ts";
+
+/** The lock file inside the temporary folder (removed from the final folder after commit). */
+const LOCK_NAME = ".lock";
+
+/** How {@link OutputFolder.create} treats a temporary folder left by a run that died. */
+export interface OutputFolderOptions {
+  /**
+   * Adopt it: keep `keep` (the resume journal) and clear everything else; without this the dead
+   * run's folder is removed and the run starts empty.
+   */
+  resume?: boolean;
+  /** Entries of the temporary folder that survive adoption (names, not paths). */
+  keep?: string[];
+}
 
 /**
  * A temporary folder that becomes `finalDir` on commit and disappears otherwise.
@@ -22,32 +42,58 @@ export class OutputFolder implements AsyncDisposable {
   readonly path: string;
   /** Absolute path the folder gets on commit. */
   readonly finalDir: string;
+  /** True when the folder was left by a dead run and adopted (OutputFolderOptions.resume). */
+  readonly adopted: boolean;
+  /** True when a dead run's folder was found and removed (not adopted). */
+  readonly discardedStale: boolean;
   #state: "open" | "committed" | "aborted" = "open";
+  #lock: Deno.FsFile;
 
-  private constructor(finalDir: string, path: string) {
+  private constructor(finalDir: string, path: string, lock: Deno.FsFile, adopted: boolean, stale: boolean) {
     this.finalDir = finalDir;
     this.path = path;
+    this.#lock = lock;
+    this.adopted = adopted;
+    this.discardedStale = stale;
   }
 
   /**
-   * Create the temporary folder `<finalDir>.partial-<pid>-<random>`, creating `finalDir`'s parent
-   * if needed. Fails with InputError("cannot write output folder: …") before any work is done when
-   * that is impossible, or when `finalDir` exists and is not a folder.
+   * Create (or, with `resume`, adopt) the temporary folder `<finalDir>.partial` and lock it,
+   * creating `finalDir`'s parent if needed. Fails with InputError("cannot write output folder: …")
+   * before any work is done when that is impossible, when `finalDir` exists and is not a folder, or
+   * when another live run holds the lock.
    */
-  static async create(finalDir: string): Promise<OutputFolder> {
+  static async create(finalDir: string, options: OutputFolderOptions = {}): Promise<OutputFolder> {
     const final = absolutePath(finalDir);
     const fail = (reason: string) => new InputError(`cannot write output folder: ${reason}`, finalDir);
     if (final === "/") throw fail("the root folder cannot be replaced");
     const existing = await statOrUndefined(final);
     if (existing && !existing.isDirectory) throw fail("it exists and is not a folder");
-    const tmp = `${final}.partial-${Deno.pid}-${randomTag()}`;
+    const tmp = `${final}.partial`;
+    let lock: Deno.FsFile | undefined;
     try {
       await Deno.mkdir(final.slice(0, final.lastIndexOf("/")) || "/", { recursive: true });
-      await Deno.mkdir(tmp);
+      const left = await statOrUndefined(tmp);
+      if (left && !left.isDirectory) throw fail(`${tmp} exists and is not a folder`);
+      await Deno.mkdir(tmp, { recursive: true });
+      lock = await Deno.open(`${tmp}/${LOCK_NAME}`, { read: true, write: true, create: true });
+      if (!(await lock.tryLock(true))) {
+        throw fail(`another autoround run is writing it (its temporary folder ${tmp} is locked)`);
+      }
+      let adopted = false;
+      if (left) {
+        const keep = new Set([LOCK_NAME, ...(options.resume ? options.keep ?? [] : [])]);
+        for await (const e of Deno.readDir(tmp)) {
+          if (!keep.has(e.name)) await Deno.remove(`${tmp}/${e.name}`, { recursive: true });
+        }
+        adopted = options.resume === true;
+      }
+      return new OutputFolder(final, tmp, lock, adopted, left !== undefined && !adopted);
     } catch (e) {
+      lock?.close();
+      if (e instanceof InputError) throw e;
       throw fail((e as Error).message);
     }
-    return new OutputFolder(final, tmp);
   }
 
   /**
@@ -59,7 +105,7 @@ export class OutputFolder implements AsyncDisposable {
     const existing = await statOrUndefined(this.finalDir);
     if (!existing) {
       await this.#rename(this.path, this.finalDir);
-      this.#state = "committed";
+      this.#committed();
       return;
     }
     if (!existing.isDirectory) {
@@ -73,7 +119,7 @@ export class OutputFolder implements AsyncDisposable {
       await Deno.rename(aside, this.finalDir).catch(() => {});
       throw e;
     }
-    this.#state = "committed";
+    this.#committed();
     try {
       await Deno.remove(aside, { recursive: true });
     } catch (e) {
@@ -92,7 +138,18 @@ export class OutputFolder implements AsyncDisposable {
       await Deno.remove(this.path, { recursive: true });
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
+    } finally {
+      this.#lock.close();
     }
+  }
+
+  /** After the rename: the lock file moved with the folder; it is no output of the run. */
+  #committed(): void {
+    this.#state = "committed";
+    this.#lock.close();
+    try {
+      Deno.removeSync(`${this.finalDir}/${LOCK_NAME}`);
+    } catch { /* already gone */ }
   }
 
   /** Aborts unless committed, so `await using` cleans up on every error path. */
