@@ -3,7 +3,7 @@
  * (the commands are below), so calibration samples are shuffled exactly as AutoRound shuffles them.
  */
 import { PyRandom } from "../src/io/pyrandom.ts";
-import { assertEquals } from "./assert.ts";
+import { assert, assertEquals, assertThrows } from "./assert.ts";
 
 // Goldens: CPython 3.11.7 on the dev machine, e.g.
 //   r = random.Random(42); x = list(range(1000)); r.shuffle(x)  -> x[:20], x[-5:], sum(i*v)
@@ -65,4 +65,18 @@ Deno.test("PyRandom.randbelow equals CPython's _randbelow, also above 2**32", ()
     [1, 2, 3, 10, 1000, 2 ** 31 + 1, 2 ** 40].map((n) => r.randbelow(n)),
     [0, 0, 1, 1, 507, 1930549411, 207060179245],
   );
+});
+
+Deno.test("PyRandom.getState/setState continue the sequence exactly (the resume journal's generator state)", () => {
+  const a = new PyRandom(42);
+  const xs = Array.from({ length: 10 }, (_, i) => i);
+  a.shuffle(xs);
+  for (let i = 0; i < 700; i++) a.random(); // past one 624-word refill
+  const saved = a.getState();
+  const next = [a.random(), a.random(), a.randbelow(1000)];
+  const b = new PyRandom(7);
+  b.setState(saved);
+  assertEquals([b.random(), b.random(), b.randbelow(1000)], next);
+  assert(next[0] !== new PyRandom(7).random(), "the state is really replaced");
+  assertThrows(() => b.setState({ mt: new Uint32Array(3), index: 0 }), RangeError, "not an MT19937 state");
 });

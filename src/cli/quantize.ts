@@ -76,6 +76,7 @@ export const QUANTIZE_FLAGS: FlagSpec = {
   max_shard_size: { type: "string" },
   eval_text: { type: "string" },
   eval_seqlen: { type: "string" },
+  resume: { type: "boolean" },
   quiet: { type: "boolean" },
   debug: { type: "boolean" },
   help: { type: "boolean", short: "h" },
@@ -91,6 +92,8 @@ Model and output
   --format LIST          comma-separated: ${formatNames()}
                          (default auto_round; several write into OUT/<format>)
   --max_shard_size S     shard size of the written safetensors (default 5GB)
+  --resume               continue a run that was killed (its OUT.partial folder and journal), from
+                         its last finished block, with the same flags; the output is the same bytes
 
 Scheme
   --scheme NAME          ${schemeNames()} (default W4A16 = 4 bits, group 128, sym)
@@ -225,6 +228,7 @@ export async function quantizeCommand(argv: string[], log: Log, recipeName?: str
     notUseBestMse: f.not_use_best_mse === true,
     dynamicMaxGap,
     lowGpuMemUsage: f.low_gpu_mem_usage === true,
+    resume: f.resume === true,
     maxShardSize,
     device,
     threads,

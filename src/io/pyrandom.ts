@@ -38,6 +38,22 @@ export class PyRandom {
     this.initByArray(seedWords(BigInt(seed)));
   }
 
+  /** The generator's whole state (Python's `getstate()`: the 624 MT words and the position). */
+  getState(): { mt: Uint32Array; index: number } {
+    return { mt: this.mt.slice(), index: this.mti };
+  }
+
+  /** Continue from a state taken with {@link getState} (Python's `setstate()`). */
+  setState(state: { mt: Uint32Array; index: number }): void {
+    if (state.mt.length !== N || !Number.isInteger(state.index) || state.index < 0 || state.index > N + 1) {
+      throw new RangeError(
+        `PyRandom.setState: not an MT19937 state (${state.mt.length} words, index ${state.index})`,
+      );
+    }
+    this.mt.set(state.mt);
+    this.mti = state.index;
+  }
+
   /** A float in [0, 1) with 53 random bits (`random.random()`, genrand_res53). */
   random(): number {
     const a = this.nextUint32() >>> 5;

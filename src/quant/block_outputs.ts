@@ -24,10 +24,28 @@ export interface OutputTargets {
 }
 
 /**
+ * One call to exporters (indices into OutputTargets.exporters), as data: the pipeline runs the
+ * calls while the next block computes, and the resume journal records them (journal.ts).
+ */
+export type ExportCall =
+  | { op: "raw"; to: number[]; name: string }
+  | { op: "quantized"; to: number[]; layer: QuantizedLinear }
+  | {
+    op: "float";
+    to: number[];
+    name: string;
+    n: number;
+    k: number;
+    weight: Float32Array;
+    importance?: Float32Array;
+  };
+
+/**
  * One block's outputs, in two phases. The device phase (this function) reads back the final codes,
  * scales and zeros and keeps the fake-quantized weights in `fake`; it returns the host phase —
- * packing and writing to every exporter, in model order — which the caller runs while the next
- * block tunes on the device.
+ * the exporter calls, in model order — which the caller runs while the next block tunes on the
+ * device. A quantized Linear no exporter packs still gets a call (to none) when the quantized
+ * stream needs it, so that the journal has every code the next blocks' inputs depend on.
  */
 export async function finishBlock(
   p: OutputTargets,
@@ -40,14 +58,15 @@ export async function finishBlock(
   report: { quantized: string[]; skipped: string[] },
   /** The quantized stream needs the fake-quantized weights (SignRound's next inputs). */
   needsFake: boolean,
-): Promise<() => Promise<void>> {
+): Promise<ExportCall[]> {
   const { be } = p;
   const prefix = blockPrefix(b);
-  const packed = p.exporters.filter((e) => !e.wantsFloatLinears);
-  const floatWanting = p.exporters.filter((e) => e.wantsFloatLinears);
+  const all = p.exporters.map((_, i) => i);
+  const packed = all.filter((i) => !p.exporters[i].wantsFloatLinears);
+  const floatWanting = all.filter((i) => p.exporters[i].wantsFloatLinears);
   // The packing quantization is skipped when nothing consumes it (a GGUF-only RTN run).
   const needPacked = packed.length > 0 || p.onFakeWeight !== undefined || needsFake;
-  const writes: (() => Promise<void>)[] = [];
+  const calls: ExportCall[] = [];
   for (const [lname, plan] of plans) {
     const full = prefix + lname;
     const weight = w.linear[lname];
@@ -59,7 +78,6 @@ export async function finishBlock(
       const fq = be.fakeQuant(weight, state, params, be.computeDType);
       fake.set(lname, fq);
       if (p.onFakeWeight) p.onFakeWeight(`${full}.weight`, await be.read(fq));
-      const biasName = `${full}.bias`;
       ql = {
         name: full,
         n: weight.shape[0],
@@ -68,31 +86,32 @@ export async function finishBlock(
         groupSize: plan.scheme.groupSize,
         sym: plan.scheme.sym,
         q,
-        bias: p.ckpt.weights.has(biasName) ? await p.ckpt.weights.readF32(biasName) : undefined,
+        bias: await biasOf(p, full),
       };
     }
-    for (const e of floatWanting) {
-      if (ql && e.acceptsQuantized?.(ql)) {
-        const l = ql;
-        writes.push(() => e.writeQuantized(l)); // quantized once, shared
-      } else {
-        const imp = imatrix.get(lname);
-        const [n, k, wf, iv] = [
-          weight.shape[0],
-          weight.shape[1],
-          await be.read(weight),
-          imp && await be.read(imp),
-        ];
-        writes.push(() => e.writeFloatLinear!(full, n, k, wf, iv));
-      }
+    const takesQuantized = floatWanting.filter((i) => ql && p.exporters[i].acceptsQuantized?.(ql));
+    const wantFloat = floatWanting.filter((i) => !takesQuantized.includes(i));
+    if (wantFloat.length > 0) {
+      const imp = imatrix.get(lname);
+      const [n, k] = weight.shape;
+      calls.push({
+        op: "float",
+        to: wantFloat,
+        name: full,
+        n,
+        k,
+        weight: await be.read(weight),
+        importance: imp && await be.read(imp),
+      });
     }
     if (!plan.quantize) {
       report.skipped.push(full);
-      writes.push(() => writeRawTo(p, packed, `${full}.weight`));
+      if (takesQuantized.length > 0) throw new Error(`${full}: not quantized, yet accepted as quantized`);
+      calls.push({ op: "raw", to: packed, name: `${full}.weight` });
       continue;
     }
-    const l = ql!;
-    for (const e of packed) writes.push(() => e.writeQuantized(l));
+    // Float-wanting exporters that accept the pipeline's grid are served first, as they always were.
+    if (ql) calls.push({ op: "quantized", to: [...takesQuantized, ...packed], layer: ql });
     report.quantized.push(full);
   }
   // The rest of the block (norms; biases of Linears kept in 16-bit) is copied as stored.
@@ -101,11 +120,31 @@ export async function finishBlock(
     const plan = plans.get(lin);
     if (plan && rel.endsWith(".weight")) continue; // Linear weights handled above
     const packedGetsIt = !(plan?.quantize && rel.endsWith(".bias")); // quantized layers carry their bias
-    writes.push(() => writeRawTo(p, packedGetsIt ? p.exporters : floatWanting, prefix + rel));
+    calls.push({ op: "raw", to: packedGetsIt ? all : floatWanting, name: prefix + rel });
   }
-  return async () => {
-    for (const write of writes) await write();
-  };
+  return calls;
+}
+
+/** The bias of Linear `full` (without `.bias`) as stored, or undefined. */
+export async function biasOf(
+  p: Pick<OutputTargets, "ckpt">,
+  full: string,
+): Promise<Float32Array | undefined> {
+  const name = `${full}.bias`;
+  return p.ckpt.weights.has(name) ? await p.ckpt.weights.readF32(name) : undefined;
+}
+
+/** Run exporter calls in order (each exporter sees its calls in model order). */
+export async function runExportCalls(p: OutputTargets, calls: ExportCall[]): Promise<void> {
+  for (const c of calls) {
+    if (c.op === "raw") {
+      await writeRawTo(p, c.to.map((i) => p.exporters[i]), c.name);
+    } else if (c.op === "quantized") {
+      for (const i of c.to) await p.exporters[i].writeQuantized(c.layer);
+    } else {
+      for (const i of c.to) await p.exporters[i].writeFloatLinear!(c.name, c.n, c.k, c.weight, c.importance);
+    }
+  }
 }
 
 /** Copy a tensor as stored into the given exporters. */

@@ -27,7 +27,16 @@ import { BLOCK_LINEARS, blockPrefix, type LinearName } from "../model/config.ts"
 import { loadBlockWeights, uploadRope } from "../model/transformer.ts";
 import type { QuantScheme } from "../qmath/quantized.ts";
 import { type ActivationStore, activationStore, computeBytes, samplesPerPass } from "./activations.ts";
-import { finishBlock, type OutputTargets, writeRawTo } from "./block_outputs.ts";
+import {
+  type ExportCall,
+  finishBlock,
+  type OutputTargets,
+  runExportCalls,
+  writeRawTo,
+} from "./block_outputs.ts";
+import type { BlockProgress, BlockReport } from "./block_report.ts";
+import type { JournalBlock, RunJournal } from "./journal.ts";
+import { journalCalls, replayedCalls } from "./replay.ts";
 import type { LayerConfigResult } from "./layer_config.ts";
 import { initialStateOf, optRtnScales, quantParams, usesOptRtn } from "./linear_state.ts";
 import { type SignRoundSettings, tuneBlock, type TunedLinear } from "./signround.ts";
@@ -43,21 +52,7 @@ export interface QuantizeSettings extends SignRoundSettings {
   seed: number;
 }
 
-/** Per-block record for logs and `--log_json`. */
-export interface BlockReport {
-  block: number;
-  seconds: number;
-  quantized: string[];
-  skipped: string[];
-  /** SignRound only: auto-round's "loss iter 0: L0 -> iter k: Lbest". */
-  lossStart?: number;
-  lossBest?: number;
-  bestIter?: number;
-  iterations?: number;
-}
-
-/** Progress callback: block `index` (1-based) of `total` finished. */
-export type BlockProgress = (report: BlockReport, index: number, total: number) => void;
+export type { BlockProgress, BlockReport } from "./block_report.ts";
 
 /** The inputs the pipeline needs from the caller. */
 export interface PipelineInput extends OutputTargets {
@@ -67,6 +62,8 @@ export interface PipelineInput extends OutputTargets {
   calib?: CalibrationSet;
   log: Log;
   onBlock?: BlockProgress;
+  /** The resume journal: its finished blocks are replayed, each new block is recorded in it. */
+  journal?: RunJournal;
 }
 
 /** The activation streams while blocks are processed. */
@@ -87,17 +84,31 @@ export async function runPipeline(p: PipelineInput): Promise<BlockReport[]> {
   const reports: BlockReport[] = [];
   const streams = calib ? await initStreams(p, calib) : undefined;
   const rng = new PyRandom(p.settings.seed);
-  // Exporter writes of block b (host: packing, file I/O) run while block b+1 computes on the device;
-  // they are chained so the exporters still see the model in order.
+  // Exporter writes of block b (host: packing, file I/O) and its journal record run while block
+  // b+1 computes on the device; they are chained so the exporters still see the model in order.
   let pending: Promise<void> = Promise.resolve();
   let writeError: unknown;
+  const resumeFrom = p.journal?.finished ?? 0;
+  if (resumeFrom > 0) p.log.info(`resuming: blocks 1-${resumeFrom} of ${spec.nLayers} finished earlier`);
   try {
     for (let b = 0; b < spec.nLayers; b++) {
       const t0 = performance.now();
-      const { report, writes } = await quantizeBlock(p, b, streams, rng);
-      pending = pending.then(writes).catch((e) => void (writeError ??= e));
+      let r: BlockReport;
+      let calls: ExportCall[];
+      if (b < resumeFrom) {
+        const rec = await p.journal!.readBlock(b);
+        calls = await replayBlock(p, b, streams, rec);
+        rng.setState(rec.rng);
+        r = { ...rec.report, replayed: true };
+      } else {
+        const done = await quantizeBlock(p, b, streams, rng);
+        calls = done.calls;
+        r = { ...done.report, seconds: (performance.now() - t0) / 1000 };
+        const rec: JournalBlock = { calls: journalCalls(calls), report: r, rng: rng.getState() };
+        if (p.journal) pending = pending.then(() => p.journal!.writeBlock(b, rec));
+      }
+      pending = pending.then(() => runExportCalls(p, calls)).catch((e) => void (writeError ??= e));
       if (writeError) throw writeError;
-      const r: BlockReport = { ...report, seconds: (performance.now() - t0) / 1000 };
       reports.push(r);
       p.onBlock?.(r, b + 1, spec.nLayers);
     }
@@ -214,7 +225,7 @@ async function quantizeBlock(
   b: number,
   st: Streams | undefined,
   rng: PyRandom,
-): Promise<{ report: Omit<BlockReport, "seconds">; writes: () => Promise<void> }> {
+): Promise<{ report: Omit<BlockReport, "seconds">; calls: ExportCall[] }> {
   const { be, ckpt } = p;
   const spec = ckpt.spec;
   const prefix = blockPrefix(b);
@@ -296,9 +307,9 @@ async function quantizeBlock(
 
     // Final integers → exporters; fake-quantized weights → the quantized stream's next inputs.
     const fake = new Map<LinearName, Tensor>();
-    let writes: () => Promise<void>;
+    let calls: ExportCall[];
     try {
-      writes = await finishBlock(p, b, w, plans, states, imatrix, fake, report, st?.q !== undefined);
+      calls = await finishBlock(p, b, w, plans, states, imatrix, fake, report, st?.q !== undefined);
       if (st?.q) {
         await forwardInPlace(
           p,
@@ -310,10 +321,35 @@ async function quantizeBlock(
     } finally {
       for (const t of fake.values()) t[Symbol.dispose]();
     }
-    return { report, writes };
+    return { report, calls };
   } finally {
     for (const t of imatrix.values()) t[Symbol.dispose]();
     for (const s of states.values()) s[Symbol.dispose]();
+  }
+}
+
+/**
+ * A block finished by an interrupted run, from its journal record: its exporter calls again, and the
+ * activation streams advanced as the original run advanced them (the fp forward with the
+ * checkpoint's weights; the quantized forward with the journaled codes, dequantized).
+ */
+async function replayBlock(
+  p: PipelineInput,
+  b: number,
+  st: Streams | undefined,
+  rec: JournalBlock,
+): Promise<ExportCall[]> {
+  using w = await loadBlockWeights(p.be, p.ckpt.spec, p.ckpt.weights, b, checkpointDType(p.ckpt.spec));
+  const fake = new Map<LinearName, Tensor>();
+  try {
+    const calls = await replayedCalls(p, b, rec, w, st?.q ? fake : undefined);
+    if (st) await forwardInPlace(p, w, st.fp, st.rope);
+    if (st?.q) {
+      await forwardInPlace(p, { ...w, linear: { ...w.linear, ...Object.fromEntries(fake) } }, st.q, st.rope);
+    }
+    return calls;
+  } finally {
+    for (const t of fake.values()) t[Symbol.dispose]();
   }
 }
 

@@ -24,6 +24,8 @@ import {
 } from "./layer_config.ts";
 import { type BlockReport, runPipeline } from "./pipeline.ts";
 import { usesOptRtn } from "./linear_state.ts";
+import { JOURNAL_DIR, RunJournal } from "./journal.ts";
+import { VERSION } from "../version.ts";
 import type { QuantScheme } from "../qmath/quantized.ts";
 import { CpuBackend } from "../backend/cpu/cpu_backend.ts";
 
@@ -65,6 +67,11 @@ export interface QuantizeOptions {
   onFakeWeight?: (name: string, values: Float32Array) => void;
   /** Called after each block with its report (e.g. --log_json). */
   onBlock?: (r: BlockReport) => void;
+  /**
+   * Continue the run a killed process left in `<outputDir>.partial` (same settings), from its
+   * journal's last finished block; without it such a folder is removed and the run starts over.
+   */
+  resume?: boolean;
 }
 
 /** auto-round's per-block line: "quantized 4/7 layers in the block, loss iter 0: L0 -> iter k: Lbest". */
@@ -73,7 +80,10 @@ export function blockSummary(r: BlockReport): string {
   const loss = r.lossStart !== undefined
     ? `, loss iter 0: ${r.lossStart.toFixed(6)} -> iter ${r.bestIter}: ${r.lossBest!.toFixed(6)}`
     : "";
-  return `quantized ${n}/${total} layers in the block${loss}, ${r.seconds.toFixed(2)}s`;
+  const when = r.replayed
+    ? ` (${r.seconds.toFixed(2)}s when tuned; replayed from the journal)`
+    : `, ${r.seconds.toFixed(2)}s`;
+  return `quantized ${n}/${total} layers in the block${loss}${when}`;
 }
 
 /** What a run produced. */
@@ -92,7 +102,9 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
   const rs = resolveRunScheme(formats, o.schemeGiven === false ? undefined : o.scheme, o.scheme, o.iters);
   const scheme = rs.scheme;
   // Everything that can fail on bad input is checked before the slow work starts.
-  await using out = await OutputFolder.create(o.outputDir);
+  await using out = await OutputFolder.create(o.outputDir, { resume: o.resume, keep: [JOURNAL_DIR] });
+  if (out.discardedStale) log.warn(`removed the unfinished run left in ${out.path} (--resume continues one)`);
+  if (o.resume && !out.adopted) log.info(`--resume: no unfinished run in ${out.path}; starting from block 1`);
   using ckpt = await openCheckpoint(o.model);
   if (ckpt.quantMethod) throw new UsageError(`${ckpt.dir} is already quantized (${ckpt.quantMethod})`);
   const layers = resolveLayerConfig(ckpt.spec, scheme, o.layerConfig ?? {}, o.ignoreLayers ?? []);
@@ -151,6 +163,7 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
       // The CPU backend's threads also run the host-side GGUF searches.
       pool: be instanceof CpuBackend ? be.pool : undefined,
     };
+    const journal = await RunJournal.open(out.path, await fingerprint(o, ckpt, be), out.adopted);
     const exporters = createExporters(formats, out.path, ctx);
     const progress = new Progress("block", ckpt.spec.nLayers, (s) => log.info(s));
     const blocks = await runPipeline({
@@ -180,8 +193,10 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
         o.onBlock?.(r);
       },
       onFakeWeight: o.onFakeWeight,
+      journal,
     });
     for (const e of exporters) await e.finish();
+    await journal.remove();
     await out.commit();
     log.info(`wrote ${formats.map((f) => f.name).join(", ")} to ${out.finalDir}`);
     const peak = be.peakMemoryBytes?.();
@@ -254,4 +269,54 @@ function logPlan(
   for (const [why, names] of reasons) {
     log.info(`kept in 16-bit (${why}): ${compressLayerNames(names).join(", ")}`);
   }
+}
+
+/**
+ * What makes two runs the same run, for --resume: the program, the model's files, every setting
+ * that changes a number, and the device (another device computes other roundings). Flags that
+ * change no number (--low_gpu_mem_usage, the output folder) may differ.
+ */
+async function fingerprint(
+  o: QuantizeOptions,
+  ckpt: Checkpoint,
+  be: Backend,
+): Promise<Record<string, unknown>> {
+  const files: [string, number, number][] = [];
+  for await (const e of Deno.readDir(ckpt.dir)) {
+    if (!e.isFile) continue;
+    const st = await Deno.stat(`${ckpt.dir}/${e.name}`);
+    files.push([e.name, st.size, st.mtime?.getTime() ?? 0]);
+  }
+  files.sort((a, b) => a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
+  const dataset = await Deno.stat(o.dataset).then(
+    (st) => [o.dataset, st.size, st.mtime?.getTime() ?? 0],
+    () => o.dataset,
+  );
+  return {
+    program: VERSION,
+    model: ckpt.dir,
+    modelFiles: files,
+    device: `${be.name}: ${be.device}`,
+    computeDType: be.computeDType,
+    formats: o.formats,
+    scheme: o.scheme,
+    schemeGiven: o.schemeGiven,
+    layerConfig: o.layerConfig ?? {},
+    ignoreLayers: o.ignoreLayers ?? [],
+    iters: o.iters,
+    lr: o.lr,
+    minmaxLr: o.minmaxLr,
+    enableMinmaxTuning: o.enableMinmaxTuning,
+    notUseBestMse: o.notUseBestMse,
+    dynamicMaxGap: o.dynamicMaxGap,
+    enableQuantedInput: o.enableQuantedInput,
+    nsamples: o.nsamples,
+    seqlen: o.seqlen,
+    batchSize: o.batchSize,
+    gradientAccumulateSteps: o.gradientAccumulateSteps,
+    seed: o.seed,
+    dataset,
+    disableOptRtn: o.disableOptRtn,
+    maxShardSize: o.maxShardSize,
+  };
 }
