@@ -7,10 +7,13 @@
  *   autoround inspect  OUT
  *
  * Errors a user can cause print one line (`error: ...`) and exit non-zero; `--debug` adds the stack.
+ * Exit codes: 0 done, 1 error, 2 usage, 70 internal error (a bug), 130 / 143 interrupted (SIGINT /
+ * SIGTERM).
  */
 import { evalCommand } from "./src/cli/eval.ts";
 import { generateCommand } from "./src/cli/generate.ts";
 import { inspectCommand } from "./src/cli/inspect.ts";
+import { exitOnSignals } from "./src/cli/interrupt.ts";
 import { quantizeCommand } from "./src/cli/quantize.ts";
 import { AutoRoundError } from "./src/errors.ts";
 import { CudaError } from "./ffi/cuda/errors.ts";
@@ -74,6 +77,8 @@ export async function main(argv: string[]): Promise<number> {
     );
     return 2;
   }
+  // Ctrl-C / kill: unfinished output removed, one line, exit 130 / 143 (src/cli/interrupt.ts).
+  using _signals = exitOnSignals();
   try {
     await run(rest, log);
     return 0;

@@ -64,3 +64,33 @@ export class DeviceError extends BackendError {
     return this.advice ? `${super.oneLine()}; ${this.advice}` : super.oneLine();
   }
 }
+
+/**
+ * Whether `e` is an operating-system error: Deno's file-system errors carry the errno name as
+ * `code` ("ENOSPC" disk full, "EDQUOT", "EROFS" read-only, "EACCES", "EIO", ...).
+ */
+export function isOsError(e: unknown): e is Error & { code: string } {
+  const code = (e as { code?: unknown } | null)?.code;
+  return e instanceof Error && typeof code === "string" && /^E[A-Z0-9]+$/.test(code);
+}
+
+/**
+ * An OS error met while writing `file` as an InputError (`<file>: cannot write: No space left on
+ * device (os error 28)`): the disk, not the program, needs attention. Anything else is returned as it is.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await Deno.writeTextFile(path, text);
+ * } catch (e) {
+ *   throw writeErrorOf(e, path);
+ * }
+ * ```
+ */
+export function writeErrorOf(e: unknown, file: string): unknown {
+  if (!isOsError(e)) return e;
+  // Deno appends the operation and its paths ("…(os error 28): writefile '/x/config.json'"): the
+  // file is named once, in front.
+  const os = /^.*?\(os error \d+\)/.exec(e.message)?.[0] ?? e.message;
+  return new InputError(`cannot write: ${os}`, file);
+}

@@ -5,46 +5,7 @@
  */
 import { join } from "../src/std/path.ts";
 import { assert, assertEquals, fixture } from "./assert.ts";
-
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
-
-async function cli(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
-    env,
-    stdout: "piped",
-    stderr: "piped",
-  })
-    .output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
-
-/** Nothing named like the output folder exists in its parent (no final folder, no .partial-*). */
-async function assertNoOutput(dir: string): Promise<void> {
-  const parent = dir.slice(0, dir.lastIndexOf("/"));
-  const base = dir.slice(dir.lastIndexOf("/") + 1);
-  for await (const e of Deno.readDir(parent)) assert(!e.name.startsWith(base), `left behind: ${e.name}`);
-}
-
-/** Exactly one line on stderr, starting with "error:", containing every `parts`. */
-function assertOneErrorLine(stderr: string, ...parts: string[]): void {
-  const lines = stderr.trim().split("\n").filter((l) => !l.startsWith("warning:"));
-  assertEquals(lines.length, 1, `stderr should be one line, got:\n${stderr}`);
-  assert(lines[0].startsWith("error: "), lines[0]);
-  for (const p of parts) assert(lines[0].includes(p), `"${lines[0]}" lacks "${p}"`);
-}
-
-async function copyModel(to: string): Promise<string> {
-  await Deno.mkdir(to, { recursive: true });
-  for await (const e of Deno.readDir(fixture("stories260K"))) {
-    await Deno.copyFile(join(fixture("stories260K"), e.name), join(to, e.name));
-  }
-  return to;
-}
+import { assertNoOutput, assertOneErrorLine, cli, copyModel } from "./cli_helpers.ts";
 
 Deno.test("quantize then eval through the CLI: RTN W4G32 output evaluates and inspects", async () => {
   const tmp = await Deno.makeTempDir();

@@ -136,3 +136,25 @@ Deno.test("OutputFolder: a dead run's folder is cleared, or adopted with its jou
     assertEquals(list(root), []);
   });
 });
+
+Deno.test("OutputFolder.abortAllOpen: removes every open folder (what a signal handler does), spares committed ones", async () => {
+  await withTemp(async (root) => {
+    const done = await OutputFolder.create(`${root}/done`);
+    await Deno.writeTextFile(`${done.path}/config.json`, "{}");
+    await done.commit();
+    const a = await OutputFolder.create(`${root}/a`);
+    const b = await OutputFolder.create(`${root}/b`);
+    await Deno.mkdir(`${a.path}/auto_round`);
+    await Deno.writeTextFile(`${a.path}/auto_round/model.safetensors`, "half");
+    const dropped = OutputFolder.abortAllOpen().map((d) => [d.finalDir, d.error]);
+    assertEquals(dropped.sort(), [[`${root}/a`, undefined], [`${root}/b`, undefined]]);
+    assertEquals(list(root), ["done"]);
+    assertEquals(OutputFolder.abortAllOpen(), [], "nothing is open any more");
+    await a.abort(); // disposal after the handler is a no-op
+    await assertRejects(() => b.commit(), Error, "after aborted");
+    // The locks went with the folders: the outputs can be written again at once.
+    const again = await OutputFolder.create(`${root}/a`);
+    await again.commit();
+    assertEquals(list(root), ["a", "done"]);
+  });
+});

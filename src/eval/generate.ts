@@ -11,6 +11,7 @@
 import type { Tensor } from "../backend/backend.ts";
 import { blockForward, type BlockWeights, disposeSaved } from "../model/block.ts";
 import type { LoadedModel } from "../model/transformer.ts";
+import { yieldToEventLoop } from "../std/event_loop.ts";
 import { Sampler, type SamplerOptions } from "./sampler.ts";
 
 /** A model plus its growing key/value cache. */
@@ -197,6 +198,7 @@ export async function generate(
     out.push(next);
     opts.onToken?.(next);
     if (dec.length >= capacity) return { ids: out, stop: "context" };
+    await yieldToEventLoop();
     logits = await dec.step(next);
   }
 }

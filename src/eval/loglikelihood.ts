@@ -9,6 +9,7 @@
  * position's logits, so batching changes speed, not results.
  */
 import type { LoadedModel } from "../model/transformer.ts";
+import { yieldToEventLoop } from "../std/event_loop.ts";
 import { pyRstrip } from "./pystr.ts";
 
 /** What scoring needs from a tokenizer (the HF Tokenizer, or a GGUF vocabulary later). */
@@ -189,6 +190,7 @@ export async function scoreRequests(
       }
     }
     opts.onProgress?.(Math.min(start + batchSize, order.length), order.length);
+    await yieldToEventLoop();
   }
   return results;
 }

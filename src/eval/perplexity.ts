@@ -5,6 +5,7 @@
  * first of each window is a target. ppl = exp(Σ NLL / #targets).
  */
 import type { LoadedModel } from "../model/transformer.ts";
+import { yieldToEventLoop } from "../std/event_loop.ts";
 
 /** Result of a perplexity run. */
 export interface PerplexityResult {
@@ -44,6 +45,7 @@ export async function windowedPerplexity(
       sums.push(s);
     }
     opts.onProgress?.(w + nb, windows);
+    await yieldToEventLoop();
   }
   const targets = windows * (seqlen - 1);
   const total = sums.reduce((a, b) => a + b, 0);

@@ -2,6 +2,7 @@
  * The non-weight files of a Hugging Face model folder that every safetensors-based export copies:
  * tokenizer, chat template, generation config.
  */
+import { writeErrorOf } from "../errors.ts";
 import { join } from "../std/path.ts";
 
 /** Files copied unchanged from the source folder when present. */
@@ -26,7 +27,8 @@ export async function copyModelSideFiles(src: string, dst: string): Promise<stri
       await Deno.copyFile(join(src, f), join(dst, f));
       copied.push(f);
     } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
+      // A missing source file is skipped; a full or read-only disk is the user's to fix.
+      if (!(e instanceof Deno.errors.NotFound)) throw writeErrorOf(e, join(dst, f));
     }
   }
   return copied;
@@ -34,5 +36,9 @@ export async function copyModelSideFiles(src: string, dst: string): Promise<stri
 
 /** Write a JSON file with 2-space indentation and a final newline (as transformers does). */
 export async function writeJson(path: string, value: unknown): Promise<void> {
-  await Deno.writeTextFile(path, JSON.stringify(value, null, 2) + "\n");
+  try {
+    await Deno.writeTextFile(path, JSON.stringify(value, null, 2) + "\n");
+  } catch (e) {
+    throw writeErrorOf(e, path);
+  }
 }

@@ -19,7 +19,7 @@
  * - auto_awq stores 4-bit weights only (and warns when symmetric: the classic kernels want
  *   zero_point true); auto_gptq warns for asymmetric schemes (auto-round's warning).
  */
-import { UsageError } from "../errors.ts";
+import { UsageError, writeErrorOf } from "../errors.ts";
 import { checkAwqScheme } from "../formats/awq.ts";
 import { gptqWarnings } from "../formats/gptq/config.ts";
 import type { PlannedLayers } from "../formats/run.ts";
@@ -245,7 +245,11 @@ export function createExporters(
   const specs = formats.map((f) => (typeof f === "string" ? parseFormats(f)[0] : f));
   return specs.map((f) => {
     const dir = specs.length === 1 ? outDir : join(outDir, formatDirName(f.name));
-    Deno.mkdirSync(dir, { recursive: true });
+    try {
+      Deno.mkdirSync(dir, { recursive: true });
+    } catch (e) {
+      throw writeErrorOf(e, dir);
+    }
     switch (f.kind) {
       case "auto_round":
         return new AutoRoundExporter(dir, ctx);

@@ -38,6 +38,8 @@ export interface OutputFolderOptions {
  * ```
  */
 export class OutputFolder implements AsyncDisposable {
+  /** Folders created and neither committed nor aborted: what an interrupted process removes. */
+  static readonly #open = new Set<OutputFolder>();
   /** The temporary folder to write into (a sibling of `finalDir`, so the final rename is atomic). */
   readonly path: string;
   /** Absolute path the folder gets on commit. */
@@ -88,7 +90,9 @@ export class OutputFolder implements AsyncDisposable {
         }
         adopted = options.resume === true;
       }
-      return new OutputFolder(final, tmp, lock, adopted, left !== undefined && !adopted);
+      const folder = new OutputFolder(final, tmp, lock, adopted, left !== undefined && !adopted);
+      OutputFolder.#open.add(folder);
+      return folder;
     } catch (e) {
       lock?.close();
       if (e instanceof InputError) throw e;
@@ -97,14 +101,39 @@ export class OutputFolder implements AsyncDisposable {
   }
 
   /**
+   * Remove the temporary folder of every open OutputFolder at once, synchronously: for a signal
+   * handler that exits the process next (src/cli/interrupt.ts), so no other code runs in between.
+   * Returns each folder's final path, with the error when its temporary folder could not be removed.
+   */
+  static abortAllOpen(): { finalDir: string; error?: Error }[] {
+    const out: { finalDir: string; error?: Error }[] = [];
+    for (const f of OutputFolder.#open) {
+      f.#state = "aborted";
+      OutputFolder.#open.delete(f);
+      try {
+        Deno.removeSync(f.path, { recursive: true });
+        out.push({ finalDir: f.finalDir });
+      } catch (e) {
+        out.push({ finalDir: f.finalDir, error: e instanceof Deno.errors.NotFound ? undefined : e as Error });
+      } finally {
+        f.#lock.close();
+      }
+    }
+    return out;
+  }
+
+  /**
    * Move the temporary folder to `finalDir`. An existing `finalDir` is first moved aside, then
-   * removed once the new one is in place; if the swap fails, the old folder is put back.
+   * removed once the new one is in place; if the swap fails, the old folder is put back. The
+   * renames and the removal are synchronous: a signal handler (abortAllOpen) cannot run between
+   * them and find the old output moved aside and the new one not yet in place.
    */
   async commit(): Promise<void> {
     if (this.#state !== "open") throw new Error(`OutputFolder.commit after ${this.#state}`);
     const existing = await statOrUndefined(this.finalDir);
+    if (this.#state !== "open") throw new Error(`OutputFolder.commit after ${this.#state}`);
     if (!existing) {
-      await this.#rename(this.path, this.finalDir);
+      this.#rename(this.path, this.finalDir);
       this.#committed();
       return;
     }
@@ -112,16 +141,18 @@ export class OutputFolder implements AsyncDisposable {
       throw new InputError("cannot write output folder: it exists and is not a folder", this.finalDir);
     }
     const aside = `${this.finalDir}.old-${Deno.pid}-${randomTag()}`;
-    await this.#rename(this.finalDir, aside);
+    this.#rename(this.finalDir, aside);
     try {
-      await this.#rename(this.path, this.finalDir);
+      this.#rename(this.path, this.finalDir);
     } catch (e) {
-      await Deno.rename(aside, this.finalDir).catch(() => {});
+      try {
+        Deno.renameSync(aside, this.finalDir);
+      } catch { /* the error above says what failed */ }
       throw e;
     }
     this.#committed();
     try {
-      await Deno.remove(aside, { recursive: true });
+      Deno.removeSync(aside, { recursive: true });
     } catch (e) {
       throw new InputError(
         `output written, but the previous output moved aside could not be removed: ${(e as Error).message}`,
@@ -130,12 +161,17 @@ export class OutputFolder implements AsyncDisposable {
     }
   }
 
-  /** Remove the temporary folder and everything in it. No-op after commit or a previous abort. */
+  /**
+   * Remove the temporary folder and everything in it. No-op after commit or a previous abort.
+   * Synchronous inside, like commit, so that a signal handler never meets a half-removed folder.
+   */
+  // deno-lint-ignore require-await
   async abort(): Promise<void> {
     if (this.#state !== "open") return;
     this.#state = "aborted";
+    OutputFolder.#open.delete(this);
     try {
-      await Deno.remove(this.path, { recursive: true });
+      Deno.removeSync(this.path, { recursive: true });
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     } finally {
@@ -146,6 +182,7 @@ export class OutputFolder implements AsyncDisposable {
   /** After the rename: the lock file moved with the folder; it is no output of the run. */
   #committed(): void {
     this.#state = "committed";
+    OutputFolder.#open.delete(this);
     this.#lock.close();
     try {
       Deno.removeSync(`${this.finalDir}/${LOCK_NAME}`);
@@ -157,9 +194,9 @@ export class OutputFolder implements AsyncDisposable {
     await this.abort();
   }
 
-  async #rename(from: string, to: string): Promise<void> {
+  #rename(from: string, to: string): void {
     try {
-      await Deno.rename(from, to);
+      Deno.renameSync(from, to);
     } catch (e) {
       throw new InputError(`cannot write output folder: ${(e as Error).message}`, this.finalDir);
     }

@@ -26,6 +26,7 @@ import {
 import { BLOCK_LINEARS, blockPrefix, type LinearName } from "../model/config.ts";
 import { loadBlockWeights, uploadRope } from "../model/transformer.ts";
 import type { QuantScheme } from "../qmath/quantized.ts";
+import { yieldToEventLoop } from "../std/event_loop.ts";
 import { type ActivationStore, activationStore, computeBytes, samplesPerPass } from "./activations.ts";
 import {
   type ExportCall,
@@ -216,6 +217,7 @@ async function forwardInPlace(
     });
     await store.write(s, y);
     y[Symbol.dispose]();
+    await yieldToEventLoop();
   }
 }
 

@@ -27,6 +27,7 @@ import {
 } from "../model/block.ts";
 import type { LinearName, ModelSpec } from "../model/config.ts";
 import type { PyRandom } from "../io/pyrandom.ts";
+import { yieldToEventLoop } from "../std/event_loop.ts";
 import { type ActivationStore, DeviceActivations, samplesPerPass } from "./activations.ts";
 
 /** Tuning settings (auto-round SignRoundConfig names in comments). */
@@ -262,6 +263,7 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
       using slot = be.rows(history, i, 1);
       be.copy(slot, total);
       iterations = i + 1;
+      await yieldToEventLoop(); // Ctrl-C is served between iterations (std/event_loop.ts)
       if (s.dynamicMaxGap > 0 && !s.notUseBestMse) {
         // Early stop needs the loss on the host: only then does the loop synchronise.
         const h = await be.read(history);

@@ -8,7 +8,7 @@
  * Tensors arrive one at a time (block by block) and go to a side file at once; `finish` writes the
  * header, appends the data and renames the result into place, so memory holds one tensor.
  */
-import { FormatError, InputError } from "../../errors.ts";
+import { FormatError, InputError, isOsError } from "../../errors.ts";
 import { GGML_TYPES, type GgmlTypeName } from "../../qmath/gguf/types.ts";
 import { GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, GgufValueType } from "./constants.ts";
 
@@ -251,7 +251,12 @@ export class GgufWriter {
 
   async #write(b: Uint8Array): Promise<void> {
     let off = 0;
-    while (off < b.length) off += await this.#data.write(b.subarray(off));
+    try {
+      while (off < b.length) off += await this.#data.write(b.subarray(off));
+    } catch (e) {
+      if (isOsError(e)) throw new InputError(`cannot write GGUF file: ${e.message}`, this.#path);
+      throw e;
+    }
     this.#dataBytes += b.length;
   }
 
@@ -312,7 +317,11 @@ export class GgufWriter {
     } finally {
       await Deno.remove(this.#tmpPath).catch(() => {});
     }
-    await Deno.rename(partial, this.#path);
+    try {
+      await Deno.rename(partial, this.#path);
+    } catch (e) {
+      throw new InputError(`cannot write GGUF file: ${(e as Error).message}`, this.#path);
+    }
     return header.length + this.#dataBytes;
   }
 

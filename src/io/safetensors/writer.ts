@@ -3,7 +3,7 @@
  * (`model.safetensors`, or `model-00001-of-00002.safetensors` with `model.safetensors.index.json`),
  * and `parseSize` for `--max_shard_size`. The format itself is format.ts.
  */
-import { FormatError, InputError, UsageError } from "../../errors.ts";
+import { FormatError, InputError, isOsError, UsageError } from "../../errors.ts";
 import { ST_DTYPE_BYTES, type StDType } from "../../tensor/dtype.ts";
 import { absolutePath, INDEX_SUFFIX, join } from "./format.ts";
 
@@ -149,9 +149,7 @@ export class SafetensorsWriter implements AsyncDisposable {
       this.#state = "failed";
       await this.#removeTemps();
       for (const p of written) await Deno.remove(p).catch(() => {});
-      if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied) {
-        throw new InputError(`cannot write shards: ${(e as Error).message}`, this.#dir);
-      }
+      if (isOsError(e)) throw new InputError(`cannot write shards: ${e.message}`, this.#dir);
       throw e;
     }
   }
