@@ -154,6 +154,8 @@ export class GemmPlan {
     readonly workspaceBytes: number,
     readonly hasBias: boolean,
     readonly config: AlgoConfig,
+    /** The shape it was planned for. */
+    readonly shape: Readonly<GemmShape>,
   ) {}
 }
 
@@ -290,6 +292,7 @@ export class CublasLt implements Disposable {
       Number(view.getBigUint64(64, true)),
       g.bias !== undefined,
       this.algoConfig(algo),
+      { ...g },
     );
     this.plans.set(key, plan);
     return plan;
