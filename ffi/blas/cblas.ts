@@ -14,6 +14,13 @@
  * the minimum; `KMP_BLOCKTIME=0`) unless the environment already sets them; both are read when the
  * library loads.
  *
+ * Reproducibility: OpenBLAS and the reference BLAS give the same bits run to run for a fixed thread
+ * count (measured, README § Determinism). oneMKL promises that only in its Conditional Numerical
+ * Reproducibility mode (oneMKL developer guide, "Reproducibility Conditions": without it the code path
+ * may depend on the arrays' alignment, and with MKL_DYNAMIC the thread count may change per call), so
+ * `open` also sets `MKL_CBWR=AUTO` (CNR on the best branch for this CPU) and `MKL_DYNAMIC=FALSE`
+ * unless the environment sets them (`MKL_CBWR=OFF` turns it off).
+ *
  * @example
  * ```ts
  * using blas = Cblas.open(); // or Cblas.open("/opt/intel/oneapi/mkl/latest/lib/libmkl_rt.so.2")
@@ -106,7 +113,7 @@ export class Cblas implements Disposable {
 
   /** Open `path`, or the first of CBLAS_CANDIDATES that loads and exports `cblas_sgemm`. */
   static open(path?: string): Cblas {
-    quietIdleThreads();
+    setLibraryEnvironment();
     const tried: string[] = [];
     for (const p of path ? [path] : CBLAS_CANDIDATES) {
       let lib: Lib;
@@ -237,9 +244,17 @@ function checkOperands(
   }
 }
 
-/** Set the idle-spin variables the libraries read at load time, where allowed and not already set. */
-function quietIdleThreads(): void {
-  for (const [variable, value] of [["OPENBLAS_THREAD_TIMEOUT", "4"], ["KMP_BLOCKTIME", "0"]]) {
+/** Variables the libraries read at load time: idle spinning and oneMKL's reproducibility mode. */
+export const LIBRARY_ENVIRONMENT: readonly (readonly [string, string])[] = [
+  ["OPENBLAS_THREAD_TIMEOUT", "4"],
+  ["KMP_BLOCKTIME", "0"],
+  ["MKL_CBWR", "AUTO"],
+  ["MKL_DYNAMIC", "FALSE"],
+];
+
+/** Set LIBRARY_ENVIRONMENT where allowed and not already set. */
+function setLibraryEnvironment(): void {
+  for (const [variable, value] of LIBRARY_ENVIRONMENT) {
     if (Deno.permissions.querySync({ name: "env", variable }).state !== "granted") continue;
     if (Deno.env.get(variable) === undefined) Deno.env.set(variable, value);
   }

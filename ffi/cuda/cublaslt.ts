@@ -7,6 +7,14 @@
  *
  * f32 operands use CUBLAS_COMPUTE_32F (no TF32: the reference-accuracy path) unless a plan asks for
  * "tf32". Enum values from cublasLt.h / cublas_api.h / library_types.h (CUDA 13).
+ *
+ * Reproducibility (cuBLAS guide § Results reproducibility): one cublasLtMatmul call with a given
+ * algorithm gives the same bits at every run on GPUs of the same architecture and SM count when one
+ * stream is active; here there is one stream and one user-owned workspace of a fixed size, and the
+ * heuristic sees only the shape, the dtypes, the alignments and that size. A shape with `noSplitK`
+ * is planned with the reduction-scheme mask cleared (CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK = 0:
+ * only CUBLASLT_REDUCTION_SCHEME_NONE), so each output's dot product runs in one sequence, never as
+ * K slices summed afterwards; each plan records the split and scheme the heuristic chose (`config`).
  */
 import { CudaError, CudaUnavailableError } from "./errors.ts";
 import { loaderMessage } from "./library.ts";
@@ -27,6 +35,10 @@ const SYMBOLS = {
   cublasLtMatmulPreferenceSetAttribute: { parameters: ["usize", "i32", "buffer", "usize"], result: "i32" },
   cublasLtMatmulAlgoGetHeuristic: {
     parameters: ["usize", "usize", "usize", "usize", "usize", "usize", "usize", "i32", "buffer", "buffer"],
+    result: "i32",
+  },
+  cublasLtMatmulAlgoConfigGetAttribute: {
+    parameters: ["buffer", "i32", "buffer", "usize", "buffer"],
     result: "i32",
   },
   cublasLtMatmul: {
@@ -72,11 +84,21 @@ const EPILOGUE = { DEFAULT: 1, BIAS: 4 } as const;
 /** cublasLtMatmulPreferenceAttributes_t. */
 const PREF = {
   MAX_WORKSPACE_BYTES: 1,
+  REDUCTION_SCHEME_MASK: 3,
   MIN_ALIGN_A: 5,
   MIN_ALIGN_B: 6,
   MIN_ALIGN_C: 7,
   MIN_ALIGN_D: 8,
 } as const;
+/** cublasLtMatmulAlgoConfigAttributes_t (each a 32-bit integer). */
+const ALGO_CONFIG = { ID: 0, TILE_ID: 1, SPLITK_NUM: 2, REDUCTION_SCHEME: 3, STAGES_ID: 6 } as const;
+/** cublasLtReductionScheme_t, by value (0 = NONE: no split-K). */
+const REDUCTION_SCHEMES: Readonly<Record<number, string>> = {
+  0: "none",
+  1: "inplace",
+  2: "compute-type",
+  4: "output-type",
+};
 /** sizeof(cublasLtMatmulHeuristicResult_t): algo (64) + workspaceSize (8) + state + wavesCount + int[4]. */
 const HEURISTIC_BYTES = 96;
 
@@ -105,6 +127,19 @@ export interface GemmShape {
   alignC: number;
   /** Bias vector type when D gets a per-row (m) bias added by the epilogue. */
   bias?: GemmType;
+  /** Only algorithms without split-K (reduction scheme NONE): one sequence per dot product. */
+  noSplitK?: boolean;
+}
+
+/** What the heuristic chose for a plan (cublasLtMatmulAlgoConfigAttributes_t). */
+export interface AlgoConfig {
+  algoId: number;
+  tileId: number;
+  stagesId: number;
+  /** Slices K is cut into (1: none). */
+  splitK: number;
+  /** How the slices are summed: "none", "inplace", "compute-type", "output-type". */
+  reductionScheme: string;
 }
 
 /** A cached descriptor set and algorithm for one GemmShape. */
@@ -118,6 +153,9 @@ export class GemmPlan {
     readonly algo: Uint8Array,
     readonly workspaceBytes: number,
     readonly hasBias: boolean,
+    readonly config: AlgoConfig,
+    /** The shape it was planned for. */
+    readonly shape: Readonly<GemmShape>,
   ) {}
 }
 
@@ -196,6 +234,7 @@ export class CublasLt implements Disposable {
       g.alignB,
       g.alignC,
       g.bias ?? "",
+      g.noSplitK ? "nosplitk" : "",
     ].join(",");
     if (this.plans.has(key)) return this.plans.get(key)!;
     const s = this.lib.symbols;
@@ -230,6 +269,7 @@ export class CublasLt implements Disposable {
     setPref(PREF.MIN_ALIGN_B, new Uint32Array([g.alignB]));
     setPref(PREF.MIN_ALIGN_C, new Uint32Array([g.alignC]));
     setPref(PREF.MIN_ALIGN_D, new Uint32Array([g.alignC]));
+    if (g.noSplitK) setPref(PREF.REDUCTION_SCHEME_MASK, new Uint32Array([0]));
     const results = new Uint8Array(HEURISTIC_BYTES);
     const count = new Int32Array(1);
     const rc = s.cublasLtMatmulAlgoGetHeuristic(this.handle, desc, la, lb, lc, lc, pref, 1, results, count);
@@ -241,18 +281,44 @@ export class CublasLt implements Disposable {
       this.plans.set(key, null);
       return null;
     }
+    const algo = results.slice(0, 64);
     const plan = new GemmPlan(
       key,
       desc,
       la,
       lb,
       lc,
-      results.slice(0, 64),
+      algo,
       Number(view.getBigUint64(64, true)),
       g.bias !== undefined,
+      this.algoConfig(algo),
+      { ...g },
     );
     this.plans.set(key, plan);
     return plan;
+  }
+
+  /** Every plan made so far (shapes cuBLASLt had no algorithm for are not plans). */
+  planList(): GemmPlan[] {
+    return [...this.plans.values()].filter((p): p is GemmPlan => p !== null);
+  }
+
+  /** The configuration of an algorithm the heuristic returned (−1 for an attribute it does not tell). */
+  private algoConfig(algo: Uint8Array): AlgoConfig {
+    const value = new Int32Array(1), written = new BigUint64Array(1);
+    const get = (attr: number): number => {
+      value[0] = -1;
+      const rc = this.lib.symbols.cublasLtMatmulAlgoConfigGetAttribute(algo, attr, value, 4n, written);
+      return rc === 0 ? value[0] : -1;
+    };
+    const scheme = get(ALGO_CONFIG.REDUCTION_SCHEME);
+    return {
+      algoId: get(ALGO_CONFIG.ID),
+      tileId: get(ALGO_CONFIG.TILE_ID),
+      stagesId: get(ALGO_CONFIG.STAGES_ID),
+      splitK: get(ALGO_CONFIG.SPLITK_NUM),
+      reductionScheme: REDUCTION_SCHEMES[scheme] ?? `scheme ${scheme}`,
+    };
   }
 
   /** Enqueue D = alpha·op(A)·op(B) + beta·C (+ bias) on `stream`. */

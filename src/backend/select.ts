@@ -27,6 +27,13 @@ export function parseDevice(value: string): DeviceName {
 export interface BackendOptions {
   /** CPU threads (kernels and BLAS); default every core. */
   threads?: number;
+  /**
+   * `--deterministic`: where a device has a faster variant whose bits could depend on more than the
+   * inputs, take the other one. Only CUDA has such a choice (cuBLASLt's split-K algorithms and the
+   * alignment-dependent algorithm choice, src/backend/cuda/matmul.ts); the CPU and WebGPU backends give
+   * the same bits run to run as they are (README § Determinism).
+   */
+  deterministic?: boolean;
 }
 
 /** Create the backend for a device name. */
@@ -43,7 +50,7 @@ export async function createBackend(
   }
   if (device === "cuda") {
     // CUDA driver API + cuBLASLt through FFI; a BackendError names the missing library or device.
-    const be = createCudaBackend();
+    const be = createCudaBackend({ deterministic: opts.deterministic });
     log.debug(`cuda: ${be.device}`);
     return be;
   }
@@ -53,7 +60,7 @@ export async function createBackend(
     const probe = probeCuda();
     if (probe.ok) {
       try {
-        const be = createCudaBackend();
+        const be = createCudaBackend({ deterministic: opts.deterministic });
         log.debug(`auto: cuda, ${be.device}`);
         return be;
       } catch (e) {

@@ -16,7 +16,7 @@ import type { ModelSpec } from "../model/config.ts";
 import type { Log } from "../log.ts";
 import { LoadedModel, type WeightSource } from "../model/transformer.ts";
 import { type FlagSpec, type ParsedFlags, parseFlags } from "../std/cli.ts";
-import { flagInt, flagNum, flagStr, flagThreads } from "./flags.ts";
+import { flagBackendOptions, flagInt, flagNum, flagStr } from "./flags.ts";
 import { formatDuration, Progress } from "../log.ts";
 
 export const EVAL_FLAGS: FlagSpec = {
@@ -33,6 +33,7 @@ export const EVAL_FLAGS: FlagSpec = {
   batch_size: { type: "string" },
   device: { type: "string" },
   threads: { type: "string" },
+  deterministic: { type: "boolean" },
   json: { type: "string" },
   quiet: { type: "boolean" },
   debug: { type: "boolean" },
@@ -68,6 +69,7 @@ Common
   --model DIR        model folder (fp safetensors or a quantized output), or a repo id in the HF cache
   --device NAME      auto, cpu, cuda, webgpu
   --threads N        CPU threads (default: every core; 1 = single-threaded)
+  --deterministic    CUDA: no split-K products, algorithms by shape alone (README § Determinism)
   --json [FILE]      write the results as JSON to FILE (lm-eval's layout for --tasks); alone: print
                      JSON on stdout instead of the table
 
@@ -188,9 +190,7 @@ export async function evalCommand(argv: string[], log: Log): Promise<void> {
   using ckpt = await openEvalModel(model);
   const seqlen = Math.min(requested, ckpt.spec.maxPositions);
   if (seqlen < requested) log.warn(`--seqlen ${requested} capped to the model's context of ${seqlen}`);
-  using be = await createBackend(parseDevice(flagStr(f, "device") ?? "auto"), log, {
-    threads: flagThreads(f),
-  });
+  using be = await createBackend(parseDevice(flagStr(f, "device") ?? "auto"), log, flagBackendOptions(f));
   const t0 = performance.now();
   const r = await textPerplexity(be, ckpt, ckpt.tokenizer, textFile!, seqlen, log, flagInt(f, "batch_size"));
   const seconds = (performance.now() - t0) / 1000;
@@ -230,9 +230,7 @@ async function evalTasksCommand(
   const maxLength = flagInt(f, "max_length");
   const dataDir = resolveDataDir(flagStr(f, "data_dir")).dir;
   using model = await openEvalModel(modelPath);
-  using be = await createBackend(parseDevice(flagStr(f, "device") ?? "auto"), log, {
-    threads: flagThreads(f),
-  });
+  using be = await createBackend(parseDevice(flagStr(f, "device") ?? "auto"), log, flagBackendOptions(f));
   const bars = new Map<string, (d: number, t: number) => void>();
   const t0 = performance.now();
   const report = await runEvalTasks(be, model, model.tokenizer, {

@@ -2,6 +2,7 @@
  * Typed access to parsed flag values, with aliases (auto-round accepts several names per flag)
  * and one clear UsageError for a malformed number.
  */
+import type { BackendOptions } from "../backend/select.ts";
 import { UsageError } from "../errors.ts";
 import type { ParsedFlags } from "../std/cli.ts";
 
@@ -39,4 +40,9 @@ export function flagThreads(v: Values): number | undefined {
   const n = flagInt(v, "threads");
   if (n !== undefined && n < 1) throw new UsageError(`--threads must be >= 1 (got ${n})`);
   return n;
+}
+
+/** `--threads N` and `--deterministic`: how the commands set up their backend. */
+export function flagBackendOptions(v: Values): BackendOptions {
+  return { threads: flagThreads(v), deterministic: v.deterministic === true };
 }

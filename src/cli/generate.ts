@@ -10,7 +10,7 @@ import { openEvalModel } from "../eval/model_source.ts";
 import type { Log } from "../log.ts";
 import { LoadedModel } from "../model/transformer.ts";
 import { type FlagSpec, parseFlags } from "../std/cli.ts";
-import { flagInt, flagNum, flagStr, flagThreads } from "./flags.ts";
+import { flagBackendOptions, flagInt, flagNum, flagStr } from "./flags.ts";
 
 export const GENERATE_FLAGS: FlagSpec = {
   model: { type: "string" },
@@ -23,6 +23,7 @@ export const GENERATE_FLAGS: FlagSpec = {
   seed: { type: "string" },
   device: { type: "string" },
   threads: { type: "string" },
+  deterministic: { type: "boolean" },
   quiet: { type: "boolean" },
   debug: { type: "boolean" },
   help: { type: "boolean", short: "h" },
@@ -42,6 +43,7 @@ Usage: autoround generate --model DIR --prompt TEXT [options]
   --seed S              sampler seed (default 42; run.c's xorshift* generator)
   --device NAME         auto, cpu, cuda, webgpu
   --threads N           CPU threads (default: every core; 1 = single-threaded)
+  --deterministic       CUDA: no split-K products, algorithms by shape alone (README § Determinism)
 
 Generation stops at the tokenizer's EOS ids and at BOS (a model trained on BOS-separated
 documents, such as stories260K, ends a text by predicting BOS; llama2.c's run.c stops there too).
@@ -96,9 +98,7 @@ export async function generateCommand(argv: string[], log: Log): Promise<void> {
   const stopIds = [...tok.eosTokenIds];
   if (tok.bosTokenId !== undefined && !stopIds.includes(tok.bosTokenId)) stopIds.push(tok.bosTokenId);
 
-  using be = await createBackend(parseDevice(flagStr(f, "device") ?? "auto"), log, {
-    threads: flagThreads(f),
-  });
+  using be = await createBackend(parseDevice(flagStr(f, "device") ?? "auto"), log, flagBackendOptions(f));
   using lm = await LoadedModel.load(be, model.spec, model.weights);
   const stream = Deno.stdout.isTerminal();
   const enc = new TextEncoder();

@@ -15,7 +15,7 @@ import { resolveScheme, schemeNames } from "../quant/scheme.ts";
 import { type FlagSpec, parseFlags } from "../std/cli.ts";
 import { formatNames } from "../export/registry.ts";
 import { evalTextPerplexity } from "./eval.ts";
-import { flagInt, flagNum, flagStr, flagThreads } from "./flags.ts";
+import { flagBackendOptions, flagInt, flagNum, flagStr } from "./flags.ts";
 import { formatResultsTable } from "../eval/report.ts";
 import { resolveDataDir, runEvalTasks } from "../eval/run.ts";
 import { findTaskFile, parseTaskList } from "../eval/tasks.ts";
@@ -55,6 +55,7 @@ export const QUANTIZE_FLAGS: FlagSpec = {
   device: { type: "string" },
   device_map: { type: "string" },
   threads: { type: "string" },
+  deterministic: { type: "boolean" },
   seed: { type: "string" },
   disable_opt_rtn: { type: "boolean" },
   enable_minmax_tuning: { type: "boolean" },
@@ -123,6 +124,9 @@ Tuning (recipe values unless given)
 Runtime
   --device NAME          auto (default), cpu, cuda, webgpu
   --threads N            CPU threads (default: every core; 1 = single-threaded)
+  --deterministic        CUDA: products without split-K, their algorithm chosen by shape and dtype
+                         alone (the same command always gives the same bytes anyway; README
+                         § Determinism says what each device guarantees)
   --eval_text FILE       print the perplexity of FILE before and after (one document per line)
   --eval_seqlen N        window length for --eval_text (default: --seqlen)
   --eval TASKS           evaluate the output right after quantizing (alias --tasks; see autoround eval)
@@ -191,7 +195,7 @@ export async function quantizeCommand(argv: string[], log: Log, recipeName?: str
   );
   const maxShardSize = parseSize(flagStr(f, "max_shard_size") ?? "5GB");
   const device = parseDevice(flagStr(f, "device", "device_map") ?? "auto");
-  const threads = flagThreads(f);
+  const backendOptions = flagBackendOptions(f);
   const evalText = flagStr(f, "eval_text");
   const evalSeqlen = flagInt(f, "eval_seqlen") ?? seqlen;
   const datasetSpec = flagStr(f, "dataset") ?? DEFAULT_DATASET;
@@ -231,7 +235,7 @@ export async function quantizeCommand(argv: string[], log: Log, recipeName?: str
     resume: f.resume === true,
     maxShardSize,
     device,
-    threads,
+    ...backendOptions,
     onBlock: logJson
       ? (r) => Deno.writeTextFileSync(logJson, JSON.stringify(r) + "\n", { append: true })
       : undefined,
@@ -243,7 +247,7 @@ export async function quantizeCommand(argv: string[], log: Log, recipeName?: str
   }, log);
   if (evalText) {
     using q = await openCheckpoint(result.outputDir);
-    using be = await createBackend(device, log, { threads });
+    using be = await createBackend(device, log, backendOptions);
     const tok = await Tokenizer.fromDir(q.dir);
     const qPpl = await evalTextPerplexity(be, q, tok, evalText, evalSeqlen, log);
     console.log(
@@ -254,7 +258,7 @@ export async function quantizeCommand(argv: string[], log: Log, recipeName?: str
   }
   if (evalSpecs) {
     using q = await openCheckpoint(result.outputDir);
-    using be = await createBackend(device, log, { threads });
+    using be = await createBackend(device, log, backendOptions);
     const tok = await Tokenizer.fromDir(q.dir);
     const report = await runEvalTasks(be, q, tok, {
       tasks: evalSpecs,

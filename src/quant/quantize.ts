@@ -59,6 +59,8 @@ export interface QuantizeOptions {
   device?: DeviceName;
   /** CPU threads when the backend is the CPU (default every core). */
   threads?: number;
+  /** `--deterministic` (BackendOptions.deterministic) for the backend created for `device`. */
+  deterministic?: boolean;
   /** Use this backend instead of creating one for `device` (tests). */
   backend?: Backend;
   /** Runs after validation and before quantization (e.g. the fp perplexity for --eval_text). */
@@ -131,7 +133,10 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
     for (const w of calib.warnings) log.warn(w);
     log.info(`calibration: ${calib.nsamples} samples × ${calib.seqlen} tokens from ${calib.source}`);
   }
-  const owned = o.backend ? undefined : await createBackend(o.device ?? "auto", log, { threads: o.threads });
+  const owned = o.backend ? undefined : await createBackend(o.device ?? "auto", log, {
+    threads: o.threads,
+    deterministic: o.deterministic,
+  });
   try {
     const be = o.backend ?? owned!;
     logPlan(log, ckpt, o, rs.describe, conversionOnly ? undefined : layers, needCalib, be);

@@ -56,10 +56,10 @@ export class CudaBackend implements Backend, OpContext {
     this.computeDType = opts.computeDType ?? "bf16";
     this.allowTf32 = opts.allowTf32 ?? false;
     const i = this.rt.ctx.info;
-    const v = this.rt.driver.version();
+    const v = this.rt.driver.version(), det = opts.deterministic ? ", deterministic" : "";
     this.device = `${i.name} (sm_${i.computeCapability.join("")}, ${i.multiprocessors} SMs, ` +
       `${(i.totalBytes / 2 ** 30).toFixed(0)} GiB, driver CUDA ${Math.floor(v / 1000)}.${(v % 1000) / 10}, ` +
-      `cuBLASLt ${this.rt.blas.version}, compute ${this.computeDType})`;
+      `cuBLASLt ${this.rt.blas.version}, compute ${this.computeDType}${det})`;
   }
 
   /** @internal A tensor of this backend (or of a view of it sharing its runtime, e.g. an instrumented one). */

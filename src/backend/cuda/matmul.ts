@@ -5,6 +5,12 @@
  * copies. Mixed operand dtypes are cast first (to the backend's 16-bit compute dtype when one operand
  * has it, as autocast would, else to f32); an output dtype cuBLASLt cannot write from those operands
  * goes through an f32 scratch. Shapes cuBLASLt has no algorithm for use the simple fallback kernel.
+ *
+ * The algorithm of a shape is cuBLASLt's heuristic's first choice, fixed for the run (the plan cache)
+ * and the same in every run on the same GPU and library. With `--deterministic` (CudaRuntime
+ * .deterministic) it is also never a split-K algorithm, and the operands' alignment is passed as at
+ * most PINNED_ALIGNMENT bytes, so where a tensor starts inside its allocation (a view of an activation
+ * store, or a fresh upload when the store is spilled to the host) cannot change the algorithm.
  */
 import type { DType } from "../backend.ts";
 import { BackendError } from "../../errors.ts";
@@ -33,6 +39,13 @@ export interface MatmulOptions {
 }
 
 const isGemmType = (d: DType): d is GemmType => d === "f32" || d === "bf16" || d === "f16";
+
+/**
+ * The alignment hint under --deterministic: 16 bytes, what the tensor-core kernels load with (a
+ * 16-byte vector, a TMA tile's base). Allocations are 256-byte aligned; a view is 16-byte aligned when
+ * its offset is (the activation stores' sample boundaries are, for any hidden size divisible by 8).
+ */
+export const PINNED_ALIGNMENT = 16;
 
 /** Test hook: route every product through the fallback kernel (it otherwise runs only rarely). */
 export const gemmTuning = { forceFallback: false };
@@ -64,6 +77,8 @@ export function matmul(op: OpContext, a: CudaTensor, b: CudaTensor, opts: Matmul
   const D = direct ? out : op.castTo(out, "f32");
   try {
     const rt = op.rt;
+    const align = (addr: bigint) =>
+      rt.deterministic ? Math.min(PINNED_ALIGNMENT, alignmentOf(addr)) : alignmentOf(addr);
     const plan = rt.blas.plan({
       transa: transB,
       transb: transA,
@@ -76,9 +91,10 @@ export function matmul(op: OpContext, a: CudaTensor, b: CudaTensor, opts: Matmul
       ab,
       cd: D.dtype as GemmType,
       compute: ab === "f32" && op.allowTf32 ? "tf32" : "f32",
-      alignA: alignmentOf(B.addr),
-      alignB: alignmentOf(A.addr),
-      alignC: alignmentOf(D.addr),
+      alignA: align(B.addr),
+      alignB: align(A.addr),
+      alignC: align(D.addr),
+      noSplitK: rt.deterministic,
     }, rt.workspaceBytes);
     if (plan) {
       rt.blas.run(plan, {

@@ -27,6 +27,11 @@ export interface CudaOptions {
   allowTf32?: boolean;
   /** cuBLASLt workspace (default 32 MiB, what cuBLAS recommends on Hopper). */
   workspaceBytes?: number;
+  /**
+   * `--deterministic`: products take no split-K algorithm and choose theirs by shape and dtype alone
+   * (matmul.ts). Every other kernel is deterministic by construction (ffi/cuda/NOTES.md § Determinism).
+   */
+  deterministic?: boolean;
 }
 
 /** Turn a failure of the bindings into the one-line BackendError the CLI prints. */
@@ -56,6 +61,8 @@ export class CudaRuntime implements Disposable {
     readonly stream: CudaStream,
     readonly blas: CublasLt,
     workspaceBytes: number,
+    /** CudaOptions.deterministic. */
+    readonly deterministic: boolean,
   ) {
     this.memory = new DeviceMemory(ctx, stream);
     this.workspaceBytes = workspaceBytes;
@@ -80,7 +87,8 @@ export class CudaRuntime implements Disposable {
       }
       stream = ctx.createStream();
       blas = CublasLt.open();
-      return new CudaRuntime(driver, ctx, stream, blas, opts.workspaceBytes ?? 32 * 2 ** 20);
+      const workspace = opts.workspaceBytes ?? 32 * 2 ** 20;
+      return new CudaRuntime(driver, ctx, stream, blas, workspace, opts.deterministic ?? false);
     } catch (e) {
       blas?.[Symbol.dispose]();
       stream?.[Symbol.dispose]();
