@@ -48,7 +48,7 @@ export class OutputFolder implements AsyncDisposable {
   readonly adopted: boolean;
   /** True when a dead run's folder was found and removed (not adopted). */
   readonly discardedStale: boolean;
-  #state: "open" | "committed" | "aborted" = "open";
+  #state: "open" | "committed" | "aborted" | "kept" = "open";
   #lock: Deno.FsFile;
 
   private constructor(finalDir: string, path: string, lock: Deno.FsFile, adopted: boolean, stale: boolean) {
@@ -177,6 +177,17 @@ export class OutputFolder implements AsyncDisposable {
     } finally {
       this.#lock.close();
     }
+  }
+
+  /**
+   * Leave the temporary folder where it is, unlocked, for a later `--resume` (a resume refused for
+   * other settings must not destroy the run it found). No-op unless open.
+   */
+  keep(): void {
+    if (this.#state !== "open") return;
+    this.#state = "kept";
+    OutputFolder.#open.delete(this);
+    this.#lock.close();
   }
 
   /** After the rename: the lock file moved with the folder; it is no output of the run. */

@@ -168,7 +168,14 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
       // The CPU backend's threads also run the host-side GGUF searches.
       pool: be instanceof CpuBackend ? be.pool : undefined,
     };
-    const journal = await RunJournal.open(out.path, await fingerprint(o, ckpt, be), out.adopted);
+    // A failed run removes its folder, journal included (no partial output is ever left, issue 14);
+    // only a killed process leaves one for --resume — and a refused resume leaves it as it was.
+    const journal = await RunJournal.open(out.path, await fingerprint(o, ckpt, be), out.adopted).catch(
+      (e) => {
+        if (out.adopted) out.keep(); // a refused resume leaves the unfinished run as it was
+        throw e;
+      },
+    );
     const exporters = createExporters(formats, out.path, ctx);
     const progress = new Progress("block", ckpt.spec.nLayers, (s) => log.info(s));
     const blocks = await runPipeline({
