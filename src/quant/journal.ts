@@ -22,7 +22,7 @@
  * File layout of a block record: "ARJ1", u32 header length, the header (JSON), then the tensors'
  * bytes at the offsets the header gives (8-aligned).
  */
-import { InputError, UsageError } from "../errors.ts";
+import { InputError, UsageError, writeErrorOf } from "../errors.ts";
 import type { QuantizedWeights } from "../qmath/quantized.ts";
 import type { BlockReport } from "./block_report.ts";
 
@@ -79,7 +79,9 @@ export class RunJournal {
       }
     }
     await Deno.remove(dir, { recursive: true }).catch(() => {});
-    await Deno.mkdir(dir, { recursive: true });
+    await Deno.mkdir(dir, { recursive: true }).catch((e) => {
+      throw writeErrorOf(e, dir);
+    });
     await writeWhole(`${dir}/run.json`, new TextEncoder().encode(want));
     return new RunJournal(dir, 0);
   }
@@ -121,13 +123,17 @@ async function countFinished(dir: string): Promise<number> {
 
 async function writeWhole(path: string, bytes: Uint8Array): Promise<void> {
   const tmp = `${path}.tmp`;
-  {
-    using f = await Deno.open(tmp, { write: true, create: true, truncate: true });
-    let at = 0;
-    while (at < bytes.length) at += await f.write(bytes.subarray(at));
-    await f.sync();
+  try {
+    {
+      using f = await Deno.open(tmp, { write: true, create: true, truncate: true });
+      let at = 0;
+      while (at < bytes.length) at += await f.write(bytes.subarray(at));
+      await f.sync();
+    }
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    throw writeErrorOf(e, path); // a full disk is the user's to fix, one line
   }
-  await Deno.rename(tmp, path);
 }
 
 /** What differs between two fingerprints, for the refusal message. */
