@@ -242,3 +242,37 @@ Deno.test("parseSize: GB = 1e9, GiB = 2^30, MB, KiB, plain bytes, lowercase b = 
     assertThrows(() => parseSize(bad), UsageError);
   }
 });
+
+Deno.test("writer: addFrom streams a tensor in pieces to the same bytes as add, reading each byte once", async () => {
+  const dir = await tempDir();
+  try {
+    const big = randomBytes(1000 * 4), small = randomBytes(12);
+    const reads: [number, number][] = [];
+    const src = {
+      byteLength: big.byteLength,
+      read: (o: number, l: number) => (reads.push([o, l]), Promise.resolve(big.slice(o, o + l))),
+    };
+    const a = new SafetensorsWriter(`${dir}/a`, { maxShardSize: parseSize("5GB") });
+    await a.add("s", "F32", [3], small);
+    await a.add("w", "F32", [10, 100], big);
+    await a.finish();
+    const b = new SafetensorsWriter(`${dir}/b`, { maxShardSize: parseSize("5GB") });
+    await b.add("s", "F32", [3], small);
+    await b.addFrom("w", "F32", [10, 100], src, 384);
+    await b.finish();
+    assertEquals(
+      await Deno.readFile(`${dir}/b/model.safetensors`),
+      await Deno.readFile(`${dir}/a/model.safetensors`),
+    );
+    assertEquals(reads.length, Math.ceil(4000 / 384));
+    assertEquals(reads.reduce((n, [, l]) => n + l, 0), 4000, "every byte read once");
+    assert(reads.every(([, l]) => l <= 384), "no piece over the limit");
+    // A source whose size contradicts the shape is refused before anything is read.
+    const c = new SafetensorsWriter(`${dir}/c`, { maxShardSize: 1e9 });
+    await assertRejects(() => c.addFrom("w", "F32", [10, 99], src, 384), FormatError, "bytes given");
+    assertEquals(reads.length, Math.ceil(4000 / 384));
+    await c.abort();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -9,8 +9,8 @@ import { SafetensorsWriter } from "../io/safetensors/writer.ts";
 import type { QuantizedLinear } from "../qmath/quantized.ts";
 import { join } from "../std/path.ts";
 import { encodeFloats, type StDType } from "../tensor/dtype.ts";
-import { convertFloat, withDType } from "./common.ts";
-import type { ExportContext, Exporter } from "./exporter.ts";
+import { convertFloatSource, withDType } from "./common.ts";
+import type { ExportContext, Exporter, RawSource } from "./exporter.ts";
 import { copyModelSideFiles, writeJson } from "./hf_files.ts";
 
 /** Writes an auto_awq folder. */
@@ -22,9 +22,9 @@ export class AutoAwqExporter implements Exporter {
     this.writer = new SafetensorsWriter(dir, { maxShardSize: ctx.maxShardSize });
   }
 
-  async writeRaw(name: string, dtype: StDType, shape: number[], bytes: Uint8Array): Promise<void> {
-    const t = convertFloat(dtype, bytes, "F16"); // save_quantized_as_autoawq: dtype=torch.float16
-    await this.writer.add(name, t.dtype, shape, t.bytes);
+  async writeRaw(name: string, dtype: StDType, shape: number[], src: RawSource): Promise<void> {
+    const t = convertFloatSource(dtype, src, "F16"); // save_quantized_as_autoawq: dtype=torch.float16
+    await this.writer.addFrom(name, t.dtype, shape, t.src);
   }
 
   async writeQuantized(l: QuantizedLinear): Promise<void> {

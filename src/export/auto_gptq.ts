@@ -11,8 +11,8 @@ import { SafetensorsWriter } from "../io/safetensors/writer.ts";
 import type { QuantizedLinear } from "../qmath/quantized.ts";
 import { join } from "../std/path.ts";
 import { encodeFloats, type StDType } from "../tensor/dtype.ts";
-import { convertFloat, withDType } from "./common.ts";
-import type { ExportContext, Exporter } from "./exporter.ts";
+import { convertFloatSource, withDType } from "./common.ts";
+import type { ExportContext, Exporter, RawSource } from "./exporter.ts";
 import { copyModelSideFiles, writeJson } from "./hf_files.ts";
 
 /** Writes an auto_gptq folder. */
@@ -24,10 +24,10 @@ export class AutoGptqExporter implements Exporter {
     this.writer = new SafetensorsWriter(dir, { maxShardSize: ctx.maxShardSize });
   }
 
-  async writeRaw(name: string, dtype: StDType, shape: number[], bytes: Uint8Array): Promise<void> {
+  async writeRaw(name: string, dtype: StDType, shape: number[], src: RawSource): Promise<void> {
     // save_quantized_as_autogptq saves with dtype=torch.float16.
-    const t = convertFloat(dtype, bytes, "F16");
-    await this.writer.add(name, t.dtype, shape, t.bytes);
+    const t = convertFloatSource(dtype, src, "F16");
+    await this.writer.addFrom(name, t.dtype, shape, t.src);
   }
 
   async writeQuantized(l: QuantizedLinear): Promise<void> {

@@ -14,7 +14,7 @@ import { SafetensorsWriter } from "../io/safetensors/writer.ts";
 import type { QuantizedLinear } from "../qmath/quantized.ts";
 import { join } from "../std/path.ts";
 import { encodeFloats, type StDType } from "../tensor/dtype.ts";
-import type { ExportContext, Exporter } from "./exporter.ts";
+import type { ExportContext, Exporter, RawSource } from "./exporter.ts";
 import { copyModelSideFiles, writeJson } from "./hf_files.ts";
 
 /** Writes an auto_round folder. */
@@ -28,8 +28,8 @@ export class AutoRoundExporter implements Exporter {
     this.packing = autoRoundPackingFormat(ctx.run.scheme.sym);
   }
 
-  async writeRaw(name: string, dtype: StDType, shape: number[], bytes: Uint8Array): Promise<void> {
-    await this.writer.add(name, dtype, shape, bytes);
+  async writeRaw(name: string, dtype: StDType, shape: number[], src: RawSource): Promise<void> {
+    await this.writer.addFrom(name, dtype, shape, src);
   }
 
   async writeQuantized(l: QuantizedLinear): Promise<void> {

@@ -37,11 +37,30 @@ export type GgufDeviceQuantizer = (
   opts: { optRtn: boolean; imatrix?: Float32Array; atExport?: boolean },
 ) => Promise<Uint8Array>;
 
+/**
+ * A tensor's stored bytes, read on demand: an exporter copying a 1.2 GB embedding reads it in
+ * pieces (SafetensorsWriter.addFrom) instead of holding it whole.
+ */
+export interface RawSource {
+  readonly byteLength: number;
+  read(offset: number, length: number): Promise<Uint8Array>;
+}
+
+/** A RawSource over bytes already in memory. */
+export function rawFromBytes(bytes: Uint8Array): RawSource {
+  return { byteLength: bytes.byteLength, read: (o, l) => Promise.resolve(bytes.subarray(o, o + l)) };
+}
+
+/** All of a RawSource's bytes at once (for writers that need the whole tensor). */
+export function readAllRaw(src: RawSource): Promise<Uint8Array> {
+  return src.read(0, src.byteLength);
+}
+
 /** A format writer. Calls arrive in model order; each tensor is written to disk before returning. */
 export interface Exporter {
   readonly format: string;
   /** A tensor kept as it is in the source checkpoint (norms, embeddings, unquantized Linears). */
-  writeRaw(name: string, dtype: StDType, shape: number[], bytes: Uint8Array): Promise<void>;
+  writeRaw(name: string, dtype: StDType, shape: number[], src: RawSource): Promise<void>;
   /** A quantized Linear. */
   writeQuantized(layer: QuantizedLinear): Promise<void>;
   /**

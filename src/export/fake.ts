@@ -9,7 +9,7 @@ import { join } from "../std/path.ts";
 import { encodeFloats, type StDType } from "../tensor/dtype.ts";
 import { checkpointDType } from "./common.ts";
 import { dequantizeLinear } from "../qmath/quantized.ts";
-import type { ExportContext, Exporter } from "./exporter.ts";
+import type { ExportContext, Exporter, RawSource } from "./exporter.ts";
 import type { QuantizedLinear } from "../qmath/quantized.ts";
 import { copyModelSideFiles, writeJson } from "./hf_files.ts";
 
@@ -22,8 +22,8 @@ export class FakeExporter implements Exporter {
     this.writer = new SafetensorsWriter(dir, { maxShardSize: ctx.maxShardSize });
   }
 
-  async writeRaw(name: string, dtype: StDType, shape: number[], bytes: Uint8Array): Promise<void> {
-    await this.writer.add(name, dtype, shape, bytes);
+  async writeRaw(name: string, dtype: StDType, shape: number[], src: RawSource): Promise<void> {
+    await this.writer.addFrom(name, dtype, shape, src);
   }
 
   async writeQuantized(l: QuantizedLinear): Promise<void> {

@@ -23,7 +23,7 @@ import {
   ST_DTYPE_BYTES,
   type StDType,
 } from "../tensor/dtype.ts";
-import type { ExportContext, Exporter } from "./exporter.ts";
+import { type ExportContext, type Exporter, type RawSource, readAllRaw } from "./exporter.ts";
 import type { QuantizedLinear } from "../qmath/quantized.ts";
 import { copyModelSideFiles } from "./hf_files.ts";
 import { Tokenizer } from "../io/tokenizer.ts";
@@ -196,10 +196,12 @@ export class GgufExporter implements Exporter {
     await this.#put(hfName, type, [k, n], quantizeToBytesOn(this.#ctx.pool, type, n, k, rows, opts));
   }
 
-  async writeRaw(name: string, dtype: StDType, shape: number[], bytes: Uint8Array): Promise<void> {
+  async writeRaw(name: string, dtype: StDType, shape: number[], src: RawSource): Promise<void> {
     if (dtype !== "F32" && dtype !== "F16" && dtype !== "BF16" && dtype !== "F64") {
       throw new FormatError(`tensor ${name}: dtype ${dtype} cannot go into GGUF`);
     }
+    // Whole: the host GGUF quantizers take the rows of the embedding and lm_head at will.
+    const bytes = await readAllRaw(src);
     const spec = this.#ctx.spec;
     if (name === "lm_head.weight" || name === "model.embed_tokens.weight") {
       if (name === "lm_head.weight" && spec.tieEmbeddings) return; // llama.cpp falls back to token_embd

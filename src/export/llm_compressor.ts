@@ -11,7 +11,7 @@ import type { QuantizedLinear } from "../qmath/quantized.ts";
 import { join } from "../std/path.ts";
 import { encodeFloats, type StDType } from "../tensor/dtype.ts";
 import { checkpointDType } from "./common.ts";
-import type { ExportContext, Exporter } from "./exporter.ts";
+import type { ExportContext, Exporter, RawSource } from "./exporter.ts";
 import { copyModelSideFiles, writeJson } from "./hf_files.ts";
 
 /** Writes an llm_compressor folder. */
@@ -23,8 +23,8 @@ export class LlmCompressorExporter implements Exporter {
     this.writer = new SafetensorsWriter(dir, { maxShardSize: ctx.maxShardSize });
   }
 
-  async writeRaw(name: string, dtype: StDType, shape: number[], bytes: Uint8Array): Promise<void> {
-    await this.writer.add(name, dtype, shape, bytes);
+  async writeRaw(name: string, dtype: StDType, shape: number[], src: RawSource): Promise<void> {
+    await this.writer.addFrom(name, dtype, shape, src);
   }
 
   async writeQuantized(l: QuantizedLinear): Promise<void> {

@@ -6,7 +6,7 @@
  * when the format stores that grid) to the self-quantizing ones (GGUF), everything else as stored.
  */
 import type { Backend, QuantState, Tensor } from "../backend/backend.ts";
-import type { Exporter } from "../export/exporter.ts";
+import type { Exporter, RawSource } from "../export/exporter.ts";
 import type { LayerPlan } from "../formats/run.ts";
 import type { Checkpoint } from "../io/checkpoint.ts";
 import type { BlockWeights } from "../model/block.ts";
@@ -155,6 +155,11 @@ export async function writeRawTo(
 ): Promise<void> {
   if (to.length === 0) return;
   const info = p.ckpt.reader.info(name);
-  const bytes = await p.ckpt.reader.readBytes(name);
-  for (const e of to) await e.writeRaw(name, info.dtype, info.shape, bytes);
+  const reader = p.ckpt.reader;
+  // Read in pieces by each exporter that streams (a 151936 × 4096 bf16 lm_head is 1.2 GB).
+  const src: RawSource = {
+    byteLength: info.end - info.start,
+    read: (offset, length) => reader.readRange(name, offset, length),
+  };
+  for (const e of to) await e.writeRaw(name, info.dtype, info.shape, src);
 }

@@ -91,7 +91,7 @@ export class SafetensorsWriter implements AsyncDisposable {
   async add(name: string, dtype: StDType, shape: number[], data: Uint8Array): Promise<void> {
     if (this.#state !== "open") throw new Error(`SafetensorsWriter.add when ${this.#state}`);
     if (this.#busy) throw new Error("SafetensorsWriter.add called before the previous add finished");
-    this.#checkTensor(name, dtype, shape, data);
+    this.#checkTensor(name, dtype, shape, data.byteLength);
     this.#busy = true;
     try {
       const cur = this.#current;
@@ -111,6 +111,49 @@ export class SafetensorsWriter implements AsyncDisposable {
       shard.entries.push({ name, dtype, shape: [...shape], begin, end: shard.dataBytes });
       this.#names.add(name);
       this.#totalSize += data.byteLength;
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /**
+   * Append one tensor read from `src` in pieces of at most `pieceBytes` (the whole tensor is never in
+   * memory); same rules as {@link add}.
+   */
+  async addFrom(
+    name: string,
+    dtype: StDType,
+    shape: number[],
+    src: { byteLength: number; read(offset: number, length: number): Promise<Uint8Array> },
+    pieceBytes = 64 * 2 ** 20,
+  ): Promise<void> {
+    if (src.byteLength <= pieceBytes) {
+      return await this.add(name, dtype, shape, await src.read(0, src.byteLength));
+    }
+    if (this.#state !== "open") throw new Error(`SafetensorsWriter.add when ${this.#state}`);
+    if (this.#busy) throw new Error("SafetensorsWriter.add called before the previous add finished");
+    this.#checkTensor(name, dtype, shape, src.byteLength);
+    this.#busy = true;
+    try {
+      const cur = this.#current;
+      if (cur && cur.shard.entries.length > 0 && cur.shard.dataBytes + src.byteLength > this.#maxShardSize) {
+        this.#closeCurrent();
+      }
+      const { shard, file } = this.#current ?? await this.#openShard();
+      for (let at = 0; at < src.byteLength; at += pieceBytes) {
+        const piece = await src.read(at, Math.min(pieceBytes, src.byteLength - at));
+        try {
+          await writeAll(file, piece);
+        } catch (e) {
+          this.#state = "failed";
+          throw new InputError(`cannot write shards: ${(e as Error).message}`, this.#dir);
+        }
+      }
+      const begin = shard.dataBytes;
+      shard.dataBytes += src.byteLength;
+      shard.entries.push({ name, dtype, shape: [...shape], begin, end: shard.dataBytes });
+      this.#names.add(name);
+      this.#totalSize += src.byteLength;
     } finally {
       this.#busy = false;
     }
@@ -166,7 +209,7 @@ export class SafetensorsWriter implements AsyncDisposable {
     await this.abort();
   }
 
-  #checkTensor(name: string, dtype: StDType, shape: number[], data: Uint8Array): void {
+  #checkTensor(name: string, dtype: StDType, shape: number[], byteLength: number): void {
     if (name === "" || name === "__metadata__") {
       throw new FormatError(`invalid tensor name "${name}"`, this.#dir);
     }
@@ -176,11 +219,9 @@ export class SafetensorsWriter implements AsyncDisposable {
       throw new FormatError(`tensor "${name}": bad shape ${JSON.stringify(shape)}`, this.#dir);
     }
     const expected = shape.reduce((p, d) => p * d, 1) * ST_DTYPE_BYTES[dtype];
-    if (data.byteLength !== expected) {
+    if (byteLength !== expected) {
       throw new FormatError(
-        `tensor "${name}": ${data.byteLength} bytes given, ${dtype} ${
-          JSON.stringify(shape)
-        } needs ${expected}`,
+        `tensor "${name}": ${byteLength} bytes given, ${dtype} ${JSON.stringify(shape)} needs ${expected}`,
         this.#dir,
       );
     }
