@@ -51,10 +51,9 @@ export async function quantizeCli(args: string[], env: Record<string, string> = 
         `quantize ${args.join(" ")} failed (${r.code}):\n${new TextDecoder().decode(r.stderr)}`,
       );
     }
-    const records = (await Deno.readTextFile(log)).split("\n").filter(Boolean).map((line) => {
-      const { seconds: _, ...rest } = JSON.parse(line);
-      return JSON.stringify(rest);
-    });
+    // Block records without their timings; the run's summary record (time, memory) is left out.
+    const records = (await Deno.readTextFile(log)).split("\n").filter(Boolean).map((line) => JSON.parse(line))
+      .filter((r) => !("summary" in r)).map(({ seconds: _, ...rest }) => JSON.stringify(rest));
     return { files: await readTree(out), records };
   } finally {
     await Deno.remove(tmp, { recursive: true });

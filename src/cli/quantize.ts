@@ -245,6 +245,9 @@ export async function quantizeCommand(argv: string[], log: Log, recipeName?: str
       }
       : undefined,
   }, log);
+  if (logJson) {
+    Deno.writeTextFileSync(logJson, JSON.stringify({ summary: result.summary }) + "\n", { append: true });
+  }
   if (evalText) {
     using q = await openCheckpoint(result.outputDir);
     using be = await createBackend(device, log, backendOptions);

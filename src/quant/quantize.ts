@@ -8,7 +8,14 @@ import { createBackend, type DeviceName } from "../backend/select.ts";
 import { UsageError } from "../errors.ts";
 import type { ExportContext, GgufDeviceQuantizer } from "../export/exporter.ts";
 import type { RunInfo } from "../formats/run.ts";
-import { checkFormats, createExporters, parseFormats, resolveRunScheme } from "../export/registry.ts";
+import {
+  checkFormats,
+  createExporters,
+  formatDirName,
+  parseFormats,
+  resolveRunScheme,
+} from "../export/registry.ts";
+import { peakRss, type RunSummary, summaryLine, treeBytes } from "./run_summary.ts";
 import { isFloatGguf } from "../formats/gguf/presets.ts";
 import { type CalibrationSet, loadCalibration } from "../io/calib.ts";
 import { type Checkpoint, openCheckpoint } from "../io/checkpoint.ts";
@@ -95,6 +102,7 @@ export interface QuantizeResult {
   blocks: BlockReport[];
   calibration?: { nsamples: number; seqlen: number; source: string };
   seconds: number;
+  summary: RunSummary;
 }
 
 /** Quantize a model and write the formats; the output folder appears only on success. */
@@ -211,19 +219,27 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
     await journal.remove();
     await out.commit();
     log.info(`wrote ${formats.map((f) => f.name).join(", ")} to ${out.finalDir}`);
-    const peak = be.peakMemoryBytes?.();
-    if (peak !== undefined) {
-      const size = peak >= 2 ** 30
-        ? `${(peak / 2 ** 30).toFixed(2)} GiB`
-        : `${(peak / 2 ** 20).toFixed(1)} MiB`;
-      log.info(`peak device memory ${size} (${be.device})`);
+    const rss = peakRss();
+    const summary: RunSummary = {
+      seconds: (performance.now() - t0) / 1000,
+      peakRssBytes: rss.bytes,
+      peakRssIsPeak: rss.isPeak,
+      peakDeviceBytes: be.peakMemoryBytes?.(),
+      device: be.name,
+      bytesWritten: {},
+    };
+    for (const f of formats) {
+      const dir = formats.length === 1 ? out.finalDir : `${out.finalDir}/${formatDirName(f.name)}`;
+      summary.bytesWritten[f.name] = await treeBytes(dir);
     }
+    log.info(summaryLine(summary));
     return {
       outputDir: out.finalDir,
       layers,
       blocks,
       calibration: calib && { nsamples: calib.nsamples, seqlen: calib.seqlen, source: calib.source },
-      seconds: (performance.now() - t0) / 1000,
+      seconds: summary.seconds,
+      summary,
     };
   } finally {
     owned?.[Symbol.dispose]();
