@@ -11,7 +11,8 @@ import { killResumeCases } from "./resume_kill.ts";
 cudaTest("resume: 20 runs killed at random moments resume to the uninterrupted run's bytes", async () => {
   const root = await Deno.makeTempDir({ prefix: "autoround-cuda-resume-" });
   try {
-    const r = await killResumeCases(root, "cuda", 20, 15);
+    // 400 iterations: on the GPU tuning must outlast the program's start for kills to land in it.
+    const r = await killResumeCases(root, "cuda", 20, 15, ["--iters", "400"]);
     console.log(
       `reference run ${r.reference.toFixed(1)} s; kills by phase: ${
         [...r.phases].map(([k, v]) => `${k} ×${v}`).join(", ")

@@ -122,8 +122,9 @@ export async function killResumeCases(
   device: string,
   cases: number,
   seed: number,
+  extra: string[] = [],
 ): Promise<{ phases: Map<string, number>; replayed: number; reference: number }> {
-  const ref = await runQuantize(quantizeArgs(join(root, "ref"), device));
+  const ref = await runQuantize(quantizeArgs(join(root, "ref"), device, extra));
   assertEquals(ref.code, 0, ref.stderr);
   const want = await readTree(join(root, "ref"));
   const rng = new PyRandom(seed);
@@ -131,7 +132,7 @@ export async function killResumeCases(
   let replayed = 0;
   for (let i = 0; i < cases; i++) {
     const out = join(root, `case${i}`);
-    const args = quantizeArgs(out, device);
+    const args = quantizeArgs(out, device, extra);
     // Uniform over the run's work (tuning, block boundaries, export), plus a little before it.
     const ms = 1000 * (0.8 * ref.workStart + rng.random() * (ref.seconds - 0.8 * ref.workStart));
     const first = await killAfter(args, ms);

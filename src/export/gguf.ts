@@ -13,6 +13,7 @@ import { FormatError } from "../errors.ts";
 import { packBlocks } from "../qmath/gguf/blocks.ts";
 import { hfToGgufName, permuteRowsHfToGguf, permutesQK, qkHeads } from "../formats/gguf/names.ts";
 import { type GgmlTypeName } from "../qmath/gguf/types.ts";
+import type { QuantGgmlType } from "../qmath/gguf/params.ts";
 import { LLAMA_FILE_TYPES } from "../formats/gguf/constants.ts";
 import { GgufWriter, meta } from "../formats/gguf/writer.ts";
 import { basename, join } from "../std/path.ts";
@@ -200,11 +201,18 @@ export class GgufExporter implements Exporter {
     if (dtype !== "F32" && dtype !== "F16" && dtype !== "BF16" && dtype !== "F64") {
       throw new FormatError(`tensor ${name}: dtype ${dtype} cannot go into GGUF`);
     }
+    const spec = this.#ctx.spec;
+    const embedOrHead = name === "lm_head.weight" || name === "model.embed_tokens.weight";
+    if (embedOrHead && name === "lm_head.weight" && spec.tieEmbeddings) return; // llama.cpp uses token_embd
+    if (embedOrHead && this.#ctx.ggufQuantizer) {
+      const [n, k] = shape;
+      const type = this.#forceType ??
+        (name === "lm_head.weight" ? this.#selector.lmHead(k) : this.#selector.embedding(k));
+      if (isQuantType(type)) return await this.#deviceRowChunks(name, type, dtype, src, n, k);
+    }
     // Whole: the host GGUF quantizers take the rows of the embedding and lm_head at will.
     const bytes = await readAllRaw(src);
-    const spec = this.#ctx.spec;
-    if (name === "lm_head.weight" || name === "model.embed_tokens.weight") {
-      if (name === "lm_head.weight" && spec.tieEmbeddings) return; // llama.cpp falls back to token_embd
+    if (embedOrHead) {
       const [n, k] = shape, size = ST_DTYPE_BYTES[dtype] * k;
       // Decoded a chunk of rows at a time: the float copy of a 32000-row embedding is never whole.
       const rows = (r0: number, r1: number) => decodeFloats(bytes.subarray(r0 * size, r1 * size), dtype);
@@ -218,6 +226,37 @@ export class GgufExporter implements Exporter {
     const rows = shape[0], cols = shape.length > 1 ? shape[1] : 1;
     const wr = this.#toGgufRows(name, w, rows, cols);
     await this.#put(name, "F32", [...shape].reverse(), encodeFloats(wr, "F32"));
+  }
+
+  /**
+   * The embedding or lm_head through the device quantizer, 256 MiB of f32 rows at a time, read from
+   * the checkpoint piece by piece: a 151936 × 8192 table is never whole on the host, neither as
+   * stored nor as f32 (GGML blocks never cross rows, so the pieces' bytes concatenate to the whole's).
+   */
+  async #deviceRowChunks(
+    name: string,
+    type: GgmlTypeName,
+    dtype: FloatDType | "F64",
+    src: RawSource,
+    n: number,
+    k: number,
+  ) {
+    const device = this.#ctx.ggufQuantizer!;
+    const size = ST_DTYPE_BYTES[dtype] * k;
+    // AUTOROUND_GGUF_ROW_CHUNK_BYTES: smaller pieces, so that tests cut a small table into several.
+    const chunk = Number(Deno.env.get("AUTOROUND_GGUF_ROW_CHUNK_BYTES") ?? 2 ** 28);
+    const step = Math.max(1, Math.floor((chunk > 0 ? chunk : 2 ** 28) / (4 * k)));
+    const opts = name === "lm_head.weight" ? { optRtn: this.#optRtn } : { optRtn: false, atExport: true };
+    const parts: Uint8Array[] = [];
+    for (let r = 0; r < n; r += step) {
+      const m = Math.min(step, n - r);
+      const w = decodeFloats(await src.read(r * size, m * size), dtype);
+      parts.push(await device(type as QuantGgmlType, w, m, k, opts));
+    }
+    const bytes = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+    let at = 0;
+    for (const p of parts) (bytes.set(p, at), at += p.length);
+    await this.#put(name, type, [k, n], bytes);
   }
 
   /** The type of a block Linear, with the user's layer_config taken into account. */
