@@ -15,8 +15,8 @@ source bench/webgpu_8b.sh --lib
 STEPS="$I14_STEPS"
 t0=$(date +%s)
 if has tests; then
-  AUTOROUND_REQUIRE_GPU=1 timeout 420 deno test -A --no-check tests/cuda_determinism_test.ts \
-    tests/webgpu_determinism_test.ts tests/cuda_resume_test.ts > "$OUT/tests.log" 2>&1
+  AUTOROUND_REQUIRE_GPU=1 timeout 420 deno test -A --no-check ${TESTS:-tests/cuda_determinism_test.ts \
+    tests/webgpu_determinism_test.ts tests/cuda_resume_test.ts tests/gguf_row_chunks_test.ts} > "$OUT/tests.log" 2>&1
   note "tests rc $? $(sed 's/\x1b\[[0-9;]*m//g' "$OUT/tests.log" | grep -E "passed|failed" | tail -1) [$(($(date +%s) - t0)) s]"
   sed 's/\x1b\[[0-9;]*m//g' "$OUT/tests.log" | grep -E "FAILED|^error|reference run|split|differ|figure" | head -20 |
     tee -a "$W/summary.txt"
