@@ -67,7 +67,11 @@ export async function openCheckpoint(model: string): Promise<Checkpoint> {
   const spec = parseModelConfig(config, join(dir, "config.json"));
   const reader = await SafetensorsReader.open(dir);
   try {
-    const qc = config.quantization_config as Record<string, unknown> | undefined;
+    const raw = config.quantization_config ?? undefined;
+    if (raw !== undefined && (typeof raw !== "object" || Array.isArray(raw))) {
+      throw new FormatError(`quantization_config is not an object`, join(dir, "config.json"));
+    }
+    const qc = raw as Record<string, unknown> | undefined;
     const weights = qc ? openQuantizedSource(reader, qc, dir) : plainSource(reader, dir);
     return {
       dir,
@@ -75,7 +79,7 @@ export async function openCheckpoint(model: string): Promise<Checkpoint> {
       spec,
       reader,
       weights,
-      quantMethod: qc ? String(qc.quant_method) : undefined,
+      quantMethod: qc ? (typeof qc.quant_method === "string" ? qc.quant_method : "?") : undefined,
       [Symbol.dispose]: () => reader.close(),
     };
   } catch (e) {
