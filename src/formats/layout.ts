@@ -51,6 +51,15 @@ export function numberOf(v: unknown): number {
   return typeof v === "number" ? v : typeof v === "string" ? Number(v) : NaN;
 }
 
+/** A quantization_config field that must be an object when present (`extra_config`, `dynamic`). */
+function objectField(qc: Record<string, unknown>, key: string): Record<string, unknown> {
+  const v = qc[key] ?? {};
+  if (typeof v !== "object" || Array.isArray(v)) {
+    throw new FormatError(`quantization_config.${key} is ${quote(v, 40)}, not an object`);
+  }
+  return v as Record<string, unknown>;
+}
+
 /**
  * Per-layer bits/group_size of a quantization_config, defaulting to its global keys: auto-round's
  * `bits`/`group_size` and `extra_config`, GPTQ's `dynamic` rules, AutoAWQ's `w_bit`/`q_group_size`.
@@ -59,11 +68,12 @@ export function layerSettings(
   qc: Record<string, unknown>,
   layer: string,
 ): { bits: number; groupSize: number } {
-  const extra = (qc.extra_config ?? {}) as Record<string, Record<string, unknown>>;
+  const extra = objectField(qc, "extra_config");
   let bits = numberOf(qc.bits ?? qc.w_bit), groupSize = numberOf(qc.group_size ?? qc.q_group_size);
-  const apply = (o: Record<string, unknown>) => {
-    if (typeof o.bits === "number") bits = o.bits;
-    if (typeof o.group_size === "number") groupSize = o.group_size;
+  const apply = (o: unknown) => {
+    const { bits: b, group_size: g } = (o ?? {}) as Record<string, unknown>;
+    if (typeof b === "number") bits = b;
+    if (typeof g === "number") groupSize = g;
   };
   for (const [key, o] of Object.entries(extra)) {
     if (key === layer) continue;
@@ -72,7 +82,7 @@ export function layerSettings(
   }
   if (extra[layer]) apply(extra[layer]);
   // GPTQ "dynamic": "+:regex" → these settings, "-:regex" → not quantized (gptqmodel semantics).
-  const dynamic = (qc.dynamic ?? {}) as Record<string, Record<string, unknown>>;
+  const dynamic = objectField(qc, "dynamic");
   for (const [key, o] of Object.entries(dynamic)) {
     const m = /^([+-]):(.*)$/.exec(key) ?? [key, "+", key];
     if (m[1] === "+" && configRegex(m[2], "dynamic")?.test(layer)) apply(o);

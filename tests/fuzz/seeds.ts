@@ -33,8 +33,8 @@ export const SEED_LAYER_CONFIGS = [
   `{"model.layers.0.self_attn.q_proj": {"bits": 8}, "mlp.gate": {"bits": 2, "group_size": 32}, "layers.1..*proj$": "W8A16"}`,
   `{"mlp.down_proj": {"bits": 8}}`,
   `{"self_attn": {"bits": 2, "group_size": 32, "sym": false}, "model.layers.4.mlp.up_proj": {"bits": 16}}`,
-  `{"layers\\\\.[0-2]\\\\.mlp": {"bits": 3, "group_size": -1, "data_type": "int"}, "o_proj": "W4A16"}`,
-  `{"^model\\\\.layers\\\\.(0|4)\\\\..*$": {"bits": 8, "group_size": 64, "act_bits": 16}}`,
+  `{"layers.[0-2].mlp": {"bits": 3, "group_size": -1, "data_type": "int"}, "o_proj": "W4A16"}`,
+  `{"^model.layers.(0|4)..*$": {"bits": 8, "group_size": 64, "act_bits": 16}}`,
   // Shell-style: a backslash JSON does not allow, which AutoRound (and parseLayerConfigArg) repairs.
   `{"layers\\.[0-2]\\.self_attn": {"bits": 8}}`,
 ];
