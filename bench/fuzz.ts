@@ -79,6 +79,10 @@ try {
     },
   });
   const seconds = (performance.now() - started) / 1000;
+  console.log(
+    `\nin-process: ${cases} cases per parser, seed ${seed}, ${f.jobs} workers, ${seconds.toFixed(0)} s\n`,
+  );
+  console.log(summaryTable(rows));
 
   // The CLI sample: the first N cases of each target through main.ts as a subprocess.
   const cliRows: string[] = [];
@@ -104,10 +108,6 @@ try {
   }
   const cliSeconds = (performance.now() - cliStart) / 1000;
 
-  console.log(
-    `\nin-process: ${cases} cases per parser, seed ${seed}, ${f.jobs} workers, ${seconds.toFixed(0)} s\n`,
-  );
-  console.log(summaryTable(rows));
   if (Number(f.cli) > 0) {
     console.log(`\nCLI subprocess: first ${f.cli} cases per parser, ${cliSeconds.toFixed(0)} s\n`);
     console.log("| parser | cases | exit 0 | clean error | findings | slowest case ms |");

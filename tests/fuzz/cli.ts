@@ -80,6 +80,9 @@ export async function runCliCase(
       ? `${problems.join("; ")}: ${stderr.trim().slice(0, 400)}`
       : stderr.trim().split("\n").pop();
     return { ...base, outcome, kind, error, ms, code: out.code, stderr };
+  } catch (e) { // the command could not be started: a bug of the harness, reported as such
+    const error = `fuzz harness error: ${(e as Error).message}`;
+    return { ...base, outcome: "finding", kind: "crash", error, ms: 0, code: -1, stderr: "" };
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }

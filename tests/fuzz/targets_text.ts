@@ -241,9 +241,9 @@ export const layerConfigTarget: FuzzTarget = {
       text = new TextDecoder().decode(m.bytes);
       steps = m.steps;
     }
-    const asFile = rng.chance(0.4);
-    if (asFile) await writeCase(ctx, dir, { "layer_config.json": utf8(text) });
-    const arg = asFile ? `${dir}/layer_config.json` : text;
+    // Always written as a file too: the CLI sample passes the file (argv cannot hold a NUL byte).
+    await writeCase(ctx, dir, { "layer_config.json": utf8(text) });
+    const arg = rng.chance(0.4) ? `${dir}/layer_config.json` : text;
     return { path: arg, mode: rng.chance(0.1) ? "quantize" : "plan", steps, dir };
   },
   async run(c, ctx) {
@@ -282,7 +282,7 @@ export const layerConfigTarget: FuzzTarget = {
   cli: (c, ctx) =>
     quantizeArgs(`${ctx.seeds.root}/${SEED_LAYOUT.stories}`, c.dir, [
       "--layer_config",
-      c.path,
+      `${c.dir}/layer_config.json`,
       "--format",
       "auto_round,auto_gptq",
     ]),
