@@ -22,10 +22,51 @@ export class AutoRoundError extends Error {
     this.file = file;
   }
 
-  /** One line for the terminal: `error: <file>: <message>`. */
+  /**
+   * One line for the terminal: `error: <file>: <message>`. Messages quote what a file said, so line
+   * breaks and other control characters are escaped and an overlong line keeps its start and end.
+   */
   oneLine(): string {
-    return this.file ? `${this.file}: ${this.message}` : this.message;
+    return terminalLine(this.file ? `${this.file}: ${this.message}` : this.message);
   }
+}
+
+/** Longest line {@link AutoRoundError.oneLine} prints; longer ones keep their start and end. */
+export const MAX_ERROR_LINE = 2000;
+
+/** `s` with control characters escaped (`\n`, `\u0000`) and cut to at most `max` characters. */
+export function terminalLine(s: string, max = MAX_ERROR_LINE): string {
+  const flat = s.replace(
+    // deno-lint-ignore no-control-regex
+    /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g,
+    (c) =>
+      ({ "\n": "\\n", "\r": "\\r", "\t": "\\t" })[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+  if (flat.length <= max) return flat;
+  const half = Math.floor((max - 25) / 2);
+  return `${flat.slice(0, half)} … (${flat.length - 2 * half} characters) … ${flat.slice(-half)}`;
+}
+
+/**
+ * A value for an error message: JSON text (strings quoted), control characters escaped, at most
+ * `max` characters. Files say anything; a message shows what it said without letting a megabyte
+ * string or a line break through.
+ *
+ * @example
+ * ```ts
+ * quote("F7"); // "\"F7\""
+ * quote("x".repeat(1000), 10); // "\"xxxxxxxx… (1002 characters)"
+ * ```
+ */
+export function quote(value: unknown, max = 80): string {
+  let text: string;
+  try {
+    text = typeof value === "bigint" ? String(value) : JSON.stringify(value) ?? String(value);
+  } catch { // a cycle, or nesting deeper than the stack
+    text = Array.isArray(value) ? "[…]" : "{…}";
+  }
+  text = terminalLine(text, Number.MAX_SAFE_INTEGER);
+  return text.length <= max ? text : `${text.slice(0, max - 1)}… (${text.length} characters)`;
 }
 
 /** Bad command-line usage: unknown flag, invalid scheme or group size, conflicting options. */
@@ -93,4 +134,18 @@ export function writeErrorOf(e: unknown, file: string): unknown {
   // file is named once, in front.
   const os = /^.*?\(os error \d+\)/.exec(e.message)?.[0] ?? e.message;
   return new InputError(`cannot write: ${os}`, file);
+}
+
+/**
+ * A name from a file (a key, a tensor name) for an error message: as it is when it is a plain
+ * identifier-like name of at most 80 characters, else {@link quote}d.
+ *
+ * @example
+ * ```ts
+ * plainName("bits"); // "bits"
+ * plainName("a\nb"); // "\"a\\nb\""
+ * ```
+ */
+export function plainName(name: string): string {
+  return /^[\w.:/-]{1,80}$/.test(name) ? name : quote(name);
 }

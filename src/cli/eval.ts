@@ -189,6 +189,7 @@ export async function evalCommand(argv: string[], log: Log): Promise<void> {
   if (requested < 2) throw new UsageError(`--seqlen must be >= 2`);
   using ckpt = await openEvalModel(model);
   const seqlen = Math.min(requested, ckpt.spec.maxPositions);
+  if (seqlen < 2) throw new UsageError(`the model's context of ${seqlen} token is too short for perplexity`);
   if (seqlen < requested) log.warn(`--seqlen ${requested} capped to the model's context of ${seqlen}`);
   using be = await createBackend(parseDevice(flagStr(f, "device") ?? "auto"), log, flagBackendOptions(f));
   const t0 = performance.now();

@@ -4,7 +4,7 @@
  * under `--chat`. Text goes to stdout (streamed on a terminal), statistics to stderr.
  */
 import { createBackend, parseDevice } from "../backend/select.ts";
-import { UsageError } from "../errors.ts";
+import { FormatError, UsageError } from "../errors.ts";
 import { generate } from "../eval/generate.ts";
 import { openEvalModel } from "../eval/model_source.ts";
 import type { Log } from "../log.ts";
@@ -85,6 +85,9 @@ export async function generateCommand(argv: string[], log: Log): Promise<void> {
     promptIds = tok.encode(tok.applyChatTemplate(messages, { addGenerationPrompt: true }), {
       addSpecialTokens: false,
     });
+    if (promptIds.length === 0) {
+      throw new FormatError(`the chat template renders this conversation as no tokens`, modelPath);
+    }
   } else {
     promptIds = tok.encode(prompt, { addSpecialTokens: true });
     if (promptIds.length === 0) {
@@ -99,7 +102,9 @@ export async function generateCommand(argv: string[], log: Log): Promise<void> {
   if (tok.bosTokenId !== undefined && !stopIds.includes(tok.bosTokenId)) stopIds.push(tok.bosTokenId);
 
   using be = await createBackend(parseDevice(flagStr(f, "device") ?? "auto"), log, flagBackendOptions(f));
-  using lm = await LoadedModel.load(be, model.spec, model.weights);
+  // RoPE tables (and the KV cache) for this conversation only, not the model's whole context.
+  const positions = Math.min(model.spec.maxPositions, promptIds.length + maxNewTokens + 1);
+  using lm = await LoadedModel.load(be, model.spec, model.weights, { positions });
   const stream = Deno.stdout.isTerminal();
   const enc = new TextEncoder();
   const shownPrefix = f.chat ? [] : promptIds;

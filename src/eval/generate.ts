@@ -8,6 +8,7 @@
  * On a GPU backend that costs two small transfers per block and token; a device-side cached
  * attention op would remove them (see the eval report).
  */
+import { UsageError } from "../errors.ts";
 import type { Tensor } from "../backend/backend.ts";
 import { blockForward, type BlockWeights, disposeSaved } from "../model/block.ts";
 import type { LoadedModel } from "../model/transformer.ts";
@@ -185,7 +186,7 @@ export async function generate(
 ): Promise<{ ids: number[]; stop: StopReason }> {
   const capacity = Math.min(model.spec.maxPositions, model.rope.cos.shape[0]);
   if (promptIds.length >= capacity) {
-    throw new Error(`the prompt has ${promptIds.length} tokens; the model's context is ${capacity}`);
+    throw new UsageError(`the prompt has ${promptIds.length} tokens; the model's context is ${capacity}`);
   }
   const dec = new KvCacheDecoder(model, capacity);
   const sampler = new Sampler(opts);

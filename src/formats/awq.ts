@@ -8,7 +8,7 @@
  * source: auto_round/export/export_to_awq/{export.py, utils.py} (`WQLinear_GEMM.from_linear`,
  * `dequantize_gemm`).
  */
-import { FormatError, UnsupportedError, UsageError } from "../errors.ts";
+import { FormatError, quote, UnsupportedError, UsageError } from "../errors.ts";
 import { resolveGroupSize } from "../qmath/int_quant.ts";
 import type { QuantizedLinear, QuantScheme } from "../qmath/quantized.ts";
 import { PRODUCER } from "../version.ts";
@@ -123,7 +123,8 @@ export function awqReader(qc: Record<string, unknown>): PackedReader {
       const { bits, groupSize } = layerSettings(qc, layer);
       const shape = t.info(`${layer}.qweight`).shape;
       const p = { bits, groupSize, zeroPlusOne: false, n: (shape[1] * 32) / bits, k: shape[0] };
-      checkQweightTrio(t, layer, p, origin);
+      // The GEMM layout packs eight 4-bit values a word (AWQ_PACK_ORDER): 4 bits only.
+      checkQweightTrio(t, layer, p, origin, (G) => [G, shape[1]], [4]);
       return p;
     },
     dequantize: async (t, layer, p, origin) =>
@@ -159,8 +160,10 @@ export function awqQuantizationConfig(run: RunInfo): Record<string, unknown> {
 
 /** The loader reads the GEMM layout only; throws UnsupportedError for another `version`. */
 export function checkAwqConfig(qc: Record<string, unknown>): void {
-  const version = String(qc.version ?? "gemm").toLowerCase();
-  if (version !== "gemm") throw new UnsupportedError(`AWQ version "${version}" is not readable (gemm is)`);
+  const version = typeof qc.version === "string" ? qc.version.toLowerCase() : qc.version ?? "gemm";
+  if (version !== "gemm") {
+    throw new UnsupportedError(`AWQ version ${quote(version)} is not readable (gemm is)`);
+  }
 }
 
 /**

@@ -10,10 +10,20 @@
  * `compressors/pack_quantized/{base,helpers}.py` (`pack_to_int32`: signed value + 2^(b−1), dense)
  * and `quantization/quant_{args,scheme,config}.py` (the serialized fields).
  */
-import { FormatError, UnsupportedError } from "../errors.ts";
+import { FormatError, quote, UnsupportedError } from "../errors.ts";
 import { resolveGroupSize } from "../qmath/int_quant.ts";
 import type { QuantizedLinear } from "../qmath/quantized.ts";
-import { groupsOf, type PackedLayer, type PackedReader, type PackedTensors, transpose } from "./layout.ts";
+import {
+  checkPackedLayer,
+  checkTensorShape,
+  configRegex,
+  groupsOf,
+  numberOf,
+  type PackedLayer,
+  type PackedReader,
+  type PackedTensors,
+  transpose,
+} from "./layout.ts";
 import type { RunInfo } from "./run.ts";
 
 // ---------------------------------------------------------------------------------------------------
@@ -134,9 +144,14 @@ async function checkWeightShape(
   p: PackedLayer,
   origin: string,
 ): Promise<void> {
+  const { dtype } = t.info(`${layer}.weight_shape`);
+  if (dtype !== "I64" && dtype !== "I32") {
+    throw new FormatError(`${layer}.weight_shape is ${dtype}, not I64 or I32`, origin);
+  }
+  checkTensorShape(t, `${layer}.weight_shape`, [2], origin);
   const b = await t.readBytes(`${layer}.weight_shape`);
   const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  const wide = t.info(`${layer}.weight_shape`).dtype === "I64";
+  const wide = dtype === "I64";
   const [n, k] = wide
     ? [Number(v.getBigInt64(0, true)), Number(v.getBigInt64(8, true))]
     : [v.getInt32(0, true), v.getInt32(4, true)];
@@ -155,10 +170,10 @@ async function checkWeightShape(
 export function compressedTensorsReader(
   qc: Record<string, unknown>,
 ): PackedReader<PackedLayer & { sym: boolean }> {
-  const fmt = String(qc.format ?? "");
+  const fmt = typeof qc.format === "string" ? qc.format : "";
   if (fmt !== "pack-quantized") {
     throw new UnsupportedError(
-      `compressed-tensors format "${fmt}" is not readable yet (pack-quantized is)`,
+      `compressed-tensors format ${quote(qc.format ?? "")} is not readable yet (pack-quantized is)`,
     );
   }
   return {
@@ -168,11 +183,30 @@ export function compressedTensorsReader(
       if (!t.has(`${layer}.weight_scale`)) {
         throw new FormatError(`${layer}.weight_scale is missing`, origin);
       }
-      const [n, G] = t.info(`${layer}.weight_scale`).shape;
+      const scaleShape = t.info(`${layer}.weight_scale`).shape;
+      const packedShape = t.info(`${layer}.weight_packed`).shape;
+      if (scaleShape.length !== 2 || packedShape.length !== 2) {
+        throw new FormatError(
+          `${layer}: weight_scale [${scaleShape}] and weight_packed [${packedShape}] are not 2-D`,
+          origin,
+        );
+      }
+      const [n, G] = scaleShape;
       // K from the groups (strategy group) or the packed width (channel); weight_shape is checked on read.
-      const packedCols = t.info(`${layer}.weight_packed`).shape[1];
-      const k = a.groupSize > 0 ? G * a.groupSize : Math.floor((packedCols * 32) / a.bits);
-      return { bits: a.bits, groupSize: a.groupSize, zeroPlusOne: false, n, k, sym: a.sym };
+      const k = a.groupSize > 0 ? G * a.groupSize : Math.floor((packedShape[1] * 32) / a.bits);
+      const p = { bits: a.bits, groupSize: a.groupSize, zeroPlusOne: false, n, k, sym: a.sym };
+      checkPackedLayer(p, layer, origin);
+      if (groupsOf(p).G !== G) {
+        throw new FormatError(
+          `${layer}.weight_scale: ${G} groups, but group_size ${a.groupSize} gives ${groupsOf(p).G}`,
+          origin,
+        );
+      }
+      checkTensorShape(t, `${layer}.weight_packed`, [n, Math.ceil((k * a.bits) / 32)], origin);
+      if (t.has(`${layer}.weight_zero_point`)) {
+        checkTensorShape(t, `${layer}.weight_zero_point`, [Math.ceil((n * a.bits) / 32), G], origin);
+      }
+      return p;
     },
     dequantize: async (t, layer, p, origin) => {
       if (t.has(`${layer}.weight_shape`)) await checkWeightShape(t, layer, p, origin);
@@ -253,31 +287,31 @@ export function ctArgs(
   qc: Record<string, unknown>,
   layer: string,
 ): { bits: number; groupSize: number; sym: boolean } {
-  const groups = Object.values((qc.config_groups ?? {}) as Record<string, Record<string, unknown>>);
+  const cg = qc.config_groups ?? {};
+  if (typeof cg !== "object" || cg === null || Array.isArray(cg)) {
+    throw new FormatError(`quantization_config.config_groups is not an object`);
+  }
+  const groups = Object.values(cg).map((g) =>
+    (typeof g === "object" && g !== null ? g : {}) as Record<string, unknown>
+  );
+  const targetsOf = (g: Record<string, unknown>) =>
+    Array.isArray(g.targets) ? g.targets.filter((t): t is string => typeof t === "string") : [];
   const matches = (t: string) => {
     if (t === "Linear") return true;
-    if (t.startsWith("re:")) {
-      try {
-        return new RegExp(t.slice(3)).test(layer);
-      } catch {
-        return false;
-      }
-    }
+    if (t.startsWith("re:")) return configRegex(t.slice(3), "config_groups targets")?.test(layer) ?? false;
     return t === layer;
   };
   // Explicit names win over the class target "Linear".
-  const byName = groups.find((g) =>
-    ((g.targets ?? []) as string[]).some((t) => t !== "Linear" && matches(t))
-  );
-  const g = byName ?? groups.find((x) => ((x.targets ?? []) as string[]).includes("Linear"));
+  const byName = groups.find((g) => targetsOf(g).some((t) => t !== "Linear" && matches(t)));
+  const g = byName ?? groups.find((x) => targetsOf(x).includes("Linear"));
   const w = (g?.weights ?? {}) as Record<string, unknown>;
   if (w.type !== undefined && w.type !== "int") {
-    throw new UnsupportedError(`compressed-tensors weights of type "${w.type}" are not readable yet`);
+    throw new UnsupportedError(`compressed-tensors weights of type ${quote(w.type)} are not readable yet`);
   }
-  const strategy = String(w.strategy ?? "group");
+  const strategy = typeof w.strategy === "string" ? w.strategy : "group";
   return {
-    bits: Number(w.num_bits ?? 8),
-    groupSize: strategy === "channel" ? -1 : Number(w.group_size ?? -1),
+    bits: numberOf(w.num_bits ?? 8),
+    groupSize: strategy === "channel" ? -1 : numberOf(w.group_size ?? -1),
     sym: w.symmetric !== false,
   };
 }

@@ -5,7 +5,8 @@
  * `[groups, outputs]` scales tensor, and the transposition between our `[N, G]` per-row order and
  * the formats' `[G, N]` one.
  */
-import { FormatError } from "../errors.ts";
+import { FormatError, quote } from "../errors.ts";
+import { boundedRegExp, SlowRegexError } from "../std/regex.ts";
 
 /** How one packed layer is laid out. */
 export interface PackedLayer {
@@ -45,6 +46,20 @@ export interface PackedReader<P extends PackedLayer = PackedLayer> {
   dequantize(t: PackedTensors, layer: string, p: P, origin: string): Promise<Float32Array>;
 }
 
+/** A config number: a number as it is, a numeric string converted, anything else NaN (refused later). */
+export function numberOf(v: unknown): number {
+  return typeof v === "number" ? v : typeof v === "string" ? Number(v) : NaN;
+}
+
+/** A quantization_config field that must be an object when present (`extra_config`, `dynamic`). */
+function objectField(qc: Record<string, unknown>, key: string): Record<string, unknown> {
+  const v = qc[key] ?? {};
+  if (typeof v !== "object" || Array.isArray(v)) {
+    throw new FormatError(`quantization_config.${key} is ${quote(v, 40)}, not an object`);
+  }
+  return v as Record<string, unknown>;
+}
+
 /**
  * Per-layer bits/group_size of a quantization_config, defaulting to its global keys: auto-round's
  * `bits`/`group_size` and `extra_config`, GPTQ's `dynamic` rules, AutoAWQ's `w_bit`/`q_group_size`.
@@ -53,29 +68,42 @@ export function layerSettings(
   qc: Record<string, unknown>,
   layer: string,
 ): { bits: number; groupSize: number } {
-  const extra = (qc.extra_config ?? {}) as Record<string, Record<string, unknown>>;
-  let bits = Number(qc.bits ?? qc.w_bit), groupSize = Number(qc.group_size ?? qc.q_group_size);
-  const apply = (o: Record<string, unknown>) => {
-    if (typeof o.bits === "number") bits = o.bits;
-    if (typeof o.group_size === "number") groupSize = o.group_size;
+  const extra = objectField(qc, "extra_config");
+  let bits = numberOf(qc.bits ?? qc.w_bit), groupSize = numberOf(qc.group_size ?? qc.q_group_size);
+  const apply = (o: unknown) => {
+    const { bits: b, group_size: g } = (o ?? {}) as Record<string, unknown>;
+    if (typeof b === "number") bits = b;
+    if (typeof g === "number") groupSize = g;
   };
   for (const [key, o] of Object.entries(extra)) {
     if (key === layer) continue;
     // auto-round also writes regex keys; match them like its loaders do (search semantics).
-    try {
-      if (new RegExp(key).test(layer) && /[.*^$|()[\]?+]/.test(key)) apply(o);
-    } catch { /* not a regex */ }
+    if (/[.*^$|()[\]?+]/.test(key) && configRegex(key, "extra_config")?.test(layer)) apply(o);
   }
   if (extra[layer]) apply(extra[layer]);
   // GPTQ "dynamic": "+:regex" → these settings, "-:regex" → not quantized (gptqmodel semantics).
-  const dynamic = (qc.dynamic ?? {}) as Record<string, Record<string, unknown>>;
+  const dynamic = objectField(qc, "dynamic");
   for (const [key, o] of Object.entries(dynamic)) {
     const m = /^([+-]):(.*)$/.exec(key) ?? [key, "+", key];
-    try {
-      if (m[1] === "+" && new RegExp(m[2]).test(layer)) apply(o);
-    } catch { /* not a regex */ }
+    if (m[1] === "+" && configRegex(m[2], "dynamic")?.test(layer)) apply(o);
   }
   return { bits, groupSize };
+}
+
+/**
+ * A regex key of a quantization_config (`extra_config`, `dynamic`, `re:` targets): undefined when it
+ * is not a regular expression (then it matches nothing, as before); FormatError when it is one whose
+ * matching could take exponential time (std/regex.ts).
+ */
+export function configRegex(key: string, where: string): RegExp | undefined {
+  try {
+    return boundedRegExp(key);
+  } catch (e) {
+    if (e instanceof SlowRegexError) {
+      throw new FormatError(`quantization_config ${where} key ${quote(key)} is refused: ${e.message}`);
+    }
+    return undefined;
+  }
 }
 
 /** GPTQ and AWQ store scales as [groups, outputs]. */
@@ -92,21 +120,61 @@ export function transpose<T extends Float32Array | Int32Array>(a: T, rows: numbe
   return out;
 }
 
+/** Bit widths the packed formats store (the packers and unpackers of src/formats/). */
+export const PACKED_BITS: readonly number[] = [2, 3, 4, 8];
+
 /**
- * The checks of a GPTQ/AWQ `qweight`/`qzeros`/`scales` trio: the codes fill whole int32 words, and
- * the zero points and scales are there.
+ * The settings and geometry of one packed layer, checked before anything is allocated from them:
+ * bits the format stores, an integer group size, and a weight of positive integer size.
+ */
+export function checkPackedLayer(
+  p: { bits: number; groupSize: number; n: number; k: number },
+  layer: string,
+  origin: string,
+  bits: readonly number[] = PACKED_BITS,
+): void {
+  if (!bits.includes(p.bits)) {
+    throw new FormatError(`${layer}: bits ${quote(p.bits)} is not one of ${bits.join(", ")}`, origin);
+  }
+  if (!Number.isInteger(p.groupSize)) {
+    throw new FormatError(`${layer}: group_size ${quote(p.groupSize)} is not an integer`, origin);
+  }
+  if (![p.n, p.k].every((d) => Number.isSafeInteger(d) && d > 0)) {
+    throw new FormatError(`${layer}: the packed tensors give a weight of [${p.n}, ${p.k}]`, origin);
+  }
+}
+
+/** A tensor's shape must be `expected`; FormatError naming both otherwise. */
+export function checkTensorShape(t: PackedTensors, name: string, expected: number[], origin: string): void {
+  if (!t.has(name)) throw new FormatError(`${name} is missing`, origin);
+  const shape = t.info(name).shape;
+  if (shape.length !== expected.length || shape.some((d, i) => d !== expected[i])) {
+    throw new FormatError(`${name}: shape [${shape}] where [${expected}] is expected`, origin);
+  }
+}
+
+/**
+ * The checks of a GPTQ/AWQ `qweight`/`qzeros`/`scales` trio: the codes fill whole int32 words, the
+ * settings and geometry are ones the format stores, and `qzeros` has the shape `qzerosShape` gives
+ * for the layer's groups and outputs.
  */
 export function checkQweightTrio(
   t: PackedTensors,
   layer: string,
-  p: { bits: number; n: number; k: number },
+  p: { bits: number; groupSize: number; n: number; k: number },
   origin: string,
+  qzerosShape: (G: number) => number[],
+  bits: readonly number[] = PACKED_BITS,
 ): void {
+  const shape = t.info(`${layer}.qweight`).shape;
+  if (shape.length !== 2) throw new FormatError(`${layer}.qweight: shape [${shape}] is not 2-D`, origin);
   if (!Number.isInteger(p.k) || !Number.isInteger(p.n)) {
-    const shape = t.info(`${layer}.qweight`).shape;
-    throw new FormatError(`${layer}.qweight: shape [${shape}] does not fit ${p.bits}-bit codes`, origin);
+    throw new FormatError(
+      `${layer}.qweight: shape [${shape}] does not fit ${quote(p.bits)}-bit codes`,
+      origin,
+    );
   }
-  for (const part of ["qzeros", "scales"]) {
-    if (!t.has(`${layer}.${part}`)) throw new FormatError(`${layer}.${part} is missing`, origin);
-  }
+  checkPackedLayer(p, layer, origin, bits);
+  if (!t.has(`${layer}.scales`)) throw new FormatError(`${layer}.scales is missing`, origin);
+  checkTensorShape(t, `${layer}.qzeros`, qzerosShape(groupsOf(p).G), origin);
 }

@@ -295,7 +295,11 @@ async function resolveSource(ds: DatasetSpec, env: EnvReader): Promise<string[]>
     // AutoRound loads the "train" split of pile-10k; keep files named for the split when some are.
     const splits = ds.split ?? ["train"];
     const named = all.filter((f) =>
-      splits.some((s) => new RegExp(`(^|[/_.-])${s}([/_.-]|$)`).test(f.slice(snapshot.length)))
+      splits.some((s) =>
+        new RegExp(`(^|[/_.-])${s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}([/_.-]|$)`).test(
+          f.slice(snapshot.length),
+        )
+      )
     );
     const files = named.length ? named : all;
     if (files.length) return files;

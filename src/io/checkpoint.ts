@@ -6,6 +6,7 @@
 import { FormatError, InputError } from "../errors.ts";
 import { type ModelSpec, parseModelConfig } from "../model/config.ts";
 import type { WeightSource } from "../model/transformer.ts";
+import { nestsDeeperThan } from "../std/json.ts";
 import { join } from "../std/path.ts";
 import { resolveModelDir } from "./model_source.ts";
 import { SafetensorsReader } from "./safetensors/reader.ts";
@@ -23,6 +24,9 @@ export interface Checkpoint extends Disposable {
   quantMethod?: string;
 }
 
+/** Deepest nesting config.json may have (real ones nest 3 or 4 levels; quantize writes it back). */
+const MAX_CONFIG_DEPTH = 100;
+
 /** Read and parse `<dir>/config.json`. */
 export async function readConfig(dir: string): Promise<Record<string, unknown>> {
   const file = join(dir, "config.json");
@@ -35,6 +39,9 @@ export async function readConfig(dir: string): Promise<Record<string, unknown>> 
   try {
     const cfg = JSON.parse(text);
     if (typeof cfg !== "object" || cfg === null || Array.isArray(cfg)) throw new Error("not an object");
+    if (nestsDeeperThan(cfg, MAX_CONFIG_DEPTH)) {
+      throw new Error(`nested over ${MAX_CONFIG_DEPTH} levels deep`);
+    }
     return cfg as Record<string, unknown>;
   } catch (e) {
     throw new FormatError(`config.json is not a JSON object: ${(e as Error).message}`, file);
@@ -67,7 +74,11 @@ export async function openCheckpoint(model: string): Promise<Checkpoint> {
   const spec = parseModelConfig(config, join(dir, "config.json"));
   const reader = await SafetensorsReader.open(dir);
   try {
-    const qc = config.quantization_config as Record<string, unknown> | undefined;
+    const raw = config.quantization_config ?? undefined;
+    if (raw !== undefined && (typeof raw !== "object" || Array.isArray(raw))) {
+      throw new FormatError(`quantization_config is not an object`, join(dir, "config.json"));
+    }
+    const qc = raw as Record<string, unknown> | undefined;
     const weights = qc ? openQuantizedSource(reader, qc, dir) : plainSource(reader, dir);
     return {
       dir,
@@ -75,7 +86,7 @@ export async function openCheckpoint(model: string): Promise<Checkpoint> {
       spec,
       reader,
       weights,
-      quantMethod: qc ? String(qc.quant_method) : undefined,
+      quantMethod: qc ? (typeof qc.quant_method === "string" ? qc.quant_method : "?") : undefined,
       [Symbol.dispose]: () => reader.close(),
     };
   } catch (e) {

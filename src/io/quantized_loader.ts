@@ -14,7 +14,7 @@
  * A fake-quantized folder has no quantization_config and is read as a plain checkpoint. The layouts
  * and config keys of each format are src/formats/; this file picks the format and serves its weights.
  */
-import { UnsupportedError } from "../errors.ts";
+import { quote, UnsupportedError } from "../errors.ts";
 import { awqReader, checkAwqConfig } from "../formats/awq.ts";
 import { compressedTensorsReader } from "../formats/compressed_tensors.ts";
 import { autoRoundPacking } from "../formats/gptq/config.ts";
@@ -25,7 +25,7 @@ import type { SafetensorsReader } from "./safetensors/reader.ts";
 
 /** The format reader of a quantization_config, by its `quant_method` (and auto-round's packing). */
 function readerOf(qc: Record<string, unknown>): PackedReader {
-  const method = String(qc.quant_method ?? "");
+  const method = typeof qc.quant_method === "string" ? qc.quant_method : "";
   if (method === "gptq") return gptqReader(qc, true);
   if (method === "awq") {
     checkAwqConfig(qc);
@@ -37,7 +37,9 @@ function readerOf(qc: Record<string, unknown>): PackedReader {
     return awq ? awqReader(qc) : gptqReader(qc, zeroPlusOne);
   }
   throw new UnsupportedError(
-    `quant_method "${method}" is not readable yet (auto-round, gptq, awq, compressed-tensors are)`,
+    `quant_method ${
+      quote(qc.quant_method ?? "")
+    } is not readable yet (auto-round, gptq, awq, compressed-tensors are)`,
   );
 }
 

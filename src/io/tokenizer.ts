@@ -10,12 +10,13 @@
  */
 
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
-import { Template } from "@huggingface/jinja";
-import { FormatError, InputError } from "../errors.ts";
+import { FormatError, InputError, quote } from "../errors.ts";
+import { ChatTemplate } from "./chat_template.ts";
 import {
   type AddedTokenInfo,
   applyLlamaSpecialFlags,
   buildPieces,
+  checkTokenizerJson,
   idList,
   join,
   type Json,
@@ -76,7 +77,8 @@ export class Tokenizer {
   private readonly additionalSpecial: string[];
   private readonly added: AddedTokenInfo[];
   private readonly pieces: string[];
-  private template?: Template;
+  private readonly templateFile?: string;
+  private template?: ChatTemplate;
   private wrap?: { prefix: number[]; suffix: number[] };
 
   private constructor(
@@ -85,21 +87,15 @@ export class Tokenizer {
     config: Json,
     specialsMap: Json,
     generation: Json,
-    chatTemplate: string | undefined,
+    chatTemplate: { text: string; file: string } | undefined,
   ) {
     this.json = json;
     // transformers' from_pretrained lets special_tokens_map.json override tokenizer_config.json.
     const cfg: Json = { ...config };
     for (const [k, v] of Object.entries(specialsMap)) cfg[k] = v;
+    checkTokenizerJson(json, this.file);
     const applied = applyLlamaSpecialFlags(json, cfg);
-    try {
-      this.hf = new HfTokenizer(applied, cfg);
-    } catch (e) {
-      throw new FormatError(
-        `cannot build the tokenizer: ${(e as Error).message}`,
-        join(dir, "tokenizer.json"),
-      );
-    }
+    this.hf = this.#guard("build the tokenizer", () => new HfTokenizer(applied, cfg));
     const model = (json.model ?? {}) as Json;
     this.modelType = modelTypeOf(model);
     this.added = ((json.added_tokens ?? []) as Json[]).map((t) => ({
@@ -107,7 +103,7 @@ export class Tokenizer {
       content: String(t.content),
       special: Boolean(t.special),
     }));
-    this.pieces = buildPieces(model, this.added);
+    this.pieces = buildPieces(model, this.added, this.file);
     this.vocabSize = this.pieces.length;
 
     this.specialStrings = {};
@@ -134,7 +130,8 @@ export class Tokenizer {
     const eos = this.eosTokenId === undefined ? [] : [this.eosTokenId];
     for (const id of idList(generation.eos_token_id)) if (!eos.includes(id)) eos.push(id);
     this.eosTokenIds = eos;
-    this.chatTemplate = chatTemplate;
+    this.chatTemplate = chatTemplate?.text;
+    this.templateFile = chatTemplate?.file;
   }
 
   /**
@@ -175,10 +172,10 @@ export class Tokenizer {
    * ```
    */
   encode(text: string, { addSpecialTokens = true, maxLength }: EncodeOptions = {}): number[] {
-    if (maxLength === undefined) {
-      return this.hf.encode(text, { add_special_tokens: addSpecialTokens }).ids;
-    }
-    const content = this.hf.encode(text, { add_special_tokens: false }).ids;
+    const encode = (special: boolean) =>
+      this.#guard("encode", () => this.hf.encode(text, { add_special_tokens: special }).ids);
+    if (maxLength === undefined) return encode(addSpecialTokens);
+    const content = encode(false);
     const { prefix, suffix } = addSpecialTokens ? this.specialWrap() : { prefix: [], suffix: [] };
     const room = Math.max(0, maxLength - prefix.length - suffix.length);
     return [...prefix, ...content.slice(0, room), ...suffix];
@@ -197,7 +194,7 @@ export class Tokenizer {
     { skipSpecialTokens = false }: { skipSpecialTokens?: boolean } = {},
   ): string {
     if (ids.length === 0) return "";
-    return this.hf.decode([...ids], { skip_special_tokens: skipSpecialTokens });
+    return this.#guard("decode", () => this.hf.decode([...ids], { skip_special_tokens: skipSpecialTokens }));
   }
 
   /**
@@ -225,7 +222,7 @@ export class Tokenizer {
         this.dir,
       );
     }
-    this.template ??= new Template(this.chatTemplate);
+    this.template ??= new ChatTemplate(this.chatTemplate, this.templateFile ?? this.dir);
     return this.template.render({
       ...this.specialStrings,
       additional_special_tokens: this.additionalSpecial,
@@ -254,7 +251,7 @@ export class Tokenizer {
 
   /** The id of a vocabulary string, or undefined. @example `tok.tokenToId("<s>") // 1` */
   tokenToId(token: string): number | undefined {
-    return this.hf.token_to_id(token);
+    return this.#guard("look up a token", () => this.hf.token_to_id(token));
   }
 
   /**
@@ -279,8 +276,13 @@ export class Tokenizer {
    * ```
    */
   merges(): string[] {
-    const merges = ((this.json.model as Json)?.merges ?? []) as unknown[];
-    return merges.map((m) => (Array.isArray(m) ? m.join(" ") : String(m)));
+    const merges = (this.json.model as Json)?.merges ?? [];
+    if (!Array.isArray(merges)) throw new FormatError(`model.merges is not a list`, this.file);
+    return merges.map((m, i) => {
+      if (typeof m === "string") return m;
+      if (Array.isArray(m) && m.length === 2 && m.every((x) => typeof x === "string")) return m.join(" ");
+      throw new FormatError(`model.merges[${i}] is not "a b" or ["a", "b"]`, this.file);
+    });
   }
 
   /**
@@ -310,17 +312,40 @@ export class Tokenizer {
     return this.added.some((t) => t.id === id && t.special);
   }
 
+  /** tokenizer.json, for messages. */
+  private get file(): string {
+    return join(this.dir, "tokenizer.json");
+  }
+
+  /**
+   * Run a call into the tokenizer runtime: what it throws on a tokenizer.json it cannot follow (an
+   * unknown component, a malformed field found only when used) becomes a FormatError naming the file.
+   */
+  #guard<T>(what: string, f: () => T): T {
+    try {
+      return f();
+    } catch (e) {
+      if (e instanceof FormatError) throw e;
+      throw new FormatError(
+        `cannot ${what} with this tokenizer: ${quote((e as Error)?.message ?? String(e), 200)}`,
+        this.file,
+      );
+    }
+  }
+
   private idOfSpecial(name: string): number | undefined {
     const s = this.specialStrings[name];
-    return s === null || s === undefined ? undefined : this.hf.token_to_id(s);
+    return s === null || s === undefined
+      ? undefined
+      : this.#guard("look up a token", () => this.hf.token_to_id(s));
   }
 
   /** Ids the post-processor puts before and after any text, found once by encoding a probe. */
   private specialWrap(): { prefix: number[]; suffix: number[] } {
     if (this.wrap) return this.wrap;
     const probe = "a";
-    const bare = this.hf.encode(probe, { add_special_tokens: false }).ids;
-    const full = this.hf.encode(probe, { add_special_tokens: true }).ids;
+    const bare = this.#guard("encode", () => this.hf.encode(probe, { add_special_tokens: false }).ids);
+    const full = this.#guard("encode", () => this.hf.encode(probe, { add_special_tokens: true }).ids);
     let at = 0;
     while (at + bare.length <= full.length && !bare.every((id, i) => full[at + i] === id)) at++;
     if (at + bare.length > full.length) at = 0; // the post-processor rewrote content: assume none added

@@ -3,7 +3,7 @@
  * Qwen2, Qwen3). Architectures are data: each entry of ARCHITECTURES says which optional parts a
  * family has; adding a family is a table row, not a new forward pass.
  */
-import { FormatError, UnsupportedError } from "../errors.ts";
+import { FormatError, quote, UnsupportedError } from "../errors.ts";
 
 /** Optional parts that distinguish the supported families. */
 export interface ArchTraits {
@@ -109,7 +109,42 @@ function num(cfg: Record<string, unknown>, key: string, file: string, fallback?:
     if (fallback !== undefined) return fallback;
     throw new FormatError(`config.json has no numeric "${key}"`, file);
   }
-  throw new FormatError(`config.json field "${key}" is ${JSON.stringify(v)}, expected a number`, file);
+  throw new FormatError(`config.json field "${key}" is ${quote(v)}, expected a number`, file);
+}
+
+/**
+ * Largest size a config may give a dimension, and the most layers: far above any real model (hidden
+ * 16384, vocabulary 262144, context 10M, 126 layers), low enough that a config claiming more is
+ * refused before anything is allocated or looped over from it.
+ */
+export const MAX_DIMENSION = 2 ** 24;
+export const MAX_LAYERS = 4096;
+
+/** A size field: a positive integer no larger than `max`. */
+function size(
+  cfg: Record<string, unknown>,
+  key: string,
+  file: string,
+  fallback?: number,
+  max = MAX_DIMENSION,
+): number {
+  const v = num(cfg, key, file, fallback);
+  if (!Number.isInteger(v) || v < 1 || v > max) {
+    throw new FormatError(
+      `config.json field "${key}" is ${quote(v)}, expected an integer from 1 to ${max}`,
+      file,
+    );
+  }
+  return v;
+}
+
+/** A field that must be a finite number above zero (a frequency base, a factor). */
+function positive(cfg: Record<string, unknown>, key: string, file: string, fallback?: number): number {
+  const v = num(cfg, key, file, fallback);
+  if (!(v > 0)) {
+    throw new FormatError(`config.json field "${key}" is ${quote(v)}, expected a number > 0`, file);
+  }
+  return v;
 }
 
 function ids(v: unknown): number[] {
@@ -120,22 +155,24 @@ function ids(v: unknown): number[] {
 
 function parseRopeScaling(raw: unknown, file: string): RopeScaling {
   if (raw === undefined || raw === null) return { type: "none" };
-  if (typeof raw !== "object") throw new FormatError(`rope_scaling must be an object`, file);
+  if (typeof raw !== "object" || Array.isArray(raw)) {
+    throw new FormatError(`rope_scaling must be an object`, file);
+  }
   const r = raw as Record<string, unknown>;
-  const type = String(r.rope_type ?? r.type ?? "default");
+  const type = typeof (r.rope_type ?? r.type) === "string" ? String(r.rope_type ?? r.type) : "default";
   if (type === "default") return { type: "none" };
-  if (type === "linear") return { type: "linear", factor: num(r, "factor", file) };
+  if (type === "linear") return { type: "linear", factor: positive(r, "factor", file) };
   if (type === "llama3") {
     return {
       type: "llama3",
-      factor: num(r, "factor", file),
-      lowFreqFactor: num(r, "low_freq_factor", file),
-      highFreqFactor: num(r, "high_freq_factor", file),
-      originalMaxPositions: num(r, "original_max_position_embeddings", file),
+      factor: positive(r, "factor", file),
+      lowFreqFactor: positive(r, "low_freq_factor", file),
+      highFreqFactor: positive(r, "high_freq_factor", file),
+      originalMaxPositions: size(r, "original_max_position_embeddings", file),
     };
   }
   throw new UnsupportedError(
-    `rope_scaling type "${type}" is not supported (supported: default, linear, llama3)`,
+    `rope_scaling type ${quote(type)} is not supported (supported: default, linear, llama3)`,
     file,
   );
 }
@@ -149,21 +186,21 @@ function parseRopeScaling(raw: unknown, file: string): RopeScaling {
  * ```
  */
 export function parseModelConfig(cfg: Record<string, unknown>, file: string): ModelSpec {
-  const modelType = String(cfg.model_type ?? "");
-  const traits = ARCHITECTURES[modelType];
+  const modelType = typeof cfg.model_type === "string" ? cfg.model_type : "";
+  const traits = Object.hasOwn(ARCHITECTURES, modelType) ? ARCHITECTURES[modelType] : undefined;
   if (!traits) {
     throw new UnsupportedError(
-      `unsupported architecture model_type "${modelType}" (supported: ${
+      `unsupported architecture model_type ${quote(cfg.model_type ?? "")} (supported: ${
         Object.keys(ARCHITECTURES).join(", ")
       })`,
       file,
     );
   }
-  const hidden = num(cfg, "hidden_size", file);
-  const nHeads = num(cfg, "num_attention_heads", file);
-  const nKvHeads = num(cfg, "num_key_value_heads", file, nHeads);
+  const hidden = size(cfg, "hidden_size", file);
+  const nHeads = size(cfg, "num_attention_heads", file);
+  const nKvHeads = size(cfg, "num_key_value_heads", file, nHeads);
   const headDim = num(cfg, "head_dim", file, hidden / nHeads);
-  if (!Number.isInteger(headDim) || headDim % 2 !== 0) {
+  if (!Number.isInteger(headDim) || headDim % 2 !== 0 || headDim < 2 || headDim > MAX_DIMENSION) {
     throw new FormatError(`head_dim ${headDim} must be an even integer`, file);
   }
   if (nHeads % nKvHeads !== 0) {
@@ -176,9 +213,11 @@ export function parseModelConfig(cfg: Record<string, unknown>, file: string): Mo
     throw new UnsupportedError(`attention_bias=true is not supported for model_type ${modelType}`, file);
   }
   if (cfg.mlp_bias === true) throw new UnsupportedError(`mlp_bias=true is not supported`, file);
-  const act = String(cfg.hidden_act ?? "silu");
-  if (act !== "silu") throw new UnsupportedError(`hidden_act "${act}" is not supported (only silu)`, file);
-  const dtypeRaw = String(cfg.torch_dtype ?? cfg.dtype ?? "float32");
+  const act = cfg.hidden_act ?? "silu";
+  if (act !== "silu") {
+    throw new UnsupportedError(`hidden_act ${quote(act)} is not supported (only silu)`, file);
+  }
+  const dtypeRaw = cfg.torch_dtype ?? cfg.dtype;
   const torchDtype = dtypeRaw === "bfloat16" || dtypeRaw === "float16" ? dtypeRaw : "float32";
   const useSliding = cfg.use_sliding_window === undefined ? true : cfg.use_sliding_window === true;
   const sliding = typeof cfg.sliding_window === "number" && useSliding ? cfg.sliding_window : undefined;
@@ -194,15 +233,15 @@ export function parseModelConfig(cfg: Record<string, unknown>, file: string): Mo
     architecture: arch,
     traits,
     hidden,
-    intermediate: num(cfg, "intermediate_size", file),
-    nLayers: num(cfg, "num_hidden_layers", file),
+    intermediate: size(cfg, "intermediate_size", file),
+    nLayers: size(cfg, "num_hidden_layers", file, undefined, MAX_LAYERS),
     nHeads,
     nKvHeads,
     headDim,
-    vocab: num(cfg, "vocab_size", file),
-    maxPositions: num(cfg, "max_position_embeddings", file, 2048),
+    vocab: size(cfg, "vocab_size", file),
+    maxPositions: size(cfg, "max_position_embeddings", file, 2048),
     rmsEps: num(cfg, "rms_norm_eps", file, 1e-6),
-    ropeTheta: num(
+    ropeTheta: positive(
       cfg,
       "rope_theta",
       file,

@@ -15,10 +15,11 @@
  * 4. lm_head and embeddings are never quantized by this build (AutoRound's default `quant_lm_head`
  *    false; true is refused for tied embeddings there too).
  */
-import { QuantizeError, UsageError } from "../errors.ts";
+import { plainName, QuantizeError, quote, UsageError } from "../errors.ts";
 import { BLOCK_LINEARS, blockPrefix, type ModelSpec, toStandardRegex } from "../model/config.ts";
 import type { LayerPlan } from "../formats/run.ts";
 import { PRESET_SCHEMES, validateScheme } from "./scheme.ts";
+import { boundedRegExp, SlowRegexError } from "../std/regex.ts";
 import { type QuantScheme } from "../qmath/quantized.ts";
 
 /** A user entry of --layer_config after parsing. */
@@ -61,7 +62,7 @@ export async function parseLayerConfigArg(arg: string): Promise<Record<string, L
     try {
       text = await Deno.readTextFile(text);
     } catch {
-      throw new UsageError(`--layer_config is neither a JSON object nor a readable file: ${arg}`);
+      throw new UsageError(`--layer_config is neither a JSON object nor a readable file: ${quote(arg)}`);
     }
   }
   let parsed: unknown;
@@ -79,26 +80,43 @@ export async function parseLayerConfigArg(arg: string): Promise<Record<string, L
   }
   const out: Record<string, LayerOverride> = {};
   for (const [name, v] of Object.entries(parsed as Record<string, unknown>)) {
+    const where = `--layer_config[${quote(name)}]`;
     if (typeof v === "string") {
       const preset = PRESET_SCHEMES[v.toUpperCase()];
-      if (!preset) throw new UsageError(`--layer_config["${name}"]: unknown scheme "${v}"`);
+      if (!preset) throw new UsageError(`${where}: unknown scheme ${quote(v)}`);
       out[name] = { bits: preset.bits, group_size: preset.groupSize, sym: preset.sym, data_type: "int" };
       continue;
     }
-    if (typeof v !== "object" || v === null) {
-      throw new UsageError(`--layer_config["${name}"] must be an object`);
+    if (typeof v !== "object" || v === null || Array.isArray(v)) {
+      throw new UsageError(`${where} must be an object or a scheme name`);
     }
-    const allowed = ["bits", "group_size", "sym", "data_type", "act_bits"];
-    const bad = Object.keys(v).filter((key) => !allowed.includes(key));
+    const bad = Object.keys(v).filter((key) => !Object.hasOwn(OVERRIDE_TYPES, key));
     if (bad.length) {
       throw new UsageError(
-        `--layer_config["${name}"]: unknown keys ${bad.join(", ")} (allowed: ${allowed.join(", ")})`,
+        `${where}: unknown keys ${bad.map(plainName).join(", ")} (allowed: ${
+          Object.keys(OVERRIDE_TYPES).join(", ")
+        })`,
       );
+    }
+    for (const [key, value] of Object.entries(v)) {
+      const type = OVERRIDE_TYPES[key];
+      if (typeof value !== type || (type === "number" && !Number.isFinite(value))) {
+        throw new UsageError(`${where}.${key} is ${quote(value)}, not a ${type}`);
+      }
     }
     out[name] = v as LayerOverride;
   }
   return out;
 }
+
+/** The keys a --layer_config entry may set, and their JSON types. */
+const OVERRIDE_TYPES: Record<string, "number" | "boolean" | "string"> = {
+  bits: "number",
+  group_size: "number",
+  sym: "boolean",
+  data_type: "string",
+  act_bits: "number",
+};
 
 /** All Linear layer names in block order with their [out, in] shapes. */
 export function modelLinears(spec: ModelSpec): { name: string; out: number; in: number }[] {
@@ -130,13 +148,14 @@ export function resolveLayerConfig(
     }
     let re: RegExp;
     try {
-      re = new RegExp(toStandardRegex(key));
+      re = boundedRegExp(toStandardRegex(key));
     } catch (e) {
-      throw new UsageError(`--layer_config pattern "${key}" is not a valid regex: ${(e as Error).message}`);
+      const why = e instanceof SlowRegexError ? "is refused" : "is not a valid regex";
+      throw new UsageError(`--layer_config pattern ${quote(key)} ${why}: ${(e as Error).message}`);
     }
     const matched = names.filter((n) => re.test(n));
     if (matched.length === 0) {
-      throw new UsageError(`--layer_config "${key}" matches no Linear layer of this model`);
+      throw new UsageError(`--layer_config ${quote(key)} matches no Linear layer of this model`);
     }
     regexConfig.set(key, ov);
     for (const n of matched) userPlan.set(n, { ...userPlan.get(n), ...ov });
@@ -147,7 +166,7 @@ export function resolveLayerConfig(
     const p = /\d$/.test(pat) ? pat + "." : pat;
     const hits = names.filter((n) => n === pat || n.includes(p));
     if (hits.length === 0) {
-      throw new UsageError(`--ignore_layers "${pat}" matches no Linear layer of this model`);
+      throw new UsageError(`--ignore_layers ${quote(pat)} matches no Linear layer of this model`);
     }
     for (const h of hits) ignored.add(h);
   }
@@ -165,7 +184,9 @@ export function resolveLayerConfig(
       continue;
     }
     if (ov?.data_type !== undefined && ov.data_type !== "int") {
-      throw new QuantizeError(`layer_config for ${l.name}: data_type "${ov.data_type}" is not supported yet`);
+      throw new QuantizeError(
+        `layer_config for ${l.name}: data_type ${quote(ov.data_type)} is not supported yet`,
+      );
     }
     const s = validateScheme({
       bits: ov?.bits ?? scheme.bits,

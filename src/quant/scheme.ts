@@ -2,7 +2,7 @@
  * Quantization schemes: AutoRound's presets (auto_round/schemes.py) as data, and the rule that
  * turns `--scheme` plus explicit `--bits/--group_size/--asym` flags into the scheme to apply.
  */
-import { QuantizeError, UsageError } from "../errors.ts";
+import { QuantizeError, quote, UsageError } from "../errors.ts";
 import type { QuantScheme } from "../qmath/quantized.ts";
 
 /** Integer weight-only presets of schemes.py (W*A16 with int data). */
@@ -44,13 +44,18 @@ export const SUPPORTED_BITS = [2, 3, 4, 8] as const;
 export function validateScheme(s: QuantScheme, where = "scheme"): QuantScheme {
   if (!(SUPPORTED_BITS as readonly number[]).includes(s.bits)) {
     throw new QuantizeError(
-      `${where}: bits ${s.bits} is not supported (use one of ${SUPPORTED_BITS.join(", ")})`,
+      `${where}: bits ${quote(s.bits)} is not supported (use one of ${SUPPORTED_BITS.join(", ")})`,
     );
   }
   if (!Number.isInteger(s.groupSize) || !(s.groupSize === -1 || s.groupSize > 0)) {
     throw new QuantizeError(
-      `${where}: group_size ${s.groupSize} is invalid (use -1 for per-channel or a positive size such as 32, 64, 128)`,
+      `${where}: group_size ${
+        quote(s.groupSize)
+      } is invalid (use -1 for per-channel or a positive size such as 32, 64, 128)`,
     );
+  }
+  if (typeof s.sym !== "boolean") {
+    throw new QuantizeError(`${where}: sym ${quote(s.sym)} is not true or false`);
   }
   return s;
 }

@@ -3,7 +3,7 @@
  * bytes by positioned reads, and their dequantization (qmath/gguf/blocks.ts). io/gguf_model.ts
  * serves a file as a model's weights; summary.ts describes one for `autoround inspect`.
  */
-import { FormatError, InputError, UnsupportedError } from "../../errors.ts";
+import { FormatError, InputError, plainName, UnsupportedError } from "../../errors.ts";
 import { dequantizeBytes } from "../../qmath/gguf/blocks.ts";
 import { GGML_TYPES, type GgmlTypeName, ggmlTypeName } from "../../qmath/gguf/types.ts";
 import { GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufValueType } from "./constants.ts";
@@ -38,6 +38,32 @@ const SCALAR_NAMES: Record<number, GgufScalarType> = {
 
 class NeedMore extends Error {}
 
+/** Fewest bytes one array item of each type takes (a string: its 8-byte length). */
+const ITEM_BYTES: Record<GgufScalarType, number> = {
+  uint8: 1,
+  int8: 1,
+  uint16: 2,
+  int16: 2,
+  uint32: 4,
+  int32: 4,
+  float32: 4,
+  bool: 1,
+  string: 8,
+  uint64: 8,
+  int64: 8,
+  float64: 8,
+};
+
+/** `general.alignment`: a power of two as a u32 (gguf.cpp refuses anything else); 32 when absent. */
+function alignmentOf(v: GgufMetaValue | undefined, path: string): number {
+  if (v === undefined) return GGUF_DEFAULT_ALIGNMENT;
+  const a = v.type === "uint32" ? Number(v.value) : 0;
+  if (a <= 0 || (a & (a - 1)) !== 0) {
+    throw new FormatError(`general.alignment must be a power of two stored as uint32`, path);
+  }
+  return a;
+}
+
 /** Little-endian reader over the start of a file. */
 class Cursor {
   pos = 0;
@@ -47,8 +73,22 @@ class Cursor {
     private readonly buf: Uint8Array,
     private readonly complete: boolean,
     private readonly path: string,
+    /** Size of the whole file: no length or count may claim more bytes than are left in it. */
+    private readonly fileSize: number,
   ) {
     this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
+  /** Check that `count` items of at least `minBytes` each fit in the rest of the file. */
+  fits(count: number, minBytes: number, what: string): number {
+    if (count * minBytes > this.fileSize - this.pos) {
+      throw new FormatError(
+        `header runs past the end of the file: ${what} ${count} at byte ${this.pos} needs more than the ${
+          this.fileSize - this.pos
+        } bytes left`,
+        this.path,
+      );
+    }
+    return count;
   }
   private need(n: number) {
     if (this.pos + n <= this.buf.length) return;
@@ -74,8 +114,8 @@ class Cursor {
     if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError(`integer ${v} too large`, this.path);
     return Number(v);
   }
-  str(): string {
-    const n = this.u64();
+  str(what = "string"): string {
+    const n = this.fits(this.u64(), 1, `${what} length`);
     this.need(n);
     const s = this.dec.decode(this.buf.subarray(this.pos, this.pos + n));
     this.pos += n;
@@ -188,38 +228,41 @@ export class GgufFile implements Disposable {
   }
 
   private static parse(path: string, file: Deno.FsFile, buf: Uint8Array, complete: boolean, size: number) {
-    const c = new Cursor(buf, complete, path);
+    const c = new Cursor(buf, complete, path, size);
     if (buf.length < 4 || c.u32() !== GGUF_MAGIC) throw new FormatError(`not a GGUF file (bad magic)`, path);
     const version = c.u32();
     if (version < 2 || version > 3) {
       throw new FormatError(`GGUF version ${version} is not supported (2, 3 are)`, path);
     }
-    const nTensors = c.u64(), nKv = c.u64();
+    // Each metadata entry takes at least 13 bytes (key length, type, one value byte), each tensor
+    // info 24 (name length, dims, type, offset): counts that cannot fit are refused before any loop.
+    const nTensors = c.fits(c.u64(), 24, "tensor count"), nKv = c.fits(c.u64(), 13, "metadata count");
     const metadata = new Map<string, GgufMetaValue>();
     for (let i = 0; i < nKv; i++) {
-      const key = c.str();
+      const key = c.str("metadata key");
       const t = c.u32();
       if (t === GgufValueType.ARRAY) {
         const it = c.u32();
         const itemType = SCALAR_NAMES[it];
-        if (!itemType) throw new FormatError(`metadata ${key}: unknown array item type ${it}`, path);
-        const n = c.u64();
+        if (!itemType) {
+          throw new FormatError(`metadata ${plainName(key)}: unknown array item type ${it}`, path);
+        }
+        const n = c.fits(c.u64(), ITEM_BYTES[itemType], `metadata ${plainName(key)}`);
         const value: (number | bigint | boolean | string)[] = new Array(n);
         for (let j = 0; j < n; j++) value[j] = c.scalar(itemType);
         metadata.set(key, { type: "array", itemType, value });
       } else {
         const type = SCALAR_NAMES[t];
-        if (!type) throw new FormatError(`metadata ${key}: unknown value type ${t}`, path);
+        if (!type) throw new FormatError(`metadata ${plainName(key)}: unknown value type ${t}`, path);
         metadata.set(key, { type, value: c.scalar(type) } as GgufMetaValue);
       }
     }
-    const alignV = metadata.get("general.alignment");
-    const alignment = alignV && alignV.type !== "array" ? Number(alignV.value) : GGUF_DEFAULT_ALIGNMENT;
+    const alignment = alignmentOf(metadata.get("general.alignment"), path);
     const raw: { name: string; ne: number[]; typeId: number; rel: number }[] = [];
     for (let i = 0; i < nTensors; i++) {
-      const name = c.str();
+      const name = c.str("tensor name");
       const nd = c.u32();
-      if (nd > 4) throw new FormatError(`tensor ${name}: ${nd} dimensions`, path);
+      if (nd > 4) throw new FormatError(`tensor ${plainName(name)}: ${nd} dimensions (at most 4)`, path);
       const ne: number[] = [];
       for (let d = 0; d < nd; d++) ne.push(c.u64());
       raw.push({ name, ne, typeId: c.u32(), rel: c.u64() });
@@ -227,12 +270,26 @@ export class GgufFile implements Disposable {
     const dataOffset = Math.ceil(c.pos / alignment) * alignment;
     const tensors: GgufTensorInfo[] = raw.map((t) => {
       const name = ggmlTypeName(t.typeId);
-      const count = t.ne.reduce((a, b) => a * b, 1);
       const info = name ? GGML_TYPES[name] : undefined;
+      const shown = plainName(t.name);
+      // gguf.cpp's checks: rows a whole number of blocks, offsets aligned, sizes within the file.
+      if (info && (t.ne[0] ?? 1) % info.blockSize !== 0) {
+        throw new FormatError(
+          `tensor ${shown}: ne[0] = ${t.ne[0]} is not a multiple of ${name}'s ${info.blockSize}`,
+          path,
+        );
+      }
+      if (t.rel % alignment !== 0) {
+        throw new FormatError(
+          `tensor ${shown}: offset ${t.rel} is not a multiple of the alignment ${alignment}`,
+          path,
+        );
+      }
+      const count = t.ne.reduce((a, b) => a * b, 1);
       const bytes = info ? (count / info.blockSize) * info.typeSize : 0;
       const offset = dataOffset + t.rel;
       if (info && offset + bytes > size) {
-        throw new FormatError(`tensor ${t.name} runs past the end of the file (truncated?)`, path);
+        throw new FormatError(`tensor ${shown} runs past the end of the file (truncated?)`, path);
       }
       return { name: t.name, ne: t.ne, type: name ?? `type${t.typeId}`, offset, bytes };
     });

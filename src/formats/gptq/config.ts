@@ -102,7 +102,7 @@ export function autoGptqQuantizationConfig(run: RunInfo): Record<string, unknown
  * "auto_round:gptq*" and as they are for plain "auto_round".
  */
 export function autoRoundPacking(qc: Record<string, unknown>): { awq: boolean; zeroPlusOne: boolean } {
-  const packing = String(qc.packing_format ?? "auto_round:auto_gptq");
+  const packing = typeof qc.packing_format === "string" ? qc.packing_format : "auto_round:auto_gptq";
   if (packing.includes("awq")) return { awq: true, zeroPlusOne: false };
   return { awq: false, zeroPlusOne: packing.includes("gptq") };
 }

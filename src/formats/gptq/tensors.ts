@@ -8,9 +8,11 @@
  */
 import { resolveGroupSize } from "../../qmath/int_quant.ts";
 import type { QuantizedLinear } from "../../qmath/quantized.ts";
+import { FormatError } from "../../errors.ts";
 import {
   checkQweightTrio,
   checkScalesShape,
+  checkTensorShape,
   groupsOf,
   layerSettings,
   type PackedLayer,
@@ -104,11 +106,17 @@ export function gptqReader(qc: Record<string, unknown>, zeroPlusOne: boolean): P
       const { bits, groupSize } = layerSettings(qc, layer);
       const shape = t.info(`${layer}.qweight`).shape;
       const p = { bits, groupSize, zeroPlusOne, n: shape[1], k: (shape[0] * 32) / bits };
-      checkQweightTrio(t, layer, p, origin);
+      checkQweightTrio(t, layer, p, origin, (G) => [G, (p.n * bits) / 32]);
+      if (t.has(`${layer}.g_idx`)) checkTensorShape(t, `${layer}.g_idx`, [p.k], origin);
       return p;
     },
     dequantize: async (t, layer, p, origin) => {
       const gIdx = t.has(`${layer}.g_idx`) ? await t.readInt32(`${layer}.g_idx`) : undefined;
+      const { G } = groupsOf(p);
+      const bad = gIdx?.findIndex((g) => g < 0 || g >= G) ?? -1;
+      if (bad >= 0) {
+        throw new FormatError(`${layer}.g_idx[${bad}] = ${gIdx![bad]} is not a group in [0, ${G})`, origin);
+      }
       return dequantizeGptq(
         p,
         await t.readInt32(`${layer}.qweight`),

@@ -6,7 +6,7 @@
  * with spaces (0x20). Here: that header parsed and validated against its file, one opened shard with
  * positioned reads, Hugging Face's index name, and the path helpers reader.ts and writer.ts share.
  */
-import { FormatError, InputError } from "../../errors.ts";
+import { FormatError, InputError, plainName, quote } from "../../errors.ts";
 import { ST_DTYPE_BYTES, type StDType } from "../../tensor/dtype.ts";
 
 /** Where one tensor lives: its type, shape, file and absolute byte range `[start, end)` in that file. */
@@ -111,7 +111,9 @@ function parseHeader(json: unknown, headerLen: number, fileSize: number, path: s
         throw new FormatError("__metadata__ is not an object of strings", path);
       }
       for (const [k, v] of Object.entries(entry)) {
-        if (typeof v !== "string") throw new FormatError(`__metadata__.${k} is not a string`, path);
+        if (typeof v !== "string") {
+          throw new FormatError(`__metadata__.${plainName(k)} is not a string`, path);
+        }
         metadata[k] = v;
       }
       continue;
@@ -124,17 +126,17 @@ function parseHeader(json: unknown, headerLen: number, fileSize: number, path: s
 }
 
 function parseTensorEntry(name: string, entry: unknown, dataStart: number, dataSize: number, path: string) {
-  const where = `tensor "${name}"`;
+  const where = `tensor ${quote(name)}`;
   if (typeof entry !== "object" || entry === null || Array.isArray(entry)) {
     throw new FormatError(`${where}: entry is not an object`, path);
   }
   const { dtype, shape, data_offsets: offsets } = entry as Record<string, unknown>;
   if (typeof dtype !== "string" || !Object.hasOwn(ST_DTYPE_BYTES, dtype)) {
-    throw new FormatError(`${where}: unknown or unsupported dtype ${JSON.stringify(dtype)}`, path);
+    throw new FormatError(`${where}: unknown or unsupported dtype ${quote(dtype)}`, path);
   }
   if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
     throw new FormatError(
-      `${where}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`,
+      `${where}: shape ${quote(shape)} is not a list of non-negative integers`,
       path,
     );
   }
@@ -143,7 +145,7 @@ function parseTensorEntry(name: string, entry: unknown, dataStart: number, dataS
     !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) || offsets[0] > offsets[1]
   ) {
     throw new FormatError(
-      `${where}: data_offsets ${JSON.stringify(offsets)} is not [begin, end] with 0 <= begin <= end`,
+      `${where}: data_offsets ${quote(offsets)} is not [begin, end] with 0 <= begin <= end`,
       path,
     );
   }
@@ -151,9 +153,7 @@ function parseTensorEntry(name: string, entry: unknown, dataStart: number, dataS
   const expected = shape.reduce((p: number, d: number) => p * d, 1) * ST_DTYPE_BYTES[dtype as StDType];
   if (end - begin !== expected) {
     throw new FormatError(
-      `${where}: data_offsets span ${end - begin} bytes but ${dtype} ${
-        JSON.stringify(shape)
-      } needs ${expected}`,
+      `${where}: data_offsets span ${end - begin} bytes but ${dtype} ${quote(shape)} needs ${expected}`,
       path,
     );
   }
@@ -172,7 +172,10 @@ function checkNoOverlap(sorted: TensorInfo[], path: string): void {
   for (const t of sorted) {
     if (t.start === t.end) continue; // an empty tensor occupies no bytes
     if (last && t.start < last.end) {
-      throw new FormatError(`tensors "${last.name}" and "${t.name}" have overlapping data_offsets`, path);
+      throw new FormatError(
+        `tensors ${quote(last.name)} and ${quote(t.name)} have overlapping data_offsets`,
+        path,
+      );
     }
     if (!last || t.end > last.end) last = t;
   }

@@ -3,7 +3,7 @@
  * or a folder of files. Only headers are kept in memory; each tensor is read with one positioned read
  * when asked for. The format itself is format.ts.
  */
-import { FormatError, InputError } from "../../errors.ts";
+import { FormatError, InputError, quote } from "../../errors.ts";
 import { decodeFloats } from "../../tensor/dtype.ts";
 import {
   absolutePath,
@@ -97,7 +97,7 @@ export class SafetensorsReader implements Disposable {
           if (wanted && wanted.get(info.name) !== path) continue; // the index is authoritative
           if (tensors.has(info.name)) {
             throw new FormatError(
-              `tensor "${info.name}" also appears in ${tensors.get(info.name)!.info.file}`,
+              `tensor ${quote(info.name)} also appears in ${tensors.get(info.name)!.info.file}`,
               path,
             );
           }
@@ -107,7 +107,7 @@ export class SafetensorsReader implements Disposable {
       for (const [name, path] of wanted ?? []) {
         if (!tensors.has(name)) {
           throw new FormatError(
-            `index maps "${name}" to ${basename(path)}, which does not contain it`,
+            `index maps ${quote(name)} to ${basename(path)}, which does not contain it`,
             indexPath,
           );
         }
@@ -142,7 +142,10 @@ export class SafetensorsReader implements Disposable {
     const shardNames = new Set<string>();
     for (const [name, file] of Object.entries(map)) {
       if (typeof file !== "string" || /^\.{0,2}$|[/\\]/.test(file)) {
-        throw new FormatError(`weight_map["${name}"] is not a file name in the index's folder`, indexPath);
+        throw new FormatError(
+          `weight_map[${quote(name)}] is not a file name in the index's folder`,
+          indexPath,
+        );
       }
       wanted.set(name, join(dir, file));
       shardNames.add(file);
