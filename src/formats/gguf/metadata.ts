@@ -219,10 +219,10 @@ const HF_ARCH: Record<string, { modelType: string; architecture: string; bias: b
 /** A config.json object equivalent to a GGUF file's hyperparameters (for {@link parseModelConfig}). */
 export function ggufModelConfig(f: GgufFile): Record<string, unknown> {
   const arch = f.str("general.architecture") ?? "";
-  const hf = HF_ARCH[arch];
+  const hf = Object.hasOwn(HF_ARCH, arch) ? HF_ARCH[arch] : undefined;
   if (!hf) {
     throw new UnsupportedError(
-      `GGUF architecture "${arch}" cannot be read back (${Object.keys(HF_ARCH).join(", ")} can)`,
+      `GGUF architecture ${quote(arch)} cannot be read back (${Object.keys(HF_ARCH).join(", ")} can)`,
       f.path,
     );
   }
