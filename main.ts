@@ -70,7 +70,7 @@ export async function main(argv: string[]): Promise<number> {
     console.log(VERSION);
     return 0;
   }
-  const run = COMMANDS[cmd];
+  const run = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
   if (!run) {
     console.error(
       `error: unknown command "${cmd}" (use quantize, eval, generate or inspect; see autoround --help)`,

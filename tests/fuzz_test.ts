@@ -67,6 +67,43 @@ for (const t of TARGETS) {
   });
 }
 
+Deno.test("names of Object.prototype members are unknown names, not table entries", async () => {
+  const { main } = await import("../main.ts");
+  const { getRecipe } = await import("../src/quant/recipes.ts");
+  const { parseFormats } = await import("../src/export/registry.ts");
+  const { resolveScheme } = await import("../src/quant/scheme.ts");
+  const { parseTaskList } = await import("../src/eval/tasks.ts");
+  const { parseModelConfig } = await import("../src/model/config.ts");
+  const { AutoRoundError } = await import("../src/errors.ts");
+  for (const name of ["constructor", "toString", "__proto__", "hasOwnProperty"]) {
+    for (
+      const f of [
+        () => getRecipe(name),
+        () => parseFormats(name),
+        () => parseFormats(`gguf:${name}`),
+        () => resolveScheme(name),
+        () => parseTaskList(name),
+        () => parseModelConfig({ model_type: name }, "config.json"),
+      ]
+    ) {
+      let thrown: unknown;
+      try {
+        f();
+      } catch (e) {
+        thrown = e;
+      }
+      assert(thrown instanceof AutoRoundError, `${name}: ${f} gave ${thrown}`);
+    }
+  }
+  const err = console.error;
+  console.error = () => {};
+  try {
+    assertEquals(await main(["constructor"]), 2);
+  } finally {
+    console.error = err;
+  }
+});
+
 Deno.test({
   name: "fuzz: remove the scratch folder",
   fn: () => Deno.remove(root, { recursive: true }),

@@ -90,7 +90,7 @@ export function parseTaskList(value: string): TaskSpec[] {
   ) => (n === "all" ? Object.keys(TASKS).filter((t) => t !== "wikitext") : [n]));
   const out: TaskSpec[] = [];
   for (const n of expanded) {
-    const t = TASKS[n];
+    const t = Object.hasOwn(TASKS, n) ? TASKS[n] : undefined;
     if (!t) throw new UsageError(`unknown task "${n}" (known: ${Object.keys(TASKS).join(", ")}, all)`);
     if (!out.includes(t)) out.push(t);
   }

@@ -99,7 +99,7 @@ export function parseFormats(arg: string, bits = 4): FormatSpec[] {
         );
       }
       spec = { name: `gguf:${g.name}`, kind: "gguf", gguf: g };
-    } else if (PACKED[n]) {
+    } else if (Object.hasOwn(PACKED, n)) {
       spec = { name: PACKED[n], kind: PACKED[n] };
     } else {
       throw new UsageError(`unknown format "${n}" (supported: ${formatNames()})`);

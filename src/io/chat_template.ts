@@ -11,10 +11,14 @@ import { Environment, Interpreter, Template } from "@huggingface/jinja";
 import { AutoRoundError, FormatError, quote } from "../errors.ts";
 
 /** Evaluation steps one rendering may take: real templates take a few thousand per conversation. */
-export const MAX_TEMPLATE_STEPS = 2_000_000;
-/** Longest list `range()` may build, and longest string a rendering may hold. */
-export const MAX_TEMPLATE_RANGE = 100_000;
-export const MAX_TEMPLATE_CHARS = 16 * 1024 * 1024;
+export const MAX_TEMPLATE_STEPS = 500_000;
+/**
+ * Items `range()` may produce in one rendering, all calls together: a loop over a range with an
+ * empty body takes no evaluation step per item, so nested ranges are bounded here.
+ */
+export const MAX_TEMPLATE_RANGE = 200_000;
+/** Longest string a rendering may build. */
+export const MAX_TEMPLATE_CHARS = 4 * 1024 * 1024;
 
 /** Thrown inside the interpreter when a limit is reached. */
 class LimitReached extends Error {}
@@ -35,16 +39,21 @@ class BoundedInterpreter extends Interpreter {
   }
 }
 
-/** Python's `range` over plain numbers, refusing more than {@link MAX_TEMPLATE_RANGE} items. */
-function boundedRange(start: number, stop?: number, step = 1): number[] {
-  if (stop === undefined) [start, stop] = [0, start];
-  if ([start, stop, step].some((x) => typeof x !== "number" || !Number.isFinite(x))) {
-    throw new LimitReached(`range(${quote(start)}, ${quote(stop)}, ${quote(step)}) needs finite numbers`);
-  }
-  if (step === 0) throw new LimitReached("range() step must not be zero");
-  const n = Math.max(0, Math.ceil((stop - start) / step));
-  if (n > MAX_TEMPLATE_RANGE) throw new LimitReached(`range() of ${n} items (at most ${MAX_TEMPLATE_RANGE})`);
-  return Array.from({ length: n }, (_, i) => start + i * step);
+/** Python's `range` over plain numbers, drawing its items from a budget shared by one rendering. */
+function boundedRange(budget: { left: number }): (start: number, stop?: number, step?: number) => number[] {
+  return (start, stop, step = 1) => {
+    if (stop === undefined) [start, stop] = [0, start];
+    if ([start, stop, step].some((x) => typeof x !== "number" || !Number.isFinite(x))) {
+      throw new LimitReached(`range(${quote(start)}, ${quote(stop)}, ${quote(step)}) needs finite numbers`);
+    }
+    if (step === 0) throw new LimitReached("range() step must not be zero");
+    const n = Math.max(0, Math.ceil((stop - start) / step));
+    budget.left -= n;
+    if (budget.left < 0) {
+      throw new LimitReached(`range() calls produce more than ${MAX_TEMPLATE_RANGE} items (a runaway loop?)`);
+    }
+    return Array.from({ length: n }, (_, i) => start + i * step);
+  };
 }
 
 /** transformers' `strftime_now` with the directives `@huggingface/jinja` supports (%Y %m %d %b %B %H %M %%). */
@@ -104,7 +113,7 @@ export class ChatTemplate {
       raise_exception: (message: unknown) => {
         throw new FormatError(`chat template raised an exception: ${quote(String(message), 200)}`, this.file);
       },
-      range: boundedRange,
+      range: boundedRange({ left: MAX_TEMPLATE_RANGE }),
       strftime_now: strftimeNow,
     };
     try {

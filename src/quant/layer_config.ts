@@ -82,7 +82,9 @@ export async function parseLayerConfigArg(arg: string): Promise<Record<string, L
   for (const [name, v] of Object.entries(parsed as Record<string, unknown>)) {
     const where = `--layer_config[${quote(name)}]`;
     if (typeof v === "string") {
-      const preset = PRESET_SCHEMES[v.toUpperCase()];
+      const preset = Object.hasOwn(PRESET_SCHEMES, v.toUpperCase())
+        ? PRESET_SCHEMES[v.toUpperCase()]
+        : undefined;
       if (!preset) throw new UsageError(`${where}: unknown scheme ${quote(v)}`);
       out[name] = { bits: preset.bits, group_size: preset.groupSize, sym: preset.sym, data_type: "int" };
       continue;

@@ -38,7 +38,7 @@ export const RECIPES: Readonly<Record<string, Recipe>> = {
 
 /** Look a recipe up by name or alias. */
 export function getRecipe(name: string): Recipe {
-  const r = RECIPES[name.toLowerCase()];
+  const r = Object.hasOwn(RECIPES, name.toLowerCase()) ? RECIPES[name.toLowerCase()] : undefined;
   if (!r) throw new UsageError(`unknown recipe "${name}" (use default, best, light, rtn or opt_rtn)`);
   return r;
 }

@@ -74,7 +74,7 @@ export function resolveScheme(
   overrides: { bits?: number; groupSize?: number; sym?: boolean; dataType?: string } = {},
 ): QuantScheme {
   const key = name.toUpperCase();
-  const preset = PRESET_SCHEMES[key];
+  const preset = Object.hasOwn(PRESET_SCHEMES, key) ? PRESET_SCHEMES[key] : undefined;
   if (!preset) {
     if (NOT_YET.includes(key) || key.startsWith("GGUF:")) {
       throw new UsageError(`scheme ${name} is not supported by this build yet (supported: ${schemeNames()})`);

@@ -73,7 +73,10 @@ function editEntry(rng: Rng, h: Record<string, JsonTree>, name: string): string 
   }
   const shape = Array.isArray(e.shape) ? e.shape as number[] : [];
   const [b, end] = Array.isArray(e.data_offsets) ? e.data_offsets as number[] : [0, 0];
-  const others = Object.keys(h).filter((k) => k !== name && k !== "__metadata__");
+  const others = Object.keys(h).filter((k) => {
+    const o = h[k];
+    return k !== name && k !== "__metadata__" && typeof o === "object" && o !== null && !Array.isArray(o);
+  });
   switch (rng.int(12)) {
     case 0:
       e.dtype = rng.pick(DTYPES);
@@ -123,7 +126,7 @@ function editEntry(rng: Rng, h: Record<string, JsonTree>, name: string): string 
     case 6: { // overlap another tensor
       if (!others.length) return "no other tensor";
       const o = h[rng.pick(others)] as unknown as Entry;
-      const [ob] = o.data_offsets as number[];
+      const ob = Array.isArray(o.data_offsets) ? Number(o.data_offsets[0]) : 0;
       e.data_offsets = [ob, ob + (end - b)];
       return `${name}.data_offsets moved over another tensor`;
     }

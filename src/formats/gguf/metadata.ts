@@ -6,7 +6,7 @@
  * llama.cpp reads them with strict type checks. {@link ggufModelConfig} reads the architecture keys
  * back into a config.json object.
  */
-import { FormatError, UnsupportedError } from "../../errors.ts";
+import { FormatError, quote, UnsupportedError } from "../../errors.ts";
 import { TokenType } from "./constants.ts";
 import type { GgufFile } from "./file.ts";
 import { type GgufMetaValue, meta } from "./writer.ts";
@@ -142,8 +142,8 @@ export async function tokenizerMetadata(
   const isGpt2 = model.type === "BPE" && !model.byte_fallback && decoder.type === "ByteLevel";
   if (!isSpm && !isGpt2) {
     throw new FormatError(
-      `tokenizer model ${String(model.type)} (decoder ${
-        String(decoder.type)
+      `tokenizer model ${quote(model.type)} (decoder ${
+        quote(decoder.type)
       }) has no GGUF vocabulary mapping ` +
         `(sentencepiece-style BPE and byte-level BPE do)`,
       join(sourceDir, "tokenizer.json"),
@@ -219,10 +219,10 @@ const HF_ARCH: Record<string, { modelType: string; architecture: string; bias: b
 /** A config.json object equivalent to a GGUF file's hyperparameters (for {@link parseModelConfig}). */
 export function ggufModelConfig(f: GgufFile): Record<string, unknown> {
   const arch = f.str("general.architecture") ?? "";
-  const hf = HF_ARCH[arch];
+  const hf = Object.hasOwn(HF_ARCH, arch) ? HF_ARCH[arch] : undefined;
   if (!hf) {
     throw new UnsupportedError(
-      `GGUF architecture "${arch}" cannot be read back (${Object.keys(HF_ARCH).join(", ")} can)`,
+      `GGUF architecture ${quote(arch)} cannot be read back (${Object.keys(HF_ARCH).join(", ")} can)`,
       f.path,
     );
   }

@@ -105,7 +105,7 @@ export const GGUF_FORMAT_NAMES: readonly string[] = Object.keys(ALIASES);
 /** The format for a name ("q4_k_m" or "gguf:q4_k_m"), or undefined. */
 export function ggufFormat(name: string): GgufFormat | undefined {
   const key = name.toLowerCase().replace(/^gguf:/, "");
-  const hit = ALIASES[key];
+  const hit = Object.hasOwn(ALIASES, key) ? ALIASES[key] : undefined;
   if (!hit) return undefined;
   const [base, ft] = hit;
   const [embedding, lmHead] = FORMAT_FIELDS[base];

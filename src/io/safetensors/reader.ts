@@ -3,7 +3,7 @@
  * or a folder of files. Only headers are kept in memory; each tensor is read with one positioned read
  * when asked for. The format itself is format.ts.
  */
-import { FormatError, InputError, quote } from "../../errors.ts";
+import { FormatError, InputError, plainName, quote } from "../../errors.ts";
 import { decodeFloats } from "../../tensor/dtype.ts";
 import {
   absolutePath,
@@ -141,7 +141,8 @@ export class SafetensorsReader implements Disposable {
     const wanted = new Map<string, string>();
     const shardNames = new Set<string>();
     for (const [name, file] of Object.entries(map)) {
-      if (typeof file !== "string" || /^\.{0,2}$|[/\\]/.test(file)) {
+      // A file name of this folder: no path, and within NAME_MAX (255 bytes on Linux file systems).
+      if (typeof file !== "string" || /^\.{0,2}$|[/\\]/.test(file) || file.length > 255) {
         throw new FormatError(
           `weight_map[${quote(name)}] is not a file name in the index's folder`,
           indexPath,
@@ -152,7 +153,7 @@ export class SafetensorsReader implements Disposable {
     }
     for (const file of shardNames) {
       if (!(await statOrUndefined(join(dir, file)))) {
-        throw new InputError(`shard ${file} listed in the index does not exist`, indexPath);
+        throw new InputError(`shard ${plainName(file)} listed in the index does not exist`, indexPath);
       }
     }
     const paths = [...shardNames].sort().map((f) => join(dir, f));
