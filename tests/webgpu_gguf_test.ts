@@ -104,6 +104,38 @@ gpuTest(
   },
 );
 
+gpuTest(
+  "GGUF: block Linears quantized from the pipeline's device tensors give the f32 host route's file",
+  be,
+  async (be) => {
+    const tmp = await Deno.makeTempDir({ prefix: "autoround_gguf_tensor_" });
+    try {
+      const model = await widenStories(`${tmp}/model`);
+      // q4_k_m: K-quants with an importance matrix, Q6_K for some tensors, llama's q/k permutation.
+      for (const fmt of ["gguf:q4_k_m"]) {
+        const ggufQuantizer = ggufQuantizerOf(be)!;
+        const run = (out: string) =>
+          exportModel({ model, formats: fmt, out, be, ggufQuantizer, nsamples: 4, seqlen: 32 });
+        Deno.env.set("AUTOROUND_GGUF_HOST_LINEARS", "1");
+        let viaHost;
+        try {
+          viaHost = await run(`${tmp}/host`);
+        } finally {
+          Deno.env.delete("AUTOROUND_GGUF_HOST_LINEARS");
+        }
+        const fromTensor = await run(`${tmp}/tensor`);
+        const [a, b] = [viaHost, fromTensor].map((r) => r.exporters[0] as GgufExporter);
+        // llama's q/k rows are permuted after quantization on this route (bytes, not floats).
+        assert(a.records.some((r) => r.hfName.endsWith("q_proj.weight")), "no q_proj in the file");
+        assertEquals(await Deno.readFile(b.path), await Deno.readFile(a.path), fmt);
+        table.push(`  pipeline tensors ${fmt}`.padEnd(46) + ` identical file`);
+      }
+    } finally {
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+);
+
 gpuTest("GGUF: shapes that do not split into blocks and a wrong imatrix are refused", be, async (be) => {
   using w = be.upload(new Float32Array(4 * 96), [4, 96]);
   await assertRejects(() => be.ggufQuantize(w, "Q4_K", { optRtn: true }), BackendError, "blocks of 256");

@@ -2,6 +2,7 @@
  * What every export format receives while a model is quantized: tensors stream in block by block
  * (each written to disk at once), then `finish` writes configs and tokenizer files.
  */
+import type { Backend, Tensor } from "../backend/backend.ts";
 import type { QuantGgmlType } from "../qmath/gguf/params.ts";
 import type { ModelSpec } from "../model/config.ts";
 import type { QuantizedLinear } from "../qmath/quantized.ts";
@@ -29,13 +30,19 @@ export interface ExportContext {
  * Packed GGML block bytes of a `[n, k]` float weight, computed on a device (Backend.ggufQuantize);
  * `imatrix` is the per-column importance `[k]`, already averaged.
  */
-export type GgufDeviceQuantizer = (
-  type: QuantGgmlType,
-  w: Float32Array,
-  n: number,
-  k: number,
-  opts: { optRtn: boolean; imatrix?: Float32Array; atExport?: boolean },
-) => Promise<Uint8Array>;
+export type GgufDeviceQuantizer =
+  & ((
+    type: QuantGgmlType,
+    /** Host rows (uploaded), or a tensor of `backend` (any float dtype). */
+    w: Float32Array | Tensor,
+    n: number,
+    k: number,
+    opts: { optRtn: boolean; imatrix?: Float32Array; atExport?: boolean },
+  ) => Promise<Uint8Array>)
+  & {
+    /** The backend it runs on: tensors of this backend are quantized where they are. */
+    readonly backend?: Backend;
+  };
 
 /**
  * A tensor's stored bytes, read on demand: an exporter copying a 1.2 GB embedding reads it in
@@ -87,6 +94,20 @@ export interface Exporter {
     weight: Float32Array,
     importance?: Float32Array,
   ): Promise<void>;
+  /**
+   * For such exporters, when the run's backend `be` quantizes for them on the device: the stored
+   * bytes of block Linear `name` quantized from its tensor `[n, k]` of `be` (no host copy of the weight;
+   * importance `[k]` as for writeFloatLinear), or undefined when this format stores it otherwise
+   * (a float type): it then gets writeFloatLinear. Called in model order, before writePackedLinear.
+   */
+  packLinearOnDevice?(
+    name: string,
+    weight: Tensor,
+    be: Backend,
+    importance?: Float32Array,
+  ): Promise<Uint8Array | undefined>;
+  /** Writes what packLinearOnDevice returned for `name`. */
+  writePackedLinear?(name: string, n: number, k: number, bytes: Uint8Array): Promise<void>;
   /** Configs, tokenizer and index files. */
   finish(): Promise<void>;
 }

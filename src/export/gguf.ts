@@ -9,6 +9,7 @@
  * (qmath/gguf/quantize.ts, on the run's device when it has a GGUF quantizer, see ExportContext),
  * permutes q/k rows for the "llama" architecture, and streams the blocks to the file.
  */
+import type { Backend, Tensor } from "../backend/backend.ts";
 import { FormatError } from "../errors.ts";
 import { packBlocks } from "../qmath/gguf/blocks.ts";
 import { hfToGgufName, permuteRowsHfToGguf, permutesQK, qkHeads } from "../formats/gguf/names.ts";
@@ -181,18 +182,13 @@ export class GgufExporter implements Exporter {
       await this.#put(hfName, type, [k, n], bytes);
       return;
     }
-    // Per-token mean of x² (AutoRound divides the sum by the sample count; the searches only
-    // compare weighted sums, so the scale does not change the result).
-    const div = Math.max(1, this.#ctx.run.nsamples);
     const device = this.#ctx.ggufQuantizer;
     if (device) {
-      const opts = how === "export"
-        ? { optRtn: false, atExport: true }
-        : { optRtn: this.#optRtn, imatrix: imatrix && Float32Array.from(imatrix, (v) => v / div) };
+      const opts = how === "export" ? { optRtn: false, atExport: true } : this.#deviceLinearOptions(imatrix);
       await this.#put(hfName, type, [k, n], await device(type, rows(0, n), n, k, opts));
       return;
     }
-    const imp = imatrix && Float64Array.from(imatrix, (v) => v / div);
+    const imp = imatrix && Float64Array.from(imatrix, (v) => v / this.#importanceDivisor);
     const opts = how === "export" ? "export" : { optRtn: this.#optRtn, imatrix: imp };
     await this.#put(hfName, type, [k, n], quantizeToBytesOn(this.#ctx.pool, type, n, k, rows, opts));
   }
@@ -285,6 +281,42 @@ export class GgufExporter implements Exporter {
     const type = this.linearType(name, k);
     const w = this.#toGgufRows(`${name}.weight`, weight, n, k);
     await this.#quantized(`${name}.weight`, type, rowsOf(w, k), n, k, "linear", importance);
+  }
+
+  /**
+   * Per-token mean of x²: AutoRound divides the sum by the sample count (the searches only compare
+   * weighted sums, so the scale does not change the result).
+   */
+  get #importanceDivisor(): number {
+    return Math.max(1, this.#ctx.run.nsamples);
+  }
+
+  #deviceLinearOptions(importance?: Float32Array) {
+    const div = this.#importanceDivisor;
+    return { optRtn: this.#optRtn, imatrix: importance && Float32Array.from(importance, (v) => v / div) };
+  }
+
+  /**
+   * A block Linear quantized straight from its device tensor (the run's backend quantizes for this
+   * file): no f32 copy of the weight on the host. Rows are quantized in the checkpoint's order and
+   * the packed rows permuted afterwards (q/k of the "llama" architecture): GGML blocks never cross
+   * rows and the importance is per column, so that equals quantizing the permuted rows.
+   */
+  async packLinearOnDevice(name: string, weight: Tensor, be: Backend, importance?: Float32Array) {
+    const device = this.#ctx.ggufQuantizer;
+    const [n, k] = weight.shape;
+    const type = this.linearType(name, k);
+    if (!device || device.backend !== be || !isQuantType(type)) return undefined;
+    // AUTOROUND_GGUF_HOST_LINEARS=1: the f32 host route instead, so tests compare the two.
+    if (Deno.env.get("AUTOROUND_GGUF_HOST_LINEARS") === "1") return undefined;
+    return await device(type, weight, n, k, this.#deviceLinearOptions(importance));
+  }
+
+  async writePackedLinear(name: string, n: number, k: number, bytes: Uint8Array): Promise<void> {
+    const hf = `${name}.weight`;
+    const heads = this.#permute ? qkHeads(hf, this.#ctx.spec.nHeads, this.#ctx.spec.nKvHeads) : 0;
+    const rows = heads ? permuteRowsHfToGguf(bytes, n, bytes.length / n, heads) : bytes;
+    await this.#put(hf, this.linearType(name, k), [k, n], rows);
   }
 
   /**

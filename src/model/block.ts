@@ -139,6 +139,20 @@ export function disposeSaved(s: SavedBlock): void {
 /** Which Linear weight gradients to compute (the rest of the backward runs regardless). */
 export type NeedGrad = (name: LinearName) => boolean;
 
+/** How blockBackward hands out results and memory. */
+export interface BackwardOptions {
+  /**
+   * Receives each weight gradient as soon as it is computed, and owns it (the returned map stays
+   * empty): a caller that reduces dL/dW at once holds one Linear's gradient at a time, not seven.
+   */
+  onGrad?: (name: LinearName, dW: Tensor) => void;
+  /**
+   * Free each saved intermediate right after its last read (the caller must not use `s` again,
+   * except `s.x`): the MLP's gate, up and product go before the attention backward allocates.
+   */
+  release?: boolean;
+}
+
 /**
  * Backward of one block from dL/dy, returning dL/dW for the Linear weights `need` selects. The
  * block input's gradient is not computed: SignRound tunes one block at a time against fixed inputs,
@@ -153,18 +167,33 @@ export function blockBackward(
   geo: Geometry,
   rope: RopeTensors,
   need: NeedGrad,
+  opts: BackwardOptions = {},
 ): Map<LinearName, Tensor> {
   const grads = new Map<LinearName, Tensor>();
   const weightGrad = (name: LinearName, dOut: Tensor, input: Tensor) => {
-    if (need(name)) grads.set(name, be.matmul(dOut, input, { transA: true })); // dW = dOutᵀ · input
+    if (!need(name)) return;
+    const dW = be.matmul(dOut, input, { transA: true }); // dW = dOutᵀ · input
+    if (opts.onGrad) opts.onGrad(name, dW);
+    else grads.set(name, dW);
+  };
+  const saved = s as unknown as Record<string, Tensor | undefined>;
+  const drop = (...keys: (keyof SavedBlock)[]) => {
+    if (!opts.release) return;
+    for (const key of keys) {
+      saved[key]?.[Symbol.dispose]();
+      delete saved[key];
+    }
   };
   // y = x2 + act·Wdᵀ
   weightGrad("mlp.down_proj", dy, s.act);
+  drop("act");
   const dAct = be.matmul(dy, w.linear["mlp.down_proj"]);
   const { dg, du } = be.siluMulBackward(s.gate, s.up, dAct);
   dAct[Symbol.dispose]();
+  drop("gate", "up");
   weightGrad("mlp.gate_proj", dg, s.h2);
   weightGrad("mlp.up_proj", du, s.h2);
+  drop("h2");
   const dh2 = be.matmul(dg, w.linear["mlp.gate_proj"]);
   be.matmul(du, w.linear["mlp.up_proj"], { out: dh2, beta: 1 });
   dg[Symbol.dispose]();
@@ -172,6 +201,7 @@ export function blockBackward(
   // x2 = x + attn·Woᵀ, h2 = rmsnorm(x2): dx2 = dy + rmsnorm'(dh2)
   const dx2 = be.rmsNormBackward(s.x2, w.postNorm, dh2, spec.rmsEps);
   dh2[Symbol.dispose]();
+  drop("x2");
   be.add(dx2, dy, dx2);
   weightGrad("self_attn.o_proj", dx2, s.attn);
   const dAttn = be.matmul(dx2, w.linear["self_attn.o_proj"]);
@@ -180,6 +210,7 @@ export function blockBackward(
   if (needQkv) {
     const shape = attentionShape(spec, geo);
     const { dq, dk, dv } = be.attentionBackward(s.q, s.k, s.v, s.attn, s.lse, dAttn, shape);
+    drop("q", "k", "v", "attn", "lse");
     const ropeGeo = { batch: geo.batch, seqLen: geo.seqLen, headDim: spec.headDim };
     be.rope(dq, rope.cos, rope.sin, { ...ropeGeo, nHeads: spec.nHeads }, true);
     be.rope(dk, rope.cos, rope.sin, { ...ropeGeo, nHeads: spec.nKvHeads }, true);
@@ -189,6 +220,7 @@ export function blockBackward(
       dkIn = be.rmsNormBackward(s.kPre, w.kNorm, dk, spec.rmsEps);
       dq[Symbol.dispose]();
       dk[Symbol.dispose]();
+      drop("qPre", "kPre");
     }
     weightGrad("self_attn.q_proj", dqIn, s.h1);
     weightGrad("self_attn.k_proj", dkIn, s.h1);
@@ -196,5 +228,6 @@ export function blockBackward(
     for (const t of [dqIn, dkIn, dv]) t[Symbol.dispose]();
   }
   dAttn[Symbol.dispose]();
+  drop("h1", "qPre", "kPre", "q", "k", "v", "attn", "lse");
   return grads;
 }

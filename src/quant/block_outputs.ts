@@ -31,6 +31,17 @@ export type ExportCall =
   | { op: "raw"; to: number[]; name: string }
   | { op: "quantized"; to: number[]; layer: QuantizedLinear }
   | {
+    /** Bytes an exporter quantized on the device in the device phase (Exporter.packLinearOnDevice). */
+    op: "packed";
+    to: number[];
+    name: string;
+    n: number;
+    k: number;
+    bytes: Uint8Array;
+    /** Kept for the journal, which rebuilds this call from the checkpoint's weight. */
+    importance?: Float32Array;
+  }
+  | {
     op: "float";
     to: number[];
     name: string;
@@ -93,16 +104,7 @@ export async function finishBlock(
     const wantFloat = floatWanting.filter((i) => !takesQuantized.includes(i));
     if (wantFloat.length > 0) {
       const imp = imatrix.get(lname);
-      const [n, k] = weight.shape;
-      calls.push({
-        op: "float",
-        to: wantFloat,
-        name: full,
-        n,
-        k,
-        weight: await be.read(weight),
-        importance: imp && await be.read(imp),
-      });
+      calls.push(...await floatCalls(p, wantFloat, full, weight, imp && await be.read(imp)));
     }
     if (!plan.quantize) {
       report.skipped.push(full);
@@ -125,6 +127,32 @@ export async function finishBlock(
   return calls;
 }
 
+/**
+ * A block Linear for exporters that quantize it themselves: those that can do it from the device
+ * tensor do it now (the call carries their packed bytes: at a 70B shape the f32 host copy of one
+ * block's Linears would be 3.4 GB); the rest get one call with the weight read to the host.
+ */
+export async function floatCalls(
+  p: OutputTargets,
+  to: number[],
+  name: string,
+  weight: Tensor,
+  importance: Float32Array | undefined,
+): Promise<ExportCall[]> {
+  const [n, k] = weight.shape;
+  const calls: ExportCall[] = [];
+  const host: number[] = [];
+  for (const i of to) {
+    const bytes = await p.exporters[i].packLinearOnDevice?.(name, weight, p.be, importance);
+    if (bytes) calls.push({ op: "packed", to: [i], name, n, k, bytes, importance });
+    else host.push(i);
+  }
+  if (host.length > 0) {
+    calls.push({ op: "float", to: host, name, n, k, weight: await p.be.read(weight), importance });
+  }
+  return calls;
+}
+
 /** The bias of Linear `full` (without `.bias`) as stored, or undefined. */
 export async function biasOf(
   p: Pick<OutputTargets, "ckpt">,
@@ -141,6 +169,8 @@ export async function runExportCalls(p: OutputTargets, calls: ExportCall[]): Pro
       await writeRawTo(p, c.to.map((i) => p.exporters[i]), c.name);
     } else if (c.op === "quantized") {
       for (const i of c.to) await p.exporters[i].writeQuantized(c.layer);
+    } else if (c.op === "packed") {
+      for (const i of c.to) await p.exporters[i].writePackedLinear!(c.name, c.n, c.k, c.bytes);
     } else {
       for (const i of c.to) await p.exporters[i].writeFloatLinear!(c.name, c.n, c.k, c.weight, c.importance);
     }

@@ -254,15 +254,17 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
  */
 export function ggufQuantizerOf(be: Backend): GgufDeviceQuantizer | undefined {
   if (!be.ggufQuantize || be.name === "cpu") return undefined;
-  return async (type, w, n, k, opts) => {
+  const quantize: GgufDeviceQuantizer = async (type, w, n, k, opts) => {
     using im = opts.imatrix ? be.upload(opts.imatrix, [k]) : undefined;
+    const ggufOpts = { optRtn: opts.optRtn, imatrix: im, atExport: opts.atExport };
+    if (!(w instanceof Float32Array)) return await be.ggufQuantize!(w, type, ggufOpts);
     const rows = Math.max(1, Math.min(n, Math.floor((be.maxTensorBytes ?? Infinity) / (4 * k))));
     const parts: Uint8Array[] = [];
     for (let r = 0; r < n; r += rows) {
       const m = Math.min(rows, n - r);
       using wt = be.upload(w.subarray(r * k, (r + m) * k), [m, k]);
       parts.push(
-        await be.ggufQuantize!(wt, type, { optRtn: opts.optRtn, imatrix: im, atExport: opts.atExport }),
+        await be.ggufQuantize!(wt, type, ggufOpts),
       );
     }
     if (parts.length === 1) return parts[0];
@@ -271,6 +273,7 @@ export function ggufQuantizerOf(be: Backend): GgufDeviceQuantizer | undefined {
     for (const p of parts) (out.set(p, at), at += p.length);
     return out;
   };
+  return Object.assign(quantize, { backend: be });
 }
 
 function logPlan(

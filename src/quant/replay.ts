@@ -8,14 +8,14 @@ import type { Tensor } from "../backend/backend.ts";
 import type { BlockWeights } from "../model/block.ts";
 import { blockPrefix, type LinearName } from "../model/config.ts";
 import { dequantizeLinear, type QuantizedLinear } from "../qmath/quantized.ts";
-import { biasOf, type ExportCall, type OutputTargets } from "./block_outputs.ts";
+import { biasOf, type ExportCall, floatCalls, type OutputTargets } from "./block_outputs.ts";
 import type { JournalBlock, JournalCall } from "./journal.ts";
 
 /** The journal's copy of a block's calls: what tuning produced, the rest by name. */
 export function journalCalls(calls: ExportCall[]): JournalCall[] {
   return calls.map((c): JournalCall => {
     if (c.op === "raw") return c;
-    if (c.op === "float") {
+    if (c.op === "float" || c.op === "packed") {
       return { op: "float", to: c.to, name: c.name, n: c.n, k: c.k, importance: c.importance };
     }
     const l = c.layer;
@@ -52,8 +52,7 @@ export async function replayedCalls(
     if (c.op === "raw") {
       calls.push(c);
     } else if (c.op === "float") {
-      const weight = await p.be.read(w.linear[linearOf(c.name)]);
-      calls.push({ ...c, weight });
+      calls.push(...await floatCalls(p, c.to, c.name, w.linear[linearOf(c.name)], c.importance));
     } else {
       const layer: QuantizedLinear = {
         name: c.name,

@@ -18,13 +18,7 @@ import type {
   QuantState,
   Tensor,
 } from "../backend/backend.ts";
-import {
-  blockBackward,
-  blockForward,
-  type BlockWeights,
-  disposeSaved,
-  type RopeTensors,
-} from "../model/block.ts";
+import { blockBackward, blockForward, type BlockWeights, type RopeTensors } from "../model/block.ts";
 import type { LinearName, ModelSpec } from "../model/config.ts";
 import type { PyRandom } from "../io/pyrandom.ts";
 import { yieldToEventLoop } from "../std/event_loop.ts";
@@ -154,11 +148,14 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
   const total = keep(be.full([1], 0)), zero = keep(be.full([1], 0));
   const best = keep(be.full([1], 3.4028234663852886e38)); // torch.finfo(torch.float).max
   const history = keep(be.full([Math.max(1, s.iters), 1], 0));
+  // With one micro-batch per iteration the gradients feed the step directly: no accumulators (at
+  // an 8B shape they would be another f32 copy of every tuned weight, 0.87 GB).
+  const single = globalBatch === micro;
   const acc = t.linears.map((l) => ({
     l,
-    dv: keep(be.full(l.state.v.shape, 0)),
-    dMin: keep(be.full(l.state.minScale.shape, 0)),
-    dMax: keep(be.full(l.state.maxScale.shape, 0)),
+    dv: single ? undefined : keep(be.full(l.state.v.shape, 0)),
+    dMin: single ? undefined : keep(be.full(l.state.minScale.shape, 0)),
+    dMax: single ? undefined : keep(be.full(l.state.maxScale.shape, 0)),
     bestV: keep(be.full(l.state.v.shape, 0)),
     bestMin: keep(be.full(l.state.minScale.shape, 1)),
     bestMax: keep(be.full(l.state.maxScale.shape, 1)),
@@ -169,8 +166,6 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
   // auto-round logs (and compares) Σ losses / valid tokens of the global batch; mseLoss returns the
   // mean over rows·hidden, so the sum reduction multiplies that back.
   const invValid = (i: number) => 1 / valid[i];
-  // With one micro-batch per iteration the gradients feed the step directly (no accumulator copy).
-  const single = globalBatch === micro;
   let direct: FakeQuantGrads[] | undefined;
   /**
    * Everything after the batch is in place: loss, backward, accumulation (one micro-batch). In
@@ -200,10 +195,10 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
     acc.forEach((a, j) => {
       const [lrV, lrMin] = lrsOf(s, a.l);
       const g = direct?.[j];
-      be.signSgdStep(a.l.state.v, g?.dv ?? a.dv, lrCur.get(lrV)!);
+      be.signSgdStep(a.l.state.v, g?.dv ?? a.dv!, lrCur.get(lrV)!);
       if (s.enableMinmaxTuning) {
-        be.signSgdStep(a.l.state.minScale, g?.dMinScale ?? a.dMin, lrCur.get(lrMin)!, { lo: 0, hi: 1 });
-        be.signSgdStep(a.l.state.maxScale, g?.dMaxScale ?? a.dMax, lrCur.get(lrMin)!, { lo: 0, hi: 1 });
+        be.signSgdStep(a.l.state.minScale, g?.dMinScale ?? a.dMin!, lrCur.get(lrMin)!, { lo: 0, hi: 1 });
+        be.signSgdStep(a.l.state.maxScale, g?.dMaxScale ?? a.dMax!, lrCur.get(lrMin)!, { lo: 0, hi: 1 });
       }
     });
     for (const g of direct ?? []) for (const x of [g.dv, g.dMinScale, g.dMaxScale]) x[Symbol.dispose]();
@@ -301,7 +296,8 @@ function countValid(mask: Uint8Array, sample: number, T: number): number {
   return n;
 }
 
-type Acc = { l: TunedLinear; dv: Tensor; dMin: Tensor; dMax: Tensor };
+/** A tuned Linear and its gradient accumulators (absent when each iteration is one micro-batch). */
+type Acc = { l: TunedLinear; dv?: Tensor; dMin?: Tensor; dMax?: Tensor };
 
 /**
  * One micro-batch (already gathered into xb/yb/mask): forward with fake-quantized weights, masked
@@ -345,23 +341,27 @@ function step(
   be.accumulate(total, loss, lossAlpha);
   loss[Symbol.dispose]();
   out[Symbol.dispose]();
-  const grads = blockBackward(be, spec, w, saved!, dy, geo, t.rope, (n) => tuned.has(n));
-  disposeSaved(saved!);
-  dy[Symbol.dispose]();
-  const kept: FakeQuantGrads[] = [];
-  for (const a of acc) {
-    const g = be.fakeQuantBackward(t.weights.linear[a.l.name], a.l.state, a.l.params, grads.get(a.l.name)!);
+  // Each weight gradient becomes the quantizer parameters' gradients as soon as the backward
+  // produces it, and the saved intermediates go at their last read: the backward's peak holds one
+  // Linear's dL/dW, not all seven, and not the MLP activations it is done with.
+  const kept: FakeQuantGrads[] = new Array(acc.length);
+  const index = new Map(acc.map((a, j) => [a.l.name, j]));
+  const onGrad = (name: LinearName, dW: Tensor) => {
+    const j = index.get(name)!, a = acc[j];
+    const g = be.fakeQuantBackward(t.weights.linear[name], a.l.state, a.l.params, dW);
+    dW[Symbol.dispose]();
     if (keep) {
-      kept.push(g);
-      continue;
+      kept[j] = g;
+      return;
     }
-    for (const [dst, src] of [[a.dv, g.dv], [a.dMin, g.dMinScale], [a.dMax, g.dMaxScale]] as const) {
+    for (const [dst, src] of [[a.dv!, g.dv], [a.dMin!, g.dMinScale], [a.dMax!, g.dMaxScale]] as const) {
       if (first) be.copy(dst, src);
       else be.accumulate(dst, src);
       src[Symbol.dispose]();
     }
-  }
-  for (const g of grads.values()) g[Symbol.dispose]();
+  };
+  blockBackward(be, spec, w, saved!, dy, geo, t.rope, (n) => tuned.has(n), { onGrad, release: true });
+  dy[Symbol.dispose]();
   for (const f of fake.values()) f[Symbol.dispose]();
   return keep ? kept : undefined;
 }

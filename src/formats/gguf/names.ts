@@ -73,7 +73,7 @@ export function permutesQK(ggufArch: string): boolean {
  * convert_hf_to_gguf.py `permute`: rows `[heads, 2, D/2]` → `[heads, D/2, 2]` for a `[rows, cols]`
  * row-major weight (or a bias, cols = 1). GGUF row h·D + 2i + j comes from HF row h·D + j·D/2 + i.
  */
-export function permuteRowsHfToGguf<T extends Float32Array | Float64Array>(
+export function permuteRowsHfToGguf<T extends Float32Array | Float64Array | Uint8Array>(
   w: T,
   rows: number,
   cols: number,
@@ -83,7 +83,7 @@ export function permuteRowsHfToGguf<T extends Float32Array | Float64Array>(
 }
 
 /** Inverse of {@link permuteRowsHfToGguf}. */
-export function permuteRowsGgufToHf<T extends Float32Array | Float64Array>(
+export function permuteRowsGgufToHf<T extends Float32Array | Float64Array | Uint8Array>(
   w: T,
   rows: number,
   cols: number,
@@ -93,7 +93,7 @@ export function permuteRowsGgufToHf<T extends Float32Array | Float64Array>(
 }
 
 /** Moves row h·D + j·D/2 + i (HF order) to h·D + 2i + j (GGUF order), or back when `!toGguf`. */
-function permuteRows<T extends Float32Array | Float64Array>(
+function permuteRows<T extends Float32Array | Float64Array | Uint8Array>(
   w: T,
   rows: number,
   cols: number,
