@@ -40,34 +40,30 @@ Deno.test("allocator: a loop of the same shapes reaches the driver only in its f
   assertEquals(mem.peakDriverBytes, [100, 300, 300, 7].reduce((a, m) => a + sizeClass(m * MiB), 0));
 });
 
-Deno.test("allocator: a new high-water mark is not raised while other sizes sit cached", () => {
+Deno.test("allocator: trim between phases keeps the high-water mark at what is in use", () => {
   const { d, mem } = fakeDriver();
-  // Phase 1 (say the block forwards): 2 × 192 MiB, then freed into the cache.
-  const a = [mem.alloc(192 * MiB), mem.alloc(192 * MiB)];
-  for (const b of a) mem.release(b);
-  assertEquals(mem.peakDriverBytes, 384 * MiB);
-  // Phase 2 (tuning) needs 3 × 144 MiB: without the trim the driver would hold 384 + 432 MiB.
+  // Phase 1 (the block forwards): 2 × 192 MiB, freed into the cache.
+  for (const b of [mem.alloc(192 * MiB), mem.alloc(192 * MiB)]) mem.release(b);
+  const kept = mem.alloc(16 * MiB); // still in use across the boundary
+  // Phase 2 (tuning) needs 3 × 144 MiB; without a trim the driver would hold 400 + 432 MiB.
+  assertEquals(mem.trim(), 384 * MiB);
+  assertEquals([d.frees, mem.driverBytes], [2, 16 * MiB]);
   const c = [mem.alloc(144 * MiB), mem.alloc(144 * MiB), mem.alloc(144 * MiB)];
-  assertEquals(d.syncs, 1, "one sync before the trim");
-  assertEquals(d.frees, 2, "the two cached 192 MiB blocks went back");
-  assertEquals([mem.peakDriverBytes, mem.driverBytes], [432 * MiB, 432 * MiB]);
+  assertEquals(mem.peakDriverBytes, 448 * MiB);
   for (const b of c) mem.release(b);
   // Phase 2 again: served from the cache, the driver is not asked.
-  const again = [mem.alloc(144 * MiB), mem.alloc(144 * MiB)];
-  for (const b of again) mem.release(b);
-  assertEquals([d.allocs, d.frees, d.syncs], [5, 2, 1]);
+  for (const b of [mem.alloc(144 * MiB), mem.alloc(144 * MiB)]) mem.release(b);
+  assertEquals([d.allocs, d.frees], [6, 2]);
+  mem.release(kept);
 });
 
-Deno.test("allocator: small caches and graph captures are never trimmed", () => {
+Deno.test("allocator: trim leaves a graph's private pool alone", () => {
   const { d, mem } = fakeDriver();
-  const small = mem.alloc(8 * MiB);
-  mem.release(small);
-  mem.alloc(100 * MiB); // raises the mark, but 8 MiB cached is below the trim threshold
-  assertEquals([d.syncs, d.frees], [0, 0]);
-  const big = mem.alloc(300 * MiB);
-  mem.release(big);
   mem.beginCapture();
-  mem.alloc(500 * MiB); // would trim the 300 MiB outside a capture
-  mem.endCapture();
-  assertEquals([d.syncs, d.frees], [0, 0]);
+  const g = mem.alloc(64 * MiB);
+  mem.release(g); // back to the graph's pool, which its replays still use
+  const cap = mem.endCapture();
+  assertEquals([mem.trim(), d.frees], [0, 0]);
+  mem.releaseCapture(cap); // the graph is gone: its blocks join the main cache
+  assertEquals([mem.trim(), d.frees], [64 * MiB, 1]);
 });

@@ -2,7 +2,7 @@
  * Fuzzing through the real CLI (issue 14): mutated inputs given to `main.ts quantize | eval |
  * generate | inspect` as a subprocess. A case passes when the command succeeds or exits with a code
  * other than 0 and 70, prints exactly one `error: ...` line and no stack trace, and — for quantize —
- * leaves neither the output folder nor a `*.partial-*` one behind. The in-process share is
+ * leaves neither the output folder nor its `<out>.partial` one behind. The in-process share is
  * fuzz_test.ts; bench/fuzz.ts runs more (`--cli N`).
  */
 import { assert, assertEquals } from "./assert.ts";

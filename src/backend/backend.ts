@@ -274,6 +274,12 @@ export interface Backend extends Disposable {
 
   /** Optional: the most device memory this backend's allocator has held at once, in bytes. */
   peakMemoryBytes?(): number;
+  /**
+   * Give memory cached for reuse back to the device (waits for queued work). A caching allocator
+   * keeps freed buffers by size; called where a phase with other shapes begins (a block's tuning
+   * after its forwards), so the peak counts what is in use rather than the last phase's cache.
+   */
+  releaseCachedMemory?(): void;
 
   /**
    * Optional: record the device work `fn` enqueues (without running it) so `replay()` re-issues it

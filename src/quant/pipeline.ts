@@ -282,6 +282,10 @@ async function quantizeBlock(
     }
 
     if (p.settings.iters > 0 && st && quantizedNames.length > 0) {
+      // The allocator caches freed buffers by size. Tuning needs other sizes than the forwards
+      // around it, so each phase starts with the last one's cache given back: the peak is then
+      // what one phase uses, not one phase's tensors plus the other's cache.
+      be.releaseCachedMemory?.();
       const linears: TunedLinear[] = quantizedNames.map((l) => ({
         name: l,
         params: quantParams(schemeOf(plans, l), w.linear[l].shape[1]),
@@ -299,6 +303,7 @@ async function quantizeBlock(
         settings: p.settings,
         rng,
       });
+      be.releaseCachedMemory?.();
       Object.assign(report, {
         lossStart: r.lossStart,
         lossBest: r.lossBest,

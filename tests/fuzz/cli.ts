@@ -2,7 +2,7 @@
  * Fuzz cases through the real CLI (`deno run -A main.ts ...` as a subprocess): a case passes when the
  * command succeeds, or when it exits with a code other than 0 and 70 (70 is "internal error"), prints
  * exactly one `error: ...` line on stderr (warnings aside) and no stack trace, and — for quantize —
- * leaves neither the output folder nor a `*.partial-*` folder behind.
+ * leaves neither the output folder nor its `<out>.partial` folder behind.
  */
 import { buildCase, type CaseResult } from "./case.ts";
 import { type FuzzContext, type FuzzTarget, leftovers } from "./target.ts";

@@ -24,9 +24,6 @@ export function sizeClass(bytes: number): number {
   return Math.ceil(bytes / step) * step;
 }
 
-/** Cached bytes below which a new high-water mark is not worth a stream sync and a trim. */
-const TRIM_MIN_BYTES = 64 * 2 ** 20;
-
 /** One device allocation of `bytes` (its size class), owned by one pool at a time. */
 export class DeviceBlock {
   /** False while it sits in a free list. */
@@ -156,17 +153,6 @@ export class DeviceMemory {
     if (!b && this.capture) {
       b = this.main.take(size);
       if (b) pool.takeOver(b);
-    }
-    if (
-      !b && !this.capture && this.driverBytes + size > this.peakDriverBytes &&
-      this.main.cachedBytes >= Math.max(size, TRIM_MIN_BYTES)
-    ) {
-      // This allocation would raise the high-water mark while blocks of other size classes sit
-      // cached: give those back first (a phase of the run that used other shapes is over, e.g.
-      // the block forwards before tuning). The peak then counts what is in use, not what is kept
-      // for shapes that may not come again; a steady loop never gets here (it reuses its blocks).
-      this.stream.synchronizeBlocking();
-      this.driverBytes -= this.main.trim(this.ctx);
     }
     if (!b) {
       let addr = this.ctx.tryAlloc(size);
