@@ -2,7 +2,8 @@
  * The SignRound loop (src/quant/signround.ts, written once against Backend) through the whole
  * quantize pipeline on the CUDA backend, with the real stories260K model at CI size (16 samples × 64
  * tokens, W2G32): the captured iteration (one CUDA graph replayed per iteration, device-side sample
- * indices and learning rates) gives bit for bit what eager execution of the same loop gives; in f32
+ * indices and learning rates) gives bit for bit what eager execution of the same loop gives, and so
+ * do activations kept in host memory (--low_gpu_mem_usage); in f32
  * compute the first block's starting loss equals the CPU reference's to f32 rounding and the tuning
  * ends near the CPU's; in bf16 (the default, autocast-like) every block's loss drops; gradient
  * accumulation, batches of unequal token counts and host-spilled activations (eager paths) run.
@@ -43,6 +44,11 @@ cudaTest(
       r.blocks.map((b) => [b.lossStart!, b.lossBest!, b.bestIter!]).flat();
     expectEqual("block losses and best iterations", summary(graphed), summary(eager));
     for (const [name, v] of graphed.fake) expectEqual(`tuned ${name}`, v, eager.fake.get(name)!);
+    // Activations in host memory (bf16 bytes, each sample written into its batch rows): the same
+    // values reach the same kernels, so the same bits come out.
+    const spilled = await run(be, { lowGpuMemUsage: true });
+    expectEqual("block losses, host-spilled activations", summary(spilled), summary(graphed));
+    for (const [name, v] of graphed.fake) expectEqual(`spilled ${name}`, spilled.fake.get(name)!, v);
   },
 );
 

@@ -114,6 +114,13 @@ export interface Backend extends Disposable {
     shape: readonly number[],
     dtype?: DType,
   ): Tensor;
+  /**
+   * Optional: the raw little-endian bytes of a float tensor in its own dtype (waits for queued
+   * work): a bf16 tensor comes back as 2 bytes per value, with no conversion on the host.
+   */
+  readBytes?(t: Tensor): Promise<Uint8Array>;
+  /** Optional: raw bytes of `dst`'s own dtype copied into `dst` (a tensor or a view of rows). */
+  writeBytes?(dst: Tensor, bytes: Uint8Array): void;
   /** New tensor filled with `value`. */
   full(shape: readonly number[], value: number, dtype?: DType): Tensor;
   /** Read a float tensor back as f32 (waits for queued work). */

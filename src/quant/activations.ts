@@ -154,39 +154,80 @@ export class DeviceActivations implements ActivationStore {
   }
 }
 
-/** Activations kept in host memory (f32), uploaded batch by batch. */
+/**
+ * Activations kept in host memory, uploaded batch by batch. Where the backend moves raw bytes
+ * (Backend.readBytes/writeBytes: CUDA), they are kept in the compute dtype as stored on the device
+ * (bf16: 2 bytes a value, half the host memory of f32) and each sample goes straight into its rows
+ * of the batch: no conversion and no staging copy on the host. Otherwise as f32 values.
+ */
 export class HostActivations implements ActivationStore {
-  private readonly data: Float32Array;
+  private readonly data: Float32Array | Uint8Array;
+  /** Bytes per value when raw; 0 for f32 values. */
+  private readonly raw: number;
   constructor(
     private readonly be: Backend,
     readonly samples: number,
     readonly seqLen: number,
     readonly hidden: number,
   ) {
-    this.data = new Float32Array(samples * seqLen * hidden);
+    this.raw = be.readBytes && be.writeBytes && be.uploadBytes ? computeBytes(be) : 0;
+    const n = samples * seqLen * hidden;
+    this.data = this.raw ? new Uint8Array(n * this.raw) : new Float32Array(n);
   }
   private get per(): number {
     return this.seqLen * this.hidden;
   }
   gather(dst: Tensor, indices: readonly number[]): Promise<void> {
-    const buf = new Float32Array(indices.length * this.per);
-    indices.forEach((s, i) => buf.set(this.data.subarray(s * this.per, (s + 1) * this.per), i * this.per));
-    using t = this.be.upload(buf, dst.shape, dst.dtype);
+    const per = this.per, T = this.seqLen;
+    if (this.raw && dst.dtype === this.be.computeDType) {
+      const bytes = this.data as Uint8Array, w = per * this.raw;
+      indices.forEach((s, i) => {
+        using rows = this.be.rows(dst, i * T, T);
+        this.be.writeBytes!(rows, bytes.subarray(s * w, (s + 1) * w));
+      });
+      return Promise.resolve();
+    }
+    using t = this.read1(indices);
     this.be.copy(dst, t);
     return Promise.resolve();
   }
+  /** The samples `indices` as one tensor of the compute dtype. */
+  private read1(indices: readonly number[]): Tensor {
+    const per = this.per, shape = [indices.length * this.seqLen, this.hidden];
+    if (this.raw) {
+      const w = per * this.raw, bytes = this.data as Uint8Array;
+      const buf = new Uint8Array(indices.length * w);
+      indices.forEach((s, i) => buf.set(bytes.subarray(s * w, (s + 1) * w), i * w));
+      return this.be.uploadBytes!(buf, this.be.computeDType, shape);
+    }
+    const f = this.data as Float32Array;
+    const buf = new Float32Array(indices.length * per);
+    indices.forEach((s, i) => buf.set(f.subarray(s * per, (s + 1) * per), i * per));
+    return this.be.upload(buf, shape, this.be.computeDType);
+  }
   read(start: number, count: number): Promise<Tensor> {
-    const rows = count * this.seqLen;
-    return Promise.resolve(
-      this.be.upload(
-        this.data.subarray(start * this.per, (start + count) * this.per),
-        [rows, this.hidden],
-        this.be.computeDType,
-      ),
-    );
+    const per = this.per, shape = [count * this.seqLen, this.hidden];
+    if (this.raw) {
+      const w = per * this.raw;
+      const bytes = (this.data as Uint8Array).subarray(start * w, (start + count) * w);
+      return Promise.resolve(this.be.uploadBytes!(bytes, this.be.computeDType, shape));
+    }
+    const f = (this.data as Float32Array).subarray(start * per, (start + count) * per);
+    return Promise.resolve(this.be.upload(f, shape, this.be.computeDType));
   }
   async write(start: number, src: Tensor): Promise<void> {
-    this.data.set(await this.be.read(src), start * this.per);
+    if (!this.raw) {
+      (this.data as Float32Array).set(await this.be.read(src), start * this.per);
+      return;
+    }
+    let bytes: Uint8Array;
+    if (src.dtype === this.be.computeDType) bytes = await this.be.readBytes!(src);
+    else {
+      using t = this.be.full(src.shape, 0, this.be.computeDType);
+      this.be.copy(t, src);
+      bytes = await this.be.readBytes!(t);
+    }
+    (this.data as Uint8Array).set(bytes, start * this.per * this.raw);
   }
   [Symbol.dispose](): void {}
 }

@@ -116,6 +116,12 @@ export class CudaBackend implements Backend, OpContext {
   ): Tensor {
     return mem.uploadBytes(this, bytes, src, shape, dtype);
   }
+  readBytes(t: Tensor): Promise<Uint8Array> {
+    return mem.readBytes(this, this.t(t));
+  }
+  writeBytes(dst: Tensor, bytes: Uint8Array): void {
+    mem.writeBytes(this, this.t(dst), bytes);
+  }
   groupMinMax(w: Tensor, groupSize: number): { wMin: Tensor; wMax: Tensor } {
     const W = this.t(w);
     const rows = W.shape[0], k = W.size / rows;

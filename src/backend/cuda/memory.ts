@@ -62,6 +62,29 @@ export function uploadBytes(
   return t;
 }
 
+export async function readBytes(be: MemoryContext, t: CudaTensor): Promise<Uint8Array> {
+  if (t.dtype === "i32" || t.dtype === "u8") throw new BackendError(`readBytes: expected a float tensor`);
+  noCapture(be.rt, "readBytes");
+  const out = new Uint8Array(t.size * DTYPE_BYTES[t.dtype]);
+  try {
+    await be.rt.stream.synchronize();
+    be.rt.stream.copyToHost(out, t.addr);
+  } catch (e) {
+    asBackendError(e, "CUDA");
+  }
+  be.rt.checkDeviceErrors();
+  return out;
+}
+
+export function writeBytes(be: MemoryContext, dst: CudaTensor, bytes: Uint8Array): void {
+  noCapture(be.rt, "writeBytes");
+  if (bytes.byteLength !== dst.size * DTYPE_BYTES[dst.dtype]) {
+    throw new BackendError(`writeBytes: ${bytes.byteLength} bytes for ${dst.size} ${dst.dtype} values`);
+  }
+  // From pageable memory the driver has copied the source before the call returns.
+  be.rt.stream.copyToDevice(dst.addr, bytes);
+}
+
 export function uploadInt(be: MemoryContext, data: Int32Array, shape: readonly number[]): CudaTensor {
   noCapture(be.rt, "uploadInt");
   if (data.length !== sizeOf(shape)) {
