@@ -22,6 +22,7 @@
 import { UsageError, writeErrorOf } from "../errors.ts";
 import { checkAwqScheme } from "../formats/awq.ts";
 import { gptqWarnings } from "../formats/gptq/config.ts";
+import { PACKED_BITS } from "../formats/layout.ts";
 import type { PlannedLayers } from "../formats/run.ts";
 import type { QuantScheme } from "../qmath/quantized.ts";
 import { join } from "../std/path.ts";
@@ -217,10 +218,30 @@ export function checkFormats(
 ): string[] {
   const warnings: string[] = [];
   for (const f of formats) {
+    if (f.kind === "auto_round" || f.kind === "auto_gptq" || f.kind === "llm_compressor") {
+      checkPackedBits(f.name, layers);
+    }
     if (f.kind === "auto_awq") warnings.push(...checkAwqScheme(layers, scheme));
     if (f.kind === "auto_gptq") warnings.push(...gptqWarnings(scheme));
   }
   return warnings;
+}
+
+/** The integer packing formats store 2, 3, 4 and 8 bits (auto-round's exporters refuse the rest). */
+function checkPackedBits(format: string, layers: PlannedLayers): void {
+  const bad: [string, number][] = [];
+  for (const [name, p] of layers.layers) {
+    if (p.quantize && !PACKED_BITS.includes(p.scheme.bits)) bad.push([name, p.scheme.bits]);
+  }
+  if (bad.length === 0) return;
+  const [name, bits] = bad[0];
+  const which = bad.length > 1
+    ? `${bad.length} layers use ${bits} bits (${name} …)`
+    : `${name} uses ${bits} bits`;
+  throw new UsageError(
+    `--format ${format} packs ${PACKED_BITS.join(", ")}-bit integers, but ${which}; ` +
+      `write them with --format fake (or a gguf:q5_*/q6_k format)`,
+  );
 }
 
 /** Folder of a format's output inside `outDir` when several formats are written. */

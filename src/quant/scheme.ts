@@ -11,6 +11,8 @@ export const PRESET_SCHEMES: Readonly<Record<string, QuantScheme>> = {
   W2A16: { bits: 2, groupSize: 128, sym: true, dataType: "int" },
   W3A16: { bits: 3, groupSize: 128, sym: true, dataType: "int" },
   W8A16: { bits: 8, groupSize: 128, sym: true, dataType: "int" },
+  W5A16: { bits: 5, groupSize: 128, sym: true, dataType: "int" },
+  W6A16: { bits: 6, groupSize: 128, sym: true, dataType: "int" },
   W2A16G64: { bits: 2, groupSize: 64, sym: true, dataType: "int" },
   W2A16G32: { bits: 2, groupSize: 32, sym: true, dataType: "int" },
   W4A16_MIXED: { bits: 4, groupSize: 128, sym: true, dataType: "int" },
@@ -19,8 +21,6 @@ export const PRESET_SCHEMES: Readonly<Record<string, QuantScheme>> = {
 
 /** Preset names AutoRound has that this build does not implement yet (clear message, not "unknown"). */
 const NOT_YET = [
-  "W5A16",
-  "W6A16",
   "MXFP4",
   "MXFP6",
   "MXFP8",
@@ -37,8 +37,12 @@ const NOT_YET = [
   "BF16",
 ];
 
-/** Bit widths the integer exporters can pack (auto_round / GPTQ / AWQ kernels). */
-export const SUPPORTED_BITS = [2, 3, 4, 8] as const;
+/**
+ * Integer bit widths the quantizer runs (schemes.py W2…W8A16). The packing formats store fewer
+ * (formats/layout.ts PACKED_BITS; W5/W6 go to `fake`, as auto-round's only exporters for them are
+ * fake and MLX).
+ */
+export const SUPPORTED_BITS = [2, 3, 4, 5, 6, 8] as const;
 
 /** Check bits and group size of a scheme; throws QuantizeError naming the problem. */
 export function validateScheme(s: QuantScheme, where = "scheme"): QuantScheme {
