@@ -16,7 +16,7 @@ import {
   type QuantTunables,
 } from "../src/qmath/int_quant.ts";
 import { roundHalfEven } from "../src/tensor/dtype.ts";
-import { assert } from "./assert.ts";
+import { assert, assertEquals } from "./assert.ts";
 
 const be = new CpuBackend({ precision: "f64" });
 const EPS = 1e-6;
@@ -293,6 +293,28 @@ for (const modelType of ["llama", "qwen2", "qwen3"] as const) {
         fdCheck(raw[l], readF64(grads.get(l)!), f, sample(raw[l].length, 25)),
       );
     }
+    // The releasing backward (SignRound's): gradients handed out one by one, saved tensors freed at
+    // their last read, dg/du written over gate/up by a backend that overwrites (emulated here):
+    // the same gradients, and nothing of the forward left but its input.
+    const overwriting = Object.assign(Object.create(be), {
+      siluMulBackward(g: Tensor, u: Tensor, dh: Tensor, o?: { overwrite?: boolean }) {
+        const r = be.siluMulBackward(g, u, dh);
+        if (!o?.overwrite) return r;
+        be.copy(g, r.dg), be.copy(u, r.du);
+        r.dg[Symbol.dispose](), r.du[Symbol.dispose]();
+        return { dg: g, du: u };
+      },
+    }) as typeof be;
+    const w2 = weights();
+    const { saved: s2 } = blockForward(be, spec, w2, up(x, [M, H]), geo, rope, { save: true });
+    const handed = new Map<LinearName, Float64Array>();
+    const onGrad = (n: LinearName, dW: Tensor) => (handed.set(n, readF64(dW)), dW[Symbol.dispose]());
+    blockBackward(overwriting, spec, w2, s2!, up(R, [M, H]), geo, rope, () => true, {
+      onGrad,
+      release: true,
+    });
+    for (const l of BLOCK_LINEARS) assertEquals(handed.get(l), readF64(grads.get(l)!), `released d${l}`);
+    assertEquals(Object.keys(s2!), ["x"]);
   });
 }
 

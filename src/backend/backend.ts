@@ -204,8 +204,16 @@ export interface Backend extends Disposable {
   ): { dq: Tensor; dk: Tensor; dv: Tensor };
   /** h = silu(g) · u. */
   siluMul(g: Tensor, u: Tensor): Tensor;
-  /** Gradients of siluMul for dh. */
-  siluMulBackward(g: Tensor, u: Tensor, dh: Tensor): { dg: Tensor; du: Tensor };
+  /**
+   * Gradients of siluMul for dh. With `overwrite` the backend may write dg and du over g and u (the
+   * caller is done with them) and return those very tensors; one that cannot returns new ones.
+   */
+  siluMulBackward(
+    g: Tensor,
+    u: Tensor,
+    dh: Tensor,
+    opts?: { overwrite?: boolean },
+  ): { dg: Tensor; du: Tensor };
   /** Embedding lookup: rows of `table` `[V, H]` for token ids (i32 `[n]`) → `[n, H]`. */
   embedding(table: Tensor, ids: Tensor): Tensor;
   /**

@@ -188,8 +188,11 @@ export function blockBackward(
   weightGrad("mlp.down_proj", dy, s.act);
   drop("act");
   const dAct = be.matmul(dy, w.linear["mlp.down_proj"]);
-  const { dg, du } = be.siluMulBackward(s.gate, s.up, dAct);
+  // Releasing: dg and du may take gate's and up's memory (the MLP's two widest tensors).
+  const { dg, du } = be.siluMulBackward(s.gate, s.up, dAct, { overwrite: opts.release });
   dAct[Symbol.dispose]();
+  if (dg === s.gate) delete saved.gate; // now dg's, freed below with it
+  if (du === s.up) delete saved.up;
   drop("gate", "up");
   weightGrad("mlp.gate_proj", dg, s.h2);
   weightGrad("mlp.up_proj", du, s.h2);

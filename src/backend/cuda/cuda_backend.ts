@@ -234,8 +234,13 @@ export class CudaBackend implements Backend, OpContext {
   siluMul(g: Tensor, u: Tensor): Tensor {
     return ops.siluMul(this, this.t(g), this.t(u));
   }
-  siluMulBackward(g: Tensor, u: Tensor, dh: Tensor): { dg: Tensor; du: Tensor } {
-    return ops.siluMulBackward(this, this.t(g), this.t(u), this.t(dh));
+  siluMulBackward(
+    g: Tensor,
+    u: Tensor,
+    dh: Tensor,
+    opts?: { overwrite?: boolean },
+  ): { dg: Tensor; du: Tensor } {
+    return ops.siluMulBackward(this, this.t(g), this.t(u), this.t(dh), opts?.overwrite ?? false);
   }
   embedding(table: Tensor, ids: Tensor): Tensor {
     return ops.embedding(this, this.t(table), this.t(ids));

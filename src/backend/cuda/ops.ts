@@ -135,9 +135,13 @@ export function siluMulBackward(
   g: CudaTensor,
   u: CudaTensor,
   dh: CudaTensor,
+  overwrite = false,
 ): { dg: CudaTensor; du: CudaTensor } {
   sameSize("siluMulBackward", g, u, dh);
-  const dg = op.newTensor(g.shape, dh.dtype), du = op.newTensor(u.shape, dh.dtype);
+  // In place: each thread loads g, u and dh of its elements before it stores dg and du there.
+  const inPlace = overwrite && g.dtype === dh.dtype && u.dtype === dh.dtype;
+  const dg = inPlace ? g : op.newTensor(g.shape, dh.dtype),
+    du = inPlace ? u : op.newTensor(u.shape, dh.dtype);
   if (g.size === 0) return { dg, du };
   op.rt.begin().ptr(dg.addr).ptr(du.addr).i32(code(dg)).ptr(g.addr).i32(code(g)).ptr(u.addr).i32(code(u))
     .ptr(dh.addr).i32(code(dh)).i64(g.size).i32(vecFlag(dg, du, g, u, dh));
