@@ -119,9 +119,9 @@ Deno.test("bad input: each case prints one error line naming the problem and fil
       await assertNoOutput(out);
     });
     await t.step("invalid bits", async () => {
-      const r = await cli([...base, "--model", fixture("stories260K"), "--bits", "5"]);
+      const r = await cli([...base, "--model", fixture("stories260K"), "--bits", "7"]);
       assert(r.code !== 0);
-      assertOneErrorLine(r.stderr, "bits 5 is not supported");
+      assertOneErrorLine(r.stderr, "bits 7 is not supported");
     });
     await t.step("unwritable output folder (its parent is a file)", async () => {
       await Deno.writeTextFile(`${tmp}/afile`, "x");
