@@ -15,6 +15,7 @@ import { generateCommand } from "./src/cli/generate.ts";
 import { inspectCommand } from "./src/cli/inspect.ts";
 import { exitOnSignals } from "./src/cli/interrupt.ts";
 import { quantizeCommand } from "./src/cli/quantize.ts";
+import { versionLine } from "./src/cli/version.ts";
 import { AutoRoundError } from "./src/errors.ts";
 import { CudaError } from "./ffi/cuda/errors.ts";
 import { type Log, stderrLog } from "./src/log.ts";
@@ -67,7 +68,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (cmd === "--version") {
-    console.log(VERSION);
+    console.log(await versionLine());
     return 0;
   }
   const run = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;

@@ -40,8 +40,8 @@ export class Progress {
     private readonly write: (s: string) => void,
   ) {}
 
-  /** Report that `done` of `total` steps are finished. */
-  step(done: number, detail = ""): void {
+  /** Report that `done` of `total` steps are finished; returns the ETA in seconds (NaN before the first). */
+  step(done: number, detail = ""): number {
     const elapsed = (performance.now() - this.t0) / 1000;
     const eta = done > 0 ? (elapsed / done) * (this.total - done) : NaN;
     const parts = [
@@ -51,5 +51,6 @@ export class Progress {
     ];
     if (detail) parts.push(detail);
     this.write(parts.join(" | "));
+    return eta;
   }
 }

@@ -1,9 +1,10 @@
 /**
  * "The same command twice": `autoround quantize` run as its own process (fresh allocator, threads,
  * libraries and device state each time), its output folder read back byte for byte, and its
- * `--log_json` block records kept without their timings (`seconds`). The records carry each block's
- * SignRound losses as full-precision numbers, so they see a last-bit difference in the tuning that
- * the written codes can absorb; comparing both is the oracle of the determinism tests.
+ * `--log_json` block records kept without their timings (`seconds`, `elapsed_s`, `eta_s`). The
+ * records carry each block's SignRound losses as full-precision numbers, so they see a last-bit
+ * difference in the tuning that the written codes can absorb; comparing both is the oracle of the
+ * determinism tests.
  */
 import { join } from "../src/std/path.ts";
 import { fixture } from "./assert.ts";
@@ -13,7 +14,7 @@ const ROOT = new URL("..", import.meta.url).pathname;
 /** What one run left: every file of its output folder by relative path, and its block records. */
 export interface RunOutput {
   files: Map<string, Uint8Array>;
-  /** `--log_json` lines without `seconds`, re-serialized. */
+  /** `--log_json` block records without their timings, re-serialized. */
   records: string[];
 }
 
@@ -51,9 +52,12 @@ export async function quantizeCli(args: string[], env: Record<string, string> = 
         `quantize ${args.join(" ")} failed (${r.code}):\n${new TextDecoder().decode(r.stderr)}`,
       );
     }
-    // Block records without their timings; the run's summary record (time, memory) is left out.
+    // Block records without their timings (seconds, elapsed_s, eta_s); the phase records and the
+    // run's summary record (time, memory) are left out.
     const records = (await Deno.readTextFile(log)).split("\n").filter(Boolean).map((line) => JSON.parse(line))
-      .filter((r) => !("summary" in r)).map(({ seconds: _, ...rest }) => JSON.stringify(rest));
+      .filter((r) => "block" in r).map(({ seconds: _s, elapsed_s: _e, eta_s: _t, ...rest }) =>
+        JSON.stringify(rest)
+      );
     return { files: await readTree(out), records };
   } finally {
     await Deno.remove(tmp, { recursive: true });

@@ -24,6 +24,19 @@ const MODULES: Readonly<Record<KernelModuleName, readonly [sm80: string, sm90: s
 };
 
 /**
+ * Every PTX file as the program carries it, by its path in the repository (`ffi/cuda/<name>.ptx`):
+ * what `autoround --version` hashes, and what tests compare with the files on disk.
+ */
+export const PTX_FILES: Readonly<Record<string, string>> = {
+  "ffi/cuda/flash_sm80.ptx": flash80,
+  "ffi/cuda/flash_sm90.ptx": flash90,
+  "ffi/cuda/gguf_sm80.ptx": gguf80,
+  "ffi/cuda/gguf_sm90.ptx": gguf90,
+  "ffi/cuda/kernels_sm80.ptx": core80,
+  "ffi/cuda/kernels_sm90.ptx": core90,
+};
+
+/**
  * PTX for a device of compute capability `cc`: the sm_90 build on Hopper and newer (the driver
  * JIT-compiles it forward), the sm_80 build on Ampere and Ada; null below 8.0 (the tensor-core
  * instructions the kernels use need sm_80).

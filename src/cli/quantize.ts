@@ -12,10 +12,12 @@ import { parseLayerConfigArg } from "../quant/layer_config.ts";
 import { quantize } from "../quant/quantize.ts";
 import { getRecipe } from "../quant/recipes.ts";
 import { resolveScheme, schemeNames } from "../quant/scheme.ts";
-import { type FlagSpec, parseFlags } from "../std/cli.ts";
-import { formatNames } from "../export/registry.ts";
+import { type FlagSpec, type ParsedFlags, parseFlags } from "../std/cli.ts";
+import { formatDirName, formatNames, parseFormats } from "../export/registry.ts";
 import { evalTextPerplexity } from "./eval.ts";
 import { flagBackendOptions, flagInt, flagNum, flagStr } from "./flags.ts";
+import { loadJobConfig, selectJobs } from "./job_config.ts";
+import { RunLog } from "./run_log.ts";
 import { formatResultsTable } from "../eval/report.ts";
 import { resolveDataDir, runEvalTasks } from "../eval/run.ts";
 import { findTaskFile, parseTaskList } from "../eval/tasks.ts";
@@ -78,6 +80,9 @@ export const QUANTIZE_FLAGS: FlagSpec = {
   eval_text: { type: "string" },
   eval_seqlen: { type: "string" },
   resume: { type: "boolean" },
+  skip_existing: { type: "boolean" },
+  config: { type: "string" },
+  job: { type: "string" },
   quiet: { type: "boolean" },
   debug: { type: "boolean" },
   help: { type: "boolean", short: "h" },
@@ -95,6 +100,13 @@ Model and output
   --max_shard_size S     shard size of the written safetensors (default 5GB)
   --resume               continue a run that was killed (its OUT.partial folder and journal), from
                          its last finished block, with the same flags; the output is the same bytes
+  --skip_existing        do nothing when OUT is already there (each format's folder, for several)
+
+Batch (README § Batch runs and exit codes)
+  --config FILE          every flag in a .json/.yaml file: top-level keys are defaults, an optional
+                         jobs: [...] list gives several jobs; command-line flags override the file;
+                         implies --skip_existing and --resume for each job
+  --job N                run only job N (0-based) of the file, e.g. --job $SLURM_ARRAY_TASK_ID
 
 Scheme
   --scheme NAME          ${schemeNames()} (default W4A16 = 4 bits, group 128, sym)
@@ -119,7 +131,8 @@ Tuning (recipe values unless given)
   --disable_opt_rtn | --enable_opt_rtn
   --disable_minmax_tuning, --disable_quanted_input, --not_use_best_mse, --dynamic_max_gap N
   --low_gpu_mem_usage    keep calibration activations in host memory
-  --log_json FILE        per-block records (loss at start, best loss and its iteration, seconds)
+  --log_json FILE        JSON lines: each phase's start, per-block records (loss at start, best loss
+                         and its iteration, seconds), each with phase, elapsed_s and eta_s; a summary
 
 Runtime
   --device NAME          auto (default), cpu, cuda, webgpu
@@ -140,6 +153,16 @@ Examples
   autoround quantize --model Qwen/Qwen3-8B --scheme W4A16 --dataset c4.jsonl --device cuda
 `;
 
+/** How one quantize run treats existing output and where its --log_json records go. */
+interface RunMode {
+  /** Do nothing when the output is already there. */
+  skipExisting: boolean;
+  /** Continue an unfinished `<out>.partial` when there is one (config jobs). */
+  resumeIfPartial?: boolean;
+  /** The config job's index (recorded in --log_json records, which it appends). */
+  job?: number;
+}
+
 /** Run `quantize` with argv (after the subcommand); `recipe` is set by the recipe commands. */
 export async function quantizeCommand(argv: string[], log: Log, recipeName?: string): Promise<void> {
   const { values: f, positionals } = parseFlags(argv, QUANTIZE_FLAGS);
@@ -147,6 +170,62 @@ export async function quantizeCommand(argv: string[], log: Log, recipeName?: str
     console.log(QUANTIZE_HELP);
     return;
   }
+  const configFile = flagStr(f, "config");
+  if (configFile === undefined) {
+    if (f.job !== undefined) throw new UsageError(`--job needs --config FILE`);
+    return await quantizeRun(f, positionals, log, recipeName, { skipExisting: f.skip_existing === true });
+  }
+  if (positionals.length) {
+    throw new UsageError(`with --config, give the model in the file or as --model (not "${positionals[0]}")`);
+  }
+  const { config: _config, job, ...cli } = f;
+  const config = await loadJobConfig(configFile, QUANTIZE_FLAGS, cli);
+  const jobs = selectJobs(config, typeof job === "string" ? job : undefined);
+  for (const j of jobs) {
+    const jobLog = j.values.quiet === true ? { ...log, info: () => {} } : log;
+    jobLog.info(`job ${j.index} of ${configFile} (jobs 0-${config.jobs.length - 1})`);
+    try {
+      await quantizeRun(j.values, [], jobLog, recipeName, {
+        skipExisting: !j.off.has("skip_existing"),
+        resumeIfPartial: !j.off.has("resume"),
+        job: j.index,
+      });
+    } catch (e) {
+      // A value the file gave may be what is wrong: say which job of which file.
+      if (e instanceof UsageError) {
+        throw new UsageError(`${configFile}, job ${j.index}: ${e.message}`, e.file);
+      }
+      throw e;
+    }
+  }
+}
+
+/**
+ * Whether `dir` holds a finished run's output for `formats`: files in it (one format), or files in
+ * each format's folder (several). Output folders appear only complete (io/output_folder.ts), so
+ * this tells a finished run from none; the files' contents are not checked.
+ */
+async function finishedOutput(dir: string, formats: string[], bits: number): Promise<boolean> {
+  const hasFiles = async (p: string) => {
+    try {
+      for await (const e of Deno.readDir(p)) if (e.isFile) return true;
+    } catch { /* not there, or not a folder */ }
+    return false;
+  };
+  const specs = parseFormats(formats.join(","), bits);
+  if (specs.length === 1) return await hasFiles(dir);
+  for (const spec of specs) if (!(await hasFiles(`${dir}/${formatDirName(spec.name)}`))) return false;
+  return true;
+}
+
+/** One quantize run from flag values (the command line's, or a config job's). */
+async function quantizeRun(
+  f: ParsedFlags["values"],
+  positionals: string[],
+  log: Log,
+  recipeName: string | undefined,
+  mode: RunMode,
+): Promise<void> {
   const model = flagStr(f, "model", "model_name", "model_name_or_path") ?? positionals[0];
   if (!model) throw new UsageError(`--model is required (a model folder or a repo id in the local HF cache)`);
   if (f.asym && f.sym) throw new UsageError(`--asym and --sym contradict each other`);
@@ -199,17 +278,27 @@ export async function quantizeCommand(argv: string[], log: Log, recipeName?: str
   const evalText = flagStr(f, "eval_text");
   const evalSeqlen = flagInt(f, "eval_seqlen") ?? seqlen;
   const datasetSpec = flagStr(f, "dataset") ?? DEFAULT_DATASET;
+  const outputDir = flagStr(f, "output_dir") ?? "./tmp_autoround";
+  const runLog = await RunLog.open(logJson, mode.job);
+  if (mode.skipExisting && await finishedOutput(outputDir, formats, scheme.bits)) {
+    log.info(`skipped: ${outputDir} exists`);
+    runLog.record("done", 0, { skipped: true, output_dir: outputDir });
+    return;
+  }
+  const resume = f.resume === true ||
+    (mode.resumeIfPartial === true &&
+      await Deno.stat(`${outputDir.replace(/\/+$/, "")}.partial`).then(() => true, () => false));
+  if (resume && f.resume !== true) log.info(`resuming the unfinished run in ${outputDir}.partial`);
 
   // Evaluation tasks are checked before quantizing, so a typo fails in a second, not after the run.
   const evalTasks = flagStr(f, "eval", "tasks");
   const evalSpecs = evalTasks ? parseTaskList(evalTasks) : undefined;
   const evalData = evalSpecs ? resolveDataDir(flagStr(f, "data_dir")) : undefined;
   for (const t of evalSpecs ?? []) await findTaskFile(t, evalData!.dir, evalData!.origin);
-  if (logJson) await Deno.writeTextFile(logJson, "");
   let fpPpl: number | undefined;
   const result = await quantize({
     model,
-    outputDir: flagStr(f, "output_dir") ?? "./tmp_autoround",
+    outputDir,
     formats,
     scheme,
     schemeGiven: ["scheme", "bits", "group_size", "asym", "sym", "data_type", "dtype"].some((k) =>
@@ -232,22 +321,20 @@ export async function quantizeCommand(argv: string[], log: Log, recipeName?: str
     notUseBestMse: f.not_use_best_mse === true,
     dynamicMaxGap,
     lowGpuMemUsage: f.low_gpu_mem_usage === true,
-    resume: f.resume === true,
+    resume,
     maxShardSize,
     device,
     ...backendOptions,
-    onBlock: logJson
-      ? (r) => Deno.writeTextFileSync(logJson, JSON.stringify(r) + "\n", { append: true })
-      : undefined,
+    onPhase: (phase) => runLog.record(phase),
+    onBlock: (r, p) => runLog.record("quantize", p.etaSeconds, { ...r, blocks: p.total }),
     beforeRun: evalText
       ? async ({ be, ckpt, tok }) => {
+        runLog.record("eval");
         fpPpl = await evalTextPerplexity(be, ckpt, tok, evalText, evalSeqlen, log);
       }
       : undefined,
   }, log);
-  if (logJson) {
-    Deno.writeTextFileSync(logJson, JSON.stringify({ summary: result.summary }) + "\n", { append: true });
-  }
+  if (evalText || evalSpecs) runLog.record("eval");
   if (evalText) {
     using q = await openCheckpoint(result.outputDir);
     using be = await createBackend(device, log, backendOptions);
@@ -273,4 +360,5 @@ export async function quantizeCommand(argv: string[], log: Log, recipeName?: str
     });
     console.log(formatResultsTable(report));
   }
+  runLog.record("done", 0, { summary: result.summary });
 }

@@ -74,13 +74,28 @@ export interface QuantizeOptions {
   beforeRun?: (ctx: { be: Backend; ckpt: Checkpoint; tok: Tokenizer }) => Promise<void>;
   /** Receives each quantized Linear's fake-quantized weight (in-memory model checks). */
   onFakeWeight?: (name: string, values: Float32Array) => void;
-  /** Called after each block with its report (e.g. --log_json). */
-  onBlock?: (r: BlockReport) => void;
+  /** Called after each block with its report and the progress so far (e.g. --log_json). */
+  onBlock?: (r: BlockReport, progress: BlockProgressInfo) => void;
+  /** Called as each phase of the run starts (e.g. --log_json). */
+  onPhase?: (phase: QuantizePhase) => void;
   /**
    * Continue the run a killed process left in `<outputDir>.partial` (same settings), from its
    * journal's last finished block; without it such a folder is removed and the run starts over.
    */
   resume?: boolean;
+}
+
+/** The phases of a run, in order: load the model, read the calibration data (when needed), quantize
+ * block by block (the exporters write each block as it is done), finish the formats' files. */
+export type QuantizePhase = "load" | "calibrate" | "quantize" | "export";
+
+/** Where a run is after a block: blocks done (1-based) of total, seconds so far and the estimate left. */
+export interface BlockProgressInfo {
+  index: number;
+  total: number;
+  elapsedSeconds: number;
+  /** Seconds left for the remaining blocks at the average block time so far. */
+  etaSeconds: number;
 }
 
 /** auto-round's per-block line: "quantized 4/7 layers in the block, loss iter 0: L0 -> iter k: Lbest". */
@@ -108,6 +123,7 @@ export interface QuantizeResult {
 /** Quantize a model and write the formats; the output folder appears only on success. */
 export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeResult> {
   const t0 = performance.now();
+  o.onPhase?.("load");
   const formats = parseFormats(o.formats.join(","), o.scheme.bits);
   const rs = resolveRunScheme(formats, o.schemeGiven === false ? undefined : o.scheme, o.scheme, o.iters);
   const scheme = rs.scheme;
@@ -133,6 +149,7 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
   const tok = needCalib || o.beforeRun ? await Tokenizer.fromDir(ckpt.dir) : undefined;
   let calib: CalibrationSet | undefined;
   if (needCalib) {
+    o.onPhase?.("calibrate");
     calib = await loadCalibration(o.dataset, tok!, {
       seqlen: o.seqlen,
       nsamples: o.nsamples,
@@ -186,6 +203,7 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
     );
     const exporters = createExporters(formats, out.path, ctx);
     const progress = new Progress("block", ckpt.spec.nLayers, (s) => log.info(s));
+    o.onPhase?.("quantize");
     const blocks = await runPipeline({
       be,
       ckpt,
@@ -208,13 +226,18 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
       calib,
       exporters,
       log,
-      onBlock: (r, i) => {
-        progress.step(i, conversionOnly ? `converted, ${r.seconds.toFixed(2)}s` : blockSummary(r));
-        o.onBlock?.(r);
+      onBlock: (r, i, total) => {
+        const eta = progress.step(
+          i,
+          conversionOnly ? `converted, ${r.seconds.toFixed(2)}s` : blockSummary(r),
+        );
+        const elapsedSeconds = (performance.now() - t0) / 1000;
+        o.onBlock?.(r, { index: i, total, elapsedSeconds, etaSeconds: eta });
       },
       onFakeWeight: o.onFakeWeight,
       journal,
     });
+    o.onPhase?.("export");
     for (const e of exporters) await e.finish();
     await journal.remove();
     await out.commit();

@@ -24,6 +24,30 @@ import { type StorageKind, storageKind } from "./storage.ts";
 
 const F32_KIND = storageKind("f32", false);
 
+/**
+ * Every WGSL file as the program carries it, by its path in the repository (`wgsl/<name>.wgsl`):
+ * what `autoround --version` hashes, and what tests compare with the files on disk.
+ */
+export const WGSL_FILES: Readonly<Record<string, string>> = {
+  "wgsl/attention.wgsl": attention,
+  "wgsl/attention_backward.wgsl": attentionBackward,
+  "wgsl/common.wgsl": common,
+  "wgsl/elementwise.wgsl": elementwise,
+  "wgsl/fake_quant.wgsl": fakeQuant,
+  "wgsl/gguf_math.wgsl": ggufMath,
+  "wgsl/gguf_pack.wgsl": ggufPack,
+  "wgsl/gguf_search.wgsl": ggufSearch,
+  "wgsl/gguf_super.wgsl": ggufSuper,
+  "wgsl/int_search.wgsl": intSearch,
+  "wgsl/loss.wgsl": loss,
+  "wgsl/matmul.wgsl": matmul,
+  "wgsl/memory.wgsl": memory,
+  "wgsl/reduce.wgsl": reduce,
+  "wgsl/rms_norm.wgsl": rmsNorm,
+  "wgsl/rope.wgsl": rope,
+  "wgsl/two_prod.wgsl": twoProd,
+};
+
 /** What every GGUF kernel file builds on: its float32 helpers and uniform, and the exact product. */
 export const GGUF_MATH_WGSL = `${ggufMath}\n${twoProd}`;
 
