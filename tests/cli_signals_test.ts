@@ -241,3 +241,23 @@ Deno.test("SIGKILL cannot be handled: <out>.partial stays (for --resume) and the
     assertEquals(await outputEntries(out), ["out"]);
   });
 });
+
+Deno.test("SIGTERM on a --resume run keeps its unfinished folder and journal; the same command continues it", async () => {
+  await withTemp(async (tmp) => {
+    const out = `${tmp}/out`;
+    const args = [...TUNE, "--output_dir", out, "--resume"];
+    const run = spawnCli(args);
+    await run.stderrShows("block 2/5"); // block 1 journaled
+    run.kill("SIGTERM");
+    const r = await run.result();
+    assertEquals([r.code, r.signal], [143, null], r.stderr);
+    assertLastErrorLine(r.stderr, "interrupted (SIGTERM)", "kept", "--resume");
+    const journal = [...Deno.readDirSync(`${out}.partial/.journal`)].map((e) => e.name);
+    assert(journal.includes("block-00000.bin"), `journal: ${journal}`); // block 2's may still be in flight
+    const again = await cli(args);
+    assertEquals(again.code, 0, again.stderr);
+    assert(/resuming: (block 1|blocks 1-[2-5]) of 5 finished earlier/.test(again.stderr), again.stderr);
+    assert(!(await partialExists(out)), "the temporary folder became the output");
+    assert((await Deno.stat(`${out}/model.safetensors`)).isFile);
+  });
+});

@@ -9,7 +9,7 @@
  *
  * ```sh
  * deno run -A tools/build.ts bundle [-o dist/autoround.js]
- * deno run -A tools/build.ts compile [-o dist/autoround]
+ * deno run -A tools/build.ts compile [-o dist/autoround] [--target aarch64-apple-darwin]
  * ```
  */
 import { gitCommit } from "../src/cli/version.ts";
@@ -17,12 +17,40 @@ import { gitCommit } from "../src/cli/version.ts";
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const DEFAULT_OUT = { bundle: "dist/autoround.js", compile: "dist/autoround" } as const;
 
-/** The `deno` arguments that build `kind` into `out` with the build-info module mapped by `importMap`. */
-export function buildArgs(kind: "bundle" | "compile", out: string, importMap: string): string[] {
+/**
+ * What `deno compile` embeds besides the module graph, and what it leaves out: the CPU backend's
+ * worker entry (src/parallel/pool.ts runs `new Worker(import.meta.url)`; a static import today, kept
+ * embedded should that change), and not the parts of node_modules that only build or type-check (the
+ * `deno` package's own executables are ~95 MB per platform).
+ */
+export const COMPILE_FILES = [
+  "--include",
+  `${ROOT}/src/parallel/pool.ts`,
+  ...[
+    "node_modules/.bin",
+    "node_modules/deno",
+    "node_modules/@deno",
+    "node_modules/@types",
+    "node_modules/undici-types",
+  ]
+    .flatMap((p) => ["--exclude", `${ROOT}/${p}`]),
+];
+
+/**
+ * The `deno` arguments that build `kind` into `out` with the build-info module mapped by `importMap`
+ * (`target`: a `deno compile --target` triple; default this machine).
+ */
+export function buildArgs(
+  kind: "bundle" | "compile",
+  out: string,
+  importMap: string,
+  target?: string,
+): string[] {
   const main = `${ROOT}/main.ts`;
+  const common = ["--config", `${ROOT}/deno.json`, "--import-map", importMap, "-o", out];
   return kind === "bundle"
-    ? ["bundle", "--config", `${ROOT}/deno.json`, "--import-map", importMap, "-o", out, main]
-    : ["compile", "-A", "--config", `${ROOT}/deno.json`, "--import-map", importMap, "-o", out, main];
+    ? ["bundle", ...common, main]
+    : ["compile", "-A", ...(target ? ["--target", target] : []), ...COMPILE_FILES, ...common, main];
 }
 
 /** The generated build-info module for `commit` (same exports as src/cli/build_info.ts). */
@@ -32,7 +60,7 @@ export function buildInfoSource(commit: string): string {
 }
 
 /** Build `kind` into `out` (relative to the current folder); returns deno's exit code. */
-export async function build(kind: "bundle" | "compile", out: string): Promise<number> {
+export async function build(kind: "bundle" | "compile", out: string, target?: string): Promise<number> {
   const commit = (await gitCommit(ROOT)) ?? "unknown";
   const tmp = await Deno.makeTempDir({ prefix: "autoround-build-" });
   try {
@@ -40,7 +68,7 @@ export async function build(kind: "bundle" | "compile", out: string): Promise<nu
     const map = { imports: { [`file://${ROOT}/src/cli/build_info.ts`]: `file://${tmp}/build_info.ts` } };
     await Deno.writeTextFile(`${tmp}/import_map.json`, JSON.stringify(map));
     const r = await new Deno.Command(Deno.execPath(), {
-      args: buildArgs(kind, out, `${tmp}/import_map.json`),
+      args: buildArgs(kind, out, `${tmp}/import_map.json`, target),
       stdout: "inherit",
       stderr: "inherit",
     }).output();
@@ -52,10 +80,13 @@ export async function build(kind: "bundle" | "compile", out: string): Promise<nu
 }
 
 if (import.meta.main) {
-  const [kind, flag, out] = Deno.args;
-  if ((kind !== "bundle" && kind !== "compile") || (flag !== undefined && (flag !== "-o" || !out))) {
-    console.error("usage: deno run -A tools/build.ts bundle|compile [-o OUTPUT]");
+  const [kind, ...rest] = Deno.args;
+  const opts: Record<string, string> = {};
+  for (let i = 0; i + 1 < rest.length; i += 2) opts[rest[i]] = rest[i + 1];
+  const known = Object.keys(opts).every((k) => k === "-o" || (k === "--target" && kind === "compile"));
+  if ((kind !== "bundle" && kind !== "compile") || rest.length % 2 !== 0 || !known) {
+    console.error("usage: deno run -A tools/build.ts bundle|compile [-o OUTPUT] [--target TRIPLE (compile)]");
     Deno.exit(2);
   }
-  Deno.exit(await build(kind, out ?? DEFAULT_OUT[kind]));
+  Deno.exit(await build(kind, opts["-o"] ?? DEFAULT_OUT[kind], opts["--target"]));
 }

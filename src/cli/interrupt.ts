@@ -1,6 +1,7 @@
 /**
  * Ctrl-C and `kill`: SIGINT and SIGTERM end a run cleanly. The temporary folder of every open
- * output folder is removed (with everything written into it so far), one line
+ * output folder is removed (with everything written into it so far) — or, for a `--resume` run,
+ * kept with its journal so that the same command continues it — one line
  * `error: interrupted (SIGINT)` goes to stderr, and the process exits with 128 + the signal number
  * (130, 143), the code a shell gives a process the signal killed.
  *
@@ -46,10 +47,14 @@ export function exitOnSignals(): Disposable {
 /** Remove the open output folders, say so in one line and exit with the signal's code. */
 function exitInterrupted(sig: HandledSignal): never {
   const dropped = OutputFolder.abortAllOpen();
-  const done = dropped.filter((d) => !d.error).map((d) => d.finalDir);
+  const done = dropped.filter((d) => !d.error && !d.kept).map((d) => d.finalDir);
+  const kept = dropped.filter((d) => d.kept).map((d) => d.finalDir);
   const failed = dropped.filter((d) => d.error).map((d) => `${d.finalDir}: ${d.error!.message}`);
   const parts = [`error: interrupted (${sig})`];
   if (done.length) parts.push(`unfinished output for ${done.join(", ")} removed`);
+  if (kept.length) {
+    parts.push(`unfinished output for ${kept.join(", ")} kept: run again with --resume to continue`);
+  }
   if (failed.length) parts.push(`could not remove the unfinished output for ${failed.join(", ")}`);
   console.error(parts.join("; "));
   Deno.exit(SIGNAL_EXIT_CODES[sig]);

@@ -25,6 +25,11 @@ export interface OutputFolderOptions {
   resume?: boolean;
   /** Entries of the temporary folder that survive adoption (names, not paths). */
   keep?: string[];
+  /**
+   * SIGINT/SIGTERM leave the temporary folder (unlocked) instead of removing it, so that running the
+   * command again continues it: for resumable runs, whose scheduler may stop them at any time.
+   */
+  keepOnSignal?: boolean;
 }
 
 /**
@@ -49,6 +54,7 @@ export class OutputFolder implements AsyncDisposable {
   /** True when a dead run's folder was found and removed (not adopted). */
   readonly discardedStale: boolean;
   #state: "open" | "committed" | "aborted" | "kept" = "open";
+  #keepOnSignal = false;
   #lock: Deno.FsFile;
 
   private constructor(finalDir: string, path: string, lock: Deno.FsFile, adopted: boolean, stale: boolean) {
@@ -91,6 +97,7 @@ export class OutputFolder implements AsyncDisposable {
         adopted = options.resume === true;
       }
       const folder = new OutputFolder(final, tmp, lock, adopted, left !== undefined && !adopted);
+      folder.#keepOnSignal = options.keepOnSignal === true;
       OutputFolder.#open.add(folder);
       return folder;
     } catch (e) {
@@ -101,13 +108,19 @@ export class OutputFolder implements AsyncDisposable {
   }
 
   /**
-   * Remove the temporary folder of every open OutputFolder at once, synchronously: for a signal
-   * handler that exits the process next (src/cli/interrupt.ts), so no other code runs in between.
-   * Returns each folder's final path, with the error when its temporary folder could not be removed.
+   * Remove the temporary folder of every open OutputFolder at once (or leave it, unlocked, where
+   * keepOnSignal was asked), synchronously: for a signal handler that exits the process next
+   * (src/cli/interrupt.ts), so no other code runs in between. Returns each folder's final path,
+   * whether it was kept, and the error when its temporary folder could not be removed.
    */
-  static abortAllOpen(): { finalDir: string; error?: Error }[] {
-    const out: { finalDir: string; error?: Error }[] = [];
+  static abortAllOpen(): { finalDir: string; kept?: boolean; error?: Error }[] {
+    const out: { finalDir: string; kept?: boolean; error?: Error }[] = [];
     for (const f of OutputFolder.#open) {
+      if (f.#keepOnSignal) {
+        f.keep();
+        out.push({ finalDir: f.finalDir, kept: true });
+        continue;
+      }
       f.#state = "aborted";
       OutputFolder.#open.delete(f);
       try {

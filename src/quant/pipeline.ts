@@ -90,7 +90,10 @@ export async function runPipeline(p: PipelineInput): Promise<BlockReport[]> {
   let pending: Promise<void> = Promise.resolve();
   let writeError: unknown;
   const resumeFrom = p.journal?.finished ?? 0;
-  if (resumeFrom > 0) p.log.info(`resuming: blocks 1-${resumeFrom} of ${spec.nLayers} finished earlier`);
+  if (resumeFrom > 0) {
+    const which = resumeFrom === 1 ? "block 1" : `blocks 1-${resumeFrom}`;
+    p.log.info(`resuming: ${which} of ${spec.nLayers} finished earlier`);
+  }
   try {
     for (let b = 0; b < spec.nLayers; b++) {
       const t0 = performance.now();

@@ -128,7 +128,11 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
   const rs = resolveRunScheme(formats, o.schemeGiven === false ? undefined : o.scheme, o.scheme, o.iters);
   const scheme = rs.scheme;
   // Everything that can fail on bad input is checked before the slow work starts.
-  await using out = await OutputFolder.create(o.outputDir, { resume: o.resume, keep: [JOURNAL_DIR] });
+  await using out = await OutputFolder.create(o.outputDir, {
+    resume: o.resume,
+    keep: [JOURNAL_DIR],
+    keepOnSignal: o.resume,
+  });
   if (out.discardedStale) log.warn(`removed the unfinished run left in ${out.path} (--resume continues one)`);
   if (o.resume && !out.adopted) log.info(`--resume: no unfinished run in ${out.path}; starting from block 1`);
   using ckpt = await openCheckpoint(o.model);
