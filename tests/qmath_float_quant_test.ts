@@ -138,3 +138,47 @@ Deno.test("NVFP4: one group's values equal castToFp4(6·w/max)·max/6, scales on
     assert(Math.abs(q - castToFp4(q)) < 1e-4, `value ${i}: ${r.values[i]} is not on the scaled grid`);
   }
 });
+
+Deno.test("the worked examples of spec/SCHEMES.md § 11 (numpy float32 emulation of auto-round)", () => {
+  // § 11.1: MXFP4, floor rule.
+  const x = new Float32Array(32);
+  x.set([0.059, -0.0009, 0.01953125, 0.001953125, -0.009765625, 0.0390625, 0.0271, -0.0123]);
+  const fp4 = MX_FORMATS.mx_fp4;
+  const a = mxQuantize(x, 1, 32, 32, fp4);
+  assertEquals(a.sharedExp[0], -7);
+  assertEquals(
+    Array.from(a.values.subarray(0, 8)),
+    [0.046875, -0, 0.015625, 0, -0.0078125, 0.03125, 0.0234375, -0.01171875],
+  );
+  // § 11.2: RCEIL: exponent −6, elements 4, −0, 1, 0, −0.5, 2, 1.5, −1.
+  const r = mxQuantize(x, 1, 32, 32, fp4, { rceil: true });
+  assertEquals(r.sharedExp[0], -6);
+  assertEquals(Array.from(r.values.subarray(0, 8), (v) => v * 64), [4, -0, 1, 0, -0.5, 2, 1.5, -1]);
+  // § 11.3: NVFP4 [2, 16].
+  const w = new Float32Array(32);
+  w.set([3.0, -1.0, 0.5, 0.25], 0);
+  w.set([0.4, -0.35, 0.2, 0.1, -0.05, 0.3, 0.013, -0.0021, 0.25, 0.15, -0.4, 0, 0.07, 0.12, -0.18, 0.33], 16);
+  const nv = nvfp4Quantize(w, 2, 16);
+  assertEquals([nv.globalScale, nv.scales[0], nv.scales[1]], [896, 448, 60]);
+  const want = [
+    0.40178573,
+    -0.40178573,
+    0.20089287,
+    0.10044643,
+    -0.03348215,
+    0.26785716,
+    0,
+    -0,
+    0.26785716,
+    0.13392858,
+    -0.40178573,
+    0,
+    0.06696429,
+    0.13392858,
+    -0.20089287,
+    0.26785716,
+  ];
+  for (let i = 0; i < 16; i++) {
+    assert(Math.abs(nv.values[16 + i] - want[i]) <= 1e-8, `row 1 [${i}]: ${nv.values[16 + i]} vs ${want[i]}`);
+  }
+});
