@@ -65,10 +65,14 @@ export function uploadBytes(
 export async function readBytes(be: MemoryContext, t: CudaTensor): Promise<Uint8Array> {
   if (t.dtype === "i32" || t.dtype === "u8") throw new BackendError(`readBytes: expected a float tensor`);
   noCapture(be.rt, "readBytes");
-  const out = new Uint8Array(t.size * DTYPE_BYTES[t.dtype]);
+  return await copyOut(be, new Uint8Array(t.size * DTYPE_BYTES[t.dtype]), t.addr);
+}
+
+/** Wait for the stream, copy device memory at `addr` into `out`, report device errors. */
+async function copyOut<A extends ArrayBufferView>(be: MemoryContext, out: A, addr: bigint): Promise<A> {
   try {
     await be.rt.stream.synchronize();
-    be.rt.stream.copyToHost(out, t.addr);
+    be.rt.stream.copyToHost(out, addr);
   } catch (e) {
     asBackendError(e, "CUDA");
   }
@@ -130,15 +134,7 @@ export async function read(be: MemoryContext, t: CudaTensor): Promise<Float32Arr
 export async function readInt(be: MemoryContext, t: CudaTensor): Promise<Int32Array> {
   if (t.dtype !== "i32") throw new BackendError(`readInt of a ${t.dtype} tensor`);
   noCapture(be.rt, "readInt");
-  const out = new Int32Array(t.size);
-  try {
-    await be.rt.stream.synchronize();
-    be.rt.stream.copyToHost(out, t.addr);
-  } catch (e) {
-    asBackendError(e, "CUDA");
-  }
-  be.rt.checkDeviceErrors();
-  return out;
+  return await copyOut(be, new Int32Array(t.size), t.addr);
 }
 
 export function gatherSamples(
