@@ -113,7 +113,14 @@ gpuTest(
       const model = await widenStories(`${tmp}/model`);
       // q4_k_m: K-quants with an importance matrix, Q6_K for some tensors, llama's q/k permutation.
       for (const fmt of ["gguf:q4_k_m"]) {
-        const ggufQuantizer = ggufQuantizerOf(be)!;
+        const device = ggufQuantizerOf(be)!;
+        let fromTensors = 0;
+        const ggufQuantizer: typeof device = Object.assign(
+          (
+            ...a: Parameters<typeof device>
+          ) => (fromTensors += a[1] instanceof Float32Array ? 0 : 1, device(...a)),
+          { backend: device.backend },
+        );
         const run = (out: string) =>
           exportModel({ model, formats: fmt, out, be, ggufQuantizer, nsamples: 4, seqlen: 32 });
         Deno.env.set("AUTOROUND_GGUF_HOST_LINEARS", "1");
@@ -123,7 +130,9 @@ gpuTest(
         } finally {
           Deno.env.delete("AUTOROUND_GGUF_HOST_LINEARS");
         }
+        assertEquals(fromTensors, 0, "AUTOROUND_GGUF_HOST_LINEARS=1 still quantized device tensors");
         const fromTensor = await run(`${tmp}/tensor`);
+        assert(fromTensors >= 35, `only ${fromTensors} Linears quantized from their device tensors`);
         const [a, b] = [viaHost, fromTensor].map((r) => r.exporters[0] as GgufExporter);
         // llama's q/k rows are permuted after quantization on this route (bytes, not floats).
         assert(a.records.some((r) => r.hfName.endsWith("q_proj.weight")), "no q_proj in the file");

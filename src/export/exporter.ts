@@ -2,7 +2,6 @@
  * What every export format receives while a model is quantized: tensors stream in block by block
  * (each written to disk at once), then `finish` writes configs and tokenizer files.
  */
-import type { Backend, Tensor } from "../backend/backend.ts";
 import type { QuantGgmlType } from "../qmath/gguf/params.ts";
 import type { ModelSpec } from "../model/config.ts";
 import type { QuantizedLinear } from "../qmath/quantized.ts";
@@ -33,16 +32,25 @@ export interface ExportContext {
 export type GgufDeviceQuantizer =
   & ((
     type: QuantGgmlType,
-    /** Host rows (uploaded), or a tensor of `backend` (any float dtype). */
-    w: Float32Array | Tensor,
+    /** Host rows (uploaded), or a weight on the device of `backend` (any float dtype). */
+    w: Float32Array | DeviceWeight,
     n: number,
     k: number,
     opts: { optRtn: boolean; imatrix?: Float32Array; atExport?: boolean },
   ) => Promise<Uint8Array>)
   & {
-    /** The backend it runs on: tensors of this backend are quantized where they are. */
-    readonly backend?: Backend;
+    /** The backend it runs on: weights on this backend are quantized where they are. */
+    readonly backend?: object;
   };
+
+/**
+ * A weight on the run's device, opaque to the exporters (a backend Tensor; src/export does not depend
+ * on src/backend): its shape and the backend holding it, which a device quantizer compares with its own.
+ */
+export interface DeviceWeight {
+  readonly shape: readonly number[];
+  readonly backend: object;
+}
 
 /**
  * A tensor's stored bytes, read on demand: an exporter copying a 1.2 GB embedding reads it in
@@ -95,15 +103,14 @@ export interface Exporter {
     importance?: Float32Array,
   ): Promise<void>;
   /**
-   * For such exporters, when the run's backend `be` quantizes for them on the device: the stored
-   * bytes of block Linear `name` quantized from its tensor `[n, k]` of `be` (no host copy of the weight;
+   * For such exporters, when the run's backend quantizes for them on the device: the stored bytes of
+   * block Linear `name` quantized from its device weight `[n, k]` (no host copy of the weight;
    * importance `[k]` as for writeFloatLinear), or undefined when this format stores it otherwise
    * (a float type): it then gets writeFloatLinear. Called in model order, before writePackedLinear.
    */
   packLinearOnDevice?(
     name: string,
-    weight: Tensor,
-    be: Backend,
+    weight: DeviceWeight,
     importance?: Float32Array,
   ): Promise<Uint8Array | undefined>;
   /** Writes what packLinearOnDevice returned for `name`. */

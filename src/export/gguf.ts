@@ -9,7 +9,6 @@
  * (qmath/gguf/quantize.ts, on the run's device when it has a GGUF quantizer, see ExportContext),
  * permutes q/k rows for the "llama" architecture, and streams the blocks to the file.
  */
-import type { Backend, Tensor } from "../backend/backend.ts";
 import { FormatError } from "../errors.ts";
 import { packBlocks } from "../qmath/gguf/blocks.ts";
 import { hfToGgufName, permuteRowsHfToGguf, permutesQK, qkHeads } from "../formats/gguf/names.ts";
@@ -25,7 +24,13 @@ import {
   ST_DTYPE_BYTES,
   type StDType,
 } from "../tensor/dtype.ts";
-import { type ExportContext, type Exporter, type RawSource, readAllRaw } from "./exporter.ts";
+import {
+  type DeviceWeight,
+  type ExportContext,
+  type Exporter,
+  type RawSource,
+  readAllRaw,
+} from "./exporter.ts";
 import type { QuantizedLinear } from "../qmath/quantized.ts";
 import { copyModelSideFiles } from "./hf_files.ts";
 import { Tokenizer } from "../io/tokenizer.ts";
@@ -302,11 +307,11 @@ export class GgufExporter implements Exporter {
    * the packed rows permuted afterwards (q/k of the "llama" architecture): GGML blocks never cross
    * rows and the importance is per column, so that equals quantizing the permuted rows.
    */
-  async packLinearOnDevice(name: string, weight: Tensor, be: Backend, importance?: Float32Array) {
+  async packLinearOnDevice(name: string, weight: DeviceWeight, importance?: Float32Array) {
     const device = this.#ctx.ggufQuantizer;
     const [n, k] = weight.shape;
     const type = this.linearType(name, k);
-    if (!device || device.backend !== be || !isQuantType(type)) return undefined;
+    if (!device || device.backend !== weight.backend || !isQuantType(type)) return undefined;
     // AUTOROUND_GGUF_HOST_LINEARS=1: the f32 host route instead, so tests compare the two.
     if (Deno.env.get("AUTOROUND_GGUF_HOST_LINEARS") === "1") return undefined;
     return await device(type, weight, n, k, this.#deviceLinearOptions(importance));

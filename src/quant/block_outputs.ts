@@ -143,7 +143,7 @@ export async function floatCalls(
   const calls: ExportCall[] = [];
   const host: number[] = [];
   for (const i of to) {
-    const bytes = await p.exporters[i].packLinearOnDevice?.(name, weight, p.be, importance);
+    const bytes = await p.exporters[i].packLinearOnDevice?.(name, weight, importance);
     if (bytes) calls.push({ op: "packed", to: [i], name, n, k, bytes, importance });
     else host.push(i);
   }

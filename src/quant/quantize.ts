@@ -3,7 +3,7 @@
  * calibration set, run the block pipeline, write every requested format, and move the output
  * into place only when everything succeeded. The CLI maps flags onto QuantizeOptions.
  */
-import type { Backend } from "../backend/backend.ts";
+import type { Backend, Tensor } from "../backend/backend.ts";
 import { createBackend, type DeviceName } from "../backend/select.ts";
 import { UsageError } from "../errors.ts";
 import type { ExportContext, GgufDeviceQuantizer } from "../export/exporter.ts";
@@ -284,7 +284,10 @@ export function ggufQuantizerOf(be: Backend): GgufDeviceQuantizer | undefined {
   const quantize: GgufDeviceQuantizer = async (type, w, n, k, opts) => {
     using im = opts.imatrix ? be.upload(opts.imatrix, [k]) : undefined;
     const ggufOpts = { optRtn: opts.optRtn, imatrix: im, atExport: opts.atExport };
-    if (!(w instanceof Float32Array)) return await be.ggufQuantize!(w, type, ggufOpts);
+    if (!(w instanceof Float32Array)) {
+      if (w.backend !== be) throw new Error("ggufQuantizer: a weight of another backend");
+      return await be.ggufQuantize!(w as Tensor, type, ggufOpts);
+    }
     const rows = Math.max(1, Math.min(n, Math.floor((be.maxTensorBytes ?? Infinity) / (4 * k))));
     const parts: Uint8Array[] = [];
     for (let r = 0; r < n; r += rows) {

@@ -23,10 +23,7 @@ import type { QuantizedWeights } from "../../qmath/quantized.ts";
 import type { Cblas } from "../../../ffi/blas/cblas.ts";
 import { BackendError } from "../../errors.ts";
 import { WorkerPool } from "../../parallel/pool.ts";
-import { decodeFloats, encodeFloats, ST_DTYPE_BYTES } from "../../tensor/dtype.ts";
-
-/** Safetensors name of each float dtype (the byte encodings of dtype.ts). */
-const FLOAT_KIND = { f32: "F32", bf16: "BF16", f16: "F16" } as const;
+import { decodeFloats } from "../../tensor/dtype.ts";
 import * as attn from "./attention_ops.ts";
 import { blasName, type CpuBackendOptions, type OpsContext, startThreads } from "./resources.ts";
 import { CpuTensor, HostBlock, HostMemory, type Storage } from "./cpu_tensor.ts";
@@ -133,17 +130,11 @@ export class CpuBackend implements Backend {
   }
   readBytes(x: Tensor): Promise<Uint8Array> {
     const t = this.t(x);
-    if (t.dtype === "i32" || t.dtype === "u8") throw new BackendError(`readBytes: expected a float tensor`);
-    return Promise.resolve(encodeFloats(Float32Array.from(t.data as FArr), FLOAT_KIND[t.dtype]));
+    return Promise.resolve(mem.floatBytes(t.data as FArr, t.dtype));
   }
   writeBytes(dst: Tensor, bytes: Uint8Array): void {
     const d = this.t(dst);
-    if (d.dtype === "i32" || d.dtype === "u8") throw new BackendError(`writeBytes: expected a float tensor`);
-    const kind = FLOAT_KIND[d.dtype];
-    if (bytes.byteLength !== d.size * ST_DTYPE_BYTES[kind]) {
-      throw new BackendError(`writeBytes: ${bytes.byteLength} bytes for ${d.size} ${d.dtype} values`);
-    }
-    (d.data as FArr).set(decodeFloats(bytes, kind));
+    mem.setFromBytes(d.data as FArr, d.dtype, bytes);
     d.rounded();
   }
   groupMinMax(w: Tensor, groupSize: number): { wMin: Tensor; wMax: Tensor } {

@@ -1,9 +1,33 @@
 /**
  * The CPU backend's data movement on plain arrays: whole calibration samples gathered into a batch,
- * and embedding rows looked up by token id.
+ * embedding rows looked up by token id, and values as raw bytes of their dtype.
  */
+import type { DType } from "../backend.ts";
 import { BackendError } from "../../errors.ts";
+import { decodeFloats, encodeFloats, ST_DTYPE_BYTES } from "../../tensor/dtype.ts";
 import type { FArr } from "./kernels.ts";
+
+/** Safetensors name of each float dtype (the byte encodings of dtype.ts). */
+const FLOAT_KIND = { f32: "F32", bf16: "BF16", f16: "F16" } as const;
+
+function floatKind(dtype: DType, what: string): "F32" | "BF16" | "F16" {
+  if (dtype === "i32" || dtype === "u8") throw new BackendError(`${what}: expected a float tensor`);
+  return FLOAT_KIND[dtype];
+}
+
+/** The values as raw little-endian bytes of `dtype` (Backend.readBytes). */
+export function floatBytes(values: FArr, dtype: DType): Uint8Array {
+  return encodeFloats(Float32Array.from(values), floatKind(dtype, "readBytes"));
+}
+
+/** Raw bytes of `dtype` decoded into `dst` (Backend.writeBytes). */
+export function setFromBytes(dst: FArr, dtype: DType, bytes: Uint8Array): void {
+  const kind = floatKind(dtype, "writeBytes");
+  if (bytes.byteLength !== dst.length * ST_DTYPE_BYTES[kind]) {
+    throw new BackendError(`writeBytes: ${bytes.byteLength} bytes for ${dst.length} ${dtype} values`);
+  }
+  dst.set(decodeFloats(bytes, kind));
+}
 
 /**
  * dst samples i ← src samples `indices[i] − first` (`per` elements each); with `segment` set, indices

@@ -122,6 +122,15 @@ export class DevicePool {
   }
 }
 
+/** What DeviceMemory.stats reports, in bytes. */
+export interface MemoryStats {
+  liveBytes: number;
+  cachedBytes: number;
+  peakBytes: number;
+  driverBytes: number;
+  peakDriverBytes: number;
+}
+
 /** Memory a finished capture keeps alive: its private pool and the main-pool blocks it still uses. */
 export interface CaptureMemory {
   pool: DevicePool;
@@ -208,6 +217,20 @@ export class DeviceMemory {
     for (const b of c.retained) b.pool.putBack(b);
     c.retained = [];
     this.main.absorb(c.pool);
+  }
+
+  /**
+   * Bytes held: in use (main pool), cached for reuse, the high-water mark of tensors in use, and the
+   * bytes obtained from the driver now and at most (graphs' pools included).
+   */
+  stats(): MemoryStats {
+    return {
+      liveBytes: this.main.liveBytes,
+      cachedBytes: this.cachedBytes,
+      peakBytes: this.peakBytes,
+      driverBytes: this.driverBytes,
+      peakDriverBytes: this.peakDriverBytes,
+    };
   }
 
   /** Bytes cached in the main pool's free lists. */

@@ -30,6 +30,7 @@ import type {
 import type { QuantizedWeights } from "../../qmath/quantized.ts";
 import { BackendError } from "../../errors.ts";
 import { attentionBackward, attentionForward } from "./attention.ts";
+import type { MemoryStats } from "./allocator.ts";
 import { CudaGraph } from "./graph.ts";
 import { matmul, type OpContext } from "./matmul.ts";
 import * as mem from "./memory.ts";
@@ -364,25 +365,9 @@ export class CudaBackend implements Backend, OpContext {
     return times[Math.floor(times.length / 2)];
   }
 
-  /**
-   * Bytes the allocator holds: in use (main pool), cached for reuse, the high-water mark of tensors
-   * in use, and the bytes obtained from the driver now and at most (graphs' pools included).
-   */
-  memoryStats(): {
-    liveBytes: number;
-    cachedBytes: number;
-    peakBytes: number;
-    driverBytes: number;
-    peakDriverBytes: number;
-  } {
-    const m = this.rt.memory;
-    return {
-      liveBytes: m.main.liveBytes,
-      cachedBytes: m.cachedBytes,
-      peakBytes: m.peakBytes,
-      driverBytes: m.driverBytes,
-      peakDriverBytes: m.peakDriverBytes,
-    };
+  /** Bytes the allocator holds (DeviceMemory.stats). */
+  memoryStats(): MemoryStats {
+    return this.rt.memory.stats();
   }
 
   /** The most memory obtained from the driver at once (tensors, caches, graph pools). */
