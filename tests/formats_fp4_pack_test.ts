@@ -3,7 +3,15 @@
  * spec/SCHEMES.md § 11 (derived from auto-round's packer), and the round trip code → value → code.
  */
 import { assertEquals } from "./assert.ts";
-import { E2M1_VALUES, e2m1Code, packMxfp4, packNibbles, packNvfp4 } from "../src/formats/fp4_pack.ts";
+import {
+  E2M1_VALUES,
+  e2m1Code,
+  e4m3Byte,
+  packMxfp4,
+  packMxfp8,
+  packNibbles,
+  packNvfp4,
+} from "../src/formats/fp4_pack.ts";
 import { MX_FORMATS, mxQuantize, nvfp4Quantize } from "../src/qmath/float_quant.ts";
 import { roundBf16 } from "../src/tensor/dtype.ts";
 
@@ -31,4 +39,24 @@ Deno.test("MXFP4 and NVFP4 packing give the bytes of spec/SCHEMES.md § 11", () 
   const nv = nvfp4Quantize(w, 2, 16);
   const packed = packNvfp4(Float32Array.from(nv.values, roundBf16), nv.scales, nv.globalScale, 2, 16);
   assertEquals(Array.from(packed.subarray(8)), [0xf7, 0x35, 0x69, 0x00, 0x46, 0x0f, 0x42, 0x6d]);
+});
+
+/** float8_e4m3fn decoded from its bits (independent of the encoder). */
+function decodeE4M3(b: number): number {
+  const sign = b & 0x80 ? -1 : 1, e = (b >> 3) & 15, m = b & 7;
+  return sign * (e === 0 ? (m / 8) * 2 ** -6 : (1 + m / 8) * 2 ** (e - 7));
+}
+
+Deno.test("E4M3 bytes: all 254 finite codes decode and encode back; MXFP8 packs W / 2^e", () => {
+  for (let b = 0; b < 256; b++) {
+    if ((b & 0x7f) === 0x7f) continue; // NaN
+    const v = decodeE4M3(b);
+    assertEquals(e4m3Byte(v), b, `code 0x${b.toString(16)} = ${v}`);
+  }
+  assertEquals([e4m3Byte(448), e4m3Byte(1000), e4m3Byte(2 ** -9), e4m3Byte(60)], [0x7e, 0x7e, 0x01, 0x67]);
+  const x = Float32Array.from({ length: 32 }, (_, i) => Math.sin(i) * 3);
+  const mx = mxQuantize(x, 1, 32, 32, MX_FORMATS.mx_fp8);
+  const p = packMxfp8(mx.values, mx.sharedExp);
+  for (let i = 0; i < 32; i++) assertEquals(decodeE4M3(p.weight[i]) * 2 ** mx.sharedExp[0], mx.values[i]);
+  assertEquals(p.weightScale[0], mx.sharedExp[0] + 127);
 });

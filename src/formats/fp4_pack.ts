@@ -4,10 +4,10 @@
  * magnitude in the E2M1 table (the first on ties) with the sign in bit 3, and byte i of the row-major
  * code stream holds code 2i in its low nibble and code 2i+1 in its high nibble.
  *
- * MXFP4 packs the fake-quantized weight divided by its group's power-of-two scale, keeping the sign of
+ * MXFP8 stores float8_e4m3fn bytes instead (§ 10.3). MXFP4 packs the fake-quantized weight divided by its group's power-of-two scale, keeping the sign of
  * −0 (code 0x8); NVFP4 re-casts `W · gs / s8` and packs every zero as 0x0 (§ 12.4).
  */
-import { castToFp4 } from "../qmath/float_quant.ts";
+import { castToFp4, roundE4M3 } from "../qmath/float_quant.ts";
 
 /** E2M1 magnitudes by code (bit 3 is the sign). */
 export const E2M1_VALUES: readonly number[] = [0, 0.5, 1, 1.5, 2, 3, 4, 6];
@@ -62,4 +62,29 @@ export function packNvfp4(
     }
   }
   return packNibbles(codes);
+}
+
+/**
+ * The float8_e4m3fn byte of `v` (rounded to E4M3 first): sign bit 7, exponent bits 6–3 (bias 7),
+ * mantissa bits 2–0; subnormals have exponent 0. |v| > 448 is clamped (auto-round clamps before the cast).
+ */
+export function e4m3Byte(v: number): number {
+  const r = roundE4M3(Math.min(Math.max(v, -448), 448));
+  const sign = r < 0 || Object.is(r, -0) ? 0x80 : 0;
+  const a = Math.abs(r);
+  if (a === 0) return sign;
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e--;
+  if (e < -6) return sign | Math.round(a / 2 ** -9); // subnormal: m · 2^−9
+  return sign | ((e + 7) << 3) | Math.round((a / 2 ** e - 1) * 8);
+}
+
+/**
+ * MXFP8 tensors of a fake-quantized `[n, k]` weight and its shared exponents `[n, k/32]`: `weight`
+ * float8_e4m3fn bytes of W / 2^e (exact: the fake quantization put them on the grid) and `weight_scale`.
+ */
+export function packMxfp8(values: Float32Array, sharedExp: Float32Array) {
+  const weight = Uint8Array.from(values, (v, i) => e4m3Byte(v / 2 ** sharedExp[Math.floor(i / 32)]));
+  const scale = Uint8Array.from(sharedExp, (e) => Math.min(Math.max(e + 127, 0), 255));
+  return { weight, weightScale: scale };
 }
