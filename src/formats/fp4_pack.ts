@@ -4,8 +4,9 @@
  * magnitude in the E2M1 table (the first on ties) with the sign in bit 3, and byte i of the row-major
  * code stream holds code 2i in its low nibble and code 2i+1 in its high nibble.
  *
- * MXFP8 stores float8_e4m3fn bytes instead (§ 10.3). MXFP4 packs the fake-quantized weight divided by its group's power-of-two scale, keeping the sign of
- * −0 (code 0x8); NVFP4 re-casts `W · gs / s8` and packs every zero as 0x0 (§ 12.4).
+ * MXFP4 packs the fake-quantized weight divided by its group's power-of-two scale, keeping the sign of
+ * −0 (code 0x8); NVFP4 re-casts `W · gs / s8` and packs every zero as 0x0 (§ 12.4); MXFP8 stores
+ * float8_e4m3fn bytes of W / 2^e instead (§ 10.3).
  */
 import { castToFp4, roundE4M3 } from "../qmath/float_quant.ts";
 
