@@ -101,6 +101,19 @@ export function fixture(rel: string): string {
   return new URL(`./fixtures/${rel}`, import.meta.url).pathname;
 }
 
+/**
+ * Run `fn` in a fresh temporary folder (its real path: macOS's /tmp is a link), removed afterwards
+ * whatever happens; returns what `fn` returns.
+ */
+export async function withTempDir<T>(prefix: string, fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix }));
+  try {
+    return await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 /** Element-wise `===` (0 equals −0, as numeric comparison in torch does). */
 export function assertSameNumbers(a: ArrayLike<number>, b: ArrayLike<number>, msg = ""): void {
   assertEquals(a.length, b.length, `${msg} length`);

@@ -9,7 +9,7 @@
  * leaves no mount behind; where neither works the tests are skipped with the reason printed.
  */
 import { join } from "../src/std/path.ts";
-import { assert, assertEquals, fixture } from "./assert.ts";
+import { assert, assertEquals, fixture, withTempDir } from "./assert.ts";
 import {
   assertNoOutput,
   assertOneErrorLine,
@@ -42,14 +42,7 @@ const QUANTIZE = [
   "cpu",
 ];
 
-async function withTemp(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "autoround-env-" }));
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+const withTemp = <T>(fn: (dir: string) => Promise<T>) => withTempDir("autoround-env-", fn);
 
 /** What a run in a mount namespace left on its mount: the names in it, and `out` copied out. */
 interface MountedRun extends CliResult {
@@ -106,7 +99,7 @@ Deno.test({
   ignore: noMountNs,
   async fn(t) {
     // The whole output's size, measured on a roomy disk, places the sizes below around it.
-    const full = await withTempResult(async (tmp) => {
+    const full = await withTemp(async (tmp) => {
       const r = await cli([...QUANTIZE, "--output_dir", `${tmp}/out`, "--quiet"]);
       assertEquals(r.code, 0, r.stderr);
       return await outputPages(`${tmp}/out`);
@@ -146,12 +139,6 @@ Deno.test({
     assertEquals(outcomes[outcomes.length - 1], "written", "a roomy tmpfs holds the whole output");
   },
 });
-
-async function withTempResult<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  let out: T | undefined;
-  await withTemp(async (d) => void (out = await fn(d)));
-  return out!;
-}
 
 Deno.test({
   name:

@@ -10,7 +10,7 @@
  * line of a block, the backend's debug line), never after a fixed delay.
  */
 import { join } from "../src/std/path.ts";
-import { assert, assertEquals, fixture } from "./assert.ts";
+import { assert, assertEquals, fixture, withTempDir } from "./assert.ts";
 import {
   assertLastErrorLine,
   assertNoOutput,
@@ -43,14 +43,7 @@ const TUNE = [
   "2",
 ];
 
-async function withTemp(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "autoround-signals-" }));
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+const withTemp = <T>(fn: (dir: string) => Promise<T>) => withTempDir("autoround-signals-", fn);
 
 /** Whether an unfinished (temporary) output folder for `out` exists now. */
 async function partialExists(out: string): Promise<boolean> {

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects } from "./assert.ts";
+import { assert, assertEquals, assertRejects, withTempDir } from "./assert.ts";
 import { InputError } from "../src/errors.ts";
 import { hubCacheDir, resolveDatasetCacheDir, resolveModelDir } from "../src/io/model_source.ts";
 
@@ -21,14 +21,7 @@ async function fakeRepo(cache: string, kind: string, repoId: string, revs: strin
   return repo;
 }
 
-async function withTemp(fn: (dir: string) => Promise<void>) {
-  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "autoround-ms-test-" }));
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+const withTemp = <T>(fn: (dir: string) => Promise<T>) => withTempDir("autoround-ms-test-", fn);
 
 Deno.test("resolveModelDir: an existing folder with config.json is returned as an absolute path", async () => {
   // A relative path valid from any working folder (no chdir: test files may share the process).

@@ -1,15 +1,8 @@
-import { assert, assertEquals, assertRejects } from "./assert.ts";
+import { assert, assertEquals, assertRejects, withTempDir } from "./assert.ts";
 import { InputError } from "../src/errors.ts";
 import { OutputFolder } from "../src/io/output_folder.ts";
 
-async function withTemp(fn: (dir: string) => Promise<void>) {
-  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "autoround-of-test-" }));
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+const withTemp = <T>(fn: (dir: string) => Promise<T>) => withTempDir("autoround-of-test-", fn);
 
 const list = (dir: string) => [...Deno.readDirSync(dir)].map((e) => e.name).sort();
 

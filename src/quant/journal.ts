@@ -23,23 +23,13 @@
  * bytes at the offsets the header gives (8-aligned).
  */
 import { InputError, UsageError, writeErrorOf } from "../errors.ts";
-import type { QuantizedWeights } from "../qmath/quantized.ts";
+import type { QuantizedLinear } from "../qmath/quantized.ts";
 import type { BlockReport } from "./block_report.ts";
 
 /** One exporter call as the journal keeps it (tensors that tuning produced; the rest by name). */
 export type JournalCall =
   | { op: "raw"; to: number[]; name: string }
-  | {
-    op: "quantized";
-    to: number[];
-    name: string;
-    n: number;
-    k: number;
-    bits: number;
-    groupSize: number;
-    sym: boolean;
-    q: QuantizedWeights;
-  }
+  | ({ op: "quantized"; to: number[] } & Omit<QuantizedLinear, "bias">)
   | { op: "float"; to: number[]; name: string; n: number; k: number; importance?: Float32Array };
 
 /** A finished block. */

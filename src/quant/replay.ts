@@ -18,18 +18,8 @@ export function journalCalls(calls: ExportCall[]): JournalCall[] {
     if (c.op === "float" || c.op === "packed") {
       return { op: "float", to: c.to, name: c.name, n: c.n, k: c.k, importance: c.importance };
     }
-    const l = c.layer;
-    return {
-      op: "quantized",
-      to: c.to,
-      name: l.name,
-      n: l.n,
-      k: l.k,
-      bits: l.bits,
-      groupSize: l.groupSize,
-      sym: l.sym,
-      q: l.q,
-    };
+    const { bias: _, ...layer } = c.layer; // the bias is re-read from the checkpoint
+    return { op: "quantized", to: c.to, ...layer };
   });
 }
 
@@ -54,18 +44,10 @@ export async function replayedCalls(
     } else if (c.op === "float") {
       calls.push(...await floatCalls(p, c.to, c.name, w.linear[linearOf(c.name)], c.importance));
     } else {
-      const layer: QuantizedLinear = {
-        name: c.name,
-        n: c.n,
-        k: c.k,
-        bits: c.bits,
-        groupSize: c.groupSize,
-        sym: c.sym,
-        q: c.q,
-        bias: await biasOf(p, c.name),
-      };
+      const { op: _, to, ...fields } = c;
+      const layer: QuantizedLinear = { ...fields, bias: await biasOf(p, c.name) };
       fake?.set(linearOf(c.name), p.be.upload(dequantizeLinear(layer), [c.n, c.k], p.be.computeDType));
-      calls.push({ op: "quantized", to: c.to, layer });
+      calls.push({ op: "quantized", to, layer });
     }
   }
   return calls;
