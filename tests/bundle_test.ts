@@ -16,7 +16,7 @@ import { GgufFile } from "../src/formats/gguf/file.ts";
 import { join } from "../src/std/path.ts";
 import { VERSION } from "../src/version.ts";
 import { assert, assertEquals, fixture } from "./assert.ts";
-import { type CliResult, copyModel } from "./cli_helpers.ts";
+import { type CliResult, cliResult, copyModel } from "./cli_helpers.ts";
 import { diskKernels } from "./kernel_files.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -31,21 +31,16 @@ async function deno(cwd: string, args: string[], bare = true): Promise<CliResult
     const v = Deno.env.get(k);
     if (v !== undefined) env[k] = v;
   }
-  const out = await new Deno.Command(Deno.execPath(), {
-    args,
-    cwd,
-    env: bare ? env : undefined,
-    clearEnv: bare,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return {
-    code: out.code,
-    signal: out.signal,
-    stdout: dec.decode(out.stdout),
-    stderr: dec.decode(out.stderr),
-  };
+  return cliResult(
+    await new Deno.Command(Deno.execPath(), {
+      args,
+      cwd,
+      env: bare ? env : undefined,
+      clearEnv: bare,
+      stdout: "piped",
+      stderr: "piped",
+    }).output(),
+  );
 }
 
 /** Every file under `dir`, by relative path, with its bytes. */

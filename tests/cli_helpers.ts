@@ -29,7 +29,13 @@ export async function cli(
   const all = prefix.length
     ? [...pre, Deno.execPath(), "run", "-A", MAIN, ...args]
     : ["run", "-A", MAIN, ...args];
-  const out = await new Deno.Command(cmd, { args: all, env, stdout: "piped", stderr: "piped" }).output();
+  return cliResult(
+    await new Deno.Command(cmd, { args: all, env, stdout: "piped", stderr: "piped" }).output(),
+  );
+}
+
+/** A finished Deno.Command's output as a CliResult (stdout and stderr decoded). */
+export function cliResult(out: Deno.CommandOutput): CliResult {
   const dec = new TextDecoder();
   return {
     code: out.code,
