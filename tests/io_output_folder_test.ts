@@ -151,3 +151,28 @@ Deno.test("OutputFolder.abortAllOpen: removes every open folder (what a signal h
     assertEquals(list(root), ["a", "done"]);
   });
 });
+
+Deno.test("OutputFolder.abortAllOpen: file operations still running on I/O threads cannot leave the folder behind", async () => {
+  // What an exporter may have in flight when SIGINT arrives: shard files being created, a recursive
+  // mkdir of its format folder. These run on Deno's I/O threads while the handler removes the folder.
+  await withTemp(async (root) => {
+    for (let round = 0; round < 20; round++) {
+      const out = await OutputFolder.create(`${root}/out`);
+      await Deno.mkdir(`${out.path}/fmt`);
+      for (let i = 0; i < 200; i++) await Deno.writeTextFile(`${out.path}/fmt/old-${i}`, "x");
+      const late: Promise<unknown>[] = [];
+      for (let i = 0; i < 64; i++) {
+        late.push(Deno.writeTextFile(`${out.path}/fmt/new-${i}`, "y"));
+        if (i % 8 === 0) late.push(Deno.mkdir(`${out.path}/gguf-${i}`, { recursive: true }));
+      }
+      const dropped = OutputFolder.abortAllOpen();
+      await Promise.allSettled(late);
+      assertEquals(dropped.map((d) => d.error?.message), [undefined], `round ${round}`);
+      // Anything a late mkdir made after the handler is not the handler's doing; what the handler
+      // saw must be gone, and the trash folder with it.
+      const left = list(root).filter((n) => n !== "out.partial");
+      assertEquals(left, [], `round ${round}: left behind ${left}`);
+      await Deno.remove(`${root}/out.partial`, { recursive: true }).catch(() => {});
+    }
+  });
+});

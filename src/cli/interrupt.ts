@@ -7,7 +7,8 @@
  *
  * The listener runs on the main thread, between two turns of its event loop: long computations
  * give it a turn every ~100 ms (std/event_loop.ts). It does all its work synchronously and ends the
- * process itself, so nothing else runs in between: no exporter writes into a folder being removed,
+ * process itself, so no other JavaScript runs in between (file operations already on Deno's I/O
+ * threads may still finish: OutputFolder.abortAllOpen renames the folder away before removing it),
  * and the CPU backend's worker threads end with the process. A second signal during that cleanup
  * waits for the first listener, which never returns. SIGKILL cannot be caught: it leaves the
  * temporary folder for `--resume`.

@@ -124,10 +124,10 @@ export class OutputFolder implements AsyncDisposable {
       f.#state = "aborted";
       OutputFolder.#open.delete(f);
       try {
-        Deno.removeSync(f.path, { recursive: true });
+        removeWhileWritten(f.path);
         out.push({ finalDir: f.finalDir });
       } catch (e) {
-        out.push({ finalDir: f.finalDir, error: e instanceof Deno.errors.NotFound ? undefined : e as Error });
+        out.push({ finalDir: f.finalDir, error: e as Error });
       } finally {
         f.#lock.close();
       }
@@ -223,6 +223,39 @@ export class OutputFolder implements AsyncDisposable {
       Deno.renameSync(from, to);
     } catch (e) {
       throw new InputError(`cannot write output folder: ${(e as Error).message}`, this.finalDir);
+    }
+  }
+}
+
+/**
+ * Remove `path` (a folder) although file operations started before this call may still be running
+ * on Deno's I/O threads: a signal handler runs between two turns of the event loop, but an
+ * exporter's `open`, `mkdir` or shard rename already handed to the thread pool completes on its
+ * own. The folder is first renamed to a unique sibling (so that a late `open` below the old path
+ * fails instead of adding to it), that sibling is removed, retrying while a late entry makes the
+ * last `rmdir` fail, and a folder a late recursive `mkdir` created again under the old path goes
+ * too. Synchronous throughout. Throws the last error when the folder cannot be removed.
+ */
+function removeWhileWritten(path: string): void {
+  const trash = `${path}.removing-${Deno.pid}-${randomTag()}`;
+  let target = path;
+  try {
+    Deno.renameSync(path, trash);
+    target = trash;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return;
+    // Cannot rename (odd file system): remove it where it is.
+  }
+  const ATTEMPTS = 20;
+  for (const p of target === path ? [path] : [trash, path]) {
+    for (let i = 1;; i++) {
+      try {
+        Deno.removeSync(p, { recursive: true });
+        break;
+      } catch (e) {
+        if (e instanceof Deno.errors.NotFound) break;
+        if (i === ATTEMPTS) throw e;
+      }
     }
   }
 }
