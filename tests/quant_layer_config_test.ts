@@ -96,6 +96,6 @@ Deno.test("schemes: presets, flag overrides, and clear errors", () => {
   assertEquals(resolveScheme("W4A16"), { bits: 4, groupSize: 128, sym: true, dataType: "int" });
   assertEquals(resolveScheme("w2a16g32"), { bits: 2, groupSize: 32, sym: true, dataType: "int" });
   assertEquals(resolveScheme("W4A16", { bits: 3, groupSize: 64, sym: false }).groupSize, 64);
-  assertThrows(() => resolveScheme("MXFP4"), UsageError, "not supported by this build yet");
+  assertThrows(() => resolveScheme("FP8_BLOCK"), UsageError, "not supported by this build yet");
   assertThrows(() => resolveScheme("W4A16", { groupSize: 0 }), Error, "group_size 0 is invalid");
 });

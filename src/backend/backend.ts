@@ -11,7 +11,7 @@
  * A `view` shares its parent's storage and must not outlive it; disposing a view frees nothing.
  */
 import type { QuantGgmlType } from "../qmath/gguf/params.ts";
-import type { QuantizedWeights } from "../qmath/quantized.ts";
+import type { ActQuant, QuantizedWeights, QuantScheme } from "../qmath/quantized.ts";
 
 /** Element types tensors can hold on a device. */
 export type DType = "f32" | "f16" | "bf16" | "i32" | "u8";
@@ -45,6 +45,30 @@ export interface IntQuantParams {
   sym: boolean;
   /** Scale storage dtype the forward rounds scales to (fp16 by default in AutoRound). */
   scaleDType: "f16" | "bf16" | "f32";
+}
+
+/**
+ * Float weight quantizer settings of one Linear (spec/SCHEMES.md § 4–7): the scheme (its data type,
+ * bits and group size: MX 32, NV 16, FP8 0 = per tensor or −1 = per row) and, for NVFP4, the weight
+ * global scale gs = 2688/amax (§ 5.1; the fused minimum over q/k/v and gate/up).
+ */
+export interface FloatQuantParams {
+  kind: "float";
+  scheme: QuantScheme;
+  globalScale?: number;
+}
+
+/**
+ * An activation quantizer call: the scheme's ActQuant, the calibrated input maximum (static FP8,
+ * NVFP4's global scale) and the tunable static scale coefficient `[1]` (FP8_STATIC's act_max_scale,
+ * clamped to [0, 1] by the tuner).
+ */
+export interface ActQuantArgs {
+  act: ActQuant;
+  actMax?: number;
+  actMaxScale?: Tensor;
+  /** Static quantizers take their range from max |x| of this input instead of actMax (SCHEMES.md § 12.2). */
+  rangeFromInput?: boolean;
 }
 
 /**
@@ -258,6 +282,32 @@ export interface Backend extends Disposable {
   fakeQuantBackward(w: Tensor, state: QuantState, p: IntQuantParams, dWq: Tensor): FakeQuantGrads;
   /** The final integer codes, scales and zero points for export (same math as fakeQuant). */
   quantizeWeights(w: Tensor, state: QuantState, p: IntQuantParams): Promise<QuantizedWeights>;
+
+  // ---- float and activation quantizers (optional; issue 17, spec/SCHEMES.md) -------------------
+  /**
+   * Optional: fake-quantize weight `w` `[N, K]` with a float data type (MX, NVFP4, FP8) and the
+   * tunable state (V, β = maxScale; α has no role, SCHEMES.md § 9.1), as auto-round's quant_mx /
+   * nv_fp4 / quant_fp8_sym compute it. Backends without it cannot run the float schemes.
+   */
+  floatFakeQuant?(w: Tensor, state: QuantState, p: FloatQuantParams, outDType?: DType): Tensor;
+  /** Straight-through gradients of floatFakeQuant (SCHEMES.md § 9.4); dMinScale is all zero. */
+  floatFakeQuantBackward?(w: Tensor, state: QuantState, p: FloatQuantParams, dWq: Tensor): FakeQuantGrads;
+  /** Element values and per-group scales of floatFakeQuant (FloatQuantizedLinear's fields). */
+  floatQuantizeWeights?(
+    w: Tensor,
+    state: QuantState,
+    p: FloatQuantParams,
+  ): Promise<{ elements: Float32Array; scales: Float32Array }>;
+  /**
+   * Optional: fake-quantize activations `x` `[rows, K]` (the input of a quantized Linear) with the
+   * scheme's activation quantizer (SCHEMES.md § 8); a new tensor in x's dtype.
+   */
+  actFakeQuant?(x: Tensor, a: ActQuantArgs): Tensor;
+  /**
+   * Gradients of actFakeQuant for dOut: dL/dx (through the straight-through rounding and the dynamic
+   * group maxima) and, when `a.actMaxScale` is given (a static scale being tuned), dL/d(actMaxScale) `[1]`.
+   */
+  actFakeQuantBackward?(x: Tensor, a: ActQuantArgs, dOut: Tensor): { dx: Tensor; dActMaxScale?: Tensor };
 
   // ---- training -------------------------------------------------------------------------------
   /**

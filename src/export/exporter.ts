@@ -4,7 +4,7 @@
  */
 import type { QuantGgmlType } from "../qmath/gguf/params.ts";
 import type { ModelSpec } from "../model/config.ts";
-import type { QuantizedLinear } from "../qmath/quantized.ts";
+import type { FloatQuantizedLinear, QuantizedLinear } from "../qmath/quantized.ts";
 import type { RunInfo } from "../formats/run.ts";
 import type { StDType } from "../tensor/dtype.ts";
 import type { WorkerPool } from "../parallel/pool.ts";
@@ -78,6 +78,11 @@ export interface Exporter {
   writeRaw(name: string, dtype: StDType, shape: number[], src: RawSource): Promise<void>;
   /** A quantized Linear. */
   writeQuantized(layer: QuantizedLinear): Promise<void>;
+  /**
+   * A Linear quantized with a float or activation-quantized scheme (MX, NVFP4, FP8, INT8_W8A8);
+   * formats without it refuse those schemes before the run (registry.ts).
+   */
+  writeFloatQuantized?(layer: FloatQuantizedLinear): Promise<void>;
   /**
    * Formats that quantize with their own block structure (GGUF) set this and receive every block
    * Linear's float weight `[n, k]` instead (with the importance statistics `[k]` when calibration

@@ -204,7 +204,14 @@ function sameScheme(a: QuantScheme, b: QuantScheme): boolean {
 }
 
 function describeScheme(s: QuantScheme): string {
-  return `${s.bits} bits, group ${s.groupSize}, ${s.sym ? "sym" : "asym"}`;
+  const base = `${s.bits} bits, group ${s.groupSize}, ${s.sym ? "sym" : "asym"}`;
+  if (s.dataType === "int" && !s.act) return base;
+  const act = s.act
+    ? `; activations ${s.act.dataType} ${s.act.bits}-bit, group ${s.act.groupSize}, ${
+      s.act.dynamic ? "dynamic" : "static"
+    }`
+    : "";
+  return `${s.dataType} ${base}${act}`;
 }
 
 /**

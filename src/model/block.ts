@@ -6,7 +6,8 @@
  *   h2 = rmsnorm(x2)·ln2;  m = silu(h2·Wgᵀ) ∘ (h2·Wuᵀ);  y = x2 + m·Wdᵀ
  *
  * The Linear weights come in as tensors, so SignRound passes the fake-quantized ones and evaluation
- * the plain or dequantized ones; nothing here knows about quantization.
+ * the plain or dequantized ones; nothing here knows about quantization. Schemes that quantize
+ * activations hand in an {@link InputTransform} applied to each Linear's input (and its backward).
  */
 import type { Backend, Tensor } from "../backend/backend.ts";
 import type { LinearName, ModelSpec } from "./config.ts";
@@ -21,6 +22,18 @@ export interface BlockWeights {
   /** Per-head q/k RMSNorm weights `[headDim]` (Qwen3). */
   qNorm?: Tensor;
   kNorm?: Tensor;
+  /** Applied to the inputs of the Linears it names (activation fake quantization). */
+  inputTransform?: InputTransform;
+}
+
+/** A transform of Linear inputs x ↦ x̃ (the Linear computes x̃·Wᵀ), with its backward. */
+export interface InputTransform {
+  /** Whether Linear `name`'s input is transformed. */
+  applies(name: LinearName): boolean;
+  /** x̃ for Linear `name`: a new tensor the caller disposes. */
+  forward(name: LinearName, x: Tensor): Tensor;
+  /** dL/dx from dL/dx̃ for Linear `name` (a new tensor); may record gradients of its own parameters. */
+  backward(name: LinearName, x: Tensor, dXt: Tensor): Tensor;
 }
 
 /** RoPE tables on the backend, `[positions, headDim/2]` each. */
@@ -51,6 +64,8 @@ export interface SavedBlock {
   gate: Tensor;
   up: Tensor;
   act: Tensor;
+  /** Transformed Linear inputs x̃ (BlockWeights.inputTransform), by Linear. */
+  transformed?: Partial<Record<LinearName, Tensor>>;
 }
 
 /** Called with the input of each Linear (for importance statistics); must not keep the tensor. */
@@ -86,11 +101,19 @@ export function blockForward(
 ): { y: Tensor; saved?: SavedBlock } {
   const { save = false, observe } = opts;
   const ropeGeo = { batch: geo.batch, seqLen: geo.seqLen, headDim: spec.headDim, posOffset: opts.posOffset };
+  const transformed: Partial<Record<LinearName, Tensor>> = {};
+  const lin = (name: LinearName, input: Tensor) => {
+    const tf = w.inputTransform?.applies(name) ? w.inputTransform.forward(name, input) : undefined;
+    const out = linear(be, tf ?? input, w.linear[name]);
+    if (tf && save) transformed[name] = tf;
+    else tf?.[Symbol.dispose]();
+    return out;
+  };
   const h1 = be.rmsNorm(x, w.inputNorm, spec.rmsEps);
   observe?.("self_attn.q_proj", h1);
-  let q = linear(be, h1, w.linear["self_attn.q_proj"]);
-  let k = linear(be, h1, w.linear["self_attn.k_proj"]);
-  const v = linear(be, h1, w.linear["self_attn.v_proj"]);
+  let q = lin("self_attn.q_proj", h1);
+  let k = lin("self_attn.k_proj", h1);
+  const v = lin("self_attn.v_proj", h1);
   if (w.bias) {
     be.addRowVector(q, w.bias.q);
     be.addRowVector(k, w.bias.k);
@@ -113,19 +136,19 @@ export function blockForward(
   be.rope(k, rope.cos, rope.sin, { ...ropeGeo, nHeads: spec.nKvHeads });
   const { out: attn, lse } = be.attention(q, k, v, attentionShape(spec, geo));
   observe?.("self_attn.o_proj", attn);
-  const o = linear(be, attn, w.linear["self_attn.o_proj"]);
+  const o = lin("self_attn.o_proj", attn);
   const x2 = be.add(x, o);
   o[Symbol.dispose]();
   const h2 = be.rmsNorm(x2, w.postNorm, spec.rmsEps);
   observe?.("mlp.gate_proj", h2);
-  const gate = linear(be, h2, w.linear["mlp.gate_proj"]);
-  const up = linear(be, h2, w.linear["mlp.up_proj"]);
+  const gate = lin("mlp.gate_proj", h2);
+  const up = lin("mlp.up_proj", h2);
   const act = be.siluMul(gate, up);
   observe?.("mlp.down_proj", act);
-  const d = linear(be, act, w.linear["mlp.down_proj"]);
+  const d = lin("mlp.down_proj", act);
   const y = be.add(x2, d, d);
   if (save) {
-    return { y, saved: { x, h1, qPre, kPre, q, k, v, attn, lse, x2, h2, gate, up, act } };
+    return { y, saved: { x, h1, qPre, kPre, q, k, v, attn, lse, x2, h2, gate, up, act, transformed } };
   }
   for (const t of [h1, q, k, v, attn, lse, x2, h2, gate, up, act]) t[Symbol.dispose]();
   return { y };
@@ -133,7 +156,10 @@ export function blockForward(
 
 /** Free the intermediates of a saved forward (not the input x, which the caller owns). */
 export function disposeSaved(s: SavedBlock): void {
-  for (const [key, t] of Object.entries(s)) if (key !== "x" && t) (t as Tensor)[Symbol.dispose]();
+  for (const t of Object.values(s.transformed ?? {})) t[Symbol.dispose]();
+  for (const [key, t] of Object.entries(s)) {
+    if (key !== "x" && key !== "transformed" && t) (t as Tensor)[Symbol.dispose]();
+  }
 }
 
 /** Which Linear weight gradients to compute (the rest of the backward runs regardless). */
@@ -170,9 +196,15 @@ export function blockBackward(
   opts: BackwardOptions = {},
 ): Map<LinearName, Tensor> {
   const grads = new Map<LinearName, Tensor>();
+  const tf = s.transformed ?? {};
   const weightGrad = (name: LinearName, dOut: Tensor, input: Tensor) => {
     if (!need(name)) return;
-    const dW = be.matmul(dOut, input, { transA: true }); // dW = dOutᵀ · input
+    // dW = dOutᵀ · x̃ (the Linear saw the transformed input when there is one)
+    const dW = be.matmul(dOut, tf[name] ?? input, { transA: true });
+    if (opts.release) {
+      tf[name]?.[Symbol.dispose]();
+      delete tf[name];
+    }
     if (opts.onGrad) opts.onGrad(name, dW);
     else grads.set(name, dW);
   };
@@ -184,10 +216,23 @@ export function blockBackward(
       delete saved[key];
     }
   };
+  /** dL/dx from dL/dx̃ = dXt for Linear `name` whose input was x (dXt is consumed). */
+  const throughTransform = (name: LinearName, x: Tensor, dXt: Tensor): Tensor => {
+    if (!w.inputTransform?.applies(name)) return dXt;
+    const dx = w.inputTransform.backward(name, x, dXt);
+    dXt[Symbol.dispose]();
+    return dx;
+  };
   // y = x2 + act·Wdᵀ
   weightGrad("mlp.down_proj", dy, s.act);
-  drop("act");
-  const dAct = be.matmul(dy, w.linear["mlp.down_proj"]);
+  let dAct: Tensor;
+  if (w.inputTransform?.applies("mlp.down_proj")) {
+    dAct = throughTransform("mlp.down_proj", s.act, be.matmul(dy, w.linear["mlp.down_proj"]));
+    drop("act");
+  } else {
+    drop("act"); // before dAct exists: the two widest tensors are never alive together
+    dAct = be.matmul(dy, w.linear["mlp.down_proj"]);
+  }
   // Releasing: dg and du may take gate's and up's memory (the MLP's two widest tensors).
   const { dg, du } = be.siluMulBackward(s.gate, s.up, dAct, { overwrite: opts.release });
   dAct[Symbol.dispose]();
@@ -196,9 +241,17 @@ export function blockBackward(
   drop("gate", "up");
   weightGrad("mlp.gate_proj", dg, s.h2);
   weightGrad("mlp.up_proj", du, s.h2);
+  let dh2: Tensor;
+  if (w.inputTransform?.applies("mlp.gate_proj") || w.inputTransform?.applies("mlp.up_proj")) {
+    dh2 = throughTransform("mlp.gate_proj", s.h2, be.matmul(dg, w.linear["mlp.gate_proj"]));
+    const dUp = throughTransform("mlp.up_proj", s.h2, be.matmul(du, w.linear["mlp.up_proj"]));
+    be.add(dh2, dUp, dh2);
+    dUp[Symbol.dispose]();
+  } else {
+    dh2 = be.matmul(dg, w.linear["mlp.gate_proj"]);
+    be.matmul(du, w.linear["mlp.up_proj"], { out: dh2, beta: 1 });
+  }
   drop("h2");
-  const dh2 = be.matmul(dg, w.linear["mlp.gate_proj"]);
-  be.matmul(du, w.linear["mlp.up_proj"], { out: dh2, beta: 1 });
   dg[Symbol.dispose]();
   du[Symbol.dispose]();
   // x2 = x + attn·Woᵀ, h2 = rmsnorm(x2): dx2 = dy + rmsnorm'(dh2)
@@ -207,7 +260,7 @@ export function blockBackward(
   drop("x2");
   be.add(dx2, dy, dx2);
   weightGrad("self_attn.o_proj", dx2, s.attn);
-  const dAttn = be.matmul(dx2, w.linear["self_attn.o_proj"]);
+  const dAttn = throughTransform("self_attn.o_proj", s.attn, be.matmul(dx2, w.linear["self_attn.o_proj"]));
   dx2[Symbol.dispose]();
   const needQkv = need("self_attn.q_proj") || need("self_attn.k_proj") || need("self_attn.v_proj");
   if (needQkv) {
@@ -232,5 +285,9 @@ export function blockBackward(
   }
   dAttn[Symbol.dispose]();
   drop("h1", "qPre", "kPre", "q", "k", "v", "attn", "lse");
+  if (opts.release) {
+    for (const t of Object.values(tf)) t[Symbol.dispose]();
+    delete s.transformed;
+  }
   return grads;
 }

@@ -5,13 +5,26 @@
  * and the formats (src/formats/) pack them into their tensors and unpack them again.
  */
 
-/** Weight-only integer scheme of a layer (act_bits 16). */
+/**
+ * The quantization scheme of a layer: integer weights (W2…W8A16: `dataType` "int", no `act`), or one of
+ * auto-round's float / activation-quantized presets ({@link FloatScheme}: MX, NV, FP8, INT8_W8A8).
+ */
 export interface QuantScheme {
   bits: number;
-  /** Group size: positive, or -1 for one group per output row. */
+  /** Group size: positive, −1 for one group per output row, 0 for one per tensor (FP8 only). */
   groupSize: number;
   sym: boolean;
-  dataType: "int";
+  dataType: "int" | FloatWeightDataType;
+  /** Activation quantizer of the layer's input; absent for weight-only schemes (act_bits 16). */
+  act?: ActQuant;
+}
+
+/**
+ * True for the schemes the integer quantizer runs (int weights, no activation quantization); the
+ * others are {@link FloatScheme}s.
+ */
+export function isIntWeightOnly(s: QuantScheme): boolean {
+  return s.dataType === "int" && s.act === undefined;
 }
 
 /** Integer codes, scales and zero points of a quantized Linear, on the host. */

@@ -11,8 +11,15 @@ import type { LayerPlan } from "../formats/run.ts";
 import type { Checkpoint } from "../io/checkpoint.ts";
 import type { BlockWeights } from "../model/block.ts";
 import { blockPrefix, blockWeightShapes, type LinearName } from "../model/config.ts";
-import type { QuantizedLinear } from "../qmath/quantized.ts";
-import { quantParams } from "./linear_state.ts";
+import {
+  type FloatQuantizedLinear,
+  type FloatScheme,
+  isIntWeightOnly,
+  type QuantizedLinear,
+  type QuantScheme,
+} from "../qmath/quantized.ts";
+import { intParams, quantParams } from "./linear_state.ts";
+import { fakeQuantOf, floatOps, isFloatParams } from "./weight_quant.ts";
 
 /** Where a block's outputs go. */
 export interface OutputTargets {
@@ -23,6 +30,16 @@ export interface OutputTargets {
   onFakeWeight?: (name: string, values: Float32Array) => void;
 }
 
+/** What a float-scheme Linear carries besides its weights (SCHEMES.md § 5.1, § 8.3). */
+export interface FloatLinearExtras {
+  /** NVFP4 weight global scale (fused minimum). */
+  globalScale?: number;
+  /** FP8_STATIC input_scale. */
+  inputScale?: number;
+  /** NVFP4 input_global_scale (fused minimum). */
+  inputGlobalScale?: number;
+}
+
 /**
  * One call to exporters (indices into OutputTargets.exporters), as data: the pipeline runs the
  * calls while the next block computes, and the resume journal records them (journal.ts).
@@ -30,6 +47,7 @@ export interface OutputTargets {
 export type ExportCall =
   | { op: "raw"; to: number[]; name: string }
   | { op: "quantized"; to: number[]; layer: QuantizedLinear }
+  | { op: "floatQuantized"; to: number[]; layer: FloatQuantizedLinear }
   | {
     /** Bytes an exporter quantized on the device in the device phase (Exporter.packLinearOnDevice). */
     op: "packed";
@@ -69,6 +87,8 @@ export async function finishBlock(
   report: { quantized: string[]; skipped: string[] },
   /** The quantized stream needs the fake-quantized weights (SignRound's next inputs). */
   needsFake: boolean,
+  /** Per float-scheme Linear: global and static activation scales. */
+  extras: ReadonlyMap<LinearName, FloatLinearExtras> = new Map(),
 ): Promise<ExportCall[]> {
   const { be } = p;
   const prefix = blockPrefix(b);
@@ -82,9 +102,17 @@ export async function finishBlock(
     const full = prefix + lname;
     const weight = w.linear[lname];
     let ql: QuantizedLinear | undefined;
+    if (plan.quantize && !isIntWeightOnly(plan.scheme)) {
+      // Float and activation-quantized schemes: only formats that store them are in the run.
+      const fl = await floatLinear(p, full, weight, plan.scheme, states.get(lname)!, extras.get(lname) ?? {});
+      fake.set(lname, fl.fake);
+      calls.push({ op: "floatQuantized", to: packed, layer: fl.layer });
+      report.quantized.push(full);
+      continue;
+    }
     if (plan.quantize && needPacked) {
       const state = states.get(lname)!;
-      const params = quantParams(plan.scheme, weight.shape[1]);
+      const params = intParams(plan.scheme, weight.shape[1]);
       const q = await be.quantizeWeights(weight, state, params);
       const fq = be.fakeQuant(weight, state, params, be.computeDType);
       fake.set(lname, fq);
@@ -125,6 +153,51 @@ export async function finishBlock(
     calls.push({ op: "raw", to: packedGetsIt ? all : floatWanting, name: prefix + rel });
   }
   return calls;
+}
+
+/** A float-scheme Linear's fake-quantized weight and its exported values. */
+async function floatLinear(
+  p: OutputTargets,
+  full: string,
+  weight: Tensor,
+  scheme: QuantScheme,
+  state: QuantState,
+  extras: FloatLinearExtras,
+): Promise<{ fake: Tensor; layer: FloatQuantizedLinear }> {
+  const { be } = p;
+  const [n, k] = weight.shape;
+  const params = quantParams(scheme, k, extras.globalScale);
+  const fq = fakeQuantOf(be, weight, state, params, be.computeDType);
+  if (p.onFakeWeight) p.onFakeWeight(`${full}.weight`, await be.read(fq));
+  let elements: Float32Array, scales: Float32Array;
+  if (isFloatParams(params)) {
+    ({ elements, scales } = await floatOps(be, params).floatQuantizeWeights(weight, state, params));
+  } else {
+    // INT8_W8A8: int_sym weights (SCHEMES.md § 7) as signed codes.
+    const q = await be.quantizeWeights(weight, state, params);
+    const G = q.scales.length / n, g = Math.ceil(k / G);
+    elements = new Float32Array(n * k);
+    for (let r = 0; r < n; r++) {
+      for (let c = 0; c < k; c++) {
+        elements[r * k + c] = q.codes[r * k + c] - q.zeros[r * G + Math.floor(c / g)];
+      }
+    }
+    scales = q.scales;
+  }
+  return {
+    fake: fq,
+    // validateScheme admits float data types and INT8_W8A8 only with sym = true.
+    layer: {
+      name: full,
+      n,
+      k,
+      scheme: scheme as FloatScheme,
+      elements,
+      scales,
+      ...extras,
+      bias: await biasOf(p, full),
+    },
+  };
 }
 
 /**
@@ -169,6 +242,8 @@ export async function runExportCalls(p: OutputTargets, calls: ExportCall[]): Pro
       await writeRawTo(p, c.to.map((i) => p.exporters[i]), c.name);
     } else if (c.op === "quantized") {
       for (const i of c.to) await p.exporters[i].writeQuantized(c.layer);
+    } else if (c.op === "floatQuantized") {
+      for (const i of c.to) await p.exporters[i].writeFloatQuantized!(c.layer);
     } else if (c.op === "packed") {
       for (const i of c.to) await p.exporters[i].writePackedLinear!(c.name, c.n, c.k, c.bytes);
     } else {

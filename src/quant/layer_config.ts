@@ -185,17 +185,36 @@ export function resolveLayerConfig(
       layers.set(l.name, { ...base, quantize: false, reason: "layer_config bits>=16", fromUser: true });
       continue;
     }
-    if (ov?.data_type !== undefined && ov.data_type !== "int") {
+    if (ov?.data_type !== undefined && ov.data_type !== scheme.dataType) {
       throw new QuantizeError(
-        `layer_config for ${l.name}: data_type ${quote(ov.data_type)} is not supported yet`,
+        `layer_config for ${l.name}: data_type ${
+          quote(ov.data_type)
+        } differs from the run's ${scheme.dataType} (mixed data types are not supported yet)`,
       );
     }
     const s = validateScheme({
       bits: ov?.bits ?? scheme.bits,
       groupSize: ov?.group_size ?? scheme.groupSize,
       sym: ov?.sym ?? scheme.sym,
-      dataType: "int",
+      dataType: scheme.dataType,
+      ...(scheme.act ? { act: scheme.act } : {}),
     }, `layer_config for ${l.name}`);
+    if (s.dataType !== "int") {
+      // mx/nv: a layer whose input size is not a multiple of the group stays 16-bit (auto-round
+      // compressors/layer_config/resolver.py:75-90, SCHEMES.md § 3.1); FP8 takes any shape.
+      const g = s.groupSize;
+      const fits = s.dataType === "fp" ? g <= 0 || l.in % g === 0 : l.in % g === 0;
+      layers.set(
+        l.name,
+        fits ? { ...base, quantize: true, scheme: s, fromUser: ov !== undefined } : {
+          ...base,
+          quantize: false,
+          reason: `input size ${l.in} not divisible by group_size ${g}`,
+          fromUser: false,
+        },
+      );
+      continue;
+    }
     if (l.out % 32 !== 0 || l.in % 32 !== 0) {
       layers.set(l.name, {
         ...base,

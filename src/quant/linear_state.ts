@@ -4,6 +4,7 @@
  * on the device when the backend has the kernels, else from the host math (qmath/int_quant.ts).
  */
 import type { Backend, IntQuantParams, QuantState, Tensor } from "../backend/backend.ts";
+import { isFloatParams, type LayerQuantParams } from "./weight_quant.ts";
 import {
   groupMinMax,
   groupsPerRow,
@@ -11,20 +12,44 @@ import {
   resolveGroupSize,
   searchScalesSym,
 } from "../qmath/int_quant.ts";
-import type { QuantScheme } from "../qmath/quantized.ts";
+import { isIntWeightOnly, type QuantScheme } from "../qmath/quantized.ts";
 
 /** Whether AutoRound would use optimized RTN for this layer (rtn/config.py, get_quant_func). */
 export function usesOptRtn(s: QuantScheme, iters: number, disableOptRtn: boolean | undefined): boolean {
   if (iters > 0) return false;
+  // Float schemes: NVFP4's opt_rtn_fast_nvfp4 is not implemented yet (SCHEMES.md § 9.5); MX and FP8
+  // use plain RTN inside blocks, INT8_W8A8 has opt-RTN off (§ 1.4).
+  if (!isIntWeightOnly(s)) return false;
   // W8A16 turns it off by default; an explicit --enable_opt_rtn keeps it on.
   const disabled = disableOptRtn ?? s.bits >= 8;
   // Only symmetric int has an opt-RTN quantizer ("opt_rtn_int_sym"); asym falls back to int_asym.
   return !disabled && s.sym;
 }
 
-/** Quantizer parameters of a layer (scales stored as fp16, auto-round's default scale_dtype). */
-export function quantParams(s: QuantScheme, k: number): IntQuantParams {
+/**
+ * Quantizer parameters of a layer: integer (scales stored as fp16, auto-round's default scale_dtype;
+ * INT8_W8A8's weights too, § 7) or float (with NVFP4's weight global scale).
+ */
+export function quantParams(s: QuantScheme, k: number, globalScale?: number): LayerQuantParams {
+  if (s.dataType !== "int") return { kind: "float", scheme: s, globalScale };
   return { bits: s.bits, groupSize: resolveGroupSize(s.groupSize, k), sym: s.sym, scaleDType: "f16" };
+}
+
+/** The integer parameters of an integer-weight layer (a QuantizeError-free narrowing for int paths). */
+export function intParams(s: QuantScheme, k: number): IntQuantParams {
+  const p = quantParams(s, k);
+  if (isFloatParams(p)) throw new Error(`intParams: ${s.dataType} is not an integer data type`);
+  return p;
+}
+
+/**
+ * The group size a state is laid out with: the int rule (−1 or > K: one group per row), and for
+ * float schemes 0 = the whole tensor one group.
+ */
+function stateGroup(s: QuantScheme, k: number): { g: number; perTensor: boolean } {
+  return s.groupSize === 0 && s.dataType !== "int"
+    ? { g: k, perTensor: true }
+    : { g: resolveGroupSize(s.groupSize, k), perTensor: false };
 }
 
 /** Build a Linear's initial tuning state from host weights: V = 0, α = β = 1, group min/max of W. */
@@ -44,7 +69,7 @@ export function initialState(
     be,
     n,
     k,
-    G,
+    n * G,
     be.upload(wMin, wl),
     be.upload(wMax, wl),
     initScale && be.upload(initScale, wl),
@@ -62,7 +87,8 @@ export async function initialStateOf(
   initScale?: Tensor,
 ): Promise<QuantState & Disposable> {
   const [n, k] = weight.shape;
-  const g = resolveGroupSize(s.groupSize, k);
+  const { g, perTensor } = stateGroup(s, k);
+  if (perTensor) return perTensorState(be, await be.read(weight), n, k, initScale);
   if (!be.groupMinMax) {
     const st = initialState(be, await be.read(weight), n, k, s);
     return initScale
@@ -70,7 +96,7 @@ export async function initialStateOf(
       : st;
   }
   const { wMin, wMax } = be.groupMinMax(weight, g);
-  return stateWith(be, n, k, Math.ceil(k / g), wMin, wMax, initScale);
+  return stateWith(be, n, k, n * Math.ceil(k / g), wMin, wMax, initScale);
 }
 
 /**
@@ -93,19 +119,44 @@ export async function optRtnScales(
   return be.upload(scales, [scales.length]);
 }
 
+/** A per-tensor state (FP8 group 0): one min/max over the whole weight, one β. */
+function perTensorState(
+  be: Backend,
+  w: Float32Array,
+  n: number,
+  k: number,
+  initScale?: Tensor,
+): QuantState & Disposable {
+  let lo = 0, hi = 0;
+  for (let i = 0; i < w.length; i++) {
+    if (w[i] < lo) lo = w[i];
+    if (w[i] > hi) hi = w[i];
+  }
+  return stateWith(
+    be,
+    n,
+    k,
+    1,
+    be.upload(Float64Array.of(lo), [1]),
+    be.upload(Float64Array.of(hi), [1]),
+    initScale,
+  );
+}
+
 function stateWith(
   be: Backend,
   n: number,
   k: number,
-  G: number,
+  /** Groups in the whole weight (n · groups per row; 1 per tensor). */
+  groups: number,
   wMin: Tensor,
   wMax: Tensor,
   initScale?: Tensor,
 ): QuantState & Disposable {
   const t = {
     v: be.full([n, k], 0),
-    minScale: be.full([n * G], 1),
-    maxScale: be.full([n * G], 1),
+    minScale: be.full([groups], 1),
+    maxScale: be.full([groups], 1),
     wMin,
     wMax,
     initScale,

@@ -17,16 +17,10 @@ import type { CalibrationSet } from "../io/calib.ts";
 import { PyRandom } from "../io/pyrandom.ts";
 import { TensorRows } from "../io/tensor_rows.ts";
 import type { Log } from "../log.ts";
-import {
-  blockForward,
-  type BlockWeights,
-  type LinearInputObserver,
-  type RopeTensors,
-} from "../model/block.ts";
+import type { LinearInputObserver, RopeTensors } from "../model/block.ts";
 import { BLOCK_LINEARS, blockPrefix, type LinearName } from "../model/config.ts";
 import { loadBlockWeights, uploadRope } from "../model/transformer.ts";
 import type { QuantScheme } from "../qmath/quantized.ts";
-import { yieldToEventLoop } from "../std/event_loop.ts";
 import { type ActivationStore, activationStore, computeBytes, samplesPerPass } from "./activations.ts";
 import {
   type ExportCall,
@@ -41,6 +35,9 @@ import { journalCalls, replayedCalls } from "./replay.ts";
 import type { LayerConfigResult } from "./layer_config.ts";
 import { initialStateOf, optRtnScales, quantParams, usesOptRtn } from "./linear_state.ts";
 import { type SignRoundSettings, tuneBlock, type TunedLinear } from "./signround.ts";
+import { actMaxObserver, BlockActQuant, hasActQuant } from "./act_quant.ts";
+import { copyStore, forwardInPlace, forwardOver } from "./store_passes.ts";
+import { blockNeedsActCalibration, floatExtras, nvWeightGlobalScales } from "./float_block.ts";
 
 /** Settings of the quantization step itself (formats and I/O are the caller's). */
 export interface QuantizeSettings extends SignRoundSettings {
@@ -203,27 +200,6 @@ async function embeddingSource(p: PipelineInput, ids: Int32Array): Promise<Embed
   };
 }
 
-/** Forward every calibration sample through a block, in place: rows of `store` ← block(rows). */
-async function forwardInPlace(
-  p: PipelineInput,
-  w: BlockWeights,
-  store: ActivationStore,
-  rope: RopeTensors,
-  observe?: LinearInputObserver,
-): Promise<void> {
-  const bs = samplesPerPass(p.be, p.ckpt.spec, store.seqLen, p.settings.batchSize);
-  for (let s = 0; s < store.samples; s += bs) {
-    const nb = Math.min(bs, store.samples - s);
-    using xb = await store.read(s, nb);
-    const { y } = blockForward(p.be, p.ckpt.spec, w, xb, { batch: nb, seqLen: store.seqLen }, rope, {
-      observe,
-    });
-    await store.write(s, y);
-    y[Symbol.dispose]();
-    await yieldToEventLoop();
-  }
-}
-
 /** Quantize one block. */
 async function quantizeBlock(
   p: PipelineInput,
@@ -244,14 +220,19 @@ async function quantizeBlock(
   // fp forward over the calibration set: the targets (= next fp inputs), plus importance statistics.
   const imatrix = new Map<LinearName, Tensor>();
   const states = new Map<LinearName, QuantState & Disposable>();
+  // Float schemes: static activation ranges (RTN: from the fp pass; SignRound: from its inputs).
+  const actMax = new Map<LinearName, number>();
+  const actReads: Promise<void>[] = [];
+  const calibrateActs = blockNeedsActCalibration(plans);
   const report: Omit<BlockReport, "seconds"> = { block: b, quantized: [], skipped: [] };
+  let actQ: BlockActQuant | undefined;
   try {
     if (st) {
       const needImatrix = p.exporters.some((e) => e.wantsFloatLinears || e.wantsImportance) ||
         quantizedNames.some((l) =>
           usesOptRtn(schemeOf(plans, l), p.settings.iters, p.settings.disableOptRtn)
         );
-      const observe: LinearInputObserver | undefined = needImatrix
+      const imatrixObserver: LinearInputObserver | undefined = needImatrix
         ? (name, input) => {
           // q/k/v share h1 and gate/up share h2: record under each consumer.
           const consumers: LinearName[] = name === "self_attn.q_proj"
@@ -265,11 +246,17 @@ async function quantizeBlock(
           }
         }
         : undefined;
+      const actObserver = calibrateActs ? actMaxObserver(be, plans, actMax, actReads) : undefined;
+      const tuning = p.settings.iters > 0;
+      const observe = both(imatrixObserver, tuning ? undefined : actObserver);
       if (st.fpIn) {
         await copyStore(st.fp, st.fpIn, samplesPerPass(be, spec, st.fp.seqLen, p.settings.batchSize));
       }
+      if (tuning && actObserver) await forwardOver(p, w, st.q ?? st.fpIn!, st.rope, actObserver);
       await forwardInPlace(p, w, st.fp, st.rope, observe);
+      await Promise.all(actReads);
     }
+    const weightGs = await nvWeightGlobalScales(be, w.linear, plans);
 
     // Initial quantizer state of each Linear: V = 0, α = β = 1 (and the opt-RTN scale search);
     // not needed when only self-quantizing formats (GGUF) are written from RTN.
@@ -291,9 +278,10 @@ async function quantizeBlock(
       be.releaseCachedMemory?.();
       const linears: TunedLinear[] = quantizedNames.map((l) => ({
         name: l,
-        params: quantParams(schemeOf(plans, l), w.linear[l].shape[1]),
+        params: quantParams(schemeOf(plans, l), w.linear[l].shape[1], weightGs.get(l)),
         state: states.get(l)!,
       }));
+      if (hasActQuant(plans)) actQ = new BlockActQuant(be, plans, { actMax, tune: true });
       const r = await tuneBlock({
         be,
         spec,
@@ -305,6 +293,7 @@ async function quantizeBlock(
         rope: st.rope,
         settings: p.settings,
         rng,
+        act: actQ,
       });
       be.releaseCachedMemory?.();
       Object.assign(report, {
@@ -319,11 +308,17 @@ async function quantizeBlock(
     const fake = new Map<LinearName, Tensor>();
     let calls: ExportCall[];
     try {
-      calls = await finishBlock(p, b, w, plans, states, imatrix, fake, report, st?.q !== undefined);
+      const extras = await floatExtras(be, plans, weightGs, actMax, actQ);
+      calls = await finishBlock(p, b, w, plans, states, imatrix, fake, report, st?.q !== undefined, extras);
       if (st?.q) {
+        // The next block's quantized inputs: activations quantized too, with ranges from each input
+        // (auto-round's forward after tuning, SCHEMES.md § 12.2).
+        using inputTransform = hasActQuant(plans)
+          ? new BlockActQuant(be, plans, { actMax, dynamicRanges: true })
+          : undefined;
         await forwardInPlace(
           p,
-          { ...w, linear: { ...w.linear, ...Object.fromEntries(fake) } },
+          { ...w, linear: { ...w.linear, ...Object.fromEntries(fake) }, inputTransform },
           st.q,
           st.rope,
         );
@@ -335,7 +330,13 @@ async function quantizeBlock(
   } finally {
     for (const t of imatrix.values()) t[Symbol.dispose]();
     for (const s of states.values()) s[Symbol.dispose]();
+    actQ?.[Symbol.dispose]();
   }
+}
+
+function both(a?: LinearInputObserver, b?: LinearInputObserver): LinearInputObserver | undefined {
+  if (!a || !b) return a ?? b;
+  return (name, input) => (a(name, input), b(name, input));
 }
 
 /**
@@ -372,11 +373,4 @@ function schemeOf(plans: Map<LinearName, LayerPlan>, l: LinearName): QuantScheme
   const plan = plans.get(l)!;
   if (!plan.quantize) throw new Error(`${l} is not quantized`);
   return plan.scheme;
-}
-
-async function copyStore(from: ActivationStore, to: ActivationStore, bs: number): Promise<void> {
-  for (let s = 0; s < from.samples; s += bs) {
-    using x = await from.read(s, Math.min(bs, from.samples - s));
-    await to.write(s, x);
-  }
 }

@@ -33,7 +33,8 @@ import { type BlockReport, runPipeline } from "./pipeline.ts";
 import { usesOptRtn } from "./linear_state.ts";
 import { JOURNAL_DIR, RunJournal } from "./journal.ts";
 import { VERSION } from "../version.ts";
-import type { QuantScheme } from "../qmath/quantized.ts";
+import { isIntWeightOnly, type QuantScheme } from "../qmath/quantized.ts";
+import { needsCalibration } from "./act_quant.ts";
 import { CpuBackend } from "../backend/cpu/cpu_backend.ts";
 
 /** Everything a quantization run needs (CLI flags map onto these). */
@@ -127,6 +128,11 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
   const formats = parseFormats(o.formats.join(","), o.scheme.bits);
   const rs = resolveRunScheme(formats, o.schemeGiven === false ? undefined : o.scheme, o.scheme, o.iters);
   const scheme = rs.scheme;
+  if (o.resume && !isIntWeightOnly(scheme)) {
+    throw new UsageError(
+      `--resume is not supported yet for ${scheme.dataType} schemes with activation or float quantization`,
+    );
+  }
   // Everything that can fail on bad input is checked before the slow work starts.
   await using out = await OutputFolder.create(o.outputDir, {
     resume: o.resume,
@@ -147,6 +153,8 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
       f.kind === "gguf" && !isFloatGguf(f.gguf!) && !(o.disableOptRtn ?? f.gguf!.base === "Q8_0")
     );
   const needCalib = o.iters > 0 || ggufNeedsImportance ||
+    // FP8_STATIC and NVFP4 calibrate their activation ranges (SCHEMES.md § 8.2), RTN included.
+    [...layers.layers.values()].some((p) => p.quantize && p.scheme.act && needsCalibration(p.scheme.act)) ||
     (rs.packs &&
       [...layers.layers.values()].some((p) => p.quantize && usesOptRtn(p.scheme, o.iters, o.disableOptRtn)));
   // The tokenizer is only needed for calibration and evaluation: plain RTN runs without one.

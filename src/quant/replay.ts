@@ -15,6 +15,10 @@ import type { JournalBlock, JournalCall } from "./journal.ts";
 export function journalCalls(calls: ExportCall[]): JournalCall[] {
   return calls.map((c): JournalCall => {
     if (c.op === "raw") return c;
+    if (c.op === "floatQuantized") {
+      // quantize.ts refuses --resume for these schemes before the run starts.
+      throw new Error(`${c.layer.name}: float-scheme Linears are not journaled`);
+    }
     if (c.op === "float" || c.op === "packed") {
       return { op: "float", to: c.to, name: c.name, n: c.n, k: c.k, importance: c.importance };
     }

@@ -10,19 +10,14 @@
  * Everything stays on the device; the host only schedules (sample indices, learning rates) and reads
  * the per-iteration losses once, after the last iteration.
  */
-import type {
-  Backend,
-  CapturedWork,
-  FakeQuantGrads,
-  IntQuantParams,
-  QuantState,
-  Tensor,
-} from "../backend/backend.ts";
+import type { Backend, CapturedWork, FakeQuantGrads, QuantState, Tensor } from "../backend/backend.ts";
 import { blockBackward, blockForward, type BlockWeights, type RopeTensors } from "../model/block.ts";
 import type { LinearName, ModelSpec } from "../model/config.ts";
 import type { PyRandom } from "../io/pyrandom.ts";
 import { yieldToEventLoop } from "../std/event_loop.ts";
 import { type ActivationStore, DeviceActivations, samplesPerPass } from "./activations.ts";
+import type { BlockActQuant } from "./act_quant.ts";
+import { fakeQuantBackwardOf, fakeQuantOf, type LayerQuantParams, paramBits } from "./weight_quant.ts";
 
 /** Tuning settings (auto-round SignRoundConfig names in comments). */
 export interface SignRoundSettings {
@@ -43,7 +38,7 @@ export interface SignRoundSettings {
 /** A quantized Linear of the block being tuned. */
 export interface TunedLinear {
   name: LinearName;
-  params: IntQuantParams;
+  params: LayerQuantParams;
   state: QuantState & Disposable;
 }
 
@@ -99,6 +94,8 @@ export interface TuneInput {
   rope: RopeTensors;
   settings: SignRoundSettings;
   rng: PyRandom;
+  /** Activation quantizers of the block's Linears (schemes with act_bits ≤ 8), tuned act_max_scale included. */
+  act?: BlockActQuant;
 }
 
 /**
@@ -160,9 +157,12 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
     bestMin: keep(be.full(l.state.minScale.shape, 1)),
     bestMax: keep(be.full(l.state.maxScale.shape, 1)),
   }));
-  const bestPairs = acc.flatMap((a) =>
-    [[a.l.state.v, a.bestV], [a.l.state.minScale, a.bestMin], [a.l.state.maxScale, a.bestMax]] as const
-  );
+  const bestPairs = [
+    ...acc.flatMap((a) =>
+      [[a.l.state.v, a.bestV], [a.l.state.minScale, a.bestMin], [a.l.state.maxScale, a.bestMax]] as const
+    ),
+    ...[...(t.act?.scales.values() ?? [])].map((x) => [x.param, x.best] as const),
+  ];
   // auto-round logs (and compares) Σ losses / valid tokens of the global batch; mseLoss returns the
   // mean over rows·hidden, so the sum reduction multiplies that back.
   const invValid = (i: number) => 1 / valid[i];
@@ -200,6 +200,9 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
         be.signSgdStep(a.l.state.minScale, g?.dMinScale ?? a.dMin!, lrCur.get(lrMin)!, { lo: 0, hi: 1 });
         be.signSgdStep(a.l.state.maxScale, g?.dMaxScale ?? a.dMax!, lrCur.get(lrMin)!, { lo: 0, hi: 1 });
       }
+      // A static activation range's coefficient is in the min-max group (auto-round wrapper.py:213-216).
+      const as = t.act?.scales.get(a.l.name);
+      if (as) be.signSgdStep(as.param, as.grad, lrCur.get(lrMin)!, { lo: 0, hi: 1 });
     });
     for (const g of direct ?? []) for (const x of [g.dv, g.dMinScale, g.dMaxScale]) x[Symbol.dispose]();
     direct = undefined;
@@ -213,6 +216,7 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
   /** One iteration entirely on the device (capturable when alpha does not vary). */
   const deviceIteration = (alpha: number) => {
     be.copy(total, zero);
+    t.act?.zeroGrads();
     for (let start = 0; start < globalBatch; start += micro) {
       const n = Math.min(micro, globalBatch - start);
       using idx = be.rows(curIdx, start, n);
@@ -226,6 +230,7 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
   };
   const hostIteration = async (i: number) => {
     be.copy(total, zero);
+    t.act?.zeroGrads();
     for (let start = 0; start < globalBatch; start += micro) {
       const chunk = batches[i].slice(start, start + micro);
       using xv = be.rows(xb, 0, chunk.length * T), yv = be.rows(yb, 0, chunk.length * T);
@@ -286,7 +291,7 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
 
 /** The learning rates of a Linear: [rounding (V), min-max (α, β)]. */
 function lrsOf(s: SignRoundSettings, l: TunedLinear): [number, number] {
-  const lr = s.lr ?? autoLr(s.iters, l.params.bits);
+  const lr = s.lr ?? autoLr(s.iters, paramBits(l.params));
   return [lr, s.minmaxLr ?? lr];
 }
 
@@ -329,9 +334,13 @@ function step(
   using m = be.view(mr, [rows]);
   const fake = new Map<LinearName, Tensor>();
   for (const a of acc) {
-    fake.set(a.l.name, be.fakeQuant(t.weights.linear[a.l.name], a.l.state, a.l.params, be.computeDType));
+    fake.set(a.l.name, fakeQuantOf(be, t.weights.linear[a.l.name], a.l.state, a.l.params, be.computeDType));
   }
-  const w: BlockWeights = { ...t.weights, linear: { ...t.weights.linear, ...Object.fromEntries(fake) } };
+  const w: BlockWeights = {
+    ...t.weights,
+    linear: { ...t.weights.linear, ...Object.fromEntries(fake) },
+    inputTransform: t.act,
+  };
   const geo = { batch, seqLen: T };
   const { y: out, saved } = blockForward(be, spec, w, x, geo, t.rope, { save: true });
   // auto-round: mean MSE over all rows·hidden elements (masked ones count as zero), or the sum when
@@ -348,7 +357,7 @@ function step(
   const index = new Map(acc.map((a, j) => [a.l.name, j]));
   const onGrad = (name: LinearName, dW: Tensor) => {
     const j = index.get(name)!, a = acc[j];
-    const g = be.fakeQuantBackward(t.weights.linear[name], a.l.state, a.l.params, dW);
+    const g = fakeQuantBackwardOf(be, t.weights.linear[name], a.l.state, a.l.params, dW);
     dW[Symbol.dispose]();
     if (keep) {
       kept[j] = g;
