@@ -14,17 +14,21 @@ import {
 } from "./resume_kill.ts";
 import { join } from "../src/std/path.ts";
 
-Deno.test("resume: 20 runs killed at random moments (CPU) resume to the uninterrupted run's bytes", async () => {
+// 10 kills by default: the suite runs in CI's 20 minutes on 2 cores, where each kill-and-resume costs
+// ~25 s under the parallel load; AUTOROUND_RESUME_CASES=20 (or more) for a deeper run.
+const CASES = Number(Deno.env.get("AUTOROUND_RESUME_CASES") ?? 10);
+
+Deno.test(`resume: ${CASES} runs killed at random moments (CPU) resume to the uninterrupted run's bytes`, async () => {
   const root = await Deno.makeTempDir({ prefix: "autoround-resume-" });
   try {
-    const r = await killResumeCases(root, "cpu", 20, 14);
+    const r = await killResumeCases(root, "cpu", CASES, 14);
     console.log(
       `reference run ${r.reference.toFixed(1)} s; kills by phase: ${
         [...r.phases].map(([k, v]) => `${k} ×${v}`).join(", ")
       }; ${r.replayed} resumes replayed finished blocks`,
     );
     // The kills must land inside the work often enough for the test to mean something.
-    assert(r.replayed >= 5, `only ${r.replayed} resumes replayed journaled blocks`);
+    assert(r.replayed >= Math.ceil(CASES / 4), `only ${r.replayed} resumes replayed journaled blocks`);
   } finally {
     await Deno.remove(root, { recursive: true });
   }
