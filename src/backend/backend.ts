@@ -69,6 +69,12 @@ export interface ActQuantArgs {
   actMaxScale?: Tensor;
   /** Static quantizers take their range from max |x| of this input instead of actMax (SCHEMES.md § 12.2). */
   rangeFromInput?: boolean;
+  /**
+   * A stored static parameter used as is instead of one derived from actMax: FP8_STATIC's
+   * input_scale, NVFP4's input_global_scale (a checkpoint's values, at inference).
+   */
+  inputScale?: number;
+  inputGlobalScale?: number;
 }
 
 /**

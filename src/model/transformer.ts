@@ -3,9 +3,15 @@
  * Weights come from any WeightSource (an fp checkpoint, or a quantized folder dequantized on
  * load), so evaluation reads every format through one path.
  */
-import type { Backend, DType, Tensor } from "../backend/backend.ts";
-import { FormatError } from "../errors.ts";
-import { blockForward, type BlockWeights, type Geometry, type RopeTensors } from "./block.ts";
+import type { ActQuantArgs, Backend, DType, Tensor } from "../backend/backend.ts";
+import { BackendError, FormatError } from "../errors.ts";
+import {
+  blockForward,
+  type BlockWeights,
+  type Geometry,
+  type InputTransform,
+  type RopeTensors,
+} from "./block.ts";
 import { BLOCK_LINEARS, blockPrefix, blockWeightShapes, type LinearName, type ModelSpec } from "./config.ts";
 import { ropeTables } from "./rope.ts";
 
@@ -18,6 +24,12 @@ export interface WeightSource {
   readF32(name: string): Promise<Float32Array>;
   /** Optional: the stored bytes of a float tensor (lets a backend convert on the device). */
   readRaw?(name: string): Promise<{ dtype: string; bytes: Uint8Array }>;
+  /**
+   * Optional: the activation quantizer of Linear `layer` (full name without `.weight`) of a
+   * checkpoint quantized with activations (MXFP4, NVFP4, FP8_STATIC, INT8_W8A8…): a serving engine
+   * quantizes that Linear's input so, and evaluation does the same.
+   */
+  activationQuant?(layer: string): ActQuantArgs | undefined;
 }
 
 const RAW_DTYPES: Record<string, "f32" | "f16" | "bf16"> = { F32: "f32", F16: "f16", BF16: "bf16" };
@@ -43,6 +55,26 @@ async function loadChecked(
 }
 
 /** Load block i's weights onto the backend. */
+/**
+ * Inference-time activation quantization of a block's Linear inputs with fixed parameters (the ones
+ * a quantized checkpoint stores). No backward: tuning uses the quantizer's own transform.
+ */
+export function fixedActivationQuant(
+  be: Backend,
+  acts: ReadonlyMap<LinearName, ActQuantArgs>,
+): InputTransform {
+  if (!be.actFakeQuant) {
+    throw new BackendError(`the ${be.name} backend cannot quantize activations yet (use --device cpu)`);
+  }
+  return {
+    applies: (name) => acts.has(name),
+    forward: (name, x) => be.actFakeQuant!(x, acts.get(name)!),
+    backward: () => {
+      throw new BackendError("fixedActivationQuant has no backward (inference only)");
+    },
+  };
+}
+
 export async function loadBlockWeights(
   be: Backend,
   spec: ModelSpec,
@@ -64,7 +96,11 @@ export async function loadBlockWeights(
     LinearName,
     Tensor
   >;
+  const acts = src.activationQuant
+    ? new Map(BLOCK_LINEARS.map((n) => [n, src.activationQuant!(p + n)] as const).filter(([, a]) => a))
+    : undefined;
   return {
+    inputTransform: acts?.size ? fixedActivationQuant(be, acts as Map<LinearName, ActQuantArgs>) : undefined,
     inputNorm: t["input_layernorm.weight"],
     postNorm: t["post_attention_layernorm.weight"],
     linear,
