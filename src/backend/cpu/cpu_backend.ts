@@ -27,13 +27,12 @@ import { decodeFloats } from "../../tensor/dtype.ts";
 import * as attn from "./attention_ops.ts";
 import { blasName, type CpuBackendOptions, type OpsContext, startThreads } from "./resources.ts";
 import { CpuTensor, HostBlock, HostMemory, type Storage } from "./cpu_tensor.ts";
-import { ggufQuantizeTensor } from "./gguf.ts";
+import { ggufQuantizeValues } from "./gguf.ts";
 import type { FArr } from "./kernels.ts";
 import { gemm } from "./matmul.ts";
 import * as loss from "./loss_ops.ts";
 import * as mem from "./memory_ops.ts";
 import * as q from "./quant_ops.ts";
-import * as fo from "./float_ops.ts";
 import * as tk from "./tasks.ts";
 
 export { CpuTensor } from "./cpu_tensor.ts";
@@ -156,7 +155,10 @@ export class CpuBackend implements Backend {
   }
   /** The host reference itself (src/qmath/gguf/quantize.ts), on the f32 values of `w`. */
   ggufQuantize(w: Tensor, type: GgufBlockType, opts: GgufQuantizeOptions): Promise<Uint8Array> {
-    return Promise.resolve(ggufQuantizeTensor(this.t(w), type, opts, opts.imatrix && this.t(opts.imatrix)));
+    const W = this.t(w);
+    if (W.shape.length !== 2) throw new BackendError(`ggufQuantize: weight must be 2-D, got [${W.shape}]`);
+    const imatrix = opts.imatrix ? Float32Array.from(this.t(opts.imatrix).f) : undefined;
+    return Promise.resolve(ggufQuantizeValues(W.f, W.shape[0], W.shape[1], type, opts, imatrix));
   }
   uploadInt(data: Int32Array, shape: readonly number[]): Tensor {
     const t = this.own(shape, "i32", this.mem.i32(data.length));
@@ -175,7 +177,9 @@ export class CpuBackend implements Backend {
     return Promise.resolve(Float32Array.from(this.t(x).f));
   }
   readInt(x: Tensor): Promise<Int32Array> {
-    return Promise.resolve(Int32Array.from(this.t(x).i)); // .i throws for a non-i32 tensor
+    const t = this.t(x);
+    if (t.dtype !== "i32") throw new BackendError(`readInt of a ${t.dtype} tensor`);
+    return Promise.resolve(Int32Array.from(t.i));
   }
   view(x: Tensor, shape: readonly number[]): Tensor {
     const t = this.t(x);
@@ -206,8 +210,15 @@ export class CpuBackend implements Backend {
   ): void {
     const d = this.t(dst), s = this.t(src);
     const indices = Array.isArray(idx) ? idx as readonly number[] : Array.from(this.t(idx as Tensor).data);
-    const per = rowsPerSample * (s.size / s.shape[0]), first = firstSample ?? 0;
-    mem.gatherSamples(d.data as FArr, s.data as FArr, indices, per, first, firstSample !== undefined);
+    const per = rowsPerSample * (s.size / s.shape[0]);
+    mem.gatherSamples(
+      d.data as FArr,
+      s.data as FArr,
+      indices,
+      per,
+      firstSample ?? 0,
+      firstSample !== undefined,
+    );
     d.rounded();
   }
 
@@ -345,17 +356,6 @@ export class CpuBackend implements Backend {
     const W = this.t(w);
     return Promise.resolve(q.quantizeRows(this.ctx, this.quantArgs(W, state, p)));
   }
-
-  // ---- float schemes (float_ops.ts) ------------------------------------------------------------
-  private readonly fh = fo.opsHost((x) => this.t(x), (s, d) => this.newFloat(s, d));
-  readonly floatFakeQuant: Backend["floatFakeQuant"] = (w, s, p, d) => fo.floatFakeQuant(this.fh, w, s, p, d);
-  readonly floatFakeQuantBackward: Backend["floatFakeQuantBackward"] = (w, s, p, g) =>
-    fo.floatFakeQuantBackward(this.fh, w, s, p, g);
-  readonly floatQuantizeWeights: Backend["floatQuantizeWeights"] = (w, s, p) =>
-    fo.floatQuantizeWeights(this.fh, w, s, p);
-  readonly actFakeQuant: Backend["actFakeQuant"] = (x, a) => fo.actFakeQuant(this.fh, x, a);
-  readonly actFakeQuantBackward: Backend["actFakeQuantBackward"] = (x, a, g) =>
-    fo.actFakeQuantBackward(this.fh, x, a, g);
 
   // ---- training -------------------------------------------------------------------------------
   mseLoss(y: Tensor, target: Tensor, mask: Tensor | undefined, scale: number): { loss: Tensor; dy: Tensor } {

@@ -8,8 +8,6 @@ import { packBlocks } from "../../qmath/gguf/blocks.ts";
 import { quantizeAtExport, quantizeTensor } from "../../qmath/gguf/quantize.ts";
 import { ggufPlan } from "../gguf_plan.ts";
 import type { FArr } from "./kernels.ts";
-import type { CpuTensor } from "./cpu_tensor.ts";
-import { BackendError } from "../../errors.ts";
 
 /** Packed llama.cpp block bytes of weight `w` `[n, k]`; `imatrix` the importance `[k]` when given. */
 export function ggufQuantizeValues(
@@ -26,16 +24,4 @@ export function ggufQuantizeValues(
     ? quantizeAtExport(type, wf, n, k)
     : quantizeTensor(type, wf, n, k, { optRtn: opts.optRtn, imatrix });
   return packBlocks(blocks);
-}
-
-/** The same for CPU tensors: weight `w` `[n, k]`, the importance `[k]` when given. */
-export function ggufQuantizeTensor(
-  w: CpuTensor,
-  type: GgufBlockType,
-  opts: GgufQuantizeOptions,
-  imatrix?: CpuTensor,
-): Uint8Array {
-  if (w.shape.length !== 2) throw new BackendError(`ggufQuantize: weight must be 2-D, got [${w.shape}]`);
-  const imat = imatrix ? Float32Array.from(imatrix.f) : undefined;
-  return ggufQuantizeValues(w.f, w.shape[0], w.shape[1], type, opts, imat);
 }
