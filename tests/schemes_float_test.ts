@@ -88,3 +88,26 @@ Deno.test("float presets: a layer whose input is not a multiple of the MX/NV gro
   const down = fp8.get("model.layers.0.mlp.down_proj");
   assertEquals(down?.quantize && down.scheme, resolveScheme("FP8_STATIC"));
 });
+
+Deno.test("float presets: --act_bits/--act_group_size/--act_data_type/--disable_act_dynamic as auto-round's flags", () => {
+  // act_bits 16: weights only.
+  assertEquals(resolveScheme("MXFP4", { actBits: 16 }).act, undefined);
+  // FPW8A16 with --act_bits 8 --disable_act_dynamic: static per-tensor FP8 activations (act_group_size
+  // would default to the weight's 0, as auto-round's does).
+  assertEquals(resolveScheme("FPW8A16", { actBits: 8, actDynamic: false }).act, act(8, 0, "fp", false));
+  // NVFP4 weights with auto-round's activation type name; MXFP4 with RCEIL activations.
+  assertEquals(resolveScheme("NVFP4", { actDataType: "nv_fp4_with_static_gs" }).act, act(4, 16, "nv_fp"));
+  assertEquals(resolveScheme("MXFP4", { actDataType: "mx_fp_rceil" }).act, act(4, 32, "mx_fp_rceil"));
+  // Combinations without an implemented quantizer are refused with the quantizer named.
+  assertThrows(
+    () => resolveScheme("MXFP4", { actBits: 8, actDataType: "nv_fp" }),
+    QuantizeError,
+    "nv_fp 8-bit",
+  );
+  assertThrows(() => resolveScheme("INT8_W8A8", { actGroupSize: 32 }), QuantizeError, "int 8-bit group 32");
+  assertThrows(
+    () => resolveScheme("W4A16", { actBits: 8, actDataType: "bfloat" }),
+    UsageError,
+    "act_data_type",
+  );
+});

@@ -34,6 +34,11 @@ export const QUANTIZE_FLAGS: FlagSpec = {
   sym: { type: "boolean" },
   data_type: { type: "string" },
   dtype: { type: "string" },
+  act_bits: { type: "string" },
+  act_group_size: { type: "string" },
+  act_data_type: { type: "string" },
+  act_dtype: { type: "string" },
+  disable_act_dynamic: { type: "boolean" },
   recipe: { type: "string" },
   iters: { type: "string" },
   iter: { type: "string" },
@@ -110,9 +115,12 @@ Batch (README § Batch runs and exit codes)
 
 Scheme
   --scheme NAME          ${schemeNames()} (default W4A16 = 4 bits, group 128, sym)
-  --bits N               2, 3, 4 or 8, overriding the scheme
+  --bits N               2-6 or 8 (int); 4, 6, 8 (mx_fp); 8 (fp), overriding the scheme
+  --data_type T          int, mx_fp, mx_int, nv_fp, fp (with bits: mx_fp8); default: the scheme's
   --group_size N         -1 (per channel), 32, 64, 128, ...
   --asym | --sym         asymmetric / symmetric weights
+  --act_bits N           activation bits (16: weights only); --act_group_size N, --act_data_type T
+                         (mx_fp, mx_fp_rceil, mx_int, nv_fp, fp, int), --disable_act_dynamic
   --layer_config JSON    per-layer overrides: '{"mlp.down_proj": {"bits": 8}}' or a JSON file
   --ignore_layers LIST   comma-separated layer names kept in 16-bit (alias --fp_layers)
 
@@ -264,6 +272,10 @@ async function quantizeRun(
     groupSize: flagInt(f, "group_size"),
     sym: f.asym ? false : f.sym ? true : undefined,
     dataType: flagStr(f, "data_type", "dtype"),
+    actBits: flagInt(f, "act_bits"),
+    actGroupSize: flagInt(f, "act_group_size"),
+    actDataType: flagStr(f, "act_data_type", "act_dtype"),
+    actDynamic: f.disable_act_dynamic ? false : undefined,
   });
   const formats = (flagStr(f, "format", "formats") ?? "auto_round").toLowerCase().replaceAll(" ", "").split(
     ",",
@@ -301,7 +313,7 @@ async function quantizeRun(
     outputDir,
     formats,
     scheme,
-    schemeGiven: ["scheme", "bits", "group_size", "asym", "sym", "data_type", "dtype"].some((k) =>
+    schemeGiven: ["scheme", "bits", "group_size", "asym", "sym", "data_type", "dtype", "act_bits"].some((k) =>
       f[k] !== undefined
     ),
     layerConfig: userLayers,

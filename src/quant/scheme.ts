@@ -116,12 +116,37 @@ export function validateScheme(s: QuantScheme, where = "scheme"): QuantScheme {
   if (typeof s.sym !== "boolean") {
     throw new QuantizeError(`${where}: sym ${quote(s.sym)} is not true or false`);
   }
+  validateAct(s, where);
   if (s.act && (s.bits !== 8 || !s.sym || s.groupSize !== -1)) {
     throw new QuantizeError(
       `${where}: activation quantization with int weights needs INT8_W8A8's 8-bit sym per-channel weights`,
     );
   }
   return s;
+}
+
+/** The activation quantizers implemented (SCHEMES.md § 8): data type → bits and group sizes. */
+function validateAct(s: QuantScheme, where: string): void {
+  const a = s.act;
+  if (!a) return;
+  const fail = (why: string) =>
+    new QuantizeError(
+      `${where}: activation quantizer ${a.dataType} ${a.bits}-bit group ${a.groupSize} ${why}`,
+    );
+  if (a.dataType.startsWith("mx_")) {
+    const fmtBits = a.dataType === "mx_int" ? [4] : [4, 6, 8];
+    if (!fmtBits.includes(a.bits) || a.groupSize <= 0 || !a.dynamic) {
+      throw fail("is not an MX quantizer (dynamic, bits 4/6/8, positive group)");
+    }
+  } else if (a.dataType === "nv_fp") {
+    if (a.bits !== 4 || a.groupSize !== 16) throw fail("is not NVFP4's (4-bit, group 16)");
+  } else if (a.dataType === "fp") {
+    if (a.bits !== 8 || (!a.dynamic && a.groupSize !== 0)) {
+      throw fail("is not FP8 (8-bit; static needs group 0)");
+    }
+  } else if (a.bits !== 8 || a.groupSize !== -1 || !a.dynamic) {
+    throw fail("is not INT8_W8A8's (8-bit, per token, dynamic)");
+  }
 }
 
 function validateFloatScheme(s: QuantScheme, where: string): QuantScheme {
@@ -146,6 +171,7 @@ function validateFloatScheme(s: QuantScheme, where: string): QuantScheme {
       : "a positive size such as 32";
     throw new QuantizeError(`${where}: group_size ${quote(g)} is invalid for ${s.dataType} (use ${want})`);
   }
+  validateAct(s, where);
   return s;
 }
 
@@ -160,7 +186,7 @@ function validateFloatScheme(s: QuantScheme, where: string): QuantScheme {
  */
 export function resolveScheme(
   name: string,
-  overrides: { bits?: number; groupSize?: number; sym?: boolean; dataType?: string } = {},
+  overrides: SchemeOverrides = {},
 ): QuantScheme {
   const upper = name.toUpperCase();
   const key = ALIASES[upper] ?? upper;
@@ -191,7 +217,57 @@ export function resolveScheme(
     s.act = { ...preset.act, bits: preset.act.bits === preset.bits ? bits : preset.act.bits };
     if (preset.act.groupSize === preset.groupSize) s.act.groupSize = s.groupSize;
   }
-  return validateScheme(s, "--scheme/--bits/--group_size/--data_type");
+  applyActOverrides(s, overrides);
+  return validateScheme(s, "--scheme/--bits/--group_size/--data_type/--act_*");
+}
+
+/** Flags that override a preset's fields (auto-round's cli/parser.py scheme group). */
+export interface SchemeOverrides {
+  bits?: number;
+  groupSize?: number;
+  sym?: boolean;
+  dataType?: string;
+  /** --act_bits: 16 (or more) keeps activations unquantized. */
+  actBits?: number;
+  actGroupSize?: number;
+  actDataType?: string;
+  /** false for --disable_act_dynamic. */
+  actDynamic?: boolean;
+}
+
+/** Activation data types per weight data type when --act_data_type is not given (schemes.py:482-488). */
+const ACT_TYPES = ["mx_fp", "mx_fp_rceil", "mx_int", "nv_fp", "fp", "int"] as const;
+
+/**
+ * --act_bits/--act_group_size/--act_data_type/--disable_act_dynamic on top of the resolved scheme
+ * (auto-round _override_scheme_with_user_specify: act_group_size defaults to group_size, act_data_type
+ * to the weight's data type, act_dynamic to true).
+ */
+function applyActOverrides(s: QuantScheme, o: SchemeOverrides): void {
+  const given = o.actBits !== undefined || o.actGroupSize !== undefined || o.actDataType !== undefined ||
+    o.actDynamic !== undefined;
+  if (!given) return;
+  const bits = o.actBits ?? s.act?.bits ?? 16;
+  if (bits >= 16) {
+    delete s.act;
+    return;
+  }
+  let dataType = o.actDataType?.toLowerCase() ?? s.act?.dataType ?? s.dataType;
+  // auto-round's "nv_fp4_with_static_gs" is our nv_fp activation quantizer; "mx_fp4" carries its bits.
+  if (dataType.startsWith("nv_fp")) dataType = "nv_fp";
+  dataType = dataType.replace(/^(mx_fp|mx_int|fp|int)\d+$/, "$1");
+  if (!(ACT_TYPES as readonly string[]).includes(dataType)) {
+    throw new UsageError(
+      `act_data_type "${o.actDataType ?? dataType}" is not supported (use ${ACT_TYPES.join(", ")})`,
+    );
+  }
+  s.act = {
+    bits,
+    groupSize: o.actGroupSize ?? s.act?.groupSize ?? s.groupSize,
+    sym: true,
+    dataType: dataType as (typeof ACT_TYPES)[number],
+    dynamic: o.actDynamic ?? s.act?.dynamic ?? true,
+  };
 }
 
 /**
