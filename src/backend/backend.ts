@@ -45,6 +45,11 @@ export interface IntQuantParams {
   sym: boolean;
   /** Scale storage dtype the forward rounds scales to (fp16 by default in AutoRound). */
   scaleDType: "f16" | "bf16" | "f32";
+  /**
+   * SignRoundV2 (`--enable_alg_ext`, symmetric int): the state's initScale is tuned, scale =
+   * fp16(initScale·β) with α, β ∈ [0, 2] (spec/SCHEMES.md § 9.6). Only the CPU backend has it so far.
+   */
+  signRoundV2?: boolean;
 }
 
 /**
@@ -322,6 +327,16 @@ export interface Backend extends Disposable {
    * or omitted.
    */
   mseLoss(y: Tensor, target: Tensor, mask: Tensor | undefined, scale: number): { loss: Tensor; dy: Tensor };
+  /**
+   * Optional: SignRoundV2's outlier-suppressed loss (spec/SCHEMES.md § 9.6): the max(1, ⌊n/1000⌋)
+   * largest |y − t| are masked out, then mean((|y − t|·mask)²); dy = scale · ∂loss/∂y.
+   */
+  outlierSuppressedMseLoss?(
+    y: Tensor,
+    target: Tensor,
+    mask: Tensor | undefined,
+    scale: number,
+  ): { loss: Tensor; dy: Tensor };
   /**
    * Sign-SGD step: p ← p − lr·sign(g), then clamp into [lo, hi] when given. `lr` may be an f32 `[1]`
    * tensor read on the device (the decaying learning rate of a captured iteration).

@@ -45,6 +45,12 @@ export interface QuantMath {
   roundCompute?: (x: number) => number;
   /** Smallest scale magnitude: 1e-5 for 16-bit scales, 1e-8 for f32 (AutoRound `q_scale_thresh`). */
   scaleThresh: number;
+  /**
+   * SignRoundV2 (`--enable_alg_ext`): α and β are clamped into [0, maxScaleBound] (2 instead of 1,
+   * sign_roundv2/quantizer.py:102), and an initScale is tuned: scale = fp16(initScale·β), thresholded,
+   * and the codes divide by that rounded scale (quant_tensor_sym with init_scale, int.py:200-214).
+   */
+  tunedInitScale?: { maxScaleBound: number };
 }
 
 /** Tunable state, one entry per group (v per element). Absent arrays mean V = 0, α = β = 1. */
@@ -83,8 +89,6 @@ export function groupMinMax(w: FArr, l: GroupLayout): { wMin: Float64Array; wMax
   return { wMin, wMax };
 }
 
-const clamp01 = (x: number) => (x < 0 ? 0 : x > 1 ? 1 : x);
-
 /** The scale (and zero point) of one group plus what the backward pass needs to know. */
 export interface GroupScale {
   /** The stored scale (rounded to the scale dtype): Ŵ = scale·(q − zp). */
@@ -106,12 +110,21 @@ export interface GroupScale {
 
 /** Compute one group's scale as AutoRound does (α, β clamped into [0, 1] first). */
 export function groupScale(m: QuantMath, t: QuantTunables, idx: number): GroupScale {
-  const alpha = t.minScale ? clamp01(t.minScale[idx]) : 1;
-  const beta = t.maxScale ? clamp01(t.maxScale[idx]) : 1;
+  const hiBound = m.tunedInitScale?.maxScaleBound ?? 1;
+  const clampScale = (x: number) => (x < 0 ? 0 : x > hiBound ? hiBound : x);
+  const alpha = t.minScale ? clampScale(t.minScale[idx]) : 1;
+  const beta = t.maxScale ? clampScale(t.maxScale[idx]) : 1;
   const thr = m.roundScale(m.scaleThresh);
   if (m.sym) {
     const maxq = 2 ** (m.bits - 1);
     let raw: number, sign = 1, side: GroupScale["side"] = "max";
+    if (t.initScale && m.tunedInitScale) {
+      // scale = (init_scale · max_scale).to(fp16), then the ±q_scale_thresh clamp; codes use it.
+      const r = m.roundScale(t.initScale[idx] * beta);
+      const passes = r < 0 ? r <= -thr : r >= thr;
+      const scale = passes ? r : r < 0 ? -thr : thr;
+      return { scale, divScale: scale, zp: maxq, scalePasses: passes, sign, side, lo: 0, hi: 0 };
+    }
     if (t.initScale) {
       // Already clamped to ±thresh by the search; the codes use it unrounded (see QuantTunables).
       const exact = t.initScale[idx] * beta;

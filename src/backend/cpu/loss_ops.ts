@@ -37,3 +37,38 @@ export function argmaxRows(c: OpsContext, x: FArr, out: Int32Array): void {
   const rows = out.length, V = x.length / rows;
   c.pool.run(tk.argmaxTask, rows, { x, out, V }, tk.grain(V));
 }
+
+/**
+ * SignRoundV2's outlier-suppressed loss (sign_roundv2/quantizer.py:362-398): the max(1, ⌊n/1000⌋)
+ * elements of largest |y − t| (over the whole batch, token mask not applied yet; ties to the lower
+ * index) are left out, then mean((|y − t| · mask · keep)²) over all n elements, in f32 as torch.
+ * dy = scale · ∂loss/∂y. On the calling thread: a full sort of |y − t| per call.
+ */
+export function outlierSuppressedMse(
+  y: FArr,
+  t: FArr,
+  mask: FArr | undefined,
+  dy: FArr,
+  cols: number,
+  scale: number,
+): number {
+  const n = y.length;
+  const diff = new Float32Array(n);
+  for (let i = 0; i < n; i++) diff[i] = Math.abs(Math.fround(y[i] - t[i]));
+  const k = Math.max(1, Math.floor(n / 1000));
+  const sorted = diff.slice().sort((a, b) => b - a);
+  const thr = sorted[k - 1];
+  let above = 0;
+  for (let i = 0; i < n; i++) if (diff[i] > thr) above++;
+  let tiesToDrop = k - above;
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    let keep = diff[i] < thr ? 1 : diff[i] > thr ? 0 : tiesToDrop-- > 0 ? 0 : 1;
+    if (Number.isNaN(diff[i])) keep = 1;
+    const m = (mask ? mask[Math.floor(i / cols)] : 1) * keep;
+    const e = Math.fround(y[i] - t[i]) * m;
+    sum += e * e;
+    dy[i] = scale * 2 * e * m / n;
+  }
+  return sum / n;
+}

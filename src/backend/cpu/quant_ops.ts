@@ -46,7 +46,8 @@ export function quantArgs(
   if (s.wMin.length !== n * G || s.v.length !== w.length) {
     throw new BackendError(`quant state does not match a [${n}, ${k}] weight with group ${p.groupSize}`);
   }
-  return { w, k, g: p.groupSize, bits: p.bits, sym: p.sym, scaleDType: p.scaleDType, precision, ...s };
+  const v2 = p.signRoundV2 ? { signRoundV2: true } : {};
+  return { w, k, g: p.groupSize, bits: p.bits, sym: p.sym, scaleDType: p.scaleDType, precision, ...s, ...v2 };
 }
 
 export function fakeQuantRows(c: OpsContext, a: tk.QuantArgs, out: FArr): void {

@@ -271,6 +271,9 @@ export const mseTask = defineTask(
 
 // ---- quantization (units: weight rows) ---------------------------------------------------------
 
+/** SignRoundV2's bound on α and β (sign_roundv2/quantizer.py:102: minmax_scale_bound = (0, 2)). */
+export const SIGNROUND_V2_SCALE_BOUND = 2;
+
 /** A weight `[n, k]` with groups of g columns and its quantizer, in cloneable form. */
 export interface QuantArgs {
   w: FArr;
@@ -286,10 +289,14 @@ export interface QuantArgs {
   wMin: FArr;
   wMax: FArr;
   initScale?: FArr;
+  /** SignRoundV2's tuned init scale (QuantMath.tunedInitScale; IntQuantParams.signRoundV2). */
+  signRoundV2?: boolean;
 }
 
 /** The QuantMath of a scale dtype: f32 scales are rounded to f32 only on the f32 backend. */
-export function quantMath(a: Pick<QuantArgs, "bits" | "sym" | "scaleDType" | "precision">): QuantMath {
+export function quantMath(
+  a: Pick<QuantArgs, "bits" | "sym" | "scaleDType" | "precision" | "signRoundV2">,
+): QuantMath {
   const roundScale = a.scaleDType === "f16"
     ? Math.f16round
     : a.scaleDType === "bf16"
@@ -297,7 +304,9 @@ export function quantMath(a: Pick<QuantArgs, "bits" | "sym" | "scaleDType" | "pr
     : a.precision === "f32"
     ? Math.fround
     : (x: number) => x;
-  return { bits: a.bits, sym: a.sym, roundScale, scaleThresh: a.scaleDType === "f32" ? 1e-8 : 1e-5 };
+  const scaleThresh = a.scaleDType === "f32" ? 1e-8 : 1e-5;
+  const tunedInitScale = a.signRoundV2 ? { maxScaleBound: SIGNROUND_V2_SCALE_BOUND } : undefined;
+  return { bits: a.bits, sym: a.sym, roundScale, scaleThresh, tunedInitScale };
 }
 
 /** Layout, math and tunables of weight rows `[s, e)`. */

@@ -130,6 +130,11 @@ function checkBits(p: IntQuantParams): void {
   if (!(p.bits >= 1 && p.bits <= 8)) {
     throw new BackendError(`${p.bits}-bit integer quantization is not supported`);
   }
+  if (p.signRoundV2) {
+    throw new BackendError(
+      "--enable_alg_ext (SignRoundV2) runs on the CPU backend only so far: use --device cpu",
+    );
+  }
 }
 
 /** Ŵ in `outDType` (default: w's dtype). */

@@ -32,6 +32,11 @@ interface StateTensors {
 }
 
 function layoutOf(w: GpuTensor, s: StateTensors, p: IntQuantParams): Layout {
+  if (p.signRoundV2) {
+    throw new BackendError(
+      "--enable_alg_ext (SignRoundV2) runs on the CPU backend only so far: use --device cpu",
+    );
+  }
   const n = w.rows, k = w.cols;
   const g = p.groupSize <= 0 || p.groupSize > k ? k : p.groupSize;
   const G = Math.ceil(k / g);
