@@ -11,7 +11,8 @@ import { PyRandom } from "../src/io/pyrandom.ts";
 import { Tokenizer } from "../src/io/tokenizer.ts";
 import { LoadedModel } from "../src/model/transformer.ts";
 import type { QuantizeOptions } from "../src/quant/quantize.ts";
-import { autoLr, IndexSampler } from "../src/quant/signround.ts";
+import { autoLr } from "../src/quant/signround.ts";
+import { IndexSampler } from "../src/quant/index_sampler.ts";
 import { assert, assertAlmostEquals, assertEquals, assertSameNumbers, fixture } from "./assert.ts";
 import { quantizeStories } from "./stories_quantize.ts";
 

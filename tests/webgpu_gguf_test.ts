@@ -14,7 +14,7 @@ import { GGUF_MATH_WGSL } from "../src/backend/webgpu/kernels.ts";
 import { f32ToF16, roundHalfEven } from "../src/tensor/dtype.ts";
 import { gpuTest, openGpu } from "./webgpu_helpers.ts";
 import { GgufExporter } from "../src/export/gguf.ts";
-import { ggufQuantizerOf } from "../src/quant/quantize.ts";
+import { ggufQuantizerOf } from "../src/quant/gguf_device.ts";
 import { exportModel } from "./consumers/helpers.ts";
 import { widenStories } from "./consumers/models.ts";
 import {

@@ -78,6 +78,8 @@ const INT_FLAGS = new Set([
   "threads",
   "seed",
   "dynamic_max_gap",
+  "act_bits",
+  "act_group_size",
   "eval_bs",
   "eval_seqlen",
 ]);

@@ -72,6 +72,7 @@ export const QUANTIZE_FLAGS: FlagSpec = {
   disable_quanted_input: { type: "boolean" },
   "no-enable_quanted_input": { type: "boolean" },
   not_use_best_mse: { type: "boolean" },
+  enable_alg_ext: { type: "boolean" },
   dynamic_max_gap: { type: "string" },
   low_gpu_mem_usage: { type: "boolean" },
   log_json: { type: "string" },
@@ -138,6 +139,8 @@ Tuning (recipe values unless given)
   --seed N               (default 42)
   --disable_opt_rtn | --enable_opt_rtn
   --disable_minmax_tuning, --disable_quanted_input, --not_use_best_mse, --dynamic_max_gap N
+  --enable_alg_ext       SignRoundV2 (searched initial scales tuned in [0, 2], outlier-suppressed loss
+                         below 4 bits): symmetric int schemes, CPU backend
   --low_gpu_mem_usage    keep calibration activations in host memory
   --log_json FILE        JSON lines: each phase's start, per-block records (loss at start, best loss
                          and its iteration, seconds), each with phase, elapsed_s and eta_s; a summary
@@ -331,6 +334,7 @@ async function quantizeRun(
     enableMinmaxTuning: !(f.disable_minmax_tuning || f["no-enable_minmax_tuning"]),
     enableQuantedInput: !(f.disable_quanted_input || f["no-enable_quanted_input"]),
     notUseBestMse: f.not_use_best_mse === true,
+    enableAlgExt: f.enable_alg_ext === true,
     dynamicMaxGap,
     lowGpuMemUsage: f.low_gpu_mem_usage === true,
     resume,

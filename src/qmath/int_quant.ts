@@ -276,10 +276,12 @@ export function fakeQuantizeBackward(
         // Scale clamped: only the zero point still depends on lo.
         a = (-gZp / s) * t.wMin[idx];
       }
-      // α, β are clamped into [0, 1] before use; clamp passes gradient inside the closed range.
+      // α, β are clamped into [0, 1] ([0, 2] for SignRoundV2) before use; clamp passes gradient
+      // inside the closed range.
+      const hi = m.tunedInitScale?.maxScaleBound ?? 1;
       const alpha = t.minScale ? t.minScale[idx] : 1, beta = t.maxScale ? t.maxScale[idx] : 1;
-      dMin[idx] = alpha >= 0 && alpha <= 1 ? a : 0;
-      dMax[idx] = beta >= 0 && beta <= 1 ? b : 0;
+      dMin[idx] = alpha >= 0 && alpha <= hi ? a : 0;
+      dMax[idx] = beta >= 0 && beta <= hi ? b : 0;
     }
   }
 }

@@ -27,6 +27,21 @@ export function usesOptRtn(s: QuantScheme, iters: number, disableOptRtn: boolean
 }
 
 /**
+ * Whether SignRoundV2 (`--enable_alg_ext`) changes this layer's quantizer: tuning, symmetric, no
+ * super-groups (sign_roundv2/quantizer.py prepare_run). Integer data only in this build (MX/NV
+ * refused in quantize.ts); asymmetric layers keep plain SignRound, as auto-round's do.
+ */
+export function usesSignRoundV2(s: QuantScheme, t: { iters: number; enableAlgExt?: boolean }): boolean {
+  return t.enableAlgExt === true && t.iters > 0 && s.sym && s.dataType === "int";
+}
+
+/** SignRoundV2's outlier-suppressed loss applies when bits < 4 or act_bits ≤ 4 (same prepare_run). */
+export function outlierLossFor(s: QuantScheme, t: { iters: number; enableAlgExt?: boolean }): boolean {
+  const v2 = t.enableAlgExt === true && t.iters > 0 && s.sym && s.dataType !== "fp";
+  return v2 && (s.bits < 4 || (s.act?.bits ?? 16) <= 4);
+}
+
+/**
  * Quantizer parameters of a layer: integer (scales stored as fp16, auto-round's default scale_dtype;
  * INT8_W8A8's weights too, § 7) or float (with NVFP4's weight global scale).
  */
@@ -141,6 +156,31 @@ function perTensorState(
     be.upload(Float64Array.of(hi), [1]),
     initScale,
   );
+}
+
+/**
+ * SignRoundV2's initial scales of a symmetric int Linear (search_optimized_init_scale,
+ * data_type/utils.py:179-254): int.py search_scales on the weight with the importance matrix as
+ * collected (Σx² per input column, broadcast over rows; unlike opt-RTN no zero handling), clamped to
+ * ±1e-5. On the host.
+ */
+export async function signRoundV2InitScales(
+  be: Backend,
+  weight: Tensor,
+  imatrix: Tensor | undefined,
+  s: QuantScheme,
+): Promise<Tensor> {
+  const [n, k] = weight.shape;
+  const layout = { n, k, g: resolveGroupSize(s.groupSize, k) };
+  const wf = await be.read(weight);
+  let importance: Float64Array | undefined;
+  if (imatrix) {
+    const im = await be.read(imatrix);
+    importance = new Float64Array(n * k);
+    for (let r = 0; r < n; r++) for (let c = 0; c < k; c++) importance[r * k + c] = im[c];
+  }
+  const scales = searchScalesSym(wf, layout, s.bits, importance, 1e-5, Math.fround);
+  return be.upload(scales, [scales.length]);
 }
 
 function stateWith(

@@ -33,7 +33,16 @@ import type { BlockProgress, BlockReport } from "./block_report.ts";
 import type { JournalBlock, RunJournal } from "./journal.ts";
 import { journalCalls, replayedCalls } from "./replay.ts";
 import type { LayerConfigResult } from "./layer_config.ts";
-import { initialStateOf, optRtnScales, quantParams, usesOptRtn } from "./linear_state.ts";
+import {
+  initialStateOf,
+  optRtnScales,
+  outlierLossFor,
+  quantParams,
+  signRoundV2InitScales,
+  usesOptRtn,
+  usesSignRoundV2,
+} from "./linear_state.ts";
+import { isFloatParams } from "./weight_quant.ts";
 import { type SignRoundSettings, tuneBlock, type TunedLinear } from "./signround.ts";
 import { actMaxObserver, BlockActQuant, hasActQuant } from "./act_quant.ts";
 import { copyStore, forwardInPlace, forwardOver } from "./store_passes.ts";
@@ -230,7 +239,8 @@ async function quantizeBlock(
     if (st) {
       const needImatrix = p.exporters.some((e) => e.wantsFloatLinears || e.wantsImportance) ||
         quantizedNames.some((l) =>
-          usesOptRtn(schemeOf(plans, l), p.settings.iters, p.settings.disableOptRtn)
+          usesOptRtn(schemeOf(plans, l), p.settings.iters, p.settings.disableOptRtn) ||
+          usesSignRoundV2(schemeOf(plans, l), p.settings)
         );
       const imatrixObserver: LinearInputObserver | undefined = needImatrix
         ? (name, input) => {
@@ -267,6 +277,8 @@ async function quantizeBlock(
       const weight = w.linear[l];
       const initScale = usesOptRtn(s, p.settings.iters, p.settings.disableOptRtn)
         ? await optRtnScales(be, weight, imatrix.get(l), s)
+        : usesSignRoundV2(s, p.settings)
+        ? await signRoundV2InitScales(be, weight, imatrix.get(l), s)
         : undefined;
       states.set(l, await initialStateOf(be, weight, s, initScale));
     }
@@ -276,11 +288,11 @@ async function quantizeBlock(
       // around it, so each phase starts with the last one's cache given back: the peak is then
       // what one phase uses, not one phase's tensors plus the other's cache.
       be.releaseCachedMemory?.();
-      const linears: TunedLinear[] = quantizedNames.map((l) => ({
-        name: l,
-        params: quantParams(schemeOf(plans, l), w.linear[l].shape[1], weightGs.get(l)),
-        state: states.get(l)!,
-      }));
+      const linears: TunedLinear[] = quantizedNames.map((l) => {
+        const s = schemeOf(plans, l), params = quantParams(s, w.linear[l].shape[1], weightGs.get(l));
+        if (usesSignRoundV2(s, p.settings) && !isFloatParams(params)) params.signRoundV2 = true;
+        return { name: l, params, state: states.get(l)! };
+      });
       if (hasActQuant(plans)) actQ = new BlockActQuant(be, plans, { actMax, tune: true });
       const r = await tuneBlock({
         be,
@@ -294,6 +306,7 @@ async function quantizeBlock(
         settings: p.settings,
         rng,
         act: actQ,
+        outlierSuppressedLoss: quantizedNames.some((l) => outlierLossFor(schemeOf(plans, l), p.settings)),
       });
       be.releaseCachedMemory?.();
       Object.assign(report, {

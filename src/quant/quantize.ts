@@ -3,10 +3,11 @@
  * calibration set, run the block pipeline, write every requested format, and move the output
  * into place only when everything succeeded. The CLI maps flags onto QuantizeOptions.
  */
-import type { Backend, Tensor } from "../backend/backend.ts";
+import type { Backend } from "../backend/backend.ts";
 import { createBackend, type DeviceName } from "../backend/select.ts";
 import { UsageError } from "../errors.ts";
-import type { ExportContext, GgufDeviceQuantizer } from "../export/exporter.ts";
+import type { ExportContext } from "../export/exporter.ts";
+import { ggufQuantizerOf } from "./gguf_device.ts";
 import type { RunInfo } from "../formats/run.ts";
 import {
   checkFormats,
@@ -54,6 +55,8 @@ export interface QuantizeOptions {
   enableMinmaxTuning?: boolean;
   notUseBestMse?: boolean;
   dynamicMaxGap?: number;
+  /** SignRoundV2 (auto-round enable_alg_ext). */
+  enableAlgExt?: boolean;
   enableQuantedInput?: boolean;
   lowGpuMemUsage?: boolean;
   nsamples: number;
@@ -121,6 +124,23 @@ export interface QuantizeResult {
   summary: RunSummary;
 }
 
+/** Refuse the combinations this build does not implement yet, before any work (one line each). */
+function checkNotYet(o: QuantizeOptions, s: QuantScheme, log: Log): void {
+  const v2 = o.enableAlgExt && o.iters > 0 && s.sym;
+  if (v2 && (s.dataType === "mx_fp" || s.dataType === "nv_fp")) {
+    throw new UsageError(`--enable_alg_ext with ${s.dataType} is not implemented yet (symmetric int only)`);
+  }
+  // auto-round's own caution (sign_roundv2/quantizer.py prepare_run).
+  if (v2 && s.dataType === "int" && s.bits > 2) {
+    log.warn("algorithm extension has only undergone limited validation on W2A16, INT4, MXFP4 and NVFP4");
+  }
+  if (o.resume && !isIntWeightOnly(s)) {
+    throw new UsageError(
+      `--resume is not supported yet for ${s.dataType} schemes with activation quantization`,
+    );
+  }
+}
+
 /** Quantize a model and write the formats; the output folder appears only on success. */
 export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeResult> {
   const t0 = performance.now();
@@ -128,11 +148,7 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
   const formats = parseFormats(o.formats.join(","), o.scheme.bits);
   const rs = resolveRunScheme(formats, o.schemeGiven === false ? undefined : o.scheme, o.scheme, o.iters);
   const scheme = rs.scheme;
-  if (o.resume && !isIntWeightOnly(scheme)) {
-    throw new UsageError(
-      `--resume is not supported yet for ${scheme.dataType} schemes with activation or float quantization`,
-    );
-  }
+  checkNotYet(o, scheme, log);
   // Everything that can fail on bad input is checked before the slow work starts.
   await using out = await OutputFolder.create(o.outputDir, {
     resume: o.resume,
@@ -230,6 +246,7 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
         enableMinmaxTuning: o.enableMinmaxTuning ?? true,
         notUseBestMse: o.notUseBestMse ?? false,
         dynamicMaxGap: o.dynamicMaxGap ?? -1,
+        enableAlgExt: o.enableAlgExt ?? false,
         disableOptRtn: o.disableOptRtn,
         enableQuantedInput: o.enableQuantedInput ?? true,
         lowGpuMemUsage: o.lowGpuMemUsage ?? false,
@@ -279,39 +296,6 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
   } finally {
     owned?.[Symbol.dispose]();
   }
-}
-
-/**
- * The device GGUF quantizer of a GPU backend (uploads the weight, runs Backend.ggufQuantize), or
- * undefined: on the CPU the exporter runs the host reference itself, whose float64 importance keeps
- * its bytes identical with auto-round's. A weight larger than one device tensor goes in row slices
- * (blocks never cross rows, and the importance is the same for every slice).
- */
-export function ggufQuantizerOf(be: Backend): GgufDeviceQuantizer | undefined {
-  if (!be.ggufQuantize || be.name === "cpu") return undefined;
-  const quantize: GgufDeviceQuantizer = async (type, w, n, k, opts) => {
-    using im = opts.imatrix ? be.upload(opts.imatrix, [k]) : undefined;
-    const ggufOpts = { optRtn: opts.optRtn, imatrix: im, atExport: opts.atExport };
-    if (!(w instanceof Float32Array)) {
-      if (w.backend !== be) throw new Error("ggufQuantizer: a weight of another backend");
-      return await be.ggufQuantize!(w as Tensor, type, ggufOpts);
-    }
-    const rows = Math.max(1, Math.min(n, Math.floor((be.maxTensorBytes ?? Infinity) / (4 * k))));
-    const parts: Uint8Array[] = [];
-    for (let r = 0; r < n; r += rows) {
-      const m = Math.min(rows, n - r);
-      using wt = be.upload(w.subarray(r * k, (r + m) * k), [m, k]);
-      parts.push(
-        await be.ggufQuantize!(wt, type, ggufOpts),
-      );
-    }
-    if (parts.length === 1) return parts[0];
-    const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-    let at = 0;
-    for (const p of parts) (out.set(p, at), at += p.length);
-    return out;
-  };
-  return Object.assign(quantize, { backend: be });
 }
 
 function logPlan(
@@ -378,6 +362,7 @@ async function fingerprint(
     enableMinmaxTuning: o.enableMinmaxTuning,
     notUseBestMse: o.notUseBestMse,
     dynamicMaxGap: o.dynamicMaxGap,
+    enableAlgExt: o.enableAlgExt,
     enableQuantedInput: o.enableQuantedInput,
     nsamples: o.nsamples,
     seqlen: o.seqlen,

@@ -17,7 +17,25 @@ import type { PyRandom } from "../io/pyrandom.ts";
 import { yieldToEventLoop } from "../std/event_loop.ts";
 import { type ActivationStore, DeviceActivations, samplesPerPass } from "./activations.ts";
 import type { BlockActQuant } from "./act_quant.ts";
-import { fakeQuantBackwardOf, fakeQuantOf, type LayerQuantParams, paramBits } from "./weight_quant.ts";
+import { IndexSampler } from "./index_sampler.ts";
+import {
+  fakeQuantBackwardOf,
+  fakeQuantOf,
+  isFloatParams,
+  type LayerQuantParams,
+  paramBits,
+} from "./weight_quant.ts";
+import { QuantizeError } from "../errors.ts";
+
+/** The backend's outlier-suppressed loss, or a QuantizeError naming the backend that lacks it. */
+function outlierLoss(be: Backend): NonNullable<Backend["outlierSuppressedMseLoss"]> {
+  if (!be.outlierSuppressedMseLoss) {
+    throw new QuantizeError(
+      `--enable_alg_ext's loss is not implemented on the ${be.name} backend yet: use --device cpu`,
+    );
+  }
+  return be.outlierSuppressedMseLoss.bind(be);
+}
 
 /** Tuning settings (auto-round SignRoundConfig names in comments). */
 export interface SignRoundSettings {
@@ -33,6 +51,11 @@ export interface SignRoundSettings {
   notUseBestMse: boolean;
   /** dynamic_max_gap: stop after this many iterations without improvement (≤ 0: off). */
   dynamicMaxGap: number;
+  /**
+   * enable_alg_ext: SignRoundV2 (spec/SCHEMES.md § 9.6) for symmetric int layers: searched initial
+   * scales tuned within [0, 2], and the outlier-suppressed loss when bits < 4 or act_bits ≤ 4.
+   */
+  enableAlgExt?: boolean;
 }
 
 /** A quantized Linear of the block being tuned. */
@@ -57,28 +80,6 @@ export function autoLr(iters: number, bits: number): number {
   return iters >= 1000 && bits <= 3 ? 2 / iters : 1 / iters;
 }
 
-/**
- * auto-round's IndexSampler: shuffles 0..n−1 once, hands out `batch` indices per call, reshuffles
- * when fewer than `batch` remain (the partial rest is dropped).
- */
-export class IndexSampler {
-  private readonly indices: number[];
-  private index = 0;
-  constructor(private readonly n: number, private readonly batch: number, private readonly rng: PyRandom) {
-    this.indices = [...Array(n).keys()];
-    rng.shuffle(this.indices);
-  }
-  next(): number[] {
-    if (this.index + this.batch > this.n) {
-      this.rng.shuffle(this.indices);
-      this.index = 0;
-    }
-    const b = this.indices.slice(this.index, this.index + this.batch);
-    this.index += this.batch;
-    return b;
-  }
-}
-
 /** Inputs of tuneBlock. */
 export interface TuneInput {
   be: Backend;
@@ -96,6 +97,8 @@ export interface TuneInput {
   rng: PyRandom;
   /** Activation quantizers of the block's Linears (schemes with act_bits ≤ 8), tuned act_max_scale included. */
   act?: BlockActQuant;
+  /** SignRoundV2's outlier-suppressed loss instead of the MSE (mean reduction always). */
+  outlierSuppressedLoss?: boolean;
 }
 
 /**
@@ -118,7 +121,8 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
   const batches = Array.from({ length: s.iters }, () => sampler.next());
   const valid = batches.map((b) => b.reduce((n, idx) => n + countValid(t.lossMask, idx, T), 0));
   const uniform = valid.every((v) => v === valid[0]);
-  const sum = s.gradientAccumulateSteps !== 1; // auto-round: MSE "sum" reduction when accumulating
+  // auto-round: MSE "sum" reduction when accumulating; SignRoundV2's own loss is always a mean.
+  const sum = s.gradientAccumulateSteps !== 1 && !t.outlierSuppressedLoss;
   const tuned = new Set(t.linears.map((l) => l.name));
 
   const own: Tensor[] = [];
@@ -197,8 +201,10 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
       const g = direct?.[j];
       be.signSgdStep(a.l.state.v, g?.dv ?? a.dv!, lrCur.get(lrV)!);
       if (s.enableMinmaxTuning) {
-        be.signSgdStep(a.l.state.minScale, g?.dMinScale ?? a.dMin!, lrCur.get(lrMin)!, { lo: 0, hi: 1 });
-        be.signSgdStep(a.l.state.maxScale, g?.dMaxScale ?? a.dMax!, lrCur.get(lrMin)!, { lo: 0, hi: 1 });
+        // minmax_scale_bound: (0, 1), SignRoundV2's (0, 2) (sign_roundv2/quantizer.py:102).
+        const bound = { lo: 0, hi: !isFloatParams(a.l.params) && a.l.params.signRoundV2 ? 2 : 1 };
+        be.signSgdStep(a.l.state.minScale, g?.dMinScale ?? a.dMin!, lrCur.get(lrMin)!, bound);
+        be.signSgdStep(a.l.state.maxScale, g?.dMaxScale ?? a.dMax!, lrCur.get(lrMin)!, bound);
       }
       // A static activation range's coefficient is in the min-max group (auto-round wrapper.py:213-216).
       const as = t.act?.scales.get(a.l.name);
@@ -346,7 +352,10 @@ function step(
   // auto-round: mean MSE over all rows·hidden elements (masked ones count as zero), or the sum when
   // accumulating gradients; backward of 1000·loss; the logged loss is divided by the valid tokens.
   const elems = rows * H;
-  const { loss, dy } = be.mseLoss(out, y, m, (sum ? 1000 * elems : 1000) * share);
+  const lossScale = (sum ? 1000 * elems : 1000) * share;
+  const { loss, dy } = t.outlierSuppressedLoss
+    ? outlierLoss(be)(out, y, m, lossScale)
+    : be.mseLoss(out, y, m, lossScale);
   be.accumulate(total, loss, lossAlpha);
   loss[Symbol.dispose]();
   out[Symbol.dispose]();
