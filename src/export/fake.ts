@@ -8,9 +8,9 @@ import { SafetensorsWriter } from "../io/safetensors/writer.ts";
 import { join } from "../std/path.ts";
 import { encodeFloats, type StDType } from "../tensor/dtype.ts";
 import { checkpointDType } from "./common.ts";
-import { dequantizeLinear } from "../qmath/quantized.ts";
+import { dequantizeFloatLinear, dequantizeLinear } from "../qmath/quantized.ts";
 import type { ExportContext, Exporter, RawSource } from "./exporter.ts";
-import type { QuantizedLinear } from "../qmath/quantized.ts";
+import type { FloatQuantizedLinear, QuantizedLinear } from "../qmath/quantized.ts";
 import { copyModelSideFiles, writeJson } from "./hf_files.ts";
 
 /** Writes a fake-quantized checkpoint folder. */
@@ -29,6 +29,13 @@ export class FakeExporter implements Exporter {
   async writeQuantized(l: QuantizedLinear): Promise<void> {
     const dt = checkpointDType(this.ctx.spec);
     await this.writer.add(`${l.name}.weight`, dt, [l.n, l.k], encodeFloats(dequantizeLinear(l), dt));
+    if (l.bias) await this.writer.add(`${l.name}.bias`, dt, [l.n], encodeFloats(l.bias, dt));
+  }
+
+  /** A float-scheme Linear: its W̃ (dequantizeFloatLinear) in the checkpoint dtype (SCHEMES.md § 10.8). */
+  async writeFloatQuantized(l: FloatQuantizedLinear): Promise<void> {
+    const dt = checkpointDType(this.ctx.spec);
+    await this.writer.add(`${l.name}.weight`, dt, [l.n, l.k], encodeFloats(dequantizeFloatLinear(l), dt));
     if (l.bias) await this.writer.add(`${l.name}.bias`, dt, [l.n], encodeFloats(l.bias, dt));
   }
 

@@ -6,8 +6,10 @@
  * auto_round/export/export_to_llmcompressor/export.py.
  */
 import { compressedTensorsConfig, packQuantizedTensors } from "../formats/compressed_tensors.ts";
+import { compressedTensorsFloatConfig } from "../formats/compressed_tensors_fp.ts";
+import { floatTensors } from "../formats/float_tensors.ts";
 import { SafetensorsWriter } from "../io/safetensors/writer.ts";
-import type { QuantizedLinear } from "../qmath/quantized.ts";
+import type { FloatQuantizedLinear, QuantizedLinear } from "../qmath/quantized.ts";
 import { join } from "../std/path.ts";
 import { encodeFloats, type StDType } from "../tensor/dtype.ts";
 import { checkpointDType } from "./common.ts";
@@ -50,9 +52,22 @@ export class LlmCompressorExporter implements Exporter {
     if (l.bias) await this.writer.add(`${l.name}.bias`, dt, [l.n], encodeFloats(l.bias, dt));
   }
 
+  /**
+   * A float-scheme Linear (SCHEMES.md § 10.2–10.5): NVFP4/MXFP4 `weight_packed`, MXFP8/FP8/INT8
+   * `weight`, `weight_scale` (FP8 per channel `[out, 1]`; FPW8A16's per-tensor scale float32 as the
+   * quantizer holds it, § 2.3), the static activation scales and the bias.
+   */
+  async writeFloatQuantized(l: FloatQuantizedLinear): Promise<void> {
+    const modelDType = checkpointDType(this.ctx.spec);
+    for (const t of floatTensors(l, { modelDType, fp8ScaleColumn: true, fp8TensorScaleDType: "F32" })) {
+      await this.writer.add(`${l.name}.${t.suffix}`, t.dtype, t.shape, t.bytes);
+    }
+  }
+
   /** QuantizationConfig.to_dict() of compressed-tensors for this run. */
   quantizationConfig(): Record<string, unknown> {
-    return compressedTensorsConfig(this.ctx.run);
+    const fs = this.ctx.run.floatScheme;
+    return fs ? compressedTensorsFloatConfig(this.ctx.run, fs) : compressedTensorsConfig(this.ctx.run);
   }
 
   async finish(): Promise<void> {

@@ -24,7 +24,9 @@ import { checkAwqScheme } from "../formats/awq.ts";
 import { gptqWarnings } from "../formats/gptq/config.ts";
 import { PACKED_BITS } from "../formats/layout.ts";
 import type { PlannedLayers } from "../formats/run.ts";
-import type { QuantScheme } from "../qmath/quantized.ts";
+import { autoRoundFloatPacking } from "../formats/auto_round_fp.ts";
+import { compressedTensorsFloatFormat } from "../formats/compressed_tensors_fp.ts";
+import { type FloatScheme, isIntWeightOnly, type QuantScheme } from "../qmath/quantized.ts";
 import { join } from "../std/path.ts";
 import { AutoAwqExporter } from "./auto_awq.ts";
 import { AutoGptqExporter } from "./auto_gptq.ts";
@@ -224,6 +226,11 @@ export function checkFormats(
   scheme: QuantScheme,
 ): string[] {
   const warnings: string[] = [];
+  const floats = new Map<string, QuantScheme>();
+  for (const s of [scheme, ...[...layers.layers.values()].map((p) => p.quantize ? p.scheme : scheme)]) {
+    if (!isIntWeightOnly(s)) floats.set(describeScheme(s), s);
+  }
+  for (const s of floats.values()) checkFloatFormats(formats, asFloatScheme(s));
   for (const f of formats) {
     if (f.kind === "auto_round" || f.kind === "auto_gptq" || f.kind === "llm_compressor") {
       checkPackedBits(f.name, layers);
@@ -232,6 +239,38 @@ export function checkFormats(
     if (f.kind === "auto_gptq") warnings.push(...gptqWarnings(scheme));
   }
   return warnings;
+}
+
+/** A float / activation-quantized QuantScheme as the exporters take it (the presets are symmetric). */
+function asFloatScheme(s: QuantScheme): FloatScheme {
+  if (!s.sym) {
+    throw new UsageError(`${describeScheme(s)}: float and activation-quantized schemes are symmetric`);
+  }
+  return { bits: s.bits, groupSize: s.groupSize, sym: true, dataType: s.dataType, act: s.act };
+}
+
+/** Whether a format kind stores float scheme `s` (SCHEMES.md § 10.1). */
+function storesFloat(kind: FormatKind, s: FloatScheme): boolean {
+  if (kind === "fake") return true;
+  if (kind === "llm_compressor") return compressedTensorsFloatFormat(s) !== undefined;
+  if (kind === "auto_round") return autoRoundFloatPacking(s) !== undefined;
+  return false; // auto_gptq/auto_awq pack integers; GGUF supports none of these presets (gguf.py:36-52)
+}
+
+/**
+ * Refuse (UsageError, one line) a format that cannot store float scheme `s`, as auto-round's support
+ * matrix (SCHEMES.md § 10.1): MXFP4/MXFP8/NVFP4 → llm_compressor, auto_round, fake; MXINT4 →
+ * auto_round, fake; FP8_STATIC/FPW8A16 (per-channel or per-tensor FP8) → llm_compressor, auto_round,
+ * fake; INT8_W8A8 → llm_compressor, fake; anything else (MXFP6, FP8 groups) → fake only.
+ */
+export function checkFloatFormats(formats: FormatSpec[], s: FloatScheme): void {
+  const bad = formats.find((f) => !storesFloat(f.kind, s));
+  if (!bad) return;
+  const ok = (["llm_compressor", "auto_round", "fake"] as const).filter((k) => storesFloat(k, s));
+  throw new UsageError(
+    `--format ${bad.name} cannot store ${describeScheme(s)} (auto-round's support matrix); ` +
+      `write it with --format ${ok.join(" or ")}`,
+  );
 }
 
 /** The integer packing formats store 2, 3, 4 and 8 bits (auto-round's exporters refuse the rest). */

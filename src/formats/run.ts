@@ -3,7 +3,7 @@
  * the tuning settings (AutoRound's `serialization_dict`). Every format's `quantization_config`
  * is built from a {@link RunInfo}; src/quant/ fills it in.
  */
-import type { QuantScheme } from "../qmath/quantized.ts";
+import type { FloatScheme, QuantScheme } from "../qmath/quantized.ts";
 import { AUTOROUND_COMPAT_VERSION } from "../version.ts";
 
 /** What happens to one Linear. */
@@ -37,6 +37,12 @@ export interface RunInfo {
    * (optimized RTN on at iters 0, off for 8-bit int). Formats that quantize by themselves (GGUF) read it.
    */
   disableOptRtn?: boolean;
+  /**
+   * The float / activation-quantized scheme of the run (MX, NVFP4, FP8, INT8_W8A8; SCHEMES.md § 1),
+   * when its Linears are written with Exporter.writeFloatQuantized; the formats then write the float
+   * quantization_config of SCHEMES.md § 10 instead of the integer one. Absent for integer runs.
+   */
+  floatScheme?: FloatScheme;
 }
 
 /** The run settings AutoRound's serialization_dict carries (auto-round keys and names). */

@@ -10,7 +10,7 @@ import { nestsDeeperThan } from "../std/json.ts";
 import { join } from "../std/path.ts";
 import { resolveModelDir } from "./model_source.ts";
 import { SafetensorsReader } from "./safetensors/reader.ts";
-import { openQuantizedSource } from "./quantized_loader.ts";
+import { openQuantizedSource, withActivationQuant } from "./quantized_loader.ts";
 
 /** An opened model folder. Close it with `using`. */
 export interface Checkpoint extends Disposable {
@@ -79,7 +79,9 @@ export async function openCheckpoint(model: string): Promise<Checkpoint> {
       throw new FormatError(`quantization_config is not an object`, join(dir, "config.json"));
     }
     const qc = raw as Record<string, unknown> | undefined;
-    const weights = qc ? openQuantizedSource(reader, qc, dir) : plainSource(reader, dir);
+    const weights = qc
+      ? await withActivationQuant(openQuantizedSource(reader, qc, dir), reader, qc)
+      : plainSource(reader, dir);
     return {
       dir,
       config,
