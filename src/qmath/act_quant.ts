@@ -39,6 +39,13 @@ export interface ActArgs {
   actMax?: number;
   /** Tunable coefficient of actMax (FP8 static), clamped into [0, 1] by the caller; default 1. */
   actMaxScale?: number;
+  /**
+   * A checkpoint's stored parameter used as is (inference; no gradient): static FP8 `input_scale`
+   * instead of max(actMax·actMaxScale/448, 1/229376), NVFP4 `input_global_scale` instead of
+   * 2688/actMax.
+   */
+  scale?: number;
+  globalScale?: number;
 }
 
 /** Group length along k (the whole row for −1, and for 0 = one static scale per tensor). */
@@ -48,7 +55,7 @@ function groupLen(a: ActArgs, k: number): number {
     throw new RangeError("MX acts: g 32");
   }
   if (dt === "nv_fp" && g !== 16) throw new RangeError("NVFP4 acts: group 16");
-  if (g === 0 && (dt !== "fp" || a.actMax === undefined)) {
+  if (g === 0 && (dt !== "fp" || (a.actMax === undefined && a.scale === undefined))) {
     throw new RangeError("per-tensor acts: static FP8 only");
   }
   return g === 0 ? k : resolveGroupSize(g, k);
@@ -56,6 +63,7 @@ function groupLen(a: ActArgs, k: number): number {
 
 /** NVFP4 act global scale fl32(2688·get_reciprocal(actMax)) (nvfp.py:119). */
 function nvGs(a: ActArgs): number {
+  if (a.globalScale !== undefined) return a.globalScale;
   if (a.actMax === undefined) throw new RangeError("nv_fp activations need the calibrated actMax");
   return a.actMax === 0 ? 0 : f32(2688 * f32(1 / a.actMax));
 }
@@ -77,6 +85,9 @@ function ctxOf(a: ActArgs, m: number): Grp {
   const dt = a.act.dataType, beta = a.actMaxScale ?? 1;
   if (dt === "nv_fp") return { kind: "nv", c: nvScale(m, nvGs(a)) }; // scale_coeff 1.0 (§ 5.2)
   const vec = f32(m * beta);
+  if (dt === "fp" && a.scale !== undefined && !a.act.dynamic) {
+    return { kind: "fp8", c: { scale: a.scale, vec: f32(a.scale * 448), pass: true } };
+  }
   if (dt === "fp") return { kind: "fp8", c: fp8Scale(vec) };
   const fmt = mxFormat(`${dt === "mx_int" ? "mx_int" : "mx_fp"}${a.act.bits}`, a.act.bits);
   return { kind: "mx", c: mxScale(vec, fmt, dt === "mx_fp_rceil") };
@@ -99,7 +110,7 @@ export function actFakeQuantRows(
         int8Row(x, a, at, len, out);
         continue;
       }
-      const c = ctxOf(a, stat ? a.actMax! : absArgMax(x, at, len)[1]);
+      const c = ctxOf(a, stat ? a.actMax ?? 0 : absArgMax(x, at, len)[1]);
       if (c.kind === "mx") mxElems(c.c, x, undefined, at, len, out);
       else if (c.kind === "nv") nvElems(c.c, x, undefined, at, len, out);
       else fp8Elems(c.c, x, undefined, at, len, out);

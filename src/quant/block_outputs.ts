@@ -47,7 +47,13 @@ export interface FloatLinearExtras {
 export type ExportCall =
   | { op: "raw"; to: number[]; name: string }
   | { op: "quantized"; to: number[]; layer: QuantizedLinear }
-  | { op: "floatQuantized"; to: number[]; layer: FloatQuantizedLinear }
+  | {
+    op: "floatQuantized";
+    to: number[];
+    layer: FloatQuantizedLinear;
+    /** Its fake-quantized weight on the host (for the journal: the quantized stream's exact input). */
+    fake: Float32Array;
+  }
   | {
     /** Bytes an exporter quantized on the device in the device phase (Exporter.packLinearOnDevice). */
     op: "packed";
@@ -106,7 +112,7 @@ export async function finishBlock(
       // Float and activation-quantized schemes: only formats that store them are in the run.
       const fl = await floatLinear(p, full, weight, plan.scheme, states.get(lname)!, extras.get(lname) ?? {});
       fake.set(lname, fl.fake);
-      calls.push({ op: "floatQuantized", to: packed, layer: fl.layer });
+      calls.push({ op: "floatQuantized", to: packed, layer: fl.layer, fake: fl.host });
       report.quantized.push(full);
       continue;
     }
@@ -163,12 +169,13 @@ async function floatLinear(
   scheme: QuantScheme,
   state: QuantState,
   extras: FloatLinearExtras,
-): Promise<{ fake: Tensor; layer: FloatQuantizedLinear }> {
+): Promise<{ fake: Tensor; host: Float32Array; layer: FloatQuantizedLinear }> {
   const { be } = p;
   const [n, k] = weight.shape;
   const params = quantParams(scheme, k, extras.globalScale);
   const fq = fakeQuantOf(be, weight, state, params, be.computeDType);
-  if (p.onFakeWeight) p.onFakeWeight(`${full}.weight`, await be.read(fq));
+  const host = await be.read(fq);
+  if (p.onFakeWeight) p.onFakeWeight(`${full}.weight`, host);
   let elements: Float32Array, scales: Float32Array;
   if (isFloatParams(params)) {
     ({ elements, scales } = await floatOps(be, params).floatQuantizeWeights(weight, state, params));
@@ -186,6 +193,7 @@ async function floatLinear(
   }
   return {
     fake: fq,
+    host,
     // validateScheme admits float data types and INT8_W8A8 only with sym = true.
     layer: {
       name: full,

@@ -23,14 +23,21 @@
  * bytes at the offsets the header gives (8-aligned).
  */
 import { InputError, UsageError, writeErrorOf } from "../errors.ts";
-import type { QuantizedLinear } from "../qmath/quantized.ts";
+import type { FloatQuantizedLinear, QuantizedLinear } from "../qmath/quantized.ts";
 import type { BlockReport } from "./block_report.ts";
 
 /** One exporter call as the journal keeps it (tensors that tuning produced; the rest by name). */
 export type JournalCall =
   | { op: "raw"; to: number[]; name: string }
   | ({ op: "quantized"; to: number[] } & Omit<QuantizedLinear, "bias">)
-  | { op: "float"; to: number[]; name: string; n: number; k: number; importance?: Float32Array };
+  | { op: "float"; to: number[]; name: string; n: number; k: number; importance?: Float32Array }
+  | {
+    /** A float-scheme Linear with its fake-quantized weight (the quantized stream's, bit for bit). */
+    op: "floatQuantized";
+    to: number[];
+    layer: Omit<FloatQuantizedLinear, "bias">;
+    fake: Float32Array;
+  };
 
 /** A finished block. */
 export interface JournalBlock {
@@ -165,6 +172,15 @@ function encodeBlock(rec: JournalBlock): Uint8Array {
       const { importance, ...rest } = c;
       return { ...rest, importance: importance ? add(importance, "f32") : undefined };
     }
+    if (c.op === "floatQuantized") {
+      const { elements, scales, ...rest } = c.layer;
+      return {
+        op: c.op,
+        to: c.to,
+        layer: { ...rest, elements: add(elements, "f32"), scales: add(scales, "f32") },
+        fake: add(c.fake, "f32"),
+      };
+    }
     return c;
   });
   const rng = { mt: add(rec.rng.mt, "u32"), index: rec.rng.index };
@@ -220,6 +236,10 @@ function decodeBlock(bytes: Uint8Array): JournalBlock {
         ...c,
         importance: c.importance === undefined ? undefined : blob(c.importance) as Float32Array,
       };
+    }
+    if (c.op === "floatQuantized") {
+      const elements = blob(c.layer.elements) as Float32Array, scales = blob(c.layer.scales) as Float32Array;
+      return { ...c, layer: { ...c.layer, elements, scales }, fake: blob(c.fake) as Float32Array };
     }
     return c;
   });

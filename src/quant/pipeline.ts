@@ -114,8 +114,10 @@ export async function runPipeline(p: PipelineInput): Promise<BlockReport[]> {
         const done = await quantizeBlock(p, b, streams, rng);
         calls = done.calls;
         r = { ...done.report, seconds: (performance.now() - t0) / 1000 };
-        const rec: JournalBlock = { calls: journalCalls(calls), report: r, rng: rng.getState() };
-        if (p.journal) pending = pending.then(() => p.journal!.writeBlock(b, rec));
+        if (p.journal) {
+          const rec: JournalBlock = { calls: journalCalls(calls), report: r, rng: rng.getState() };
+          pending = pending.then(() => p.journal!.writeBlock(b, rec));
+        }
       }
       pending = pending.then(() => runExportCalls(p, calls)).catch((e) => void (writeError ??= e));
       if (writeError) throw writeError;

@@ -134,11 +134,6 @@ function checkNotYet(o: QuantizeOptions, s: QuantScheme, log: Log): void {
   if (v2 && s.dataType === "int" && s.bits > 2) {
     log.warn("algorithm extension has only undergone limited validation on W2A16, INT4, MXFP4 and NVFP4");
   }
-  if (o.resume && !isIntWeightOnly(s)) {
-    throw new UsageError(
-      `--resume is not supported yet for ${s.dataType} schemes with activation quantization`,
-    );
-  }
 }
 
 /** Quantize a model and write the formats; the output folder appears only on success. */

@@ -16,8 +16,8 @@ export function journalCalls(calls: ExportCall[]): JournalCall[] {
   return calls.map((c): JournalCall => {
     if (c.op === "raw") return c;
     if (c.op === "floatQuantized") {
-      // quantize.ts refuses --resume for these schemes before the run starts.
-      throw new Error(`${c.layer.name}: float-scheme Linears are not journaled`);
+      const { bias: _, ...layer } = c.layer; // the bias is re-read from the checkpoint
+      return { op: c.op, to: c.to, layer, fake: c.fake };
     }
     if (c.op === "float" || c.op === "packed") {
       return { op: "float", to: c.to, name: c.name, n: c.n, k: c.k, importance: c.importance };
@@ -47,6 +47,10 @@ export async function replayedCalls(
       calls.push(c);
     } else if (c.op === "float") {
       calls.push(...await floatCalls(p, c.to, c.name, w.linear[linearOf(c.name)], c.importance));
+    } else if (c.op === "floatQuantized") {
+      const layer = { ...c.layer, bias: await biasOf(p, c.layer.name) };
+      fake?.set(linearOf(c.layer.name), p.be.upload(c.fake, [c.layer.n, c.layer.k], p.be.computeDType));
+      calls.push({ op: "floatQuantized", to: c.to, layer, fake: c.fake });
     } else {
       const { op: _, to, ...fields } = c;
       const layer: QuantizedLinear = { ...fields, bias: await biasOf(p, c.name) };

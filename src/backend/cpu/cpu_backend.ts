@@ -16,6 +16,7 @@ import type { CpuTensor } from "./cpu_tensor.ts";
 import { CpuCore } from "./cpu_core.ts";
 import * as loss from "./loss_ops.ts";
 import * as q from "./quant_ops.ts";
+import * as fo from "./float_ops.ts";
 import * as tk from "./tasks.ts";
 
 export { CpuTensor } from "./cpu_tensor.ts";
@@ -54,6 +55,17 @@ export class CpuBackend extends CpuCore implements Backend {
     const W = this.t(w);
     return Promise.resolve(q.quantizeRows(this.ctx, this.quantArgs(W, state, p)));
   }
+
+  // ---- float schemes (float_ops.ts) ------------------------------------------------------------
+  private readonly fh = fo.opsHost((x) => this.t(x), (s, d) => this.newFloat(s, d));
+  readonly floatFakeQuant: Backend["floatFakeQuant"] = (w, s, p, d) => fo.floatFakeQuant(this.fh, w, s, p, d);
+  readonly floatFakeQuantBackward: Backend["floatFakeQuantBackward"] = (w, s, p, g) =>
+    fo.floatFakeQuantBackward(this.fh, w, s, p, g);
+  readonly floatQuantizeWeights: Backend["floatQuantizeWeights"] = (w, s, p) =>
+    fo.floatQuantizeWeights(this.fh, w, s, p);
+  readonly actFakeQuant: Backend["actFakeQuant"] = (x, a) => fo.actFakeQuant(this.fh, x, a);
+  readonly actFakeQuantBackward: Backend["actFakeQuantBackward"] = (x, a, g) =>
+    fo.actFakeQuantBackward(this.fh, x, a, g);
 
   // ---- training -------------------------------------------------------------------------------
   mseLoss(y: Tensor, target: Tensor, mask: Tensor | undefined, scale: number): { loss: Tensor; dy: Tensor } {
