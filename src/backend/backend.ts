@@ -61,6 +61,8 @@ export interface FloatQuantParams {
   kind: "float";
   scheme: QuantScheme;
   globalScale?: number;
+  /** SignRoundV2: β is clamped into [0, 2] instead of [0, 1] (sign_roundv2/quantizer.py:102). */
+  signRoundV2?: boolean;
 }
 
 /**
@@ -297,8 +299,9 @@ export interface Backend extends Disposable {
   // ---- float and activation quantizers (optional; issue 17, spec/SCHEMES.md) -------------------
   /**
    * Optional: fake-quantize weight `w` `[N, K]` with a float data type (MX, NVFP4, FP8) and the
-   * tunable state (V, β = maxScale; α has no role, SCHEMES.md § 9.1), as auto-round's quant_mx /
-   * nv_fp4 / quant_fp8_sym compute it. Backends without it cannot run the float schemes.
+   * tunable state (V, β = maxScale; α has no role, SCHEMES.md § 9.1; initScale, when present,
+   * multiplies β: NVFP4's opt-RTN and SignRoundV2 coefficients), as auto-round's quant_mx / nv_fp4 /
+   * quant_fp8_sym compute it. Backends without it cannot run the float schemes.
    */
   floatFakeQuant?(w: Tensor, state: QuantState, p: FloatQuantParams, outDType?: DType): Tensor;
   /** Straight-through gradients of floatFakeQuant (SCHEMES.md § 9.4); dMinScale is all zero. */

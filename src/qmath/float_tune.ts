@@ -47,6 +47,12 @@ export interface FloatWeightArgs {
   globalScale?: number;
   /** `int` only: α per group, clamped into [0, 1] (quant_tensor_sym's min_scale). */
   minScale?: Float32Array;
+  /**
+   * Per-group initial coefficient (mx/nv): opt_rtn_fast_nvfp4's searched scale, or SignRoundV2's
+   * init_scale. The group maximum is multiplied by fl32(initScale·maxScale) (mxfp.py:277
+   * `max_val *= init_scale * max_scale`, nvfp.py:71 scale_coeff = max_scale·init_scale).
+   */
+  initScale?: Float32Array;
 }
 
 type Kind = "mx" | "nv" | "fp8";
@@ -107,7 +113,8 @@ type Ctx =
 /** |max| of a group times its coefficient, as torch forms it: fl32(max(|wmax|, |wmin|)·β). */
 function groupCtx(p: Plan, a: FloatWeightArgs, idx: number): { ctx: Ctx; m: number } {
   const m = Math.max(a.wMax[idx], -a.wMin[idx]);
-  const vec = f32(m * a.maxScale[idx]);
+  const coeff = a.initScale ? f32(a.initScale[idx] * a.maxScale[idx]) : a.maxScale[idx];
+  const vec = f32(m * coeff);
   if (p.kind === "mx") return { ctx: { kind: "mx", c: mxScale(vec, p.fmt!, false) }, m };
   if (p.kind === "nv") return { ctx: { kind: "nv", c: nvScale(vec, p.gs) }, m };
   return { ctx: { kind: "fp8", c: fp8Scale(vec) }, m };
@@ -224,7 +231,7 @@ export function floatFakeQuantBackwardRows(
       else if (ctx.kind === "nv") d = nvElemsBackward(ctx.c, a.w, a.v, at, len, dOut, dv);
       else d = fp8ElemsBackward(ctx.c, a.w, a.v, at, len, dOut, dv);
       if (whole) acc += d;
-      else dMaxScale[idx] = vecGrad(ctx, d) * m;
+      else dMaxScale[idx] = vecGrad(ctx, d) * m * (a.initScale ? a.initScale[idx] : 1);
     }
   }
   if (whole) dMaxScale[0] += vecGrad(whole.ctx, acc) * whole.m;
@@ -313,4 +320,45 @@ export function nvfp4OptRtnRows(
     }
   }
   return coeff;
+}
+
+/**
+ * search_mx_scale (mxfp.py:102-169, SCHEMES.md § 4.3): per group of 32 of rows `[r0, r1)` the
+ * coefficient c ∈ (1, 0.5, 2) of the group maximum minimizing Σ qw·(qdq(c) − w)², strict <, in that
+ * order (ties keep the earlier); qdq is quant_mx with v = 0. `importance` `[n, k]` is qw per element
+ * (absent = 1). Returns `[(r1 − r0)·k/32]`. Summed in float64 over float32 terms (torch sums in
+ * float32: a candidate within ~1e-7 relative of the best may be picked differently).
+ */
+export function searchMxScaleRows(
+  w: Float32Array,
+  k: number,
+  r0: number,
+  r1: number,
+  fmt: MxElementFormat,
+  importance?: Float32Array,
+): Float32Array {
+  if (k % 32 !== 0) throw new RangeError(`k ${k} is not a multiple of 32`);
+  const perRow = k / 32, best = new Float32Array((r1 - r0) * perRow), q = new Float32Array(w.length);
+  for (let r = r0; r < r1; r++) {
+    for (let gi = 0; gi < perRow; gi++) {
+      const at = r * k + gi * 32;
+      let m = 0;
+      for (let i = at; i < at + 32; i++) m = Math.max(m, Math.abs(w[i]));
+      const loss = (c: number) => {
+        mxElems(mxScale(f32(m * c), fmt, false), w, undefined, at, 32, q);
+        let l = 0;
+        for (let i = at; i < at + 32; i++) {
+          l += f32(f32(f32(q[i] - w[i]) ** 2) * (importance ? importance[i] : 1));
+        }
+        return l;
+      };
+      let bestC = 1, bestLoss = loss(1);
+      for (const c of [0.5, 2]) {
+        const l = loss(c);
+        if (l < bestLoss) [bestLoss, bestC] = [l, c];
+      }
+      best[(r - r0) * perRow + gi] = bestC;
+    }
+  }
+  return best;
 }

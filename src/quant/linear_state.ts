@@ -17,8 +17,9 @@ import { isIntWeightOnly, type QuantScheme } from "../qmath/quantized.ts";
 /** Whether AutoRound would use optimized RTN for this layer (rtn/config.py, get_quant_func). */
 export function usesOptRtn(s: QuantScheme, iters: number, disableOptRtn: boolean | undefined): boolean {
   if (iters > 0) return false;
-  // Float schemes: NVFP4's opt_rtn_fast_nvfp4 is not implemented yet (SCHEMES.md § 9.5); MX and FP8
-  // use plain RTN inside blocks, INT8_W8A8 has opt-RTN off (§ 1.4).
+  // Float schemes: NVFP4 RTN is opt_rtn_fast_nvfp4 unless disabled; MX and FP8 use plain RTN inside
+  // blocks, INT8_W8A8 has opt-RTN off (SCHEMES.md § 1.4, § 9.5).
+  if (s.dataType === "nv_fp") return disableOptRtn !== true;
   if (!isIntWeightOnly(s)) return false;
   // W8A16 turns it off by default; an explicit --enable_opt_rtn keeps it on.
   const disabled = disableOptRtn ?? s.bits >= 8;
@@ -28,11 +29,13 @@ export function usesOptRtn(s: QuantScheme, iters: number, disableOptRtn: boolean
 
 /**
  * Whether SignRoundV2 (`--enable_alg_ext`) changes this layer's quantizer: tuning, symmetric, no
- * super-groups (sign_roundv2/quantizer.py prepare_run). Integer data only in this build (MX/NV
- * refused in quantize.ts); asymmetric layers keep plain SignRound, as auto-round's do.
+ * super-groups (sign_roundv2/quantizer.py prepare_run): int, mx_fp, nv_fp (MXINT4 is refused in
+ * quantize.ts: auto-round's V2 quantizes it with the mx_fp4 grid, § 12.1); asymmetric layers keep
+ * plain SignRound, as auto-round's do.
  */
 export function usesSignRoundV2(s: QuantScheme, t: { iters: number; enableAlgExt?: boolean }): boolean {
-  return t.enableAlgExt === true && t.iters > 0 && s.sym && s.dataType === "int";
+  const v2Types = ["int", "mx_fp", "nv_fp"];
+  return t.enableAlgExt === true && t.iters > 0 && s.sym && v2Types.includes(s.dataType);
 }
 
 /** SignRoundV2's outlier-suppressed loss applies when bits < 4 or act_bits ≤ 4 (same prepare_run). */

@@ -42,7 +42,7 @@ import {
   usesOptRtn,
   usesSignRoundV2,
 } from "./linear_state.ts";
-import { isFloatParams } from "./weight_quant.ts";
+import { floatInitScales } from "./float_init.ts";
 import { type SignRoundSettings, tuneBlock, type TunedLinear } from "./signround.ts";
 import { actMaxObserver, BlockActQuant, hasActQuant } from "./act_quant.ts";
 import { copyStore, forwardInPlace, forwardOver } from "./store_passes.ts";
@@ -277,9 +277,13 @@ async function quantizeBlock(
     for (const l of needStates ? quantizedNames : []) {
       const s = schemeOf(plans, l);
       const weight = w.linear[l];
-      const initScale = usesOptRtn(s, p.settings.iters, p.settings.disableOptRtn)
+      const optRtn = usesOptRtn(s, p.settings.iters, p.settings.disableOptRtn);
+      const v2 = usesSignRoundV2(s, p.settings);
+      const initScale = s.dataType !== "int" && (optRtn || v2)
+        ? await floatInitScales(be, weight, imatrix.get(l), s, optRtn ? "optRtn" : "signRoundV2")
+        : optRtn
         ? await optRtnScales(be, weight, imatrix.get(l), s)
-        : usesSignRoundV2(s, p.settings)
+        : v2
         ? await signRoundV2InitScales(be, weight, imatrix.get(l), s)
         : undefined;
       states.set(l, await initialStateOf(be, weight, s, initScale));
@@ -292,7 +296,7 @@ async function quantizeBlock(
       be.releaseCachedMemory?.();
       const linears: TunedLinear[] = quantizedNames.map((l) => {
         const s = schemeOf(plans, l), params = quantParams(s, w.linear[l].shape[1], weightGs.get(l));
-        if (usesSignRoundV2(s, p.settings) && !isFloatParams(params)) params.signRoundV2 = true;
+        if (usesSignRoundV2(s, p.settings)) params.signRoundV2 = true;
         return { name: l, params, state: states.get(l)! };
       });
       if (hasActQuant(plans)) actQ = new BlockActQuant(be, plans, { actMax, tune: true });

@@ -18,13 +18,7 @@ import { yieldToEventLoop } from "../std/event_loop.ts";
 import { type ActivationStore, DeviceActivations, samplesPerPass } from "./activations.ts";
 import type { BlockActQuant } from "./act_quant.ts";
 import { IndexSampler } from "./index_sampler.ts";
-import {
-  fakeQuantBackwardOf,
-  fakeQuantOf,
-  isFloatParams,
-  type LayerQuantParams,
-  paramBits,
-} from "./weight_quant.ts";
+import { fakeQuantBackwardOf, fakeQuantOf, type LayerQuantParams, paramBits } from "./weight_quant.ts";
 import { QuantizeError } from "../errors.ts";
 
 /** The backend's outlier-suppressed loss, or a QuantizeError naming the backend that lacks it. */
@@ -202,7 +196,7 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
       be.signSgdStep(a.l.state.v, g?.dv ?? a.dv!, lrCur.get(lrV)!);
       if (s.enableMinmaxTuning) {
         // minmax_scale_bound: (0, 1), SignRoundV2's (0, 2) (sign_roundv2/quantizer.py:102).
-        const bound = { lo: 0, hi: !isFloatParams(a.l.params) && a.l.params.signRoundV2 ? 2 : 1 };
+        const bound = { lo: 0, hi: a.l.params.signRoundV2 ? 2 : 1 };
         be.signSgdStep(a.l.state.minScale, g?.dMinScale ?? a.dMin!, lrCur.get(lrMin)!, bound);
         be.signSgdStep(a.l.state.maxScale, g?.dMaxScale ?? a.dMax!, lrCur.get(lrMin)!, bound);
       }

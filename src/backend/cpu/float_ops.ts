@@ -45,8 +45,10 @@ function weightArgs(h: FloatOpsHost, w: Tensor, st: QuantState, p: FloatQuantPar
   const W = h.tensor(w);
   const [n, k] = W.shape;
   const groups = floatGroups(p.scheme as FloatScheme, n, k).total;
-  // β is clamped into [0, 1] before use (wrapper.py:76, 257-259); the host math takes it clamped.
-  const maxScale = Float32Array.from(h.tensor(st.maxScale).f, (x) => (x < 0 ? 0 : x > 1 ? 1 : x));
+  // β is clamped into [0, 1] ([0, 2] for SignRoundV2) before use (wrapper.py:76, 257-259); the
+  // host math takes it clamped.
+  const hi = p.signRoundV2 ? 2 : 1;
+  const maxScale = Float32Array.from(h.tensor(st.maxScale).f, (x) => (x < 0 ? 0 : x > hi ? hi : x));
   if (maxScale.length !== groups || h.tensor(st.v).size !== n * k) {
     throw new BackendError(
       `float quant state does not match a [${n}, ${k}] weight with group ${p.scheme.groupSize}`,
@@ -61,6 +63,7 @@ function weightArgs(h: FloatOpsHost, w: Tensor, st: QuantState, p: FloatQuantPar
     wMin: f32(h.tensor(st.wMin)),
     wMax: f32(h.tensor(st.wMax)),
     globalScale: p.globalScale,
+    initScale: st.initScale ? f32(h.tensor(st.initScale)) : undefined,
   };
 }
 
