@@ -44,7 +44,8 @@ const ids = documentStream(await Deno.readTextFile(root + "stories260K/eval.txt"
 
 /** The format that stores a scheme with its activation quantizer (spec/SCHEMES.md § 10.1). */
 function formatFor(scheme: string): string {
-  return scheme === "MXINT4" ? "auto_round" : "llm_compressor";
+  // compressed-tensors has no MXINT4 and cannot say RCEIL (it would be read back as the floor rule).
+  return scheme === "MXINT4" || scheme.endsWith("_RCEIL") ? "auto_round" : "llm_compressor";
 }
 
 async function ppl(dir: string): Promise<number> {
