@@ -119,7 +119,7 @@ async function referenceLoss(
   ids: Int32Array,
   geo: { batch: number; seqLen: number },
 ): Promise<number> {
-  const M = geo.batch * geo.seqLen, H = spec.hidden, V = spec.vocab;
+  const M = geo.batch * geo.seqLen, V = spec.vocab;
   using rope = uploadRope(be, spec, geo.seqLen);
   const up = (n: string) => be.upload(Float64Array.from(src.values.get(n)!), src.shape(n));
   let x = be.embedding(up("model.embed_tokens.weight"), be.uploadInt(ids, [M]));
@@ -193,7 +193,10 @@ Deno.test("scoring pass: whole-model dL/dŴ matches finite differences of the mo
     console.log(`  dL/dŴ ${n} max rel err ${rel.toExponential(2)}`);
     worst = Math.max(worst, rel);
     // The score of the pass: Σ|G ⊙ (W − Ŵ)| with W − Ŵ = W/2 (reduced from f32 reads: 1e-6).
-    const want = absProductSum(grads.get(n)!, Float64Array.from(src.values.get(n + ".weight")!, (v) => v / 2));
+    const want = absProductSum(
+      grads.get(n)!,
+      Float64Array.from(src.values.get(n + ".weight")!, (v) => v / 2),
+    );
     assertAlmostEquals(scores.get(n)![0], want, 1e-6 * want, `score of ${n}`);
   }
   assert(worst < 1e-6, `worst ${worst}`);

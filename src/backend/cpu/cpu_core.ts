@@ -324,7 +324,13 @@ export abstract class CpuCore {
   crossEntropyBackward(logits: Tensor, targets: Tensor, scale: number): Tensor {
     const L = this.t(logits), T = this.t(targets).i;
     const d = this.newFloat(L.shape, L.dtype);
-    this.pool.run(tk.crossEntropyBackwardTask, T.length, { logits: L.f, targets: T, d: d.f, V: L.size / T.length, scale }, tk.grain(L.size / T.length));
+    this.pool.run(tk.crossEntropyBackwardTask, T.length, {
+      logits: L.f,
+      targets: T,
+      d: d.f,
+      V: L.size / T.length,
+      scale,
+    }, tk.grain(L.size / T.length));
     return d.rounded();
   }
   argmaxRows(x: Tensor): Tensor {

@@ -219,7 +219,13 @@ export function crossEntropyRows(logits: FArr, targets: Int32Array, out: FArr, V
 }
 
 /** d[r, :] = scale·(softmax(logits[r, :]) − onehot(targets[r])); rows with a target < 0 get 0. */
-export function crossEntropyBackwardRows(logits: FArr, targets: Int32Array, d: FArr, V: number, scale: number): void {
+export function crossEntropyBackwardRows(
+  logits: FArr,
+  targets: Int32Array,
+  d: FArr,
+  V: number,
+  scale: number,
+): void {
   for (let r = 0; r < targets.length; r++) {
     const o = r * V;
     if (targets[r] < 0) {

@@ -237,7 +237,13 @@ export const crossEntropyBackwardTask = defineTask(
   url,
   "crossEntropyBackward",
   (a: { logits: FArr; targets: Int32Array; d: FArr; V: number; scale: number }, s, e) =>
-    k.crossEntropyBackwardRows(rows(a.logits, a.V, s, e), a.targets.subarray(s, e), rows(a.d, a.V, s, e), a.V, a.scale),
+    k.crossEntropyBackwardRows(
+      rows(a.logits, a.V, s, e),
+      a.targets.subarray(s, e),
+      rows(a.d, a.V, s, e),
+      a.V,
+      a.scale,
+    ),
 );
 
 export const argmaxTask = defineTask(

@@ -20,7 +20,7 @@ import { isIntWeightOnly, type QuantScheme } from "../../qmath/quantized.ts";
 import { type LayerOverride, resolveLayerConfig } from "../layer_config.ts";
 import type { SchemeOverrides } from "../scheme.ts";
 import { type AutoOption, defaultOptionIndex, resolveOptions } from "./options.ts";
-import { type ScoreQuantizer, scoreOptions } from "./score.ts";
+import { scoreOptions, type ScoreQuantizer } from "./score.ts";
 import { type AutoLayer, chooseSchemes, type Selection } from "./select.ts";
 
 /** `AutoScheme` fields (§ 1.1) as QuantizeOptions.autoScheme. */
@@ -147,7 +147,11 @@ export async function runAutoScheme(a: AutoSchemeRunInput): Promise<AutoSchemeRe
   const spec = ckpt.spec;
   const layers = autoLayers(ckpt, resolved, a.userLayers, a.ignoreLayers);
   const sp = scoringParams(a.cfg, a.env);
-  const calib = await loadCalibration(a.dataset, a.tok, { seqlen: sp.seqlen, nsamples: sp.nsamples, seed: 42 });
+  const calib = await loadCalibration(a.dataset, a.tok, {
+    seqlen: sp.seqlen,
+    nsamples: sp.nsamples,
+    seed: 42,
+  });
   for (const w of calib.warnings) log.warn(w);
   log.info(
     `AutoScheme: scoring ${resolved.options.map((o) => o.name).join(", ")} on ${calib.nsamples} samples × ` +
@@ -192,7 +196,9 @@ export async function runAutoScheme(a: AutoSchemeRunInput): Promise<AutoSchemeRe
   }
   const fixed = layers.length - selection.choice.size;
   log.info(
-    `AutoScheme: ${[...counts].map(([n, c]) => `${n} ×${c}`).join(", ")}${fixed ? `, ${fixed} fixed` : ""}; ` +
+    `AutoScheme: ${[...counts].map(([n, c]) => `${n} ×${c}`).join(", ")}${
+      fixed ? `, ${fixed} fixed` : ""
+    }; ` +
       `average bits ${selection.finalAvgBits.toFixed(4)} (target ${selection.target})`,
   );
   return { layerConfig, selection, layers };

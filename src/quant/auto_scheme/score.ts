@@ -114,7 +114,8 @@ export async function scoreOptions(inp: ScoreInput): Promise<ScoreResult> {
   }
   const scores = new Map([...inp.scored].map((n) => [n, options.map(() => 0)]));
   const losses: number[][] = options.map(() => []);
-  const load = (name: string, shape: number[]) => src.readF32(name).then((v) => be.upload(v, shape, be.computeDType));
+  const load = (name: string, shape: number[]) =>
+    src.readF32(name).then((v) => be.upload(v, shape, be.computeDType));
   const H = spec.hidden, V = spec.vocab;
   using embed = await load("model.embed_tokens.weight", [V, H]);
   using norm = await load("model.norm.weight", [H]);
@@ -176,9 +177,11 @@ export async function scoreOptions(inp: ScoreInput): Promise<ScoreResult> {
             onGrad: (l, dW) => {
               const name = blockPrefix(i) + l;
               inp.onWeightGrad?.(name, oi, dW);
-              pending.push(be.read(dW).then((gh) => {
-                scores.get(name)![oi] += absProductSum(gh, qb.delta.get(l)!);
-              }).finally(() => dW[Symbol.dispose]()));
+              pending.push(
+                be.read(dW).then((gh) => {
+                  scores.get(name)![oi] += absProductSum(gh, qb.delta.get(l)!);
+                }).finally(() => dW[Symbol.dispose]()),
+              );
             },
             onInputGrad: i > 0 ? (t) => (dx = t) : undefined,
           });
@@ -193,7 +196,9 @@ export async function scoreOptions(inp: ScoreInput): Promise<ScoreResult> {
         for (const t of hs) t[Symbol.dispose]();
       }
     }
-    inp.log?.(`AutoScheme ${o.name}: loss ${mean(losses[oi]).toFixed(4)} over ${losses[oi].length} batch(es)`);
+    inp.log?.(
+      `AutoScheme ${o.name}: loss ${mean(losses[oi]).toFixed(4)} over ${losses[oi].length} batch(es)`,
+    );
   }
   return { scores, losses };
 }
