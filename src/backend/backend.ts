@@ -258,6 +258,13 @@ export interface Backend extends Disposable {
    * targets i32 `[n]` → f32 `[n]`, computed in f32 with a max-shifted log-sum-exp.
    */
   crossEntropy(logits: Tensor, targets: Tensor): Tensor;
+  /**
+   * Optional: gradient of `scale · Σ_r crossEntropy(logits, targets)[r]` w.r.t. the logits, i.e.
+   * `scale · (softmax(row) − onehot(target))` per row (max-shifted), rows whose target is < 0 all
+   * zero; a new tensor of logits' shape and dtype. With scale = 1/count this is torch's
+   * CrossEntropyLoss(mean) backward (spec/AUTOSCHEME.md § 3.1, AutoScheme's scoring pass).
+   */
+  crossEntropyBackward?(logits: Tensor, targets: Tensor, scale: number): Tensor;
   /** Index of the largest value of each row → i32 `[rows]` (ties: lowest index). */
   argmaxRows(x: Tensor): Tensor;
 

@@ -15,6 +15,12 @@ import { resolveScheme, schemeNames } from "../quant/scheme.ts";
 import { type FlagSpec, type ParsedFlags, parseFlags } from "../std/cli.ts";
 import { formatDirName, formatNames, parseFormats } from "../export/registry.ts";
 import { evalTextPerplexity } from "./eval.ts";
+import {
+  AUTO_SCHEME_FLAGS,
+  AUTO_SCHEME_HELP,
+  autoSchemeFromFlags,
+  gatherNargs,
+} from "./auto_scheme_flags.ts";
 import { flagBackendOptions, flagInt, flagNum, flagStr } from "./flags.ts";
 import { loadJobConfig, selectJobs } from "./job_config.ts";
 import { RunLog } from "./run_log.ts";
@@ -92,6 +98,7 @@ export const QUANTIZE_FLAGS: FlagSpec = {
   quiet: { type: "boolean" },
   debug: { type: "boolean" },
   help: { type: "boolean", short: "h" },
+  ...AUTO_SCHEME_FLAGS,
 };
 
 export const QUANTIZE_HELP = `autoround quantize — quantize a Hugging Face checkpoint with SignRound or RTN
@@ -125,6 +132,7 @@ Scheme
   --layer_config JSON    per-layer overrides: '{"mlp.down_proj": {"bits": 8}}' or a JSON file
   --ignore_layers LIST   comma-separated layer names kept in 16-bit (alias --fp_layers)
 
+${AUTO_SCHEME_HELP}
 Tuning (recipe values unless given)
   --recipe NAME          default (200 iters), best (1000), light (50, lr 5e-3), rtn, opt_rtn;
                          also as commands: autoround best|light|rtn ... (auto-round-best, ...)
@@ -176,7 +184,7 @@ interface RunMode {
 
 /** Run `quantize` with argv (after the subcommand); `recipe` is set by the recipe commands. */
 export async function quantizeCommand(argv: string[], log: Log, recipeName?: string): Promise<void> {
-  const { values: f, positionals } = parseFlags(argv, QUANTIZE_FLAGS);
+  const { values: f, positionals } = parseFlags(gatherNargs(argv), QUANTIZE_FLAGS);
   if (f.help) {
     console.log(QUANTIZE_HELP);
     return;
@@ -270,7 +278,7 @@ async function quantizeRun(
     if (v < min) throw new UsageError(`--${name} must be >= ${min} (got ${v})`);
   }
 
-  const scheme = resolveScheme(flagStr(f, "scheme") ?? "W4A16", {
+  const overrides = {
     bits: flagInt(f, "bits"),
     groupSize: flagInt(f, "group_size"),
     sym: f.asym ? false : f.sym ? true : undefined,
@@ -279,7 +287,9 @@ async function quantizeRun(
     actGroupSize: flagInt(f, "act_group_size"),
     actDataType: flagStr(f, "act_data_type", "act_dtype"),
     actDynamic: f.disable_act_dynamic ? false : undefined,
-  });
+  };
+  const scheme = resolveScheme(flagStr(f, "scheme") ?? "W4A16", overrides);
+  const autoScheme = autoSchemeFromFlags(f, overrides);
   const formats = (flagStr(f, "format", "formats") ?? "auto_round").toLowerCase().replaceAll(" ", "").split(
     ",",
   );
@@ -321,6 +331,7 @@ async function quantizeRun(
     ),
     layerConfig: userLayers,
     ignoreLayers: ignore,
+    autoScheme,
     iters,
     nsamples,
     seqlen,

@@ -177,12 +177,20 @@ export interface BackwardOptions {
    * except `s.x`): the MLP's gate, up and product go before the attention backward allocates.
    */
   release?: boolean;
+  /**
+   * Also compute the block input's gradient dL/dx (through q/k/v's matmuls and input transform, the
+   * input RMSNorm backward and the residual) and hand it over (the callee owns it). AutoScheme's
+   * scoring pass chains blocks backwards with it (spec/AUTOSCHEME.md § 3.3); when absent, nothing
+   * of it is computed or kept.
+   */
+  onInputGrad?: (dx: Tensor) => void;
 }
 
 /**
  * Backward of one block from dL/dy, returning dL/dW for the Linear weights `need` selects. The
- * block input's gradient is not computed: SignRound tunes one block at a time against fixed inputs,
- * so nothing upstream of q/k/v needs it (NUMBERS.md notes this saves ≈4% of the FLOPs).
+ * block input's gradient is computed only with `opts.onInputGrad`: SignRound tunes one block at a
+ * time against fixed inputs, so nothing upstream of q/k/v needs it (NUMBERS.md notes this saves ≈4%
+ * of the FLOPs).
  */
 export function blockBackward(
   be: Backend,
@@ -261,9 +269,10 @@ export function blockBackward(
   be.add(dx2, dy, dx2);
   weightGrad("self_attn.o_proj", dx2, s.attn);
   const dAttn = throughTransform("self_attn.o_proj", s.attn, be.matmul(dx2, w.linear["self_attn.o_proj"]));
-  dx2[Symbol.dispose]();
+  const inputGrad = opts.onInputGrad;
+  if (!inputGrad) dx2[Symbol.dispose]();
   const needQkv = need("self_attn.q_proj") || need("self_attn.k_proj") || need("self_attn.v_proj");
-  if (needQkv) {
+  if (needQkv || inputGrad) {
     const shape = attentionShape(spec, geo);
     const { dq, dk, dv } = be.attentionBackward(s.q, s.k, s.v, s.attn, s.lse, dAttn, shape);
     drop("q", "k", "v", "attn", "lse");
@@ -281,6 +290,20 @@ export function blockBackward(
     weightGrad("self_attn.q_proj", dqIn, s.h1);
     weightGrad("self_attn.k_proj", dkIn, s.h1);
     weightGrad("self_attn.v_proj", dv, s.h1);
+    if (inputGrad) {
+      // x feeds h1 = rmsnorm(x) (→ q, k, v) and the residual: dx = dx2 + rmsnorm'(Σ dOut·W).
+      const dh1 = throughTransform("self_attn.q_proj", s.h1, be.matmul(dqIn, w.linear["self_attn.q_proj"]));
+      for (const [name, d] of [["self_attn.k_proj", dkIn], ["self_attn.v_proj", dv]] as const) {
+        const part = throughTransform(name, s.h1, be.matmul(d, w.linear[name]));
+        be.add(dh1, part, dh1);
+        part[Symbol.dispose]();
+      }
+      const dx = be.rmsNormBackward(s.x, w.inputNorm, dh1, spec.rmsEps);
+      dh1[Symbol.dispose]();
+      be.add(dx, dx2, dx);
+      dx2[Symbol.dispose]();
+      inputGrad(dx);
+    }
     for (const t of [dqIn, dkIn, dv]) t[Symbol.dispose]();
   }
   dAttn[Symbol.dispose]();

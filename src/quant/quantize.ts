@@ -37,6 +37,7 @@ import { VERSION } from "../version.ts";
 import { type FloatScheme, isIntWeightOnly, type QuantScheme } from "../qmath/quantized.ts";
 import { needsCalibration } from "./act_quant.ts";
 import { CpuBackend } from "../backend/cpu/cpu_backend.ts";
+import { type AutoSchemeConfig, resolveAutoScheme, runAutoScheme } from "./auto_scheme/run.ts";
 
 /** Everything a quantization run needs (CLI flags map onto these). */
 export interface QuantizeOptions {
@@ -48,6 +49,8 @@ export interface QuantizeOptions {
   schemeGiven?: boolean;
   layerConfig?: Record<string, LayerOverride>;
   ignoreLayers?: string[];
+  /** AutoScheme (spec/AUTOSCHEME.md): choose per-layer schemes first; `scheme` is then replaced (§ 1.3). */
+  autoScheme?: AutoSchemeConfig;
   iters: number;
   /** SignRound learning rates (undefined: auto-round's 1/iters rule). */
   lr?: number;
@@ -144,8 +147,10 @@ function checkNotYet(o: QuantizeOptions, s: QuantScheme, log: Log): void {
 export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeResult> {
   const t0 = performance.now();
   o.onPhase?.("load");
-  const formats = parseFormats(o.formats.join(","), o.scheme.bits);
-  const rs = resolveRunScheme(formats, o.schemeGiven === false ? undefined : o.scheme, o.scheme, o.iters);
+  const auto = o.autoScheme ? resolveAutoScheme(o.autoScheme, log) : undefined;
+  const given = auto?.scheme ?? o.scheme;
+  const formats = parseFormats(o.formats.join(","), given.bits);
+  const rs = resolveRunScheme(formats, o.schemeGiven === false && !auto ? undefined : given, given, o.iters);
   const scheme = rs.scheme;
   checkNotYet(o, scheme, log);
   // Everything that can fail on bad input is checked before the slow work starts.
@@ -158,39 +163,53 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
   if (o.resume && !out.adopted) log.info(`--resume: no unfinished run in ${out.path}; starting from block 1`);
   using ckpt = await openCheckpoint(o.model);
   if (ckpt.quantMethod) throw new UsageError(`${ckpt.dir} is already quantized (${ckpt.quantMethod})`);
-  const layers = resolveLayerConfig(ckpt.spec, scheme, o.layerConfig ?? {}, o.ignoreLayers ?? []);
-  for (const w of checkFormats(formats, layers, scheme)) log.warn(w);
-  // Calibration feeds SignRound, opt-RTN's scale search, and GGUF's importance-weighted searches.
-  // gguf:f32/f16/bf16 only: a conversion, nothing is quantized (the layer plan is not reported).
-  const conversionOnly = formats.every((f) => f.kind === "gguf" && isFloatGguf(f.gguf!));
-  const ggufNeedsImportance = o.iters === 0 &&
-    formats.some((f) =>
-      f.kind === "gguf" && !isFloatGguf(f.gguf!) && !(o.disableOptRtn ?? f.gguf!.base === "Q8_0")
-    );
-  const needCalib = o.iters > 0 || ggufNeedsImportance ||
-    // FP8_STATIC and NVFP4 calibrate their activation ranges (SCHEMES.md § 8.2), RTN included.
-    [...layers.layers.values()].some((p) => p.quantize && p.scheme.act && needsCalibration(p.scheme.act)) ||
-    (rs.packs &&
-      [...layers.layers.values()].some((p) => p.quantize && usesOptRtn(p.scheme, o.iters, o.disableOptRtn)));
-  // The tokenizer is only needed for calibration and evaluation: plain RTN runs without one.
-  const tok = needCalib || o.beforeRun ? await Tokenizer.fromDir(ckpt.dir) : undefined;
-  let calib: CalibrationSet | undefined;
-  if (needCalib) {
-    o.onPhase?.("calibrate");
-    calib = await loadCalibration(o.dataset, tok!, {
-      seqlen: o.seqlen,
-      nsamples: o.nsamples,
-      seed: o.seed ?? 42,
-    });
-    for (const w of calib.warnings) log.warn(w);
-    log.info(`calibration: ${calib.nsamples} samples × ${calib.seqlen} tokens from ${calib.source}`);
-  }
   const owned = o.backend ? undefined : await createBackend(o.device ?? "auto", log, {
     threads: o.threads,
     deterministic: o.deterministic,
   });
   try {
     const be = o.backend ?? owned!;
+    let layerConfig = o.layerConfig ?? {};
+    let tok = auto || o.beforeRun ? await Tokenizer.fromDir(ckpt.dir) : undefined;
+    if (auto) {
+      const args = { be, ckpt, tok: tok!, dataset: o.dataset, seed: o.seed ?? 42, log };
+      layerConfig = (await runAutoScheme({
+        ...args,
+        cfg: o.autoScheme!,
+        resolved: auto,
+        userLayers: layerConfig,
+        ignoreLayers: o.ignoreLayers ?? [],
+      })).layerConfig;
+    }
+    const layers = resolveLayerConfig(ckpt.spec, scheme, layerConfig, o.ignoreLayers ?? []);
+    for (const w of checkFormats(formats, layers, scheme)) log.warn(w);
+    // Calibration feeds SignRound, opt-RTN's scale search, and GGUF's importance-weighted searches.
+    // gguf:f32/f16/bf16 only: a conversion, nothing is quantized (the layer plan is not reported).
+    const conversionOnly = formats.every((f) => f.kind === "gguf" && isFloatGguf(f.gguf!));
+    const ggufNeedsImportance = o.iters === 0 &&
+      formats.some((f) =>
+        f.kind === "gguf" && !isFloatGguf(f.gguf!) && !(o.disableOptRtn ?? f.gguf!.base === "Q8_0")
+      );
+    const needCalib = o.iters > 0 || ggufNeedsImportance ||
+      // FP8_STATIC and NVFP4 calibrate their activation ranges (SCHEMES.md § 8.2), RTN included.
+      [...layers.layers.values()].some((p) => p.quantize && p.scheme.act && needsCalibration(p.scheme.act)) ||
+      (rs.packs &&
+        [...layers.layers.values()].some((p) =>
+          p.quantize && usesOptRtn(p.scheme, o.iters, o.disableOptRtn)
+        ));
+    // The tokenizer is only needed for calibration and evaluation: plain RTN runs without one.
+    if (needCalib && !tok) tok = await Tokenizer.fromDir(ckpt.dir);
+    let calib: CalibrationSet | undefined;
+    if (needCalib) {
+      o.onPhase?.("calibrate");
+      calib = await loadCalibration(o.dataset, tok!, {
+        seqlen: o.seqlen,
+        nsamples: o.nsamples,
+        seed: o.seed ?? 42,
+      });
+      for (const w of calib.warnings) log.warn(w);
+      log.info(`calibration: ${calib.nsamples} samples × ${calib.seqlen} tokens from ${calib.source}`);
+    }
     logPlan(log, ckpt, o, rs.describe, conversionOnly ? undefined : layers, needCalib, be);
     await o.beforeRun?.({ be, ckpt, tok: tok! });
     const run: RunInfo = {
@@ -356,6 +375,7 @@ async function fingerprint(
     scheme: o.scheme,
     schemeGiven: o.schemeGiven,
     layerConfig: o.layerConfig ?? {},
+    autoScheme: o.autoScheme,
     ignoreLayers: o.ignoreLayers ?? [],
     iters: o.iters,
     lr: o.lr,

@@ -321,6 +321,18 @@ export abstract class CpuCore {
     loss.crossEntropy(this.ctx, L.f, T, out.f);
     return out;
   }
+  crossEntropyBackward(logits: Tensor, targets: Tensor, scale: number): Tensor {
+    const L = this.t(logits), T = this.t(targets).i;
+    const d = this.newFloat(L.shape, L.dtype);
+    this.pool.run(tk.crossEntropyBackwardTask, T.length, {
+      logits: L.f,
+      targets: T,
+      d: d.f,
+      V: L.size / T.length,
+      scale,
+    }, tk.grain(L.size / T.length));
+    return d.rounded();
+  }
   argmaxRows(x: Tensor): Tensor {
     const X = this.t(x);
     const out = this.own([X.shape[0]], "i32", this.mem.i32(X.shape[0]));

@@ -218,6 +218,29 @@ export function crossEntropyRows(logits: FArr, targets: Int32Array, out: FArr, V
   }
 }
 
+/** d[r, :] = scale·(softmax(logits[r, :]) − onehot(targets[r])); rows with a target < 0 get 0. */
+export function crossEntropyBackwardRows(
+  logits: FArr,
+  targets: Int32Array,
+  d: FArr,
+  V: number,
+  scale: number,
+): void {
+  for (let r = 0; r < targets.length; r++) {
+    const o = r * V;
+    if (targets[r] < 0) {
+      d.fill(0, o, o + V);
+      continue;
+    }
+    let m = -Infinity;
+    for (let j = 0; j < V; j++) if (logits[o + j] > m) m = logits[o + j];
+    let s = 0;
+    for (let j = 0; j < V; j++) s += Math.exp(logits[o + j] - m);
+    for (let j = 0; j < V; j++) d[o + j] = scale * Math.exp(logits[o + j] - m) / s;
+    d[o + targets[r]] -= scale;
+  }
+}
+
 /** out[r] = index of the largest value of row r (ties: the lowest index). */
 export function argmaxRows(x: FArr, out: Int32Array, V: number): void {
   for (let r = 0; r < out.length; r++) {

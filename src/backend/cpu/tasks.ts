@@ -233,6 +233,19 @@ export const crossEntropyTask = defineTask(
     k.crossEntropyRows(rows(a.logits, a.V, s, e), a.targets.subarray(s, e), a.out.subarray(s, e), a.V),
 );
 
+export const crossEntropyBackwardTask = defineTask(
+  url,
+  "crossEntropyBackward",
+  (a: { logits: FArr; targets: Int32Array; d: FArr; V: number; scale: number }, s, e) =>
+    k.crossEntropyBackwardRows(
+      rows(a.logits, a.V, s, e),
+      a.targets.subarray(s, e),
+      rows(a.d, a.V, s, e),
+      a.V,
+      a.scale,
+    ),
+);
+
 export const argmaxTask = defineTask(
   url,
   "argmax",
