@@ -39,7 +39,11 @@ Deno.test("MXFP4 and MXFP8 RTN: each Linear equals the host MX reference; K=172 
   using be = new CpuBackend();
   const ref = await checkpointWeights();
   for (const [scheme, bits] of [["MXFP4", 4], ["MXFP8", 8]] as const) {
-    const r = await quantizeStoriesReports(be, { scheme: resolveScheme(scheme), iters: 0, formats: ["fake"] });
+    const r = await quantizeStoriesReports(be, {
+      scheme: resolveScheme(scheme),
+      iters: 0,
+      formats: ["fake"],
+    });
     const names = [...r.fake.keys()].sort();
     // stories260K: hidden 64 (q/k/v/o, gate/up inputs), intermediate 172 (down_proj input, 172 % 32 ≠ 0).
     assertEquals(names.some((n) => n.includes("down_proj")), false, `${scheme}: down_proj quantized`);
@@ -84,8 +88,14 @@ Deno.test("SignRound with activation quantization (MXFP4, NVFP4, FP8_STATIC, INT
     const rtn = await quantizeStoriesReports(be, { ...opts, iters: 0, disableOptRtn: true });
     const tuned = await quantizeStoriesReports(be, { ...opts, iters: 12 });
     for (const b of tuned.blocks) {
-      assert(Number.isFinite(b.lossStart) && Number.isFinite(b.lossBest), `${scheme} block ${b.block}: ${b.lossStart}`);
-      assert(b.lossBest! <= b.lossStart!, `${scheme} block ${b.block}: best ${b.lossBest} > start ${b.lossStart}`);
+      assert(
+        Number.isFinite(b.lossStart) && Number.isFinite(b.lossBest),
+        `${scheme} block ${b.block}: ${b.lossStart}`,
+      );
+      assert(
+        b.lossBest! <= b.lossStart!,
+        `${scheme} block ${b.block}: best ${b.lossBest} > start ${b.lossStart}`,
+      );
     }
     assert(tuned.blocks.some((b) => b.lossBest! < b.lossStart!), `${scheme}: no block improved`);
     let moved = 0;
