@@ -58,6 +58,9 @@ Deno.test("writer → our reader and @huggingface/gguf: every metadata type, ten
   assertEquals(f.array("a.strs"), ["▁a", "中文", ""]);
   assertEquals([...await f.readF32("x.weight")], [1, 2, 3, 4, 5]);
   assertEquals([...await f.readBytes("y.weight")], [...q8]);
+  // Concurrent reads share the file position: each must still get its own tensor's bytes.
+  const both = await Promise.all([f.readBytes("y.weight"), f.readF32("x.weight"), f.readBytes("y.weight")]);
+  assertEquals([[...both[0]], [...both[1]], [...both[2]]], [[...q8], [1, 2, 3, 4, 5], [...q8]]);
   for (const t of f.tensors) assertEquals((t.offset - f.dataOffset) % 32, 0, `${t.name} aligned`);
 
   const hf = await gguf(path, { allowLocalFile: true });

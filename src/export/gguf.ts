@@ -31,7 +31,11 @@ import {
   type RawSource,
   readAllRaw,
 } from "./exporter.ts";
-import type { QuantizedLinear } from "../qmath/quantized.ts";
+import type { FloatQuantizedLinear, QuantizedLinear } from "../qmath/quantized.ts";
+import { paramsFromQuantized } from "../formats/gguf/given_codes.ts";
+import { packMxfp4Blocks } from "../qmath/gguf/mxfp4.ts";
+
+export { paramsFromQuantized } from "../formats/gguf/given_codes.ts";
 import { copyModelSideFiles } from "./hf_files.ts";
 import { Tokenizer } from "../io/tokenizer.ts";
 import { type GgufFormat, ggufFormat, GgufTypeSelector, isFloatGguf } from "../formats/gguf/presets.ts";
@@ -41,7 +45,7 @@ import {
   llama3RopeFactors,
   tokenizerMetadata,
 } from "../formats/gguf/metadata.ts";
-import { type GgufParams, isQuantType, packParams } from "../qmath/gguf/quantize.ts";
+import { isQuantType, packParams } from "../qmath/gguf/quantize.ts";
 import { quantizeToBytesOn } from "../qmath/gguf/parallel.ts";
 
 /** The row getter of a whole `[·, k]` tensor in memory. */
@@ -58,39 +62,13 @@ export interface GgufTensorRecord {
   fromGivenCodes?: boolean;
 }
 
-/**
- * The QuantizedLinear's own quantization as GGUF parameters when the tensor's type stores exactly
- * that integer grid: symmetric 4/5/8 bits in groups of 32 as Q4_0/Q5_0/Q8_0, asymmetric 4/5 bits
- * in groups of 32 as Q4_1/Q5_1 (m = −zp·d). Returns the W̃ too; undefined when they differ.
- */
-export function paramsFromQuantized(
-  l: QuantizedLinear,
-  type: GgmlTypeName,
-): { params: GgufParams; wq: Float32Array } | undefined {
-  const g = l.groupSize <= 0 || l.groupSize > l.k ? l.k : l.groupSize;
-  if (g !== 32) return undefined;
-  const symType = { 4: "Q4_0", 5: "Q5_0", 8: "Q8_0" }[l.bits as 4 | 5 | 8];
-  const asymType = { 4: "Q4_1", 5: "Q5_1" }[l.bits as 4 | 5];
-  if ((l.sym ? symType : asymType) !== type) return undefined;
-  const G = l.k / g;
-  const wq = new Float32Array(l.n * l.k);
-  for (let r = 0; r < l.n; r++) {
-    for (let c = 0; c < l.k; c++) {
-      const gi = r * G + Math.floor(c / g);
-      wq[r * l.k + c] = Math.fround(l.q.scales[gi] * (l.q.codes[r * l.k + c] - l.q.zeros[gi]));
-    }
-  }
-  const scale = Float32Array.from(l.q.scales);
-  const params: GgufParams = l.sym
-    ? { kind: "sym", scale }
-    : { kind: "asym", scale, zp: Float32Array.from(l.q.zeros) };
-  return { params, wq };
-}
-
 /** Writes one GGUF file. */
 export class GgufExporter implements Exporter {
   readonly format: string;
-  readonly wantsFloatLinears = true;
+  /** Self-quantizing, except gguf:mxfp4, which stores the run's MXFP4 weights (writeFloatQuantized). */
+  get wantsFloatLinears(): boolean {
+    return this.#fmt.base !== "MXFP4";
+  }
   /** AutoRound collects the importance matrix for GGUF when optimized RTN is on (iters 0). */
   readonly wantsImportance: boolean;
   readonly fileName: string;
@@ -318,10 +296,30 @@ export class GgufExporter implements Exporter {
   }
 
   async writePackedLinear(name: string, n: number, k: number, bytes: Uint8Array): Promise<void> {
-    const hf = `${name}.weight`;
+    await this.#putRows(`${name}.weight`, this.linearType(name, k), n, k, bytes);
+  }
+
+  /** Packed rows `[n, ·]` of a Linear, q/k rows permuted for the "llama" architecture. */
+  async #putRows(hf: string, type: GgmlTypeName, n: number, k: number, bytes: Uint8Array, given = false) {
     const heads = this.#permute ? qkHeads(hf, this.#ctx.spec.nHeads, this.#ctx.spec.nKvHeads) : 0;
     const rows = heads ? permuteRowsHfToGguf(bytes, n, bytes.length / n, heads) : bytes;
-    await this.#put(hf, this.linearType(name, k), [k, n], rows);
+    await this.#put(hf, type, [k, n], rows, given);
+  }
+
+  /** gguf:mxfp4: an MXFP4 Linear's elements and shared exponents as ggml MXFP4 blocks (§ 10.9). */
+  async writeFloatQuantized(l: FloatQuantizedLinear): Promise<void> {
+    const s = l.scheme;
+    if (this.#fmt.base !== "MXFP4" || s.dataType !== "mx_fp" || s.bits !== 4 || s.groupSize !== 32) {
+      throw new FormatError(`${this.format} cannot store ${l.name} (${s.dataType} ${s.bits}-bit)`);
+    }
+    await this.#putRows(
+      `${l.name}.weight`,
+      "MXFP4",
+      l.n,
+      l.k,
+      packMxfp4Blocks(l.elements, l.scales, l.n, l.k),
+    );
+    if (l.bias) await this.#put(`${l.name}.bias`, "F32", [l.n], encodeFloats(l.bias, "F32"));
   }
 
   /**

@@ -145,8 +145,15 @@ export function resolveRunScheme(
 ): RunScheme {
   // gguf:f32/f16/bf16 convert without quantizing: they take no part in choosing the scheme.
   const floats = formats.filter((f) => f.kind === "gguf" && isFloatGguf(f.gguf!));
-  const ggufs = formats.filter((f) => f.kind === "gguf" && !isFloatGguf(f.gguf!));
-  const packed = formats.filter((f) => f.kind !== "gguf");
+  // gguf:mxfp4 stores the run's MXFP4 weights as they are: a packing format, not a self-quantizing one.
+  const storesRun = (f: FormatSpec) => f.kind !== "gguf" || f.gguf!.base === "MXFP4";
+  const ggufs = formats.filter((f) => !storesRun(f) && !isFloatGguf(f.gguf!));
+  const packed = formats.filter(storesRun);
+  if (!explicit && packed.some((f) => f.gguf?.base === "MXFP4")) {
+    throw new UsageError(
+      "--format gguf:mxfp4 stores the run's MXFP4 weights: add --scheme MXFP4 (or MXFP4_RCEIL)",
+    );
+  }
   const packs = packed.length > 0;
   if (floats.length === formats.length && iters > 0) {
     throw new UsageError(
@@ -250,7 +257,11 @@ function asFloatScheme(s: QuantScheme): FloatScheme {
 }
 
 /** Whether a format kind stores float scheme `s` (SCHEMES.md § 10.1). */
-function storesFloat(kind: FormatKind, s: FloatScheme): boolean {
+function storesFloat(kind: FormatKind, s: FloatScheme, f?: FormatSpec): boolean {
+  // gguf:mxfp4: ggml's MXFP4 blocks hold exactly the MXFP4 weight grid (the activations are llama.cpp's).
+  if (kind === "gguf" && f?.gguf?.base === "MXFP4") {
+    return s.dataType === "mx_fp" && s.bits === 4 && s.groupSize === 32;
+  }
   if (kind === "fake") return true;
   if (kind === "llm_compressor") return compressedTensorsFloatFormat(s) !== undefined;
   if (kind === "auto_round") return autoRoundFloatPacking(s) !== undefined;
@@ -264,7 +275,7 @@ function storesFloat(kind: FormatKind, s: FloatScheme): boolean {
  * fake; INT8_W8A8 → llm_compressor, fake; anything else (MXFP6, FP8 groups) → fake only.
  */
 export function checkFloatFormats(formats: FormatSpec[], s: FloatScheme): void {
-  const bad = formats.find((f) => !storesFloat(f.kind, s));
+  const bad = formats.find((f) => !storesFloat(f.kind, s, f));
   if (!bad) return;
   const ok = (["llm_compressor", "auto_round", "fake"] as const).filter((k) => storesFloat(k, s));
   throw new UsageError(

@@ -188,7 +188,8 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
     const conversionOnly = formats.every((f) => f.kind === "gguf" && isFloatGguf(f.gguf!));
     const ggufNeedsImportance = o.iters === 0 &&
       formats.some((f) =>
-        f.kind === "gguf" && !isFloatGguf(f.gguf!) && !(o.disableOptRtn ?? f.gguf!.base === "Q8_0")
+        f.kind === "gguf" && !isFloatGguf(f.gguf!) && f.gguf!.base !== "MXFP4" &&
+        !(o.disableOptRtn ?? f.gguf!.base === "Q8_0")
       );
     const needCalib = o.iters > 0 || ggufNeedsImportance ||
       // FP8_STATIC and NVFP4 calibrate their activation ranges (SCHEMES.md § 8.2), RTN included.

@@ -48,6 +48,7 @@ export const LLAMA_FILE_TYPES: Readonly<Record<string, number>> = {
   MOSTLY_Q6_K: 18,
   MOSTLY_Q2_K_S: 21,
   MOSTLY_BF16: 32,
+  MOSTLY_MXFP4_MOE: 38,
 };
 
 /** Name of a `general.file_type` value ("Q4_K_M"), for inspect. */

@@ -324,8 +324,17 @@ export class GgufFile implements Disposable {
     return t;
   }
 
-  /** Raw bytes of a tensor. */
-  async readBytes(name: string): Promise<Uint8Array> {
+  /** Reads in flight, one after another: each is a seek then reads on the one file handle. */
+  #queue: Promise<unknown> = Promise.resolve();
+
+  /** Raw bytes of a tensor. Concurrent calls are served in turn (they share the file position). */
+  readBytes(name: string): Promise<Uint8Array> {
+    const next = this.#queue.then(() => this.#readBytesNow(name));
+    this.#queue = next.catch(() => {});
+    return next;
+  }
+
+  async #readBytesNow(name: string): Promise<Uint8Array> {
     const t = this.tensor(name);
     if (t.type.startsWith("type")) throw new UnsupportedError(`tensor ${name} has GGML ${t.type}`, this.path);
     const buf = new Uint8Array(t.bytes);

@@ -67,6 +67,8 @@ const FORMAT_FIELDS: Record<string, [GgmlTypeName, GgmlTypeName]> = {
   F32: ["F32", "F32"],
   F16: ["F16", "F16"],
   BF16: ["BF16", "BF16"],
+  // Not an auto-round format: MXFP4 Linears stored as quantized (SCHEMES.md § 10.9); embeddings 16-bit.
+  MXFP4: ["F16", "F16"],
 };
 
 /** schemes.py GGUF_PRESET_ALIASES (without the MoE-only q2_k_mixed) and their llama.cpp file types. */
@@ -92,6 +94,8 @@ const ALIASES: Record<string, [GgmlTypeName, string]> = {
   f32: ["F32", "ALL_F32"],
   f16: ["F16", "MOSTLY_F16"],
   bf16: ["BF16", "MOSTLY_BF16"],
+  // The run's MXFP4 weights in ggml's MXFP4 blocks (no requantization; llama.cpp's file type for it).
+  mxfp4: ["MXFP4", "MOSTLY_MXFP4_MOE"],
 };
 
 /** Whether a format is a plain float conversion (gguf:f32, gguf:f16, gguf:bf16): nothing is quantized. */

@@ -9,6 +9,7 @@
  * L of every weight in the type's unsigned range and, for K-quants, the quantized sub-block scales
  * and mins; `d` and `m`/`dmin` are kept as f32 values and rounded to fp16 when packed.
  */
+import { dequantizeMxfp4 } from "./mxfp4.ts";
 import { FormatError } from "../../errors.ts";
 import { f16ToF32, f32ToF16 } from "../../tensor/dtype.ts";
 import { GGML_TYPES, type GgmlTypeName, QK_K } from "./types.ts";
@@ -393,6 +394,8 @@ export function dequantizeBytes(type: GgmlTypeName, bytes: Uint8Array): Float32A
       for (let i = 0; i < src.length; i++) bits[i] = src[i] << 16;
       return out;
     }
+    case "MXFP4":
+      return dequantizeMxfp4(aligned);
     default:
       return dequantizeBlocks(unpackBlocks(type, aligned));
   }

@@ -17,7 +17,8 @@ export type GgmlTypeName =
   | "Q3_K"
   | "Q4_K"
   | "Q5_K"
-  | "Q6_K";
+  | "Q6_K"
+  | "MXFP4";
 
 /** Geometry of one GGML type: `blockSize` weights per block of `typeSize` bytes. */
 export interface GgmlTypeInfo {
@@ -44,6 +45,7 @@ export const GGML_TYPES: Readonly<Record<GgmlTypeName, GgmlTypeInfo>> = {
   Q5_K: { id: 13, blockSize: 256, typeSize: 2 + 2 + 256 / 2 + 256 / 8 + 12 },
   Q6_K: { id: 14, blockSize: 256, typeSize: 2 + 256 / 2 + 256 / 4 + 256 / 16 },
   BF16: { id: 30, blockSize: 1, typeSize: 2 },
+  MXFP4: { id: 39, blockSize: 32, typeSize: 1 + 16 },
 };
 
 /** The super-block size of the K-quants (ggml-common.h QK_K). */
