@@ -5,9 +5,8 @@
  * read the way `dequantize_row_*` reads it (llama.cpp); auto-round's `export_to_gguf/packing.py`
  * writes the same bytes.
  *
- * The in-memory form {@link GgmlBlocks} holds what a block stores, already as integers: the codes
- * L of every weight in the type's unsigned range and, for K-quants, the quantized sub-block scales
- * and mins; `d` and `m`/`dmin` are kept as f32 values and rounded to fp16 when packed.
+ * {@link GgmlBlocks} holds a block's integers (codes L in the type's unsigned range; K-quants' sub-block
+ * scales and mins); `d` and `m`/`dmin` are f32 values rounded to fp16 when packed.
  */
 import { dequantizeMxfp4 } from "./mxfp4.ts";
 import { FormatError } from "../../errors.ts";
@@ -387,14 +386,11 @@ export function dequantizeBytes(type: GgmlTypeName, bytes: Uint8Array): Float32A
       return new Float32Array(aligned.buffer, 0, aligned.byteLength / 4);
     case "F16":
       return Float32Array.from(new Float16Array(aligned.buffer, 0, aligned.byteLength / 2));
-    case "BF16": {
-      const src = new Uint16Array(aligned.buffer, 0, aligned.byteLength / 2);
-      const out = new Float32Array(src.length);
-      const bits = new Uint32Array(out.buffer);
-      for (let i = 0; i < src.length; i++) bits[i] = src[i] << 16;
-      return out;
-    }
-    case "MXFP4":
+    case "BF16":
+      return new Float32Array(
+        Uint32Array.from(new Uint16Array(aligned.buffer, 0, aligned.byteLength / 2), (x) => x << 16).buffer,
+      );
+    case "MXFP4": // its own layout (mxfp4.ts): not a GgmlBlocks type
       return dequantizeMxfp4(aligned);
     default:
       return dequantizeBlocks(unpackBlocks(type, aligned));
