@@ -19,6 +19,7 @@ import { loadBlockWeights, uploadRope, type WeightSource } from "../src/model/tr
 import { resolveOptions } from "../src/quant/auto_scheme/options.ts";
 import { absProductSum, lmTargets, scoreOptions } from "../src/quant/auto_scheme/score.ts";
 import { assert, assertAlmostEquals } from "./assert.ts";
+import { fdCheck } from "./finite_diff.ts";
 
 const be = new CpuBackend({ precision: "f64" });
 const EPS = 1e-6;
@@ -30,22 +31,6 @@ const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => {
   return s;
 };
 
-/** Max |numeric − analytic| over `idx`, relative to the largest magnitude (grad_check_test's rule). */
-function fdCheck(x: Float64Array, analytic: ArrayLike<number>, f: () => number, idx: number[]): number {
-  let err = 0, scale = 0;
-  for (const i of idx) {
-    const x0 = x[i];
-    x[i] = x0 + EPS;
-    const fp = f();
-    x[i] = x0 - EPS;
-    const fm = f();
-    x[i] = x0;
-    const num = (fp - fm) / (2 * EPS);
-    err = Math.max(err, Math.abs(num - analytic[i]));
-    scale = Math.max(scale, Math.abs(num), Math.abs(analytic[i]));
-  }
-  return scale === 0 ? err : err / scale;
-}
 const sample = (n: number, k: number) => Array.from({ length: k }, () => Math.floor(Math.random() * n));
 
 function tinySpec(modelType: "llama" | "qwen2" | "qwen3", layers = 1): ModelSpec {

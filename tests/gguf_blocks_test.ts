@@ -14,9 +14,8 @@ import {
 } from "../src/qmath/gguf/blocks.ts";
 import { GGML_TYPES, type GgmlTypeName } from "../src/qmath/gguf/types.ts";
 import { type QuantGgmlType, quantizeAtExport } from "../src/qmath/gguf/quantize.ts";
-import { CONSUMERS } from "./consumers/helpers.ts";
-import { join } from "./consumers/path.ts";
 import { QUANT_GGML_TYPES } from "../src/qmath/gguf/params.ts";
+import { ggufPy } from "./consumers/helpers.ts";
 
 const QTYPES = QUANT_GGML_TYPES;
 
@@ -92,31 +91,6 @@ Deno.test("Q4_K scale packing matches get_scale_min_k4 for 6-bit scales and mins
   for (let j = 0; j < 8; j++) assertEquals(w[j * 32], (63 - j * 7) - j * 9, `sub-block ${j}`);
   assertEquals(subBlocks("Q4_K"), { count: 8, size: 32 });
 });
-
-/** Run gguf-py; undefined (and a printed reason) when it is not available. */
-async function ggufPy(req: unknown): Promise<{ dequantize: string[]; quantize: string[] } | undefined> {
-  const path = await Deno.makeTempFile({ suffix: ".json" });
-  try {
-    await Deno.writeTextFile(path, JSON.stringify(req));
-    const out = await new Deno.Command("python3", {
-      args: [join(CONSUMERS, "gguf_py_check.py"), path],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    if (!out.success) {
-      console.log(
-        `skipped: gguf-py not usable (${new TextDecoder().decode(out.stderr).trim().split("\n").pop()})`,
-      );
-      return undefined;
-    }
-    return JSON.parse(new TextDecoder().decode(out.stdout));
-  } catch (e) {
-    console.log(`skipped: python3 not available (${(e as Error).message})`);
-    return undefined;
-  } finally {
-    await Deno.remove(path);
-  }
-}
 
 const b64 = (u: Uint8Array) => btoa(String.fromCharCode(...u));
 const unb64 = (s: string) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));

@@ -14,12 +14,11 @@ import { Tokenizer } from "../src/io/tokenizer.ts";
 import { packMxfp4Blocks } from "../src/qmath/gguf/mxfp4.ts";
 import { resolveScheme } from "../src/quant/scheme.ts";
 import { quantizeStories } from "./stories_quantize.ts";
-import { llamaCppUnavailable } from "./consumers/helpers.ts";
+import { ggufPy, llamaCppUnavailable } from "./consumers/helpers.ts";
 import { compareLogits, printRows } from "./consumers/logits.ts";
 import { join } from "./consumers/path.ts";
 import { cli } from "./cli_helpers.ts";
 
-const CONSUMERS = new URL("./consumers/", import.meta.url).pathname;
 const PROMPTS = ["Once upon a time", "The little dog was very happy because"];
 
 Deno.test("packMxfp4Blocks: E8M0 byte = exponent + 127, weight j low nibble, j + 16 high nibble", () => {
@@ -109,26 +108,3 @@ const b64 = (u: Uint8Array) => {
   return btoa(s);
 };
 const unb64 = (s: string) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
-
-/** llama.cpp's gguf-py through tests/consumers/gguf_py_check.py; undefined with a printed reason. */
-async function ggufPy(req: unknown): Promise<{ dequantize: string[] } | undefined> {
-  const path = await Deno.makeTempFile({ suffix: ".json" });
-  try {
-    await Deno.writeTextFile(path, JSON.stringify(req));
-    const out = await new Deno.Command("python3", {
-      args: [join(CONSUMERS, "gguf_py_check.py"), path],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    if (!out.success) {
-      console.log(`skipped gguf-py: ${new TextDecoder().decode(out.stderr).trim().split("\n").pop()}`);
-      return undefined;
-    }
-    return JSON.parse(new TextDecoder().decode(out.stdout));
-  } catch (e) {
-    console.log(`skipped gguf-py: python3 not available (${(e as Error).message})`);
-    return undefined;
-  } finally {
-    await Deno.remove(path);
-  }
-}

@@ -17,9 +17,9 @@ import {
 } from "../src/qmath/int_quant.ts";
 import { roundHalfEven } from "../src/tensor/dtype.ts";
 import { assert, assertEquals } from "./assert.ts";
+import { fdCheck } from "./finite_diff.ts";
 
 const be = new CpuBackend({ precision: "f64" });
-const EPS = 1e-6;
 
 function rand(n: number, scale = 1): Float64Array {
   return Float64Array.from({ length: n }, () => (Math.random() * 2 - 1) * scale);
@@ -37,25 +37,6 @@ function readF64(t: Tensor): Float64Array {
   return Float64Array.from((t as unknown as { f: Float64Array }).f);
 }
 
-/**
- * Max relative error of `analytic` against central differences of `f` at coordinates `idx` of `x`
- * (relative to the largest gradient magnitude).
- */
-function fdCheck(x: Float64Array, analytic: ArrayLike<number>, f: () => number, idx: number[]): number {
-  let err = 0, scale = 0;
-  for (const i of idx) {
-    const x0 = x[i];
-    x[i] = x0 + EPS;
-    const fp = f();
-    x[i] = x0 - EPS;
-    const fm = f();
-    x[i] = x0;
-    const num = (fp - fm) / (2 * EPS);
-    err = Math.max(err, Math.abs(num - analytic[i]));
-    scale = Math.max(scale, Math.abs(num), Math.abs(analytic[i]));
-  }
-  return scale === 0 ? err : err / scale;
-}
 function sample(n: number, k = 40): number[] {
   return n <= k ? [...Array(n).keys()] : Array.from({ length: k }, () => Math.floor(Math.random() * n));
 }

@@ -249,3 +249,33 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): { diff: 
   }
   return { diff, scale };
 }
+
+/**
+ * llama.cpp's gguf-py (numpy) as an independent codec, through gguf_py_check.py; undefined (and a
+ * printed reason) when python3 or gguf-py is not available.
+ */
+export async function ggufPy(
+  req: unknown,
+): Promise<{ dequantize: string[]; quantize: string[] } | undefined> {
+  const path = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    await Deno.writeTextFile(path, JSON.stringify(req));
+    const out = await new Deno.Command("python3", {
+      args: [join(CONSUMERS, "gguf_py_check.py"), path],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (!out.success) {
+      console.log(
+        `skipped: gguf-py not usable (${new TextDecoder().decode(out.stderr).trim().split("\n").pop()})`,
+      );
+      return undefined;
+    }
+    return JSON.parse(new TextDecoder().decode(out.stdout));
+  } catch (e) {
+    console.log(`skipped: python3 not available (${(e as Error).message})`);
+    return undefined;
+  } finally {
+    await Deno.remove(path);
+  }
+}
