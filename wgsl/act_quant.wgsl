@@ -1,0 +1,130 @@
+// act_quant.wgsl — activation fake quant (spec/SCHEMES.md § 8; host reference src/qmath/act_quant.ts)
+// and its straight-through backward: MX dynamic per 32 (floor / RCEIL; mx_fp, mx_int), NVFP4 with a
+// global scale, FP8 E4M3 static per tensor (actMax·actMaxScale or a stored input scale) and dynamic
+// per row / group. float_math.wgsl (scale context, element math) is appended by kernels.ts.
+//
+// Layout: x, x̂, dOut, dx are [rows, K] row-major; groups of g along each row (the last may be
+// shorter), per_row = ceil(K/g) of them; `dstat` is [rows·per_row] (static FP8: each group's
+// ∂L/∂actMaxScale share, summed by act_sum). Tiling: act_fwd / act_bwd one thread per group (max
+// |x| with its first index as torch.max(dim) returns it, then the elements); act_sum one 64-thread
+// workgroup with a shared-memory tree.
+// Bounds (tests/webgpu_float_quant_test.ts, random inputs, measured): x̂ equals the CPU bit for bit;
+// dx too except at each dynamic group's argmax, which adds the group's scale gradient (an f32 sum
+// here, f64 on the host) — measured ‖Δ‖/‖ref‖ ≤ 3e-8; dActMaxScale (an f32 sum of f32 shares)
+// measured ≤ 8.4e-7 relative; asserted 1e-4.
+
+struct ActParams {
+  rows: u32, k: u32, g: u32, per_row: u32,
+  kind: u32, ebits: u32, mbits: u32, emax: u32,
+  max_norm: f32, gs: f32, rgs: f32, min_scale: f32,
+  x_base: u32, v_base: u32, ms_base: u32, wmin_base: u32,
+  wmax_base: u32, out_base: u32, aux_base: u32, d_base: u32,
+  zero: u32, rceil: u32, fixed: f32, seg_len: u32,
+  has_beta: u32, stat: u32, pad0: f32, act_max: f32,
+}
+@group(0) @binding(0) var<uniform> P: ActParams;
+@group(0) @binding(1) var<storage, read> ax: array<x_t>;
+// actMaxScale [1] (any tensor when has_beta = 0).
+@group(0) @binding(2) var<storage, read> abeta: array<beta_t>;
+@group(0) @binding(3) var<storage, read_write> aout: array<out_t>;
+@group(0) @binding(3) var<storage, read> adout: array<dout_t>;
+@group(0) @binding(4) var<storage, read_write> adx: array<dx_t>;
+@group(0) @binding(5) var<storage, read_write> adstat: array<f32>;
+// act_sum
+@group(0) @binding(1) var<storage, read> ssrc: array<f32>;
+@group(0) @binding(2) var<storage, read_write> sdst: array<f32>;
+
+struct Grp {
+  at: u32,
+  len: u32,
+  j: u32,  // first index of max |x| (dynamic groups)
+  m: f32,  // max |x|, or actMax for a static quantizer
+}
+
+fn group_at(t: u32) -> Grp {
+  let r = t / P.per_row;
+  let c0 = (t % P.per_row) * P.g;
+  let at = P.x_base + r * P.k + c0;
+  var gr = Grp(at, min(P.g, P.k - c0), at, P.act_max);
+  if (P.stat != 0u) { return gr; }
+  gr.m = abs(f32(ax[at]));
+  for (var i = at + 1u; i < at + gr.len; i++) {
+    let a = abs(f32(ax[i]));
+    if (a > gr.m) { gr.m = a; gr.j = i; }
+  }
+  return gr;
+}
+
+// actMaxScale clamped into [0, 1] (wrapper.py:306-307); 1 when not tuned.
+fn beta() -> f32 {
+  if (P.has_beta == 0u) { return 1.0; }
+  return clamp(f32(abeta[P.v_base]), 0.0, 1.0);
+}
+
+// NVFP4 takes the group maximum as is (scale_coeff 1); the others multiply it by actMaxScale.
+fn act_ctx(m: f32) -> Ctx {
+  if (P.kind == 1u) { return ctx_of(m); }
+  return ctx_of(opq(m * beta()));
+}
+
+@compute @workgroup_size(64)
+fn act_fwd(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+           @builtin(local_invocation_index) lid: u32) {
+  let t = group_index(wid, nwg) * 64u + lid;
+  if (t >= P.rows * P.per_row) { return; }
+  let gr = group_at(t);
+  let c = act_ctx(gr.m);
+  // + 0 as the host adds v = 0 (turns −0 into +0 before the rounding); opaque so it stays.
+  let zero = bitcast<f32>(P.zero);
+  let o = P.out_base - P.x_base;
+  for (var i = gr.at; i < gr.at + gr.len; i++) { aout[o + i] = out_cv(elem(c, f32(ax[i]), zero).y); }
+}
+
+@compute @workgroup_size(64)
+fn act_bwd(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+           @builtin(local_invocation_index) lid: u32) {
+  let t = group_index(wid, nwg) * 64u + lid;
+  if (t >= P.rows * P.per_row) { return; }
+  let gr = group_at(t);
+  let c = act_ctx(gr.m);
+  let zero = bitcast<f32>(P.zero);
+  let od = P.out_base - P.x_base;
+  let ox = P.d_base - P.x_base;
+  var ds = 0.0;
+  var gj = 0.0;
+  for (var i = gr.at; i < gr.at + gr.len; i++) {
+    let x = f32(ax[i]);
+    let r = elem_bwd(c, x, zero, f32(adout[od + i]));
+    ds += r.y;
+    // Direct path: t = x/scale (x·os for NV); the host stores ∂L/∂t as f32 and then scales it.
+    var g = r.x;
+    if (P.kind == 0u) { g = ldexp(g, -c.e); } else if (P.kind == 1u) { g = opq(g * c.os); } else { g = div_rn(g, c.scale); }
+    adx[ox + i] = dx_cv(g);
+    if (i == gr.j) { gj = g; }
+  }
+  let d = vec_grad(c, ds);
+  if (P.stat != 0u) {
+    adstat[P.aux_base + t] = d * P.act_max;
+  } else if (gr.m > 0.0) {
+    // vec = max|x|·β: ∂vec/∂x_j = β·sign(x_j) at the first maximal index.
+    let b = select(beta(), 1.0, P.kind == 1u);
+    // gj unrounded: the host adds in f32 and rounds to dx's dtype once.
+    adx[ox + gr.j] = dx_cv(gj + d * b * sign(f32(ax[gr.j])));
+  }
+}
+
+var<workgroup> red: array<f32, 64>;
+
+// sdst[d_base] = Σ ssrc[aux_base .. aux_base + seg_len) (one workgroup).
+@compute @workgroup_size(64)
+fn act_sum(@builtin(local_invocation_index) lid: u32) {
+  var acc = 0.0;
+  for (var i = lid; i < P.seg_len; i += 64u) { acc += ssrc[P.aux_base + i]; }
+  red[lid] = acc;
+  workgroupBarrier();
+  for (var h = 32u; h > 0u; h = h >> 1u) {
+    if (lid < h) { red[lid] += red[lid + h]; }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { sdst[P.d_base] = red[0]; }
+}
