@@ -123,6 +123,8 @@ interface ActCase {
   actMax?: boolean;
   tuned?: boolean;
   inputScale?: number;
+  /** rangeFromInput: the static range is this input's max|x| (reduced on the GPU). */
+  range?: boolean;
 }
 
 const act = (
@@ -151,6 +153,15 @@ const ACT_CASES: ActCase[] = [
     k: 40,
     inputScale: Math.fround(0.0123),
   },
+  { name: "nvfp4 act range from input", act: act("nv_fp", 4, 16, true), rows: 130, k: 32, range: true },
+  {
+    name: "fp8 static range from input",
+    act: act("fp", 8, 0, false),
+    rows: 70,
+    k: 24,
+    range: true,
+    tuned: true,
+  },
   { name: "fp8 dynamic per row act", act: act("fp", 8, -1, true), rows: 65, k: 200 },
   { name: "fp8 dynamic per 64 act", act: act("fp", 8, 64, true), rows: 10, k: 192 },
 ];
@@ -170,6 +181,7 @@ for (const c of ACT_CASES) {
         actMax: c.actMax ? Math.fround(amax * 0.8) : undefined,
         actMaxScale: c.tuned ? b.upload(ams, [1]) : undefined,
         inputScale: c.inputScale,
+        rangeFromInput: c.range,
       });
       // actMax and input_scale are float32 values in the pipeline (a max of f32 activations, a
       // checkpoint tensor); the kernels take them as f32 uniforms, so the test passes f32 values.
@@ -196,5 +208,102 @@ for (const c of ACT_CASES) {
     }
   });
 }
+
+/**
+ * Inputs on the edges of the float32 decisions: group maxima and elements a few ulps below a power
+ * of two (where torch's float32 log2 rounds up onto the next integer: floor_log2f / ceil_log2f),
+ * exact ties of the MX / FP4 / E4M3 grids (round half to even), zeros and −0.
+ */
+function edgeValues(rng: Rng, n: number): Float32Array {
+  const ties = [
+    0.25,
+    0.75,
+    1.25,
+    1.75,
+    2.5,
+    3.5,
+    5,
+    0.125,
+    0.375,
+    1.0625,
+    1.125,
+    13,
+    26,
+    36,
+    208,
+    0.015625 * 1.0625,
+  ];
+  return Float32Array.from({ length: n }, () => {
+    const e = 2 ** Math.floor(rng.next() * 24 - 16), u = rng.next(), s = rng.next() < 0.5 ? -1 : 1;
+    if (u < 0.35) return s * e * (1 - Math.floor(rng.next() * 120) * 2 ** -24);
+    if (u < 0.7) return s * e * ties[Math.floor(rng.next() * ties.length)];
+    if (u < 0.75) return s * 0;
+    return s * e * rng.next() * 2;
+  });
+}
+
+for (const c of CASES) {
+  gpuTest(
+    `float weights ${c.name} on float32 edges (β = 1, v = 0): Ŵ, elements, scales exact`,
+    be,
+    async (gb) => {
+      for (let rep = 0; rep < 3; rep++) {
+        const rng = new Rng();
+        const h = host(rng, c);
+        h.w.set(edgeValues(rng, h.w.length));
+        h.wMin.fill(0);
+        h.wMax.fill(0);
+        const per = h.w.length / h.wMin.length;
+        for (let i = 0; i < h.w.length; i++) {
+          const gi = Math.floor(i / per);
+          h.wMin[gi] = Math.min(h.wMin[gi], h.w[i]);
+          h.wMax[gi] = Math.max(h.wMax[gi], h.w[i]);
+        }
+        h.maxScale.fill(1);
+        h.v.fill(0);
+        const p: FloatQuantParams = { kind: "float", scheme: c.scheme, globalScale: h.gs };
+        const G = upload(gb, h, c), C = upload(cpu, h, c);
+        expectEqual(
+          `${c.name} edge Ŵ`,
+          await gb.read(gb.floatFakeQuant!(G.w, G.st, p)),
+          await cpu.read(cpu.floatFakeQuant!(C.w, C.st, p)),
+          rng,
+        );
+        const qg = await gb.floatQuantizeWeights!(G.w, G.st, p),
+          qc = await cpu.floatQuantizeWeights!(C.w, C.st, p);
+        expectEqual(`${c.name} edge elements`, qg.elements, qc.elements, rng);
+        expectEqual(`${c.name} edge scales`, qg.scales, qc.scales, rng);
+        const dG = gb.upload(h.dOut, [c.n, c.k]), dC = cpu.upload(h.dOut, [c.n, c.k]);
+        const dvg = await gb.read(gb.floatFakeQuantBackward!(G.w, G.st, p, dG).dv);
+        const dvc = await cpu.read(cpu.floatFakeQuantBackward!(C.w, C.st, p, dC).dv);
+        expectEqual(`${c.name} edge dV`, Array.from(dvg, (x) => x + 0), Array.from(dvc, (x) => x + 0), rng);
+      }
+    },
+  );
+}
+
+gpuTest("MX RCEIL / floor acts on float32 edges: x̂ exact", be, async (gb) => {
+  for (const dataType of ["mx_fp_rceil", "mx_fp"] as const) {
+    for (const bits of [4, 8]) {
+      const rng = new Rng(), rows = 45, k = 64;
+      const x = edgeValues(rng, rows * k);
+      // Group maxima max_norm·2^p·(1 ± j·2^-24): log2(max/max_norm) a hair off an integer.
+      const maxNorm = bits === 4 ? 6 : 448;
+      for (let gi = 0; gi < rows * 2; gi++) {
+        const j = Math.floor(rng.next() * 60) * (rng.next() < 0.5 ? -1 : 1);
+        x[gi * 32 + Math.floor(rng.next() * 32)] = Math.fround(
+          maxNorm * 2 ** (Math.floor(rng.next() * 20) - 10) * (1 + j * 2 ** -24),
+        );
+      }
+      const a: ActQuantArgs = { act: act(dataType, bits, 32, true) };
+      expectEqual(
+        `${dataType}${bits} edge x̂`,
+        await gb.read(gb.actFakeQuant!(gb.upload(x, [rows, k]), a)),
+        await cpu.read(cpu.actFakeQuant!(cpu.upload(x, [rows, k]), a)),
+        rng,
+      );
+    }
+  }
+});
 
 reportErrors("webgpu_float_quant_test.ts");

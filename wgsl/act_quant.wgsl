@@ -20,12 +20,15 @@ struct ActParams {
   x_base: u32, v_base: u32, ms_base: u32, wmin_base: u32,
   wmax_base: u32, out_base: u32, aux_base: u32, d_base: u32,
   zero: u32, rceil: u32, fixed: f32, seg_len: u32,
-  has_beta: u32, stat: u32, pad0: f32, act_max: f32,
+  has_beta: u32, stat: u32, flags: u32, act_max: f32,
 }
 @group(0) @binding(0) var<uniform> P: ActParams;
 @group(0) @binding(1) var<storage, read> ax: array<x_t>;
-// actMaxScale [1] (any tensor when has_beta = 0).
+// [clamped actMaxScale, actMax] written by act_prep.
+@group(0) @binding(2) var<storage, read> apar: array<f32>;
+// act_prep: actMaxScale [1] (any tensor when has_beta = 0) in, the pair out.
 @group(0) @binding(2) var<storage, read> abeta: array<beta_t>;
+@group(0) @binding(3) var<storage, read_write> aprep: array<f32>;
 @group(0) @binding(3) var<storage, read_write> aout: array<out_t>;
 @group(0) @binding(3) var<storage, read> adout: array<dout_t>;
 @group(0) @binding(4) var<storage, read_write> adx: array<dx_t>;
@@ -45,7 +48,7 @@ fn group_at(t: u32) -> Grp {
   let r = t / P.per_row;
   let c0 = (t % P.per_row) * P.g;
   let at = P.x_base + r * P.k + c0;
-  var gr = Grp(at, min(P.g, P.k - c0), at, P.act_max);
+  var gr = Grp(at, min(P.g, P.k - c0), at, act_max());
   if (P.stat != 0u) { return gr; }
   gr.m = abs(f32(ax[at]));
   for (var i = at + 1u; i < at + gr.len; i++) {
@@ -55,10 +58,51 @@ fn group_at(t: u32) -> Grp {
   return gr;
 }
 
-// actMaxScale clamped into [0, 1] (wrapper.py:306-307); 1 when not tuned.
+const FLAG_RANGE: u32 = 1u;      // actMax = max|x| of this input (rangeFromInput)
+const FLAG_ACCUMULATE: u32 = 2u; // act_prep: a later chunk of the input
+const FLAG_RANGE_GS: u32 = 4u;   // NVFP4's global scale from that range (no stored one)
+
 fn beta() -> f32 {
-  if (P.has_beta == 0u) { return 1.0; }
-  return clamp(f32(abeta[P.v_base]), 0.0, 1.0);
+  return apar[P.v_base];
+}
+
+fn act_max() -> f32 {
+  return apar[P.v_base + 1u];
+}
+
+// NVFP4's global scale fl32(2688·fl32(1/actMax)) (nvfp.py:119), from the input's range when asked.
+fn global_scale() -> vec2<f32> {
+  if ((P.flags & FLAG_RANGE_GS) == 0u) { return vec2<f32>(P.gs, P.rgs); }
+  let m = act_max();
+  if (m == 0.0) { return vec2<f32>(0.0); }
+  let gs = opq(2688.0 * div_rn(1.0, m));
+  return vec2<f32>(gs, select(div_rn(1.0, gs), 0.0, gs == 0.0));
+}
+
+var<workgroup> amax: array<f32, 64>;
+
+// [clamp(actMaxScale, 0, 1) (wrapper.py:306-307) or 1, actMax: max|x| over the chunk of seg_len
+// elements (max of the earlier chunks' too when accumulating) or the host's value]. One workgroup.
+@compute @workgroup_size(64)
+fn act_prep(@builtin(local_invocation_index) lid: u32) {
+  var m = 0.0;
+  if ((P.flags & FLAG_RANGE) != 0u) {
+    for (var i = lid; i < P.seg_len; i += 64u) { m = max(m, abs(f32(ax[P.x_base + i]))); }
+  }
+  amax[lid] = m;
+  workgroupBarrier();
+  for (var h = 32u; h > 0u; h = h >> 1u) {
+    if (lid < h) { amax[lid] = max(amax[lid], amax[lid + h]); }
+    workgroupBarrier();
+  }
+  if (lid != 0u) { return; }
+  aprep[P.d_base] = select(1.0, clamp(f32(abeta[P.v_base]), 0.0, 1.0), P.has_beta != 0u);
+  var r = P.act_max;
+  if ((P.flags & FLAG_RANGE) != 0u) {
+    r = amax[0];
+    if ((P.flags & FLAG_ACCUMULATE) != 0u) { r = max(r, aprep[P.d_base + 1u]); }
+  }
+  aprep[P.d_base + 1u] = r;
 }
 
 // NVFP4 takes the group maximum as is (scale_coeff 1); the others multiply it by actMaxScale.
@@ -104,7 +148,7 @@ fn act_bwd(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
   }
   let d = vec_grad(c, ds);
   if (P.stat != 0u) {
-    adstat[P.aux_base + t] = d * P.act_max;
+    adstat[P.aux_base + t] = d * act_max();
   } else if (gr.m > 0.0) {
     // vec = max|x|·β: ∂vec/∂x_j = β·sign(x_j) at the first maximal index.
     let b = select(beta(), 1.0, P.kind == 1u);

@@ -166,7 +166,7 @@ fn mul_div(g: f32, q: f32, t: f32) -> f32 {
 
 // ---- one group's scale (float_groups.ts mxScale / nvScale / fp8Scale) ---------------------------
 // The including file's `P` has: kind (0 MX, 1 NV, 2 FP8), ebits, mbits, emax, max_norm, rceil,
-// gs, rgs = fl32(1/gs), min_scale (FP8's 1/229376) and fixed (a stored FP8 scale; 0 = none).
+// gs, rgs = fl32(1/gs) (read through the file's global_scale()), min_scale (FP8's 1/229376) and fixed (a stored FP8 scale; 0 = none).
 
 const SIXTH: f32 = 0.16666667163372040; // fl32(1/6)
 
@@ -193,9 +193,10 @@ fn ctx_of(vec: f32) -> Ctx {
     c.stored = f32(c.e);
     c.live = vec != 0.0 && e0 >= -127 && e0 <= 127;
   } else if (P.kind == 1u) {
-    let s = opq(P.gs * opq(vec * SIXTH));
+    let gs = global_scale();
+    let s = opq(gs.x * opq(vec * SIXTH));
     let s8 = round_e4m3(clamp(s, -448.0, 448.0));
-    c.p = opq(s8 * P.rgs);
+    c.p = opq(s8 * gs.y);
     if (c.p != 0.0) { c.os = div_rn(1.0, c.p); }
     if (c.os != 0.0) { c.ro = div_rn(1.0, c.os); }
     c.stored = s8;
@@ -269,7 +270,8 @@ fn vec_grad(c: Ctx, d: f32) -> f32 {
   if (P.kind == 0u) { return d * ldexp(1.0, c.e) / c.vec; }
   if (P.kind == 1u) {
     if (c.p == 0.0) { return 0.0; }
-    return -d * c.os * c.os * P.rgs * P.gs * SIXTH;
+    let gs = global_scale();
+    return -d * c.os * c.os * gs.y * gs.x * SIXTH;
   }
   return d / 448.0;
 }

@@ -39,6 +39,11 @@ struct FlParams {
 @group(0) @binding(4) var<storage, read> ssrc: array<f32>;
 @group(0) @binding(5) var<storage, read_write> sdst: array<f32>;
 
+// NVFP4's global scale and its reciprocal (from the host).
+fn global_scale() -> vec2<f32> {
+  return vec2<f32>(P.gs, P.rgs);
+}
+
 // Group index (within the bound window) of element i of the chunk.
 fn group_of(i: u32) -> u32 {
   if (P.per_row == 0u) { return 0u; }
