@@ -23,7 +23,21 @@ gpuTest("MXFP4 RTN on stories260K: WebGPU fake weights equal the CPU's bit for b
 
 gpuTest("NVFP4 SignRound 4 iters on stories260K: WebGPU vs CPU fake weights", be, async (gb) => {
   const opts = { scheme: resolveScheme("NVFP4"), iters: 4, formats: ["fake"] };
-  const g = await quantizeStoriesReports(gb, opts), c = await quantizeStoriesReports(cpu, opts);
+  // Count the WebGPU float ops the run calls: the tuning must go through these kernels.
+  let bwd = 0, act = 0;
+  const fb = gb.floatFakeQuantBackward.bind(gb), af = gb.actFakeQuantBackward.bind(gb);
+  gb.floatFakeQuantBackward = (...a) => (bwd++, fb(...a));
+  gb.actFakeQuantBackward = (...a) => (act++, af(...a));
+  let g;
+  try {
+    g = await quantizeStoriesReports(gb, opts);
+  } finally {
+    gb.floatFakeQuantBackward = fb;
+    gb.actFakeQuantBackward = af;
+  }
+  const c = await quantizeStoriesReports(cpu, opts);
+  console.log(`WebGPU calls: floatFakeQuantBackward ${bwd}, actFakeQuantBackward ${act}`);
+  if (bwd === 0) throw new Error("the NVFP4 run did not use the WebGPU float kernels");
   let differ = 0, total = 0;
   for (const [name, w] of c.fake) {
     const gw = g.fake.get(name)!;

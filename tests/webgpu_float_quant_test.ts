@@ -162,6 +162,8 @@ const ACT_CASES: ActCase[] = [
     range: true,
     tuned: true,
   },
+  { name: "int8 per token act", act: act("int", 8, -1, true), rows: 77, k: 72 },
+  { name: "int8 per token act tuned β", act: act("int", 8, -1, true), rows: 20, k: 40, tuned: true },
   { name: "fp8 dynamic per row act", act: act("fp", 8, -1, true), rows: 65, k: 200 },
   { name: "fp8 dynamic per 64 act", act: act("fp", 8, 64, true), rows: 10, k: 192 },
 ];

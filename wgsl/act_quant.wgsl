@@ -1,7 +1,8 @@
 // act_quant.wgsl — activation fake quant (spec/SCHEMES.md § 8; host reference src/qmath/act_quant.ts)
 // and its straight-through backward: MX dynamic per 32 (floor / RCEIL; mx_fp, mx_int), NVFP4 with a
 // global scale, FP8 E4M3 static per tensor (actMax·actMaxScale or a stored input scale) and dynamic
-// per row / group. float_math.wgsl (scale context, element math) is appended by kernels.ts.
+// per row / group, INT8 per token (int.py quant_tensor_sym with float16 scales). float_math.wgsl
+// (scale context, element math) and two_prod.wgsl are appended by kernels.ts.
 //
 // Layout: x, x̂, dOut, dx are [rows, K] row-major; groups of g along each row (the last may be
 // shorter), per_row = ceil(K/g) of them; `dstat` is [rows·per_row] (static FP8: each group's
@@ -111,12 +112,121 @@ fn act_ctx(m: f32) -> Ctx {
   return ctx_of(opq(m * beta()));
 }
 
+// ---- INT8 per token (act_quant.ts int8Row / int8RowBackward; kind 3, bits in mbits) ------------
+
+const F16_THR: f32 = 1.0013580322265625e-5; // Math.f16round(1e-5), quant_tensor_sym's threshold
+
+// Round the exact value h + l (|l| ≤ half an f32 ulp of h) to f16 once: round_f16(h) unless h lies
+// exactly halfway between two f16 values, where l decides (the host rounds the f64 value once).
+fn round_f16_pair(h: f32, l: f32) -> f32 {
+  let a = abs(h);
+  var mid = false;
+  var toward = 0.0;
+  if (a < 6.103515625e-5) {
+    let q = ldexp(a, 24);
+    mid = fract(q) == 0.5;
+    toward = ldexp(floor(q), -24);
+  } else {
+    let u = bitcast<u32>(a);
+    mid = (u & 0x1fffu) == 0x1000u;
+    toward = bitcast<f32>(u & 0xffffe000u);
+  }
+  if (!mid || l == 0.0) { return round_f16(h); }
+  let away = 2.0 * a - toward;
+  return with_sign(select(toward, away, (l > 0.0) == (h > 0.0)), h);
+}
+
+struct I8 {
+  scale: f32,
+  live: bool,  // the scale passed the threshold clamp
+  sgn: f32,    // −1 when the positive side dominates (its largest value maps onto −2^(b−1))
+  share: f32,  // gradient share of the max side: 1, 0.5 at a tie, 0
+  jn: u32,
+  jx: u32,
+  lo: f32,
+  hi: f32,
+}
+
+// int8Scale: min(min x, 0), max(max x, 0) at their first indices, scale = f16(sign·max(hi·β, −lo)/2^(b−1)).
+fn int8_scale(at: u32, len: u32) -> I8 {
+  var jn = at;
+  var jx = at;
+  for (var i = at + 1u; i < at + len; i++) {
+    let x = f32(ax[i]);
+    if (x < f32(ax[jn])) { jn = i; }
+    if (x > f32(ax[jx])) { jx = i; }
+  }
+  let lo = min(f32(ax[jn]), 0.0);
+  let hi = max(f32(ax[jx]), 0.0);
+  let mx = two_prod(hi, beta()); // hi·β exactly, as the host's f64 product
+  let mn = -lo;
+  let less = mx.x < mn || (mx.x == mn && mx.y < 0.0);
+  let more = mx.x > mn || (mx.x == mn && mx.y > 0.0);
+  var big = mx;
+  if (less) { big = vec2<f32>(mn, 0.0); }
+  let maxq = f32(1u << (P.mbits - 1u));
+  let sgn = select(-1.0, 1.0, less);
+  let raw = sgn * round_f16_pair(big.x / maxq, big.y / maxq);
+  var r = I8(raw, true, sgn, select(select(0.5, 0.0, less), 1.0, more), jn, jx, lo, hi);
+  if (select((raw < F16_THR), (raw > -F16_THR), raw < 0.0)) {
+    r.scale = select(F16_THR, -F16_THR, raw < 0.0);
+    r.live = false;
+  }
+  return r;
+}
+
+fn int8_fwd(gr: Grp) {
+  let c = int8_scale(gr.at, gr.len);
+  let maxq = f32(1u << (P.mbits - 1u));
+  let o = P.out_base - P.x_base;
+  for (var i = gr.at; i < gr.at + gr.len; i++) {
+    let q = clamp(round(div_rn(f32(ax[i]), c.scale)), -maxq, maxq - 1.0);
+    aout[o + i] = out_cv(opq(c.scale * q));
+  }
+}
+
+// dx = dOut·[code in range], plus the scale's gradient (its two pieces rounded to f16 as torch's
+// fp16 scale does) through max(hi·β, −lo) to the first argmax / argmin.
+fn int8_bwd(gr: Grp) {
+  let c = int8_scale(gr.at, gr.len);
+  let maxq = f32(1u << (P.mbits - 1u));
+  let od = P.out_base - P.x_base;
+  let ox = P.d_base - P.x_base;
+  var gp = 0.0;
+  var gq = 0.0;
+  var dxn = 0.0;
+  var dxx = 0.0;
+  for (var i = gr.at; i < gr.at + gr.len; i++) {
+    let x = f32(ax[i]);
+    let d = f32(adout[od + i]);
+    let z = round(div_rn(x, c.scale));
+    let inr = select(0.0, 1.0, z >= -maxq && z <= maxq - 1.0);
+    adx[ox + i] = dx_cv(d * inr);
+    if (i == c.jn) { dxn = d * inr; }
+    if (i == c.jx) { dxx = d * inr; }
+    gp += d * clamp(z, -maxq, maxq - 1.0);
+    gq -= d * inr * x / c.scale;
+  }
+  if (!c.live) { return; }
+  let gmax = c.sgn * round_f16(round_f16(gp) + round_f16(gq)) / maxq;
+  if (c.hi == f32(ax[c.jx])) {
+    dxx += gmax * c.share * beta();
+    if (c.jn == c.jx) { dxn = dxx; }
+    adx[ox + c.jx] = dx_cv(dxx);
+  }
+  if (c.lo == f32(ax[c.jn])) { adx[ox + c.jn] = dx_cv(dxn - gmax * (1.0 - c.share)); }
+}
+
 @compute @workgroup_size(64)
 fn act_fwd(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
            @builtin(local_invocation_index) lid: u32) {
   let t = group_index(wid, nwg) * 64u + lid;
   if (t >= P.rows * P.per_row) { return; }
   let gr = group_at(t);
+  if (P.kind == 3u) {
+    int8_fwd(gr);
+    return;
+  }
   let c = act_ctx(gr.m);
   // + 0 as the host adds v = 0 (turns −0 into +0 before the rounding); opaque so it stays.
   let zero = bitcast<f32>(P.zero);
@@ -130,6 +240,12 @@ fn act_bwd(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
   let t = group_index(wid, nwg) * 64u + lid;
   if (t >= P.rows * P.per_row) { return; }
   let gr = group_at(t);
+  // Only a static scale has a gradient share; every other group adds 0 (as the host returns).
+  adstat[P.aux_base + t] = 0.0;
+  if (P.kind == 3u) {
+    int8_bwd(gr);
+    return;
+  }
   let c = act_ctx(gr.m);
   let zero = bitcast<f32>(P.zero);
   let od = P.out_base - P.x_base;

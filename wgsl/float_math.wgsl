@@ -18,6 +18,11 @@ fn opq(x: f32) -> f32 {
   return bitcast<f32>(bitcast<u32>(x) ^ P.zero);
 }
 
+// The name two_prod.wgsl uses.
+fn opaque(x: f32) -> f32 {
+  return opq(x);
+}
+
 // |x| = m · 2^e with m an integer below 2^24 (x finite, nonzero).
 fn decompose(x: f32) -> vec2<i32> {
   let u = bitcast<u32>(x) & 0x7fffffffu;

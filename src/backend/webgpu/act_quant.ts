@@ -1,9 +1,8 @@
 /**
  * Dispatchers of wgsl/act_quant.wgsl: the activation quantizers of the float schemes (issue 17;
  * spec/SCHEMES.md § 8) and their straight-through backward, as src/qmath/act_quant.ts computes them
- * on the CPU: MX dynamic per 32 (floor, RCEIL; mx_fp, mx_int), NVFP4 with the global scale from
- * actMax (or a stored one) and FP8 E4M3 static per tensor or dynamic per row / group. Not here yet:
- * INT8 per token (it throws; the CPU backend runs it). A first one-workgroup pass (act_prep) puts the
+ * on the CPU: INT8 per token, MX dynamic per 32 (floor, RCEIL; mx_fp, mx_int), NVFP4 with the global scale from
+ * actMax (or a stored one) and FP8 E4M3 static per tensor or dynamic per row / group. A first one-workgroup pass (act_prep) puts the
  * clamped actMaxScale and actMax (for `rangeFromInput` max|x| of the input, reduced on the GPU) into
  * a 2-word scratch that the kernels read, so nothing waits for a readback.
  *
@@ -52,8 +51,11 @@ function plan(x: GpuTensor, a: ActQuantArgs): ActPlan {
       throw new BackendError("per-tensor acts: static FP8 only");
     }
     fmt = nvOrFp8Format(2, 0, a.inputScale !== undefined && !a.act.dynamic ? a.inputScale : 0);
+  } else if (dt === "int") {
+    // quant_tensor_sym per token with float16 scales; the bit width rides in mbits.
+    fmt = { ...nvOrFp8Format(2), kind: 3, mbits: bits };
   } else {
-    throw new BackendError(`no WebGPU activation kernel for ${dt} (INT8 acts run on --device cpu)`);
+    throw new BackendError(`no WebGPU activation kernel for ${dt}`);
   }
   const g = gsz <= 0 || gsz > k ? k : gsz;
   return {

@@ -69,7 +69,7 @@ export const WGSL_SOURCES = {
   fakeQuant: `${fakeQuant}\n${twoProd}`,
   // The float-scheme kernels share their exact float32 math (the file declares the uniform first).
   floatQuant: `${floatQuant}\n${floatMath}`,
-  actQuant: `${actQuant}\n${floatMath}`,
+  actQuant: `${actQuant}\n${floatMath}\n${twoProd}`,
   loss,
   reduce,
   // The GGUF kernels share their float32 helpers and uniform (gguf_math.wgsl, two_prod.wgsl).
