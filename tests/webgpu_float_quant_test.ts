@@ -3,7 +3,14 @@
 // SignRound's v and β — Ŵ, element values and scales bit for bit, dV exactly, dβ within an f32
 // summation-order bound — and the MX / NVFP4 / FP8 activation quantizers (x̂ bit for bit, dx and
 // dActMaxScale within the bound). Shapes have rows that are not a multiple of the workgroup.
-import type { ActQuantArgs, Backend, FloatQuantParams, QuantState, Tensor } from "../src/backend/backend.ts";
+import type {
+  ActQuantArgs,
+  Backend,
+  DType,
+  FloatQuantParams,
+  QuantState,
+  Tensor,
+} from "../src/backend/backend.ts";
 import type { ActQuant, QuantScheme } from "../src/qmath/quantized.ts";
 import { cpu, expectClose, expectEqual, gpuTest, openGpu, reportErrors, Rng } from "./webgpu_helpers.ts";
 
@@ -62,10 +69,18 @@ function host(rng: Rng, c: Case) {
   };
 }
 
-function upload(b: Backend, h: ReturnType<typeof host>, c: Case): { w: Tensor; st: QuantState } {
+/** The weight / activation dtype of repetition `rep`: f32, then bf16 and f16 storage. */
+const DTYPES = ["f32", "bf16", "f16"] as const;
+
+function upload(
+  b: Backend,
+  h: ReturnType<typeof host>,
+  c: Case,
+  dtype: DType = "f32",
+): { w: Tensor; st: QuantState } {
   const g = h.wMin.length;
   return {
-    w: b.upload(h.w, [c.n, c.k]),
+    w: b.upload(h.w, [c.n, c.k], dtype),
     st: {
       v: b.upload(h.v, [c.n, c.k]),
       minScale: b.upload(new Float32Array(g).fill(1), [g]),
@@ -188,15 +203,15 @@ for (const c of ACT_CASES) {
       // actMax and input_scale are float32 values in the pipeline (a max of f32 activations, a
       // checkpoint tensor); the kernels take them as f32 uniforms, so the test passes f32 values.
       const ag = args(gb), ac = args(cpu);
-      const xg = gb.upload(x, [c.rows, c.k]), xc = cpu.upload(x, [c.rows, c.k]);
+      const dt = DTYPES[rep], xg = gb.upload(x, [c.rows, c.k], dt), xc = cpu.upload(x, [c.rows, c.k], dt);
       expectEqual(
         `${c.name} x̂`,
         await gb.read(gb.actFakeQuant!(xg, ag)),
         await cpu.read(cpu.actFakeQuant!(xc, ac)),
         rng,
       );
-      const rg = gb.actFakeQuantBackward!(xg, ag, gb.upload(dOut, [c.rows, c.k]));
-      const rc = cpu.actFakeQuantBackward!(xc, ac, cpu.upload(dOut, [c.rows, c.k]));
+      const rg = gb.actFakeQuantBackward!(xg, ag, gb.upload(dOut, [c.rows, c.k], dt));
+      const rc = cpu.actFakeQuantBackward!(xc, ac, cpu.upload(dOut, [c.rows, c.k], dt));
       expectClose(`${c.name} dx`, await gb.read(rg.dx), await cpu.read(rc.dx), SUM_BOUND, rng);
       if (c.tuned) {
         expectClose(
