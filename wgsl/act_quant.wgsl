@@ -7,12 +7,14 @@
 // Layout: x, x̂, dOut, dx are [rows, K] row-major; groups of g along each row (the last may be
 // shorter), per_row = ceil(K/g) of them; `dstat` is [rows·per_row] (static FP8: each group's
 // ∂L/∂actMaxScale share, summed by act_sum). Tiling: act_fwd / act_bwd one thread per group (max
-// |x| with its first index as torch.max(dim) returns it, then the elements); act_sum one 64-thread
-// workgroup with a shared-memory tree.
+// |x| with its first index as torch.max(dim) returns it, then the elements); act_prep and act_sum
+// one 64-thread workgroup each (strided loads, shared-memory tree).
 // Bounds (tests/webgpu_float_quant_test.ts, random inputs in f32 / bf16 / f16, MX maxima on the
-// float32 log2 edges): x̂ equals the CPU bit for bit, and so does dx for INT8 and static FP8; for the
-// dynamic MX / NV / FP8 groups dx differs only at each group's argmax, which adds the group's scale
-// gradient (an f32 sum here, f64 on the host): measured ‖Δ‖/‖ref‖ ≤ 3.5e-8. dActMaxScale (an f32
+// float32 log2 edges): x̂ equals the CPU bit for bit, and so does dx for static FP8. For dynamic
+// groups dx differs only at each group's argmax (and INT8's argmin), which adds the group's scale
+// gradient (an f32 sum here, f64 on the host): measured ‖Δ‖/‖ref‖ ≤ 3.5e-8 for MX / NV / FP8, 0 for
+// INT8 (its two scale pieces are rounded to f16 first, so only a sum that straddles an f16 rounding
+// boundary can differ). dActMaxScale (an f32
 // sum over groups of f32 shares, with cancellation) measured ≤ 8.6e-6 relative; asserted 1e-4.
 // Static actMax and a stored input_scale enter as f32 uniforms (they are f32 values in the pipeline).
 
