@@ -2,7 +2,7 @@
 // (src/qmath/float_tune.ts, act_quant.ts): MXFP4/6/8, MXINT4, NVFP4 and FP8 E4M3 weights with
 // SignRound's v and β — Ŵ, element values and scales bit for bit, dV exactly, dβ within an f32
 // summation-order bound — and the MX / NVFP4 / FP8 activation quantizers (x̂ bit for bit, dx and
-// dActMaxScale within the bound). Shapes have rows that are not a multiple of the workgroup.
+// dActMaxScale within the bound). Also INT8_W8A8 weights (f16 scales, dα too). Shapes have rows that are not a multiple of the workgroup.
 import type {
   ActQuantArgs,
   Backend,
@@ -42,6 +42,8 @@ const CASES: Case[] = [
   { name: "nvfp4", scheme: scheme("nv_fp", 4, 16), n: 29, k: 80, perRow: 5 },
   { name: "fp8 per tensor", scheme: scheme("fp", 8, 0), n: 300, k: 48, perRow: 0 },
   { name: "fp8 per row", scheme: scheme("fp", 8, -1), n: 33, k: 520, perRow: 1 },
+  { name: "int8 per row (W8A8)", scheme: scheme("int", 8, -1), n: 41, k: 200, perRow: 1 },
+  { name: "int8 per 64", scheme: scheme("int", 8, 64), n: 9, k: 192, perRow: 3 },
 ];
 
 /** Random weights whose group maxima span many binades, v in ±0.5, β partly outside [0, 1]. */
@@ -62,6 +64,8 @@ function host(rng: Rng, c: Case) {
     w,
     v: rng.uniform(w.length, -0.5, 0.5),
     maxScale: rng.uniform(groups, -0.05, 1.05),
+    // α only matters for INT8 (quant_tensor_sym's min_scale).
+    minScale: rng.uniform(groups, -0.05, 1.05),
     wMin,
     wMax,
     dOut: rng.normal(w.length, 1),
@@ -83,7 +87,7 @@ function upload(
     w: b.upload(h.w, [c.n, c.k], dtype),
     st: {
       v: b.upload(h.v, [c.n, c.k]),
-      minScale: b.upload(new Float32Array(g).fill(1), [g]),
+      minScale: b.upload(h.minScale, [g]),
       maxScale: b.upload(h.maxScale, [g]),
       wMin: b.upload(h.wMin, [g]),
       wMax: b.upload(h.wMax, [g]),
@@ -124,7 +128,13 @@ for (const c of CASES) {
           SUM_BOUND,
           rng,
         );
-        expectEqual(`${c.name} dα`, await gb.read(bg.dMinScale), new Float32Array(h.wMin.length), rng);
+        expectClose(
+          `${c.name} dα`,
+          await gb.read(bg.dMinScale),
+          await cpu.read(bc.dMinScale),
+          SUM_BOUND,
+          rng,
+        );
       }
     },
   );
@@ -277,6 +287,7 @@ for (const c of CASES) {
           h.wMax[gi] = Math.max(h.wMax[gi], h.w[i]);
         }
         h.maxScale.fill(1);
+        h.minScale.fill(1);
         h.v.fill(0);
         const p: FloatQuantParams = { kind: "float", scheme: c.scheme, globalScale: h.gs };
         const G = upload(gb, h, c), C = upload(cpu, h, c);

@@ -120,26 +120,6 @@ fn act_ctx(m: f32) -> Ctx {
 
 const F16_THR: f32 = 1.0013580322265625e-5; // Math.f16round(1e-5), quant_tensor_sym's threshold
 
-// Round the exact value h + l (|l| ≤ half an f32 ulp of h) to f16 once: round_f16(h) unless h lies
-// exactly halfway between two f16 values, where l decides (the host rounds the f64 value once).
-fn round_f16_pair(h: f32, l: f32) -> f32 {
-  let a = abs(h);
-  var mid = false;
-  var toward = 0.0;
-  if (a < 6.103515625e-5) {
-    let q = ldexp(a, 24);
-    mid = fract(q) == 0.5;
-    toward = ldexp(floor(q), -24);
-  } else {
-    let u = bitcast<u32>(a);
-    mid = (u & 0x1fffu) == 0x1000u;
-    toward = bitcast<f32>(u & 0xffffe000u);
-  }
-  if (!mid || l == 0.0) { return round_f16(h); }
-  let away = 2.0 * a - toward;
-  return with_sign(select(toward, away, (l > 0.0) == (h > 0.0)), h);
-}
-
 struct I8 {
   scale: f32,
   live: bool,  // the scale passed the threshold clamp

@@ -169,6 +169,26 @@ fn mul_div(g: f32, q: f32, t: f32) -> f32 {
   return div_mant(u32(dg.x) * qm, u32(dt.x), dg.y + qe - dt.y, neg);
 }
 
+// Round the exact value h + l (|l| ≤ half an f32 ulp of h) to f16 once: round_f16(h) unless h lies
+// exactly halfway between two f16 values, where l decides (the host rounds the f64 value once).
+fn round_f16_pair(h: f32, l: f32) -> f32 {
+  let a = abs(h);
+  var mid = false;
+  var toward = 0.0;
+  if (a < 6.103515625e-5) {
+    let q = ldexp(a, 24);
+    mid = fract(q) == 0.5;
+    toward = ldexp(floor(q), -24);
+  } else {
+    let u = bitcast<u32>(a);
+    mid = (u & 0x1fffu) == 0x1000u;
+    toward = bitcast<f32>(u & 0xffffe000u);
+  }
+  if (!mid || l == 0.0) { return round_f16(h); }
+  let away = 2.0 * a - toward;
+  return with_sign(select(toward, away, (l > 0.0) == (h > 0.0)), h);
+}
+
 // ---- one group's scale (float_groups.ts mxScale / nvScale / fp8Scale) ---------------------------
 // The including file's `P` has: kind (0 MX, 1 NV, 2 FP8), ebits, mbits, emax, max_norm, rceil,
 // gs, rgs = fl32(1/gs) (read through the file's global_scale()), min_scale (FP8's 1/229376) and fixed (a stored FP8 scale; 0 = none).

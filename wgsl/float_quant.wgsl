@@ -1,6 +1,7 @@
-// float_quant.wgsl — float weight fake quant (MXFP4/6/8, MXINT4, NVFP4, FP8 E4M3) with SignRound's
-// v and β and the straight-through backward (spec/SCHEMES.md § 4–6, § 9.4; host reference
-// src/qmath/float_tune.ts). float_math.wgsl (scale context, element math) is prepended.
+// float_quant.wgsl — float weight fake quant (MXFP4/6/8, MXINT4, NVFP4, FP8 E4M3) and INT8_W8A8's
+// quant_tensor_sym (f16 scales; the flw_i8_* kernels at the end) with SignRound's v and β and the
+// straight-through backward (spec/SCHEMES.md § 4–7, § 9.4; host reference src/qmath/float_tune.ts).
+// float_math.wgsl (scale context, element math) and two_prod.wgsl are appended by kernels.ts.
 //
 // Layout: w, v, Ŵ, dŴ, dV, the element values and the per-element scale-gradient shares (`share`)
 // are [rows, K] row-major; β (maxScale), wMin, wMax and the stored scales are [rows·per_row] with
@@ -13,7 +14,8 @@
 // on the float32 edges — maxima a few ulps below powers of two, exact grid ties): Ŵ, element values,
 // scales and dV equal the CPU bit for bit. dβ differs by summation order only (f32 tree here, f64 in
 // element order on the host): measured ‖Δ‖/‖ref‖ ≤ 1.9e-7 per group of 16 / 32, 2.9e-7 per row
-// (K 520), 8.4e-7 per tensor (300·48 terms, two passes); asserted 1e-4.
+// (K 520), 8.4e-7 per tensor (300·48 terms, two passes); asserted 1e-4. INT8: dV exact, dβ measured
+// equal (its two pieces are rounded to f16 before use, which absorbs the f32-vs-f64 sum order).
 
 struct FlParams {
   rows: u32, k: u32, g: u32, per_row: u32,
@@ -22,7 +24,7 @@ struct FlParams {
   w_base: u32, v_base: u32, ms_base: u32, wmin_base: u32,
   wmax_base: u32, out_base: u32, aux_base: u32, d_base: u32,
   zero: u32, rceil: u32, fixed: f32, seg_len: u32,
-  finish: u32, pad0: u32, pad1: u32, pad2: u32,
+  finish: u32, mn_base: u32, dmin_base: u32, use_alpha: u32,
 }
 @group(0) @binding(0) var<uniform> P: FlParams;
 @group(0) @binding(1) var<storage, read> fms: array<ms_t>;
@@ -119,4 +121,137 @@ fn flw_sum(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
   }
   let gi = select(s, 0u, P.per_row == 0u);
   sdst[P.d_base + s] = vec_grad(group_ctx(gi), red[0]) * group_max(gi);
+}
+
+// ---- INT8_W8A8 weights: quant_tensor_sym per row / group with float16 scales (kind 3) -----------
+// (float_tune.ts int8Math → int_quant.ts groupScale / fakeQuantize / fakeQuantizeBackward, sym.)
+// flw_i8_info (a thread per group) writes 4 words per group — scale, sign, max-side share, live —
+// which the element kernels read instead of the four state arrays; flw_i8_bwd (a 64-thread
+// workgroup per group) writes dV and the group's two scale-gradient pieces; flw_i8_finish (a thread
+// per group) rounds them to f16 as torch's fp16 scale does and maps them to dα, dβ.
+
+@group(0) @binding(4) var<storage, read> imn: array<mn_t>; // α
+@group(0) @binding(5) var<storage, read_write> iinfo: array<f32>;
+@group(0) @binding(1) var<storage, read> ii: array<f32>;
+@group(0) @binding(2) var<storage, read> iw: array<w_t>;
+@group(0) @binding(3) var<storage, read> iv: array<v_t>;
+@group(0) @binding(4) var<storage, read_write> iout: array<out_t>;
+@group(0) @binding(4) var<storage, read_write> ielem: array<f32>;
+@group(0) @binding(4) var<storage, read> idwq: array<dwq_t>;
+@group(0) @binding(5) var<storage, read_write> idv: array<f32>;
+@group(0) @binding(6) var<storage, read_write> isum: array<f32>;
+@group(0) @binding(5) var<storage, read> iinfo_r: array<f32>;
+@group(0) @binding(6) var<storage, read> isum_r: array<f32>;
+@group(0) @binding(7) var<storage, read_write> idmax: array<f32>;
+@group(0) @binding(8) var<storage, read_write> idmin: array<f32>;
+
+const I8_THR: f32 = 1.0013580322265625e-5; // Math.f16round(1e-5), q_scale_thresh in the scale dtype
+
+// groupScale (sym): scale = f16(sign·max(wMax·β, −wMin·α)/2^(b−1)), the products exact (the host
+// forms them in f64), then the ±threshold clamp. Returns (scale, sign, share of the max side, live).
+fn i8_scale(gi: u32) -> vec4<f32> {
+  // α = 1 unless use_alpha: the CPU reference (cpu/float_ops.ts) does not pass α to the INT8 path.
+  let alpha = select(1.0, clamp(f32(imn[P.mn_base + gi]), 0.0, 1.0), P.use_alpha != 0u);
+  let beta = clamp(f32(fms[P.ms_base + gi]), 0.0, 1.0);
+  let mx = two_prod(f32(fwmax[P.wmax_base + gi]), beta);
+  let mn = -two_prod(f32(fwmin[P.wmin_base + gi]), alpha);
+  let less = mx.x < mn.x || (mx.x == mn.x && mx.y < mn.y);
+  let more = mx.x > mn.x || (mx.x == mn.x && mx.y > mn.y);
+  let big = select(mx, mn, less);
+  let sh = 1 - i32(P.mbits); // ÷ 2^(b−1), exact
+  let sgn = select(-1.0, 1.0, less);
+  let share = select(select(0.5, 0.0, less), 1.0, more);
+  let raw = sgn * round_f16_pair(ldexp(big.x, sh), ldexp(big.y, sh));
+  if (select((raw < I8_THR), (raw > -I8_THR), raw < 0.0)) {
+    return vec4<f32>(select(I8_THR, -I8_THR, raw < 0.0), sgn, share, 0.0);
+  }
+  return vec4<f32>(raw, sgn, share, 1.0);
+}
+
+@compute @workgroup_size(256)
+fn flw_i8_info(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+               @builtin(local_invocation_index) lid: u32) {
+  let gi = group_index(wid, nwg) * 256u + lid;
+  if (gi >= P.rows * P.per_row) { return; }
+  let s = i8_scale(gi);
+  for (var j = 0u; j < 4u; j++) { iinfo[P.aux_base + 4u * gi + j] = s[j]; }
+}
+
+// Code of element i (row-major in the chunk) and its scale: q = clamp(round(fl32(fl32(w/s) + v))).
+fn i8_code(i: u32) -> vec3<f32> {
+  let gi = (i / P.k) * P.per_row + (i % P.k) / P.g;
+  let s = ii[P.aux_base + 4u * gi];
+  let maxq = ldexp(1.0, i32(P.mbits) - 1);
+  let rz = round(opq(div_rn(f32(iw[P.w_base + i]), s)) + f32(iv[P.v_base + i]));
+  return vec3<f32>(clamp(rz, -maxq, maxq - 1.0), s, select(0.0, 1.0, rz >= -maxq && rz <= maxq - 1.0));
+}
+
+@compute @workgroup_size(256)
+fn flw_i8_apply(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                @builtin(local_invocation_index) lid: u32) {
+  let i = group_index(wid, nwg) * 256u + lid;
+  if (i >= P.rows * P.k) { return; }
+  let c = i8_code(i);
+  iout[P.out_base + i] = out_cv(opq(c.y * c.x));
+}
+
+@compute @workgroup_size(256)
+fn flw_i8_elems(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                @builtin(local_invocation_index) lid: u32) {
+  let i = group_index(wid, nwg) * 256u + lid;
+  if (i >= P.rows * P.k) { return; }
+  // + 0: the host's codes are unsigned bytes minus the zero point, so a code 0 is never −0.
+  ielem[P.out_base + i] = i8_code(i).x + bitcast<f32>(P.zero);
+}
+
+var<workgroup> red2: array<vec2<f32>, 64>;
+
+// dV = dŴ·s·[code in range]; the group's Σ dŴ·q (through s·q) and −Σ dŴ·[in range]·w/s (through w/s).
+@compute @workgroup_size(64)
+fn flw_i8_bwd(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+              @builtin(local_invocation_index) lid: u32) {
+  let gi = group_index(wid, nwg);
+  let r = gi / P.per_row;
+  let c0 = (gi % P.per_row) * P.g;
+  var acc = vec2<f32>(0.0);
+  for (var c = c0 + lid; c < min(c0 + P.g, P.k); c += 64u) {
+    let i = r * P.k + c;
+    let q = i8_code(i);
+    let d = f32(idwq[P.out_base + i]);
+    idv[P.d_base + i] = select(0.0, opq(d * q.y), q.z != 0.0);
+    acc += vec2<f32>(opq(d * q.x), -q.z * (opq(d * f32(iw[P.w_base + i])) / q.y));
+  }
+  red2[lid] = acc;
+  workgroupBarrier();
+  for (var h = 32u; h > 0u; h = h >> 1u) {
+    if (lid < h) { red2[lid] += red2[lid + h]; }
+    workgroupBarrier();
+  }
+  if (lid == 0u) {
+    isum[P.seg_len + 2u * gi] = red2[0].x;
+    isum[P.seg_len + 2u * gi + 1u] = red2[0].y;
+  }
+}
+
+// dα, dβ of group gi: g = f16(f16(Σ product) + f16(Σ quotient)) through max(wMax·β, −wMin·α),
+// 0 where the threshold clamp holds (dα also where α lies outside [0, 1]).
+@compute @workgroup_size(256)
+fn flw_i8_finish(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                 @builtin(local_invocation_index) lid: u32) {
+  let gi = group_index(wid, nwg) * 256u + lid;
+  if (gi >= P.rows * P.per_row) { return; }
+  let info = vec4<f32>(iinfo_r[P.aux_base + 4u * gi], iinfo_r[P.aux_base + 4u * gi + 1u],
+                       iinfo_r[P.aux_base + 4u * gi + 2u], iinfo_r[P.aux_base + 4u * gi + 3u]);
+  let g = round_f16(round_f16(isum_r[P.seg_len + 2u * gi]) + round_f16(isum_r[P.seg_len + 2u * gi + 1u]));
+  var a = 0.0;
+  var b = 0.0;
+  if (info.w != 0.0) {
+    let gmax = info.y * g / ldexp(1.0, i32(P.mbits) - 1);
+    b = gmax * info.z * f32(fwmax[P.wmax_base + gi]);
+    a = gmax * (1.0 - info.z) * -f32(fwmin[P.wmin_base + gi]);
+  }
+  let alpha = f32(imn[P.mn_base + gi]);
+  idmin[P.dmin_base + gi] = select(0.0, a, alpha >= 0.0 && alpha <= 1.0 && P.use_alpha != 0u);
+  // dβ is w.r.t. the clamped β (as float_tune.ts states for every float scheme): no gate.
+  idmax[P.d_base + gi] = b;
 }

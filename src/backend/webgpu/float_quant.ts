@@ -58,7 +58,14 @@ export function floatParams(
   f: FloatFormat,
   l: { rows: number; k: number; g: number; perRow: number },
   bases: readonly number[],
-  extra: { segLen?: number; finish?: boolean; stat?: boolean; flags?: number; actMax?: number } = {},
+  extra: {
+    segLen?: number;
+    finish?: boolean;
+    stat?: boolean;
+    flags?: number;
+    actMax?: number;
+    words?: number[];
+  } = {},
 ): Params {
   const b = [...bases, 0, 0, 0, 0, 0, 0, 0, 0].slice(0, 8);
   const p = new Params().u(l.rows).u(l.k).u(l.g).u(l.perRow)
@@ -66,6 +73,8 @@ export function floatParams(
     .f(f.maxNorm).f(f.gs).f(f.rgs).f(FP8_MIN_SCALE);
   for (const x of b) p.u(x);
   p.u(0).u(f.rceil ? 1 : 0).f(f.fixed).u(extra.segLen ?? 0).u(extra.finish ? 1 : 0);
+  // Words 25–27: the activation kernels' stat / flags / actMax, or INT8 weights' α and dα bases and use_alpha.
+  if (extra.words) return p.u(extra.words[0]).u(extra.words[1]).u(extra.words[2] ?? 0);
   return p.u(extra.stat ? 1 : 0).u(extra.flags ?? 0).f(extra.actMax ?? 0);
 }
 

@@ -68,7 +68,7 @@ export const WGSL_SOURCES = {
   attentionBackward,
   fakeQuant: `${fakeQuant}\n${twoProd}`,
   // The float-scheme kernels share their exact float32 math (the file declares the uniform first).
-  floatQuant: `${floatQuant}\n${floatMath}`,
+  floatQuant: `${floatQuant}\n${floatMath}\n${twoProd}`,
   actQuant: `${actQuant}\n${floatMath}\n${twoProd}`,
   loss,
   reduce,

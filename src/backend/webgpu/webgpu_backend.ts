@@ -33,8 +33,8 @@ import * as mem from "./memory_ops.ts";
 import * as math from "./math_ops.ts";
 import * as attn from "./attention.ts";
 import * as fq from "./fake_quant.ts";
-import * as fl from "./float_quant.ts";
 import * as aq from "./act_quant.ts";
+import * as fl from "./int8_weights.ts";
 import * as loss from "./loss_ops.ts";
 import * as gguf from "./gguf.ts";
 import * as search from "./int_search.ts";
@@ -318,7 +318,7 @@ export class WebGpuBackend implements Backend, GpuContext {
   quantizeWeights(w: Tensor, state: QuantState, p: IntQuantParams): Promise<QuantizedWeights> {
     return fq.quantizeWeights(this, gpu(w), state, p);
   }
-  // Float schemes (issue 17): float_quant.ts and act_quant.ts.
+  // Float schemes (issue 17): float_quant.ts / int8_weights.ts (routed there) and act_quant.ts.
   floatFakeQuant(w: Tensor, state: QuantState, p: FloatQuantParams, outDType?: DType): Tensor {
     return fl.floatFakeQuant(this, gpu(w), state, p, outDType ?? w.dtype);
   }
