@@ -5,17 +5,17 @@
 // (scale context, element math) and two_prod.wgsl are appended by kernels.ts.
 //
 // Layout: x, x̂, dOut, dx are [rows, K] row-major; groups of g along each row (the last may be
-// shorter), per_row = ceil(K/g) of them; `dstat` is [rows·per_row] (static FP8: each group's
-// ∂L/∂actMaxScale share, summed by act_sum). Tiling: act_fwd / act_bwd one thread per group (max
+// shorter), per_row = ceil(K/g) of them; `dstat` is [rows·per_row·2] (static FP8: each group's
+// ∂L/∂actMaxScale share as an f32 pair hi, lo; 0 for dynamic groups), summed by act_sum. Tiling: act_fwd / act_bwd one thread per group (max
 // |x| with its first index as torch.max(dim) returns it, then the elements); act_prep and act_sum
 // one 64-thread workgroup each (strided loads, shared-memory tree).
 // Bounds (tests/webgpu_float_quant_test.ts, random inputs in f32 / bf16 / f16, MX maxima on the
 // float32 log2 edges): x̂ equals the CPU bit for bit, and so does dx for static FP8. For dynamic
 // groups dx differs only at each group's argmax (and INT8's argmin), which adds the group's scale
-// gradient (an f32 sum here, f64 on the host): measured ‖Δ‖/‖ref‖ ≤ 3.5e-8 for MX / NV / FP8, 0 for
-// INT8 (its two scale pieces are rounded to f16 first, so only a sum that straddles an f16 rounding
-// boundary can differ). dActMaxScale (an f32
-// sum over groups of f32 shares, with cancellation) measured ≤ 8.6e-6 relative; asserted 1e-4.
+// gradient (a compensated f32 sum of near-exact pair shares here, f64 on the host): measured
+// ‖Δ‖/‖ref‖ ≤ 9.4e-7 (NVFP4; its scale chain is f32), ≤ 3e-8 MX / FP8, 0 INT8 (pieces rounded to
+// f16 as the host does). dActMaxScale (pair shares, compensated sum) measured ≤ 1.2e-7 relative.
+// Asserted 1e-4 everywhere.
 // Static actMax and a stored input_scale enter as f32 uniforms (they are f32 values in the pipeline).
 
 struct ActParams {
@@ -176,8 +176,8 @@ fn int8_bwd(gr: Grp) {
   let maxq = f32(1u << (P.mbits - 1u));
   let od = P.out_base - P.x_base;
   let ox = P.d_base - P.x_base;
-  var gp = 0.0;
-  var gq = 0.0;
+  var gp = vec2<f32>(0.0);
+  var gq = vec2<f32>(0.0);
   var dxn = 0.0;
   var dxx = 0.0;
   for (var i = gr.at; i < gr.at + gr.len; i++) {
@@ -188,11 +188,11 @@ fn int8_bwd(gr: Grp) {
     adx[ox + i] = dx_cv(d * inr);
     if (i == c.jn) { dxn = d * inr; }
     if (i == c.jx) { dxx = d * inr; }
-    gp += d * clamp(z, -maxq, maxq - 1.0);
-    gq -= d * inr * x / c.scale;
+    gp = acc_pair(gp, two_prod(d, clamp(z, -maxq, maxq - 1.0)));
+    if (inr != 0.0) { gq = acc_pair(gq, -prod_div(d, x, c.scale)); }
   }
   if (!c.live) { return; }
-  let gmax = c.sgn * round_f16(round_f16(gp) + round_f16(gq)) / maxq;
+  let gmax = c.sgn * f16_pieces(gp, gq) / maxq;
   if (c.hi == f32(ax[c.jx])) {
     dxx += gmax * c.share * beta();
     if (c.jn == c.jx) { dxn = dxx; }
@@ -225,7 +225,8 @@ fn act_bwd(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
   if (t >= P.rows * P.per_row) { return; }
   let gr = group_at(t);
   // Only a static scale has a gradient share; every other group adds 0 (as the host returns).
-  adstat[P.aux_base + t] = 0.0;
+  adstat[P.aux_base + 2u * t] = 0.0;
+  adstat[P.aux_base + 2u * t + 1u] = 0.0;
   if (P.kind == 3u) {
     int8_bwd(gr);
     return;
@@ -234,21 +235,27 @@ fn act_bwd(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
   let zero = bitcast<f32>(P.zero);
   let od = P.out_base - P.x_base;
   let ox = P.d_base - P.x_base;
-  var ds = 0.0;
+  var ds = vec2<f32>(0.0);
   var gj = 0.0;
   for (var i = gr.at; i < gr.at + gr.len; i++) {
     let x = f32(ax[i]);
     let r = elem_bwd(c, x, zero, f32(adout[od + i]));
-    ds += r.y;
+    ds = acc_pair(ds, r.yz);
     // Direct path: t = x/scale (x·os for NV); the host stores ∂L/∂t as f32 and then scales it.
     var g = r.x;
     if (P.kind == 0u) { g = ldexp(g, -c.e); } else if (P.kind == 1u) { g = opq(g * c.os); } else { g = div_rn(g, c.scale); }
     adx[ox + i] = dx_cv(g);
     if (i == gr.j) { gj = g; }
   }
-  let d = vec_grad(c, ds);
+  let d = vec_grad(c, ds.x + ds.y);
   if (P.stat != 0u) {
-    adstat[P.aux_base + t] = d * act_max();
+    // Static FP8: share = Σ·(1/448 in the clip)·actMax. The factor k is common to every group, so it
+    // is applied as an exact product to the pair: the shares cancel across the tensor without the
+    // per-group rounding growing into the total.
+    let k = select(0.0, div_rn(act_max(), 448.0), c.live);
+    let pr = acc_pair(two_prod(ds.x, k), two_prod(ds.y, k));
+    adstat[P.aux_base + 2u * t] = pr.x;
+    adstat[P.aux_base + 2u * t + 1u] = pr.y;
   } else if (gr.m > 0.0) {
     // vec = max|x|·β: ∂vec/∂x_j = β·sign(x_j) at the first maximal index.
     let b = select(beta(), 1.0, P.kind == 1u);
@@ -257,18 +264,20 @@ fn act_bwd(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
   }
 }
 
-var<workgroup> red: array<f32, 64>;
+var<workgroup> red: array<vec2<f32>, 64>;
 
-// sdst[d_base] = Σ ssrc[aux_base .. aux_base + seg_len) (one workgroup).
+// sdst[d_base] = Σ of the seg_len pairs at ssrc[aux_base ..] (one workgroup, compensated).
 @compute @workgroup_size(64)
 fn act_sum(@builtin(local_invocation_index) lid: u32) {
-  var acc = 0.0;
-  for (var i = lid; i < P.seg_len; i += 64u) { acc += ssrc[P.aux_base + i]; }
+  var acc = vec2<f32>(0.0);
+  for (var i = lid; i < P.seg_len; i += 64u) {
+    acc = acc_pair(acc, vec2<f32>(ssrc[P.aux_base + 2u * i], ssrc[P.aux_base + 2u * i + 1u]));
+  }
   red[lid] = acc;
   workgroupBarrier();
   for (var h = 32u; h > 0u; h = h >> 1u) {
-    if (lid < h) { red[lid] += red[lid + h]; }
+    if (lid < h) { red[lid] = acc_pair(red[lid], red[lid + h]); }
     workgroupBarrier();
   }
-  if (lid == 0u) { sdst[P.d_base] = red[0]; }
+  if (lid == 0u) { sdst[P.d_base] = (red[0].x + red[0].y); }
 }

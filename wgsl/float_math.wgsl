@@ -23,6 +23,50 @@ fn opaque(x: f32) -> f32 {
   return opq(x);
 }
 
+// a + b = s + e exactly (Knuth's two-sum; opq keeps compilers from simplifying e away).
+fn two_sum_f(a: f32, b: f32) -> vec2<f32> {
+  let s = opq(a + b);
+  let bb = opq(s - a);
+  let t = opq(s - bb);
+  return vec2<f32>(s, (a - t) + (b - bb));
+}
+
+// Compensated sums (hi, lo) for the gradient reductions: a long f32 sum of terms that cancel (dβ of
+// an FP8 per-tensor scale, dActMaxScale) keeps ~1 ulp of the result instead of ~√n·ulp·Σ|terms|.
+fn acc_add(acc: vec2<f32>, x: f32) -> vec2<f32> {
+  let s = two_sum_f(acc.x, x);
+  return vec2<f32>(s.x, acc.y + s.y);
+}
+fn acc_merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
+  let s = two_sum_f(a.x, b.x);
+  return vec2<f32>(s.x, (a.y + b.y) + s.y);
+}
+
+// ---- INT8 scale-gradient pieces: near-f64 sums, so their f16 rounding matches the host's --------
+
+// (d·x)/s as a pair accurate to ~2^-46 relative: exact product, quotient, exact-remainder correction.
+fn prod_div(d: f32, x: f32, s: f32) -> vec2<f32> {
+  let p = two_prod(d, x);
+  let q = div_rn(p.x, s);
+  let t = two_prod(q, s);
+  return vec2<f32>(q, (((p.x - t.x) - t.y) + p.y) / s);
+}
+
+// acc + x for pairs (compensated).
+fn acc_pair(acc: vec2<f32>, x: vec2<f32>) -> vec2<f32> {
+  let s = two_sum_f(acc.x, x.x);
+  return vec2<f32>(s.x, (acc.y + x.y) + s.y);
+}
+
+// torch's fp16 scale gradient from the two pieces (through s·q and through w/s): each rounded to
+// f16, then their sum rounded again (int_quant.ts fakeQuantizeBackward: r(r(gP) + r(gQ))).
+fn f16_pieces(gp: vec2<f32>, gq: vec2<f32>) -> f32 {
+  let a = two_sum_f(gp.x, gp.y);
+  let b = two_sum_f(gq.x, gq.y);
+  let s = two_sum_f(round_f16_pair(a.x, a.y), round_f16_pair(b.x, b.y));
+  return round_f16_pair(s.x, s.y);
+}
+
 // |x| = m · 2^e with m an integer below 2^24 (x finite, nonzero).
 fn decompose(x: f32) -> vec2<i32> {
   let u = bitcast<u32>(x) & 0x7fffffffu;
@@ -256,8 +300,8 @@ fn elem(c: Ctx, x: f32, v: f32) -> vec2<f32> {
 }
 
 // Backward of elem for dOut: (∂L/∂t — exact, as the host's f32 store — and this element's share
-// of ∂L/∂scale (∂L/∂os for NV), in f32).
-fn elem_bwd(c: Ctx, x: f32, v: f32, d: f32) -> vec2<f32> {
+// of ∂L/∂scale (∂L/∂os for NV) as a near-exact pair hi + lo, since its pieces cancel).
+fn elem_bwd(c: Ctx, x: f32, v: f32, d: f32) -> vec3<f32> {
   if (P.kind == 0u) {
     let mn = P.max_norm;
     let t1 = opq(ldexp(x, -c.e)) + v;
@@ -270,7 +314,14 @@ fn elem_bwd(c: Ctx, x: f32, v: f32, d: f32) -> vec2<f32> {
         g = ldexp(mul_div(d, q, t), c.e);
       }
     }
-    return vec2<f32>(g, opq(d * q) - ldexp(opq(g * x), -2 * c.e));
+    // Share d·q − g·x/scale² = d·q − d·grad·t' (t' = x/scale, exact): the two cancel to the rounding
+    // residue, so they are formed as pairs (grad = 1, or q/t).
+    let dq = two_prod(d, q);
+    if (g == 0.0) { return vec3<f32>(g, dq); }
+    let tp = ldexp(x, -c.e);
+    if (g == ldexp(d, c.e)) { return vec3<f32>(g, acc_pair(dq, -two_prod(d, tp))); }
+    let term = acc_pair(prod_div(dq.x, tp, t), vec2<f32>(dq.y * tp / t, 0.0));
+    return vec3<f32>(g, acc_pair(dq, -term));
   }
   if (P.kind == 1u) {
     let y1 = opq(x * c.os) + v;
@@ -278,15 +329,27 @@ fn elem_bwd(c: Ctx, x: f32, v: f32, d: f32) -> vec2<f32> {
     let q = cast_fp4(y);
     var g = 0.0;
     if (y1 >= -6.0 && y1 <= 6.0 && y != 0.0) { g = opq(d * c.ro); }
-    var s = opq(g * x);
-    if (c.os != 0.0) { s -= opq(opq(d * q) * c.ro) * c.ro; }
-    return vec2<f32>(g, s);
+    if (g == 0.0) {
+      var s0 = 0.0;
+      if (c.os != 0.0) { s0 = -opq(opq(d * q) * c.ro) * c.ro; }
+      return vec3<f32>(g, s0, 0.0);
+    }
+    // −d·q·ro² + d·ro·x = d·ro·(x − q·ro), which cancels like MX's: as pairs.
+    let qr = two_prod(q, c.ro);
+    let xd = two_sum_f(x, -qr.x);
+    let dl = xd.y - qr.y;
+    let gr = two_prod(d, c.ro);
+    return vec3<f32>(g, acc_pair(two_prod(gr.x, xd.x), vec2<f32>(gr.x * dl + gr.y * xd.x, 0.0)));
   }
   let y1 = opq(div_rn(x, c.scale)) + v;
   let y = round_e4m3(clamp(y1, -448.0, 448.0));
   var g = 0.0;
   if (y1 >= -448.0 && y1 <= 448.0) { g = opq(d * c.scale); }
-  return vec2<f32>(g, opq(d * y) - opq(g * x) / (c.scale * c.scale));
+  // d·y − [in clip]·d·x/scale as a near-exact pair: a static scale's gradient sums these over a
+  // whole tensor, where they cancel.
+  var s = two_prod(d, y);
+  if (g != 0.0) { s = acc_pair(s, -prod_div(d, x, c.scale)); }
+  return vec3<f32>(g, s);
 }
 
 // ∂L/∂vec from the group's summed ∂L/∂scale (mxScaleGrad / nvScaleGrad / fp8ScaleGrad).

@@ -12,10 +12,11 @@
 // row partials a second flw_sum over [rows] finishes), strided loads and a shared-memory tree.
 // Bounds (tests/webgpu_float_quant_test.ts: random weights in f32 / bf16 / f16 storage, plus inputs
 // on the float32 edges — maxima a few ulps below powers of two, exact grid ties): Ŵ, element values,
-// scales and dV equal the CPU bit for bit. dβ differs by summation order only (f32 tree here, f64 in
-// element order on the host): measured ‖Δ‖/‖ref‖ ≤ 1.9e-7 per group of 16 / 32, 2.9e-7 per row
-// (K 520), 8.4e-7 per tensor (300·48 terms, two passes); asserted 1e-4. INT8: dV exact, dβ measured
-// equal (its two pieces are rounded to f16 before use, which absorbs the f32-vs-f64 sum order).
+// scales and dV equal the CPU bit for bit. dβ differs by summation order only: each element's share
+// is a near-exact pair (its two pieces cancel), rounded to f32 and summed compensated (flw_sum),
+// where the host sums f64 in element order — measured ‖Δ‖/‖ref‖ ≤ 1.3e-7 per group of 16 / 32 or
+// per row, 3.1e-7 per tensor (300·48 terms, two passes); asserted 1e-4. INT8: dV exact; dα, dβ
+// measured equal (the two scale pieces are near-exact pair sums rounded to f16, as the host's f64).
 
 struct FlParams {
   rows: u32, k: u32, g: u32, per_row: u32,
@@ -96,31 +97,31 @@ fn flw_bwd(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
   let x = f32(fw[P.w_base + i]);
   let r = elem_bwd(group_ctx(group_of(i)), x, f32(fv[P.v_base + i]), f32(fdwq[P.out_base + i]));
   fdv[P.d_base + i] = r.x;
-  fshare[P.aux_base + i] = r.y;
+  fshare[P.aux_base + i] = r.y + r.z;
 }
 
-var<workgroup> red: array<f32, 64>;
+var<workgroup> red: array<vec2<f32>, 64>;
 
 // Sum segment s of seg_len values; finish: dβ of group s = vec_grad(Σ)·max, else the raw sum.
 @compute @workgroup_size(64)
 fn flw_sum(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
            @builtin(local_invocation_index) lid: u32) {
   let s = group_index(wid, nwg);
-  var acc = 0.0;
-  for (var i = lid; i < P.seg_len; i += 64u) { acc += ssrc[P.aux_base + s * P.seg_len + i]; }
+  var acc = vec2<f32>(0.0);
+  for (var i = lid; i < P.seg_len; i += 64u) { acc = acc_add(acc, ssrc[P.aux_base + s * P.seg_len + i]); }
   red[lid] = acc;
   workgroupBarrier();
   for (var h = 32u; h > 0u; h = h >> 1u) {
-    if (lid < h) { red[lid] += red[lid + h]; }
+    if (lid < h) { red[lid] = acc_merge(red[lid], red[lid + h]); }
     workgroupBarrier();
   }
   if (lid != 0u) { return; }
   if (P.finish == 0u) {
-    sdst[P.d_base + s] = red[0];
+    sdst[P.d_base + s] = (red[0].x + red[0].y);
     return;
   }
   let gi = select(s, 0u, P.per_row == 0u);
-  sdst[P.d_base + s] = vec_grad(group_ctx(gi), red[0]) * group_max(gi);
+  sdst[P.d_base + s] = vec_grad(group_ctx(gi), (red[0].x + red[0].y)) * group_max(gi);
 }
 
 // ---- INT8_W8A8 weights: quant_tensor_sym per row / group with float16 scales (kind 3) -----------
@@ -204,36 +205,43 @@ fn flw_i8_elems(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
   ielem[P.out_base + i] = i8_code(i).x + bitcast<f32>(P.zero);
 }
 
-var<workgroup> red2: array<vec2<f32>, 64>;
+var<workgroup> red2: array<vec4<f32>, 64>;
 
-// dV = dŴ·s·[code in range]; the group's Σ dŴ·q (through s·q) and −Σ dŴ·[in range]·w/s (through w/s).
+// dV = dŴ·s·[code in range]; the group's Σ dŴ·q (through s·q) and −Σ dŴ·[in range]·w/s (through
+// w/s) as near-exact pairs (two_prod, compensated sums), rounded to f16 and summed as torch does.
 @compute @workgroup_size(64)
 fn flw_i8_bwd(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
               @builtin(local_invocation_index) lid: u32) {
   let gi = group_index(wid, nwg);
   let r = gi / P.per_row;
   let c0 = (gi % P.per_row) * P.g;
-  var acc = vec2<f32>(0.0);
+  var gp = vec2<f32>(0.0);
+  var gq = vec2<f32>(0.0);
   for (var c = c0 + lid; c < min(c0 + P.g, P.k); c += 64u) {
     let i = r * P.k + c;
     let q = i8_code(i);
     let d = f32(idwq[P.out_base + i]);
     idv[P.d_base + i] = select(0.0, opq(d * q.y), q.z != 0.0);
-    acc += vec2<f32>(opq(d * q.x), -q.z * (opq(d * f32(iw[P.w_base + i])) / q.y));
+    gp = acc_pair(gp, two_prod(d, q.x));
+    if (q.z != 0.0) { gq = acc_pair(gq, -prod_div(d, f32(iw[P.w_base + i]), q.y)); }
   }
-  red2[lid] = acc;
+  red2[lid] = vec4<f32>(gp, gq);
   workgroupBarrier();
   for (var h = 32u; h > 0u; h = h >> 1u) {
-    if (lid < h) { red2[lid] += red2[lid + h]; }
+    if (lid < h) {
+      let a = red2[lid];
+      let b = red2[lid + h];
+      red2[lid] = vec4<f32>(acc_pair(a.xy, b.xy), acc_pair(a.zw, b.zw));
+    }
     workgroupBarrier();
   }
   if (lid == 0u) {
-    isum[P.seg_len + 2u * gi] = red2[0].x;
-    isum[P.seg_len + 2u * gi + 1u] = red2[0].y;
+    isum[P.seg_len + 2u * gi] = f16_pieces(red2[0].xy, red2[0].zw);
+    isum[P.seg_len + 2u * gi + 1u] = 0.0;
   }
 }
 
-// dα, dβ of group gi: g = f16(f16(Σ product) + f16(Σ quotient)) through max(wMax·β, −wMin·α),
+// dα, dβ of group gi from g = f16(f16(Σ product) + f16(Σ quotient)) through max(wMax·β, −wMin·α),
 // 0 where the threshold clamp holds (dα also where α lies outside [0, 1]).
 @compute @workgroup_size(256)
 fn flw_i8_finish(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -242,7 +250,7 @@ fn flw_i8_finish(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
   if (gi >= P.rows * P.per_row) { return; }
   let info = vec4<f32>(iinfo_r[P.aux_base + 4u * gi], iinfo_r[P.aux_base + 4u * gi + 1u],
                        iinfo_r[P.aux_base + 4u * gi + 2u], iinfo_r[P.aux_base + 4u * gi + 3u]);
-  let g = round_f16(round_f16(isum_r[P.seg_len + 2u * gi]) + round_f16(isum_r[P.seg_len + 2u * gi + 1u]));
+  let g = isum_r[P.seg_len + 2u * gi]; // already the f16 scale gradient (flw_i8_bwd)
   var a = 0.0;
   var b = 0.0;
   if (info.w != 0.0) {

@@ -137,7 +137,7 @@ export function actFakeQuantBackward(
     throw new BackendError(`actFakeQuantBackward: dOut has ${dOut.size} elements, x ${x.size}`);
   }
   const dx = ctx.alloc(x.shape, dOut.dtype);
-  using dstat = ctx.alloc([pl.rows * pl.perRow], "f32");
+  using dstat = ctx.alloc([pl.rows * pl.perRow * 2], "f32"); // a (hi, lo) pair per group
   const types = { x: x.kind, dout: dOut.kind, dx: dx.kind };
   const kb = rt.kernel({
     family: "actQuant",
@@ -147,7 +147,7 @@ export function actFakeQuantBackward(
   });
   const parts = [{ t: x, per: pl.k }, bp, { t: dOut, per: pl.k }, { t: dx, per: pl.k }, {
     t: dstat,
-    per: pl.perRow,
+    per: pl.perRow * 2,
   }];
   forChunks(rt, pl.rows, parts, (_r0, rows, [X, B, D, DX, S]) => {
     const prm = params(pl, rows, [X.base, B.base, 0, 0, 0, D.base, S.base, DX.base], {});
@@ -164,7 +164,7 @@ export function actFakeQuantBackward(
   const ks = rt.kernel({ family: "actQuant", entry: "act_sum", bindings: ["r", "rw"] });
   forChunks(rt, 1, [{ t: dstat, per: dstat.size }, { t: g, per: 1 }], (_s, _c, [S, G]) => {
     const prm = floatParams(pl.fmt, { ...pl, perRow: pl.perRow }, [0, 0, 0, 0, 0, 0, S.base, G.base], {
-      segLen: dstat.size,
+      segLen: dstat.size / 2,
     });
     rt.dispatch(ks, prm, [S.window, G.window], 1);
   }, 1);
