@@ -12,6 +12,9 @@ import rope from "../../../wgsl/rope.wgsl" with { type: "text" };
 import attention from "../../../wgsl/attention.wgsl" with { type: "text" };
 import attentionBackward from "../../../wgsl/attention_backward.wgsl" with { type: "text" };
 import fakeQuant from "../../../wgsl/fake_quant.wgsl" with { type: "text" };
+import floatMath from "../../../wgsl/float_math.wgsl" with { type: "text" };
+import floatQuant from "../../../wgsl/float_quant.wgsl" with { type: "text" };
+import actQuant from "../../../wgsl/act_quant.wgsl" with { type: "text" };
 import loss from "../../../wgsl/loss.wgsl" with { type: "text" };
 import reduce from "../../../wgsl/reduce.wgsl" with { type: "text" };
 import ggufMath from "../../../wgsl/gguf_math.wgsl" with { type: "text" };
@@ -33,7 +36,10 @@ export const WGSL_FILES: Readonly<Record<string, string>> = {
   "wgsl/attention_backward.wgsl": attentionBackward,
   "wgsl/common.wgsl": common,
   "wgsl/elementwise.wgsl": elementwise,
+  "wgsl/act_quant.wgsl": actQuant,
   "wgsl/fake_quant.wgsl": fakeQuant,
+  "wgsl/float_math.wgsl": floatMath,
+  "wgsl/float_quant.wgsl": floatQuant,
   "wgsl/gguf_math.wgsl": ggufMath,
   "wgsl/gguf_pack.wgsl": ggufPack,
   "wgsl/gguf_search.wgsl": ggufSearch,
@@ -61,6 +67,9 @@ export const WGSL_SOURCES = {
   attention,
   attentionBackward,
   fakeQuant: `${fakeQuant}\n${twoProd}`,
+  // The float-scheme kernels share their exact float32 math (the file declares the uniform first).
+  floatQuant: `${floatQuant}\n${floatMath}\n${twoProd}`,
+  actQuant: `${actQuant}\n${floatMath}\n${twoProd}`,
   loss,
   reduce,
   // The GGUF kernels share their float32 helpers and uniform (gguf_math.wgsl, two_prod.wgsl).
