@@ -70,3 +70,19 @@ gpuTest("INT8_W8A8 SignRound 2 iters on stories260K: WebGPU vs CPU fake weights"
 });
 
 reportErrors("webgpu_float_e2e_test.ts");
+
+gpuTest(
+  "NVFP4 RTN with auto-round's default opt-RTN is refused on WebGPU with the way out; plain RTN runs",
+  be,
+  async (gb) => {
+    const opts = { scheme: resolveScheme("NVFP4"), iters: 0, formats: ["fake"] };
+    let message = "";
+    await quantizeStoriesReports(gb, opts).catch((e) => message = (e as Error).message);
+    if (!message.includes("CPU backend only") || !message.includes("--disable_opt_rtn")) {
+      throw new Error(`expected the CPU-only refusal, got: ${message || "no error"}`);
+    }
+    const g = await quantizeStoriesReports(gb, { ...opts, disableOptRtn: true });
+    const c = await quantizeStoriesReports(cpu, { ...opts, disableOptRtn: true });
+    for (const [name, w] of c.fake) expectEqual(`NVFP4 plain RTN ${name}`, g.fake.get(name)!, w);
+  },
+);

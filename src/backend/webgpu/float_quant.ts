@@ -89,6 +89,14 @@ interface Plan {
 
 function plan(w: GpuTensor, st: QuantState, p: FloatQuantParams): Plan {
   const s = p.scheme, n = w.rows, k = w.cols;
+  // The kernels take β clamped into [0, 1] and no initial coefficient: NVFP4's default opt-RTN and
+  // SignRoundV2 (β in [0, 2] times a searched init scale) are CPU-only so far.
+  if (st.initScale || p.signRoundV2) {
+    throw new BackendError(
+      "NVFP4's optimized RTN and --enable_alg_ext run on the CPU backend only so far: use --device cpu " +
+        "(or --disable_opt_rtn for plain NVFP4 RTN)",
+    );
+  }
   const fixed = (g: number) => {
     if (s.groupSize !== g || k % g !== 0) {
       throw new BackendError(`${s.dataType} needs group size ${g} dividing k (got ${s.groupSize}, k ${k})`);
