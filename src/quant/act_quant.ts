@@ -71,6 +71,21 @@ export function actMaxObserver(
   };
 }
 
+/**
+ * The transform of the forward that makes the next block's quantized inputs (after tuning, and when a
+ * resumed run replays a journaled block): activations quantized, static ranges taken from each input
+ * (auto-round's forward after a block is tuned, SCHEMES.md § 12.2); undefined without activation
+ * quantizers.
+ */
+export function nextInputsTransform(
+  be: Backend,
+  plans: ReadonlyMap<LinearName, LayerPlan>,
+): BlockActQuant | undefined {
+  return hasActQuant(plans)
+    ? new BlockActQuant(be, plans, { actMax: new Map(), dynamicRanges: true })
+    : undefined;
+}
+
 /** How a block's activations are quantized in one forward. */
 export interface BlockActOptions {
   /** Calibrated max |x| per Linear (static quantizers). */

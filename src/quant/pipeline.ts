@@ -44,7 +44,7 @@ import {
 } from "./linear_state.ts";
 import { floatInitScales } from "./float_init.ts";
 import { type SignRoundSettings, tuneBlock, type TunedLinear } from "./signround.ts";
-import { actMaxObserver, BlockActQuant, hasActQuant } from "./act_quant.ts";
+import { actMaxObserver, BlockActQuant, hasActQuant, nextInputsTransform } from "./act_quant.ts";
 import { copyStore, forwardInPlace, forwardOver } from "./store_passes.ts";
 import { blockNeedsActCalibration, floatExtras, nvWeightGlobalScales } from "./float_block.ts";
 
@@ -330,11 +330,7 @@ async function quantizeBlock(
       const extras = await floatExtras(be, plans, weightGs, actMax, actQ);
       calls = await finishBlock(p, b, w, plans, states, imatrix, fake, report, st?.q !== undefined, extras);
       if (st?.q) {
-        // The next block's quantized inputs: activations quantized too, with ranges from each input
-        // (auto-round's forward after tuning, SCHEMES.md § 12.2).
-        using inputTransform = hasActQuant(plans)
-          ? new BlockActQuant(be, plans, { actMax, dynamicRanges: true })
-          : undefined;
+        using inputTransform = nextInputsTransform(be, plans);
         await forwardInPlace(
           p,
           { ...w, linear: { ...w.linear, ...Object.fromEntries(fake) }, inputTransform },
@@ -375,7 +371,10 @@ async function replayBlock(
     const calls = await replayedCalls(p, b, rec, w, st?.q ? fake : undefined);
     if (st) await forwardInPlace(p, w, st.fp, st.rope);
     if (st?.q) {
-      await forwardInPlace(p, { ...w, linear: { ...w.linear, ...Object.fromEntries(fake) } }, st.q, st.rope);
+      const plans = new Map(BLOCK_LINEARS.map((l) => [l, p.layers.layers.get(blockPrefix(b) + l)!]));
+      using inputTransform = nextInputsTransform(p.be, plans);
+      const linear = { ...w.linear, ...Object.fromEntries(fake) };
+      await forwardInPlace(p, { ...w, linear, inputTransform }, st.q, st.rope);
     }
     return calls;
   } finally {
