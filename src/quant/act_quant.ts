@@ -124,21 +124,16 @@ export class BlockActQuant implements InputTransform, Disposable {
     }
   }
 
-  /** True when any Linear of the block quantizes its input. */
-  get active(): boolean {
-    return [...this.plans.values()].some((p) => actOf(p) !== undefined);
-  }
-
   applies(name: LinearName): boolean {
     return actOf(this.plans.get(name)) !== undefined;
   }
 
   forward(name: LinearName, x: Tensor): Tensor {
-    return this.be.actFakeQuant!(x, this.syncArgs(name, x));
+    return this.be.actFakeQuant!(x, this.argsOf(name));
   }
 
   backward(name: LinearName, x: Tensor, dXt: Tensor): Tensor {
-    const { dx, dActMaxScale } = this.be.actFakeQuantBackward!(x, this.syncArgs(name, x), dXt);
+    const { dx, dActMaxScale } = this.be.actFakeQuantBackward!(x, this.argsOf(name), dXt);
     const s = this.scales.get(name);
     if (dActMaxScale) {
       if (s) this.be.accumulate(s.grad, dActMaxScale);
@@ -163,7 +158,8 @@ export class BlockActQuant implements InputTransform, Disposable {
     return this.opts.actMax.get(name) ?? 0;
   }
 
-  private syncArgs(name: LinearName, _x: Tensor): ActQuantArgs {
+  /** The quantizer call for Linear `name`: static ranges calibrated, or from each input. */
+  private argsOf(name: LinearName): ActQuantArgs {
     const a = actOf(this.plans.get(name))!;
     if (!needsCalibration(a)) return { act: a };
     if (this.opts.dynamicRanges) return { act: a, rangeFromInput: true };

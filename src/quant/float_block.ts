@@ -4,7 +4,7 @@
  * forward pass (§ 8.2), and what the exporters store from them: FP8_STATIC's input_scale (§ 8.3) and
  * NVFP4's input_global_scale (§ 5.1).
  */
-import type { Backend } from "../backend/backend.ts";
+import type { Backend, Tensor } from "../backend/backend.ts";
 import type { LayerPlan } from "../formats/run.ts";
 import type { LinearName } from "../model/config.ts";
 import { actOf, type BlockActQuant, needsCalibration } from "./act_quant.ts";
@@ -41,7 +41,7 @@ function fuseMinimum(values: Map<LinearName, number>): Map<LinearName, number> {
 /** NVFP4 weight global scales of a block's nv_fp Linears, fused (§ 5.1). */
 export async function nvWeightGlobalScales(
   be: Backend,
-  weights: Record<LinearName, import("../backend/backend.ts").Tensor>,
+  weights: Record<LinearName, Tensor>,
   plans: ReadonlyMap<LinearName, LayerPlan>,
 ): Promise<Map<LinearName, number>> {
   const gs = new Map<LinearName, number>();
