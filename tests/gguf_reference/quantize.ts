@@ -50,7 +50,10 @@ export type GgufParams =
 
 /** Bits and group geometry of each quantized GGML type. */
 export const TYPE_QUANT: Readonly<
-  Record<Exclude<GgmlTypeName, "F32" | "F16" | "BF16">, { bits: number; group: number; superGroup: number }>
+  Record<
+    Exclude<GgmlTypeName, "F32" | "F16" | "BF16" | "MXFP4">,
+    { bits: number; group: number; superGroup: number }
+  >
 > = {
   Q4_0: { bits: 4, group: 32, superGroup: 1 },
   Q4_1: { bits: 4, group: 32, superGroup: 1 },
