@@ -113,7 +113,7 @@ export class BlockActQuant implements InputTransform, Disposable {
     if (!be.actFakeQuant || !be.actFakeQuantBackward) {
       const a = [...plans.values()].map(actOf).find((x) => x);
       throw new QuantizeError(
-        `activation quantization (${a?.dataType} ${a?.bits}-bit) is not implemented on the ${be.name} backend yet: use --device cpu`,
+        `activation quantization (${a?.dataType} ${a?.bits}-bit) is not implemented on the ${be.name} backend yet: use --device cpu or webgpu`,
       );
     }
     this.zero = be.full([1], 0);

@@ -59,7 +59,7 @@ export function floatOps(
 ): Required<Pick<Backend, "floatFakeQuant" | "floatFakeQuantBackward" | "floatQuantizeWeights">> {
   if (!be.floatFakeQuant || !be.floatFakeQuantBackward || !be.floatQuantizeWeights) {
     throw new QuantizeError(
-      `data type ${p.scheme.dataType} (${p.scheme.bits}-bit) is not implemented on the ${be.name} backend yet: use --device cpu`,
+      `data type ${p.scheme.dataType} (${p.scheme.bits}-bit) is not implemented on the ${be.name} backend yet: use --device cpu or webgpu`,
     );
   }
   return {
