@@ -104,6 +104,20 @@ export function int8Math(bits: number): QuantMath {
   return { bits, sym: true, roundScale: Math.f16round, roundCompute: f32, scaleThresh: 1e-5 };
 }
 
+/** Rows `[r0, r1)` of an `int` (INT8_W8A8) layer as int_quant.ts takes them: weight, layout, tunables. */
+function int8Rows(a: FloatWeightArgs, r0: number, r1: number) {
+  const k = a.k, g = resolveGroupSize(a.scheme.groupSize, k), G = Math.ceil(k / g);
+  const sub = (x: Float32Array | undefined, per: number) => x?.subarray(r0 * per, r1 * per);
+  const tunables = {
+    v: sub(a.v, k),
+    maxScale: sub(a.maxScale, G),
+    minScale: sub(a.minScale, G),
+    wMin: sub(a.wMin, G)!,
+    wMax: sub(a.wMax, G)!,
+  };
+  return { w: a.w.subarray(r0 * k, r1 * k), layout: { n: r1 - r0, k, g }, G, tunables };
+}
+
 /** Per-group context of any kernel: the scale and, for the backward, the gradient map to vec. */
 type Ctx =
   | { kind: "mx"; c: ReturnType<typeof mxScale> }
@@ -140,23 +154,13 @@ export function floatFakeQuantRows(
 ): void {
   const k = a.k;
   if (a.scheme.dataType === "int") {
-    const g = resolveGroupSize(a.scheme.groupSize, k), G = Math.ceil(k / g);
-    const sub = (x: Float32Array | undefined, per: number) => x?.subarray(r0 * per, r1 * per);
+    const { w, layout, G, tunables } = int8Rows(a, r0, r1);
     const codes = new Uint8Array((r1 - r0) * k), sc = new Float32Array((r1 - r0) * G);
-    fakeQuantize(
-      a.w.subarray(r0 * k, r1 * k),
-      { n: r1 - r0, k, g },
-      int8Math(a.scheme.bits),
-      {
-        v: sub(a.v, k),
-        maxScale: sub(a.maxScale, G),
-        minScale: sub(a.minScale, G),
-        wMin: sub(a.wMin, G)!,
-        wMax: sub(a.wMax, G)!,
-      },
-      out.subarray(r0 * k, r1 * k),
-      { codes, scales: sc, zeros: new Int32Array(sc.length) },
-    );
+    fakeQuantize(w, layout, int8Math(a.scheme.bits), tunables, out.subarray(r0 * k, r1 * k), {
+      codes,
+      scales: sc,
+      zeros: new Int32Array(sc.length),
+    });
     const zp = 2 ** (a.scheme.bits - 1);
     if (elements) { for (let i = 0; i < codes.length; i++) elements[r0 * k + i] = codes[i] - zp; }
     scales?.set(sc, r0 * G);
@@ -198,23 +202,16 @@ export function floatFakeQuantBackwardRows(
 ): void {
   const k = a.k;
   if (a.scheme.dataType === "int") {
-    const g = resolveGroupSize(a.scheme.groupSize, k), G = Math.ceil(k / g);
-    const sub = (x: Float32Array | undefined, per: number) => x?.subarray(r0 * per, r1 * per);
+    const { w, layout, G, tunables } = int8Rows(a, r0, r1);
     fakeQuantizeBackward(
-      a.w.subarray(r0 * k, r1 * k),
-      { n: r1 - r0, k, g },
+      w,
+      layout,
       int8Math(a.scheme.bits),
-      {
-        v: sub(a.v, k),
-        maxScale: sub(a.maxScale, G),
-        minScale: sub(a.minScale, G),
-        wMin: sub(a.wMin, G)!,
-        wMax: sub(a.wMax, G)!,
-      },
+      tunables,
       dOut.subarray(r0 * k, r1 * k),
       dv.subarray(r0 * k, r1 * k),
-      sub(dMinScale, G) ?? new Float32Array((r1 - r0) * G),
-      sub(dMaxScale, G)!,
+      dMinScale?.subarray(r0 * G, r1 * G) ?? new Float32Array((r1 - r0) * G),
+      dMaxScale.subarray(r0 * G, r1 * G),
     );
     return;
   }
