@@ -35,6 +35,17 @@ export interface AttentionShape {
   headDim: number;
   /** Softmax scale, normally 1/sqrt(headDim). */
   scale: number;
+  /**
+   * Gemma 2 logit soft-capping: each score s = scale·q·k becomes cap·tanh(s/cap) before the mask
+   * and softmax. Absent: no capping. Backends without it throw UnsupportedError when it is set.
+   */
+  softcap?: number;
+  /**
+   * Sliding window (Gemma 2/3 sliding layers, Mistral/Qwen2 configs): query t sees key j iff
+   * j ≤ t and t − j < window (transformers' `kv_idx > q_idx - sliding_window`). Absent: causal only.
+   * Backends without it throw UnsupportedError when it is set.
+   */
+  window?: number;
 }
 
 /** Integer weight quantizer settings of one Linear (spec ALGORITHM.md § Integer quantizers). */
@@ -221,7 +232,19 @@ export interface Backend extends Disposable {
     x: Tensor,
     cos: Tensor,
     sin: Tensor,
-    geo: { batch: number; seqLen: number; nHeads: number; headDim: number; posOffset?: number },
+    geo: {
+      batch: number;
+      seqLen: number;
+      nHeads: number;
+      headDim: number;
+      posOffset?: number;
+      /**
+       * Partial rotary (Phi-3 `partial_rotary_factor`): only the first `rotaryDim` (even, ≤ headDim)
+       * elements of each head rotate, pairing i with i + rotaryDim/2; the rest pass through. The
+       * tables are then `[maxPos, rotaryDim/2]`. Absent: headDim.
+       */
+      rotaryDim?: number;
+    },
     inverse?: boolean,
   ): void;
   /**
@@ -251,6 +274,32 @@ export interface Backend extends Disposable {
     dh: Tensor,
     opts?: { overwrite?: boolean },
   ): { dg: Tensor; du: Tensor };
+  /** h = gelu_tanh(g) · u (Gemma's GeGLU; gelu_tanh(x) = x/2·(1 + tanh(√(2/π)(x + 0.044715x³)))). */
+  geluTanhMul?(g: Tensor, u: Tensor): Tensor;
+  /** Gradients of geluTanhMul for dh; `overwrite` as in siluMulBackward. */
+  geluTanhMulBackward?(
+    g: Tensor,
+    u: Tensor,
+    dh: Tensor,
+    opts?: { overwrite?: boolean },
+  ): { dg: Tensor; du: Tensor };
+  /** x ← cap·tanh(x/cap), in place (Gemma's final logit soft-capping; evaluation only). */
+  tanhSoftcap?(x: Tensor, cap: number): void;
+  /**
+   * Row gather for mixture-of-experts routing: out[i, :] = scale[i]·x[rows[i], :] (scale omitted:
+   * 1), rows i32 `[n]`, scale f32 `[n]` → `[n, cols]` in x's dtype.
+   */
+  gatherRows?(x: Tensor, rows: Tensor, scale?: Tensor): Tensor;
+  /** Scatter-add: out[rows[i], :] += scale[i]·src[i, :] (in place; rows may repeat). */
+  scatterAddRows?(out: Tensor, src: Tensor, rows: Tensor, scale?: Tensor): void;
+  /** Per-row dot products: f32 `[n]` with out[i] = Σ_c a[i, c]·b[i, c] (a, b `[n, cols]`). */
+  rowDots?(a: Tensor, b: Tensor): Tensor;
+  /**
+   * The tensor's values now, without waiting: only backends whose tensors live in host memory
+   * (the CPU backend) have it. Mixture-of-experts routing reads the router's logits with it inside
+   * the synchronous block forward.
+   */
+  readSync?(t: Tensor): Float32Array;
   /** Embedding lookup: rows of `table` `[V, H]` for token ids (i32 `[n]`) → `[n, H]`. */
   embedding(table: Tensor, ids: Tensor): Tensor;
   /**
