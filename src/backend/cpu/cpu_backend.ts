@@ -17,6 +17,7 @@ import { CpuCore } from "./cpu_core.ts";
 import * as loss from "./loss_ops.ts";
 import * as q from "./quant_ops.ts";
 import * as fo from "./float_ops.ts";
+import * as moe from "./moe_ops.ts";
 import * as tk from "./tasks.ts";
 
 export { CpuTensor } from "./cpu_tensor.ts";
@@ -66,6 +67,14 @@ export class CpuBackend extends CpuCore implements Backend {
   readonly actFakeQuant: Backend["actFakeQuant"] = (x, a) => fo.actFakeQuant(this.fh, x, a);
   readonly actFakeQuantBackward: Backend["actFakeQuantBackward"] = (x, a, g) =>
     fo.actFakeQuantBackward(this.fh, x, a, g);
+
+  // ---- mixture-of-experts rows (moe_ops.ts) ----------------------------------------------------
+  readonly gatherRows: NonNullable<Backend["gatherRows"]> = (x, rows, scale) =>
+    moe.gatherRows(this.fh, x, rows, scale);
+  readonly scatterAddRows: NonNullable<Backend["scatterAddRows"]> = (out, src, rows, scale) =>
+    moe.scatterAddRows(this.fh, out, src, rows, scale);
+  readonly rowDots: NonNullable<Backend["rowDots"]> = (a, b) => moe.rowDots(this.fh, a, b);
+  readonly readSync: NonNullable<Backend["readSync"]> = (x) => moe.readSync(this.fh, x);
 
   // ---- training -------------------------------------------------------------------------------
   mseLoss(y: Tensor, target: Tensor, mask: Tensor | undefined, scale: number): { loss: Tensor; dy: Tensor } {
