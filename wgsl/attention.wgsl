@@ -1,4 +1,7 @@
 // attention.wgsl — fused causal grouped-query attention forward with the row log-sum-exp.
+// Options (AttentionShape): softcap > 0 turns each score s into cap·tanh(s/cap) before the mask
+// (Gemma 2); a sliding window lets query t see keys t − window < j ≤ t (window = T: plain causal),
+// and the key loop starts at the block holding the block's first visible key.
 //
 // Layout: q, out [B·T, H·D]; k, v [B·T, KV·D]; lse [B·H·T] f32 at (b·H + h)·T + t. Query head h
 // reads kv head h / (H/KV). The dispatch covers a chunk of batch entries (z), heads (y) and query
@@ -21,6 +24,7 @@ struct AttnParams {
   T: u32, H: u32, KV: u32, group: u32,
   q_base: u32, k_base: u32, v_base: u32, o_base: u32,
   l_base: u32, q_stride: u32, kv_stride: u32, scale: f32,
+  softcap: f32, window: u32, pad0: u32, pad1: u32,
 }
 @group(0) @binding(0) var<uniform> pa: AttnParams;
 @group(0) @binding(1) var<storage, read> aq: array<q_t>;
@@ -52,6 +56,12 @@ fn ld_v(o: u32) -> vec4<f32> {
   return vec4<f32>(f32(av[o]), f32(av[o + 1u]), f32(av[o + 2u]), f32(av[o + 3u]));
 }
 
+// cap·tanh(s/cap) (tanh's argument clamped: tanh(15) is 1 in f32, and some drivers' tanh overflows).
+fn soft_cap(s: f32) -> f32 {
+  if (pa.softcap > 0.0) { return pa.softcap * tanh(clamp(s / pa.softcap, -15.0, 15.0)); }
+  return s;
+}
+
 @compute @workgroup_size(NTH)
 fn attention(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   let q0 = wid.x * BQ;
@@ -75,7 +85,8 @@ fn attention(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index)
   var l = 0.0;
   var acc: array<vec4<f32>, C4>;
   let kend = min(pa.T, q0 + BQ);
-  for (var k0 = 0u; k0 < kend; k0 += BK) {
+  let kfirst = select(0u, q0 + 1u - pa.window, q0 + 1u > pa.window);
+  for (var k0 = (kfirst / BK) * BK; k0 < kend; k0 += BK) {
     workgroupBarrier();
     for (var i = lid; i < BK * D4; i += NTH) {
       let j = i / D4;
@@ -96,7 +107,8 @@ fn attention(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index)
       var s = 0.0;
       // @unroll
       for (var c = 0u; c < D4; c++) { s += dot(Qs[r * DS4 + c], Ks[j * DS4 + c]); }
-      Ss[r * SS + j] = select(MASKED, s * pa.scale, k0 + j <= t && k0 + j < pa.T);
+      let seen = k0 + j <= t && t < k0 + j + pa.window && k0 + j < pa.T;
+      Ss[r * SS + j] = select(MASKED, soft_cap(s * pa.scale), seen);
     }
     workgroupBarrier();
     var mx = m;

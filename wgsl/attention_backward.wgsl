@@ -3,7 +3,9 @@
 // Layout: as attention.wgsl; dOut like q; delta scratch [B·H·T] f32 at (b·H + h)·T + t.
 // Math (FlashAttention-2 backward, kernels.ts attentionBackward on the CPU): P = exp(S·scale − lse),
 // delta = rowsum(dO ∘ O), dS = P ∘ (dO·Vᵀ − delta), dV = Pᵀ·dO, dK = scale·dSᵀ·Q (summed over the
-// query heads sharing a kv head), dQ = scale·dS·K.
+// query heads sharing a kv head), dQ = scale·dS·K. Under a soft cap (softcap > 0) the score is
+// cap·tanh(S·scale/cap) and dS gains the factor 1 − tanh²; a sliding window masks keys t − j ≥
+// window (window = T: plain causal) and bounds the block loops as in attention.wgsl.
 // Kernels: attn_delta (one thread per row and head); attn_bwd_kv: a workgroup owns BK keys of one
 // (b, kv head) with TPR threads per key, keeps dK/dV slices in registers, and walks every query
 // head of its group and every query block at or after its keys; attn_bwd_q: a workgroup owns BQ
@@ -20,6 +22,7 @@ struct BwdParams {
   q_base: u32, k_base: u32, v_base: u32, do_base: u32,
   l_base: u32, q_stride: u32, kv_stride: u32, scale: f32,
   d_base: u32, o_base: u32, g_base: u32, rows: u32,
+  softcap: f32, window: u32, pad0: u32, pad1: u32,
 }
 @group(0) @binding(0) var<uniform> pb: BwdParams;
 @group(0) @binding(1) var<storage, read> bq: array<q_t>;
@@ -66,6 +69,20 @@ fn attn_delta(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
   for (var d = 0u; d < D; d++) { s += f32(ddo[pb.do_base + o + d]) * f32(dout[pb.o_base + o + d]); }
   let b = row / pb.T;
   ddelta[pb.d_base + (b * pb.H + h) * pb.T + row % pb.T] = s;
+}
+
+// P of a raw score s·scale, and the factor dS_raw/dS of the soft cap (1 without one).
+fn p_and_dcap(s: f32, lse: f32) -> vec2<f32> {
+  if (pb.softcap > 0.0) {
+    let th = tanh(clamp(s / pb.softcap, -15.0, 15.0));
+    return vec2<f32>(exp(pb.softcap * th - lse), 1.0 - th * th);
+  }
+  return vec2<f32>(exp(s - lse), 1.0);
+}
+
+// Query tq sees key: causal and within the window.
+fn visible(key: u32, tq: u32) -> bool {
+  return tq < pb.T && key <= tq && tq < key + pb.window;
 }
 
 fn ld4_k(o: u32) -> vec4<f32> {
@@ -127,7 +144,9 @@ fn attn_bwd_kv(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_inde
   var dv: array<vec4<f32>, C4>;
   for (var hh = 0u; hh < pb.group; hh++) {
     let h = kh * pb.group + hh;
-    for (var q0 = (k0 / BQ) * BQ; q0 < pb.T; q0 += BQ) {
+    // The last query that sees this block's last key is k0 + BK − 1 + window − 1.
+    let qend = min(pb.T, k0 + BK - 1u + pb.window);
+    for (var q0 = (k0 / BQ) * BQ; q0 < qend; q0 += BQ) {
       workgroupBarrier();
       load_q_block(lid, BK * TPR, row0, q0, h);
       for (var i = lid; i < BQ; i += BK * TPR) {
@@ -152,10 +171,10 @@ fn attn_bwd_kv(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_inde
           s += dot(Qs[i * DS4 + c], Ks[j * DS4 + c]);
           dp += dot(dOs[i * DS4 + c], Vs[j * DS4 + c]);
         }
-        var p = 0.0;
-        if (tq < pb.T && key <= tq) { p = exp(s * pb.scale - Ls[i]); }
-        Ps[j * PS + i] = p;
-        dSs[j * PS + i] = p * (dp - Dl[i]);
+        var p = vec2<f32>(0.0);
+        if (visible(key, tq)) { p = p_and_dcap(s * pb.scale, Ls[i]); }
+        Ps[j * PS + i] = p.x;
+        dSs[j * PS + i] = p.x * (dp - Dl[i]) * p.y;
       }
       workgroupBarrier();
       for (var i = 0u; i < BQ; i++) {
@@ -209,7 +228,8 @@ fn attn_bwd_q(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index
   }
   var dq: array<vec4<f32>, C4>;
   let kend = min(pb.T, q0 + BQ);
-  for (var k0 = 0u; k0 < kend; k0 += BK) {
+  let kfirst = select(0u, q0 + 1u - pb.window, q0 + 1u > pb.window);
+  for (var k0 = (kfirst / BK) * BK; k0 < kend; k0 += BK) {
     workgroupBarrier();
     load_kv_block(lid, BQ * TPR, row0, k0, kh);
     workgroupBarrier();
@@ -222,9 +242,9 @@ fn attn_bwd_q(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index
         s += dot(Qs[i * DS4 + c], Ks[j * DS4 + c]);
         dp += dot(dOs[i * DS4 + c], Vs[j * DS4 + c]);
       }
-      var p = 0.0;
-      if (t < pb.T && k0 + j <= t) { p = exp(s * pb.scale - lv); }
-      dSq[i * SS + j] = p * (dp - dl);
+      var p = vec2<f32>(0.0);
+      if (visible(k0 + j, t)) { p = p_and_dcap(s * pb.scale, lv); }
+      dSq[i * SS + j] = p.x * (dp - dl) * p.y;
     }
     workgroupBarrier();
     for (var j = 0u; j < BK; j++) {

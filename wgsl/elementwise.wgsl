@@ -1,5 +1,5 @@
 // elementwise.wgsl — add (also accumulate: out = a + alpha·b), addRowVector, signSgdStep, siluMul
-// and its backward.
+// and its backward, Gemma's geluTanhMul and its backward, tanhSoftcap.
 //
 // Layout: flat element ranges with element offsets (`*_base`) into the bound windows; addRowVector
 // chunks start on row boundaries so the column is i % cols. Every binding is read_write so that
@@ -8,6 +8,7 @@
 // Measured (tests/webgpu_ops_test.ts, webgpu_loss_test.ts, llvmpipe): add, addRowVector, signSgdStep
 // (number or tensor lr) bit-identical to the CPU in f32; accumulate with alpha ≈ 1e-8 (alpha·x in
 // f32, not f64); siluMul(+backward) ≤ 1e-7 (f32 exp vs the CPU's f64 exp), bound asserted 1e-5.
+// geluTanhMul(+backward), tanhSoftcap (tests/webgpu_family_ops_test.ts): ≤ 1e-6, bound 1e-5.
 
 struct BinParams { n: u32, a_base: u32, b_base: u32, out_base: u32, cols: u32, alpha: f32, pad1: u32, pad2: u32 }
 @group(0) @binding(0) var<uniform> pb: BinParams;
@@ -40,6 +41,32 @@ fn silu_mul(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec
   }
 }
 
+// tanh with its argument clamped: tanh(15) is 1 in f32, and some drivers' tanh overflows to NaN.
+fn tanh_c(x: f32) -> f32 {
+  return tanh(clamp(x, -15.0, 15.0));
+}
+// The inner tanh of gelu_tanh(x) = x/2·(1 + tanh(√(2/π)(x + 0.044715x³))).
+fn gelu_th(x: f32) -> f32 {
+  return tanh_c(0.7978845608028654 * (x + 0.044715 * x * x * x));
+}
+
+// h = gelu_tanh(g)·u: a = g, b = u.
+@compute @workgroup_size(WG)
+fn gelu_tanh_mul(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = group_index(wid, nwg) * WG + lid;
+  if (i < pb.n) {
+    let g = f32(bin_a[pb.a_base + i]);
+    bin_out[pb.out_base + i] = out_cv(0.5 * g * (1.0 + gelu_th(g)) * f32(bin_b[pb.b_base + i]));
+  }
+}
+
+// x ← cap·tanh(x/cap) in place: a = x, alpha = cap.
+@compute @workgroup_size(WG)
+fn tanh_softcap(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = group_index(wid, nwg) * WG + lid;
+  if (i < pb.n) { bin_a[pb.a_base + i] = a_cv(pb.alpha * tanh_c(f32(bin_a[pb.a_base + i]) / pb.alpha)); }
+}
+
 struct TriParams { n: u32, g_base: u32, u_base: u32, dh_base: u32, dg_base: u32, du_base: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(0) var<uniform> pt: TriParams;
 @group(0) @binding(1) var<storage, read_write> sb_g: array<g_t>;
@@ -58,6 +85,20 @@ fn silu_mul_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups)
   let s = 1.0 / (1.0 + exp(-g));
   sb_du[pt.du_base + i] = du_cv(d * g * s);
   sb_dg[pt.dg_base + i] = dg_cv(d * u * s * (1.0 + g * (1.0 - s)));
+}
+
+// du = dh·gelu_tanh(g), dg = dh·u·(½(1 + th) + ½g·(1 − th²)·√(2/π)(1 + 3·0.044715g²)).
+@compute @workgroup_size(WG)
+fn gelu_tanh_mul_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = group_index(wid, nwg) * WG + lid;
+  if (i >= pt.n) { return; }
+  let g = f32(sb_g[pt.g_base + i]);
+  let u = f32(sb_u[pt.u_base + i]);
+  let d = f32(sb_dh[pt.dh_base + i]);
+  let th = gelu_th(g);
+  let grad = 0.5 * (1.0 + th) + 0.5 * g * (1.0 - th * th) * 0.7978845608028654 * (1.0 + 0.134145 * g * g);
+  sb_du[pt.du_base + i] = du_cv(d * 0.5 * g * (1.0 + th));
+  sb_dg[pt.dg_base + i] = dg_cv(d * u * grad);
 }
 
 struct SgdParams {

@@ -1,6 +1,7 @@
 /**
  * Causal grouped-query attention of the CPU reference backend, forward and backward, in plain
- * TypeScript with f64 accumulation. The work is cut into units, one per (sequence b, kv head kh):
+ * TypeScript with f64 accumulation, with Gemma 2's score soft-capping and a sliding window as options
+ * (AttentionShape in backend.ts). The work is cut into units, one per (sequence b, kv head kh):
  * unit u = b·nKvHeads + kh owns the output rows of its query heads and the dk/dv rows of its kv
  * head, so disjoint unit ranges can run on different threads and give the same bits as one loop.
  */
@@ -14,6 +15,30 @@ export interface AttnGeo {
   nKvHeads: number;
   headDim: number;
   scale: number;
+  /** Scores s become cap·tanh(s/cap) before the mask and softmax (Gemma 2). */
+  softcap?: number;
+  /** Query t sees keys t − window < j ≤ t (transformers' `kv_idx > q_idx - sliding_window`). */
+  window?: number;
+}
+
+/** The first key query t sees: 0, or t − window + 1 under a sliding window. */
+export function firstKey(t: number, window: number | undefined): number {
+  return window === undefined ? 0 : Math.max(0, t - window + 1);
+}
+
+/**
+ * Checks the options a caller may set: a window is a positive integer, a cap a positive finite
+ * number (a window of 0 would leave a query no key, a cap of 0 divides by zero).
+ */
+export function checkAttnOptions(g: AttnGeo): string | undefined {
+  const { softcap, window } = g;
+  if (window !== undefined && !(Number.isInteger(window) && window >= 1)) {
+    return `attention window must be a positive integer, got ${window}`;
+  }
+  if (softcap !== undefined && !(Number.isFinite(softcap) && softcap > 0)) {
+    return `attention softcap must be a positive number, got ${softcap}`;
+  }
+  return undefined;
 }
 
 /**
@@ -62,7 +87,7 @@ export function attention(
   u0 = 0,
   u1 = attentionUnits(g),
 ): void {
-  const { seqLen: T, nHeads: H, nKvHeads: KV, headDim: D, scale } = g;
+  const { seqLen: T, nHeads: H, nKvHeads: KV, headDim: D, scale, softcap: cap, window } = g;
   const group = H / KV, R = group * T;
   const Qg = new Float64Array(R * D), Kc = new Float64Array(T * D), Vc = new Float64Array(T * D);
   const p = new Float64Array(T), acc = new Float64Array(D);
@@ -70,17 +95,17 @@ export function attention(
     const b = Math.floor(u / KV), kh = u % KV;
     gatherHeads(q, k, v, g, b, kh, Qg, Kc, Vc);
     for (let r = 0; r < R; r++) {
-      const t = r % T, qo = r * D;
+      const t = r % T, qo = r * D, lo = firstKey(t, window);
       let m = -Infinity;
-      for (let s = 0; s <= t; s++) {
+      for (let s = lo; s <= t; s++) {
         let dot = 0;
         for (let d = 0, ko = s * D; d < D; d++) dot += Qg[qo + d] * Kc[ko + d];
-        p[s] = dot * scale;
+        p[s] = cap === undefined ? dot * scale : cap * Math.tanh(dot * scale / cap);
         if (p[s] > m) m = p[s];
       }
       let sum = 0;
       acc.fill(0);
-      for (let s = 0; s <= t; s++) {
+      for (let s = lo; s <= t; s++) {
         const e = Math.exp(p[s] - m);
         sum += e;
         for (let d = 0, vo = s * D; d < D; d++) acc[d] += e * Vc[vo + d];
@@ -96,7 +121,8 @@ export function attention(
 /**
  * Attention backward from the saved lse: P = exp(S − lse), dV = Pᵀ·dO, dP = dO·Vᵀ,
  * dS = P ∘ (dP − rowsum(dO ∘ O)), dQ = scale·dS·K, dK = scale·dSᵀ·Q (summed over the query heads
- * sharing a kv head), for units `[u0, u1)`.
+ * sharing a kv head), for units `[u0, u1)`. Under a soft cap S = cap·tanh(S_raw/cap), so dS_raw =
+ * dS·(1 − tanh²(S_raw/cap)).
  */
 export function attentionBackward(
   q: FArr,
@@ -112,7 +138,7 @@ export function attentionBackward(
   u0 = 0,
   u1 = attentionUnits(g),
 ): void {
-  const { seqLen: T, nHeads: H, nKvHeads: KV, headDim: D, scale } = g;
+  const { seqLen: T, nHeads: H, nKvHeads: KV, headDim: D, scale, softcap: cap, window } = g;
   const group = H / KV, R = group * T;
   const Qg = new Float64Array(R * D), Kc = new Float64Array(T * D), Vc = new Float64Array(T * D);
   const dKc = new Float64Array(T * D), dVc = new Float64Array(T * D), dOr = new Float64Array(D);
@@ -132,15 +158,22 @@ export function attentionBackward(
         delta += dOr[d] * out[oo + d];
       }
       dQr.fill(0);
-      for (let s = 0; s <= t; s++) {
+      for (let s = firstKey(t, window); s <= t; s++) {
         const ko = s * D;
         let dot = 0, dp = 0;
         for (let d = 0; d < D; d++) {
           dot += Qg[qo + d] * Kc[ko + d];
           dp += dOr[d] * Vc[ko + d];
         }
-        const pr = Math.exp(dot * scale - l);
-        const ds = pr * (dp - delta) * scale;
+        let pr: number, ds: number;
+        if (cap === undefined) {
+          pr = Math.exp(dot * scale - l);
+          ds = pr * (dp - delta) * scale;
+        } else {
+          const th = Math.tanh(dot * scale / cap);
+          pr = Math.exp(cap * th - l);
+          ds = pr * (dp - delta) * scale * (1 - th * th);
+        }
         for (let d = 0; d < D; d++) {
           dVc[ko + d] += pr * dOr[d];
           dQr[d] += ds * Kc[ko + d];

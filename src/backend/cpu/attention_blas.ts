@@ -3,13 +3,15 @@
  * accumulation, the same units b·nKvHeads + kh), but each head's queries are taken in tiles of
  * TILE rows, and the score, P·V and backward products of a tile are `cblas_dgemm` calls, leaving only
  * the softmax (one `Math.exp` per score, the floor of both kernels) to TypeScript. A tile of queries
- * t0..t0+rows−1 needs keys 0..t0+rows−1 only, so the causal waste is the upper half of one
- * rows×rows corner. With head_dim 8 (stories260K) this runs ~2× faster than attention.ts.
+ * t0..t0+rows−1 needs keys 0..t0+rows−1 only (from t0 − window + 1 under a sliding window), so the
+ * causal waste is the upper half of one rows×rows corner (plus the lower one for a window). Scores
+ * are soft-capped (Gemma 2) in the softmax loop. With head_dim 8 (stories260K) this runs ~2× faster
+ * than attention.ts.
  *
  * The caller runs these with the library on one thread (a pool task already owns a core).
  */
 import type { Cblas } from "../../../ffi/blas/cblas.ts";
-import type { AttnGeo } from "./attention.ts";
+import { type AttnGeo, firstKey } from "./attention.ts";
 import type { FArr } from "./kernels.ts";
 
 /** Query rows per tile: big enough for efficient products, small enough for cache. */
@@ -84,31 +86,37 @@ export function attentionTiled(
   u0: number,
   u1: number,
 ): void {
-  const { seqLen: T, nHeads: H, nKvHeads: KV, headDim: D, scale } = g;
+  const { seqLen: T, nHeads: H, nKvHeads: KV, headDim: D, scale, softcap: cap, window } = g;
   const group = H / KV, s = new Scratch(T, D, false), S = s.S;
   for (let u = u0; u < u1; u++) {
     const b = Math.floor(u / KV), kh = u % KV;
     gatherKv(k, v, g, b, kh, s);
     for (let h = kh * group; h < (kh + 1) * group; h++) {
       for (let t0 = 0; t0 < T; t0 += TILE) {
-        const rows = Math.min(TILE, T - t0), n = t0 + rows;
+        // This tile's keys are k0..t0+rows−1: tile column j is key k0 + j.
+        const rows = Math.min(TILE, T - t0), k0 = firstKey(t0, window), n = t0 + rows - k0;
+        const K = s.K.subarray(k0 * D), V = s.V.subarray(k0 * D);
         gatherRows(q, g, b, h, t0, rows, s.Q);
-        blas.dgemm(false, true, rows, n, D, scale, s.Q, D, s.K, D, 0, S, n); // S = scale·Q·Kᵀ
+        blas.dgemm(false, true, rows, n, D, scale, s.Q, D, K, D, 0, S, n); // S = scale·Q·Kᵀ
         for (let i = 0; i < rows; i++) {
-          const t = t0 + i, o = i * n;
+          const t = t0 + i, o = i * n, lo = firstKey(t, window) - k0, hi = t - k0;
           let m = -Infinity;
-          for (let j = 0; j <= t; j++) if (S[o + j] > m) m = S[o + j];
+          for (let j = lo; j <= hi; j++) {
+            if (cap !== undefined) S[o + j] = cap * Math.tanh(S[o + j] / cap);
+            if (S[o + j] > m) m = S[o + j];
+          }
           let sum = 0;
-          for (let j = 0; j <= t; j++) {
+          for (let j = lo; j <= hi; j++) {
             const e = Math.exp(S[o + j] - m);
             S[o + j] = e;
             sum += e;
           }
-          S.fill(0, o + t + 1, o + n);
+          S.fill(0, o, o + lo);
+          S.fill(0, o + hi + 1, o + n);
           s.rowA[i] = sum;
           lse[(b * H + h) * T + t] = m + Math.log(sum);
         }
-        blas.dgemm(false, false, rows, D, n, 1, S, n, s.V, D, 0, s.O, D); // O = P·V
+        blas.dgemm(false, false, rows, D, n, 1, S, n, V, D, 0, s.O, D); // O = P·V
         for (let i = 0; i < rows; i++) {
           const o = (b * T + t0 + i) * H * D + h * D;
           for (let d = 0; d < D; d++) out[o + d] = s.O[i * D + d] / s.rowA[i];
@@ -120,7 +128,8 @@ export function attentionTiled(
 
 /**
  * Backward for units `[u0, u1)` from the saved lse, as attention.ts: P = exp(S − lse), dP = dO·Vᵀ,
- * dS = scale·P∘(dP − rowsum(dO∘O)), dQ = dS·K, dK += dSᵀ·Q, dV += Pᵀ·dO over the group's heads.
+ * dS = scale·P∘(dP − rowsum(dO∘O)) (times 1 − tanh²(S_raw/cap) under a soft cap), dQ = dS·K,
+ * dK += dSᵀ·Q, dV += Pᵀ·dO over the group's heads.
  */
 export function attentionBackwardTiled(
   blas: Cblas,
@@ -137,7 +146,7 @@ export function attentionBackwardTiled(
   u0: number,
   u1: number,
 ): void {
-  const { seqLen: T, nHeads: H, nKvHeads: KV, headDim: D, scale } = g;
+  const { seqLen: T, nHeads: H, nKvHeads: KV, headDim: D, scale, softcap: cap, window } = g;
   const group = H / KV, s = new Scratch(T, D, true), S = s.S, dP = s.dP;
   for (let u = u0; u < u1; u++) {
     const b = Math.floor(u / KV), kh = u % KV;
@@ -146,27 +155,33 @@ export function attentionBackwardTiled(
     s.dV.fill(0);
     for (let h = kh * group; h < (kh + 1) * group; h++) {
       for (let t0 = 0; t0 < T; t0 += TILE) {
-        const rows = Math.min(TILE, T - t0), n = t0 + rows;
+        const rows = Math.min(TILE, T - t0), k0 = firstKey(t0, window), n = t0 + rows - k0;
+        const K = s.K.subarray(k0 * D), V = s.V.subarray(k0 * D);
+        const dK = s.dK.subarray(k0 * D), dV = s.dV.subarray(k0 * D);
         gatherRows(q, g, b, h, t0, rows, s.Q);
         gatherRows(dOut, g, b, h, t0, rows, s.dO);
-        blas.dgemm(false, true, rows, n, D, scale, s.Q, D, s.K, D, 0, S, n); // scaled scores
-        blas.dgemm(false, true, rows, n, D, 1, s.dO, D, s.V, D, 0, dP, n); // dP = dO·Vᵀ
+        blas.dgemm(false, true, rows, n, D, scale, s.Q, D, K, D, 0, S, n); // scaled scores
+        blas.dgemm(false, true, rows, n, D, 1, s.dO, D, V, D, 0, dP, n); // dP = dO·Vᵀ
         for (let i = 0; i < rows; i++) {
           const t = t0 + i, o = i * n, oo = (b * T + t) * H * D + h * D;
+          const lo = firstKey(t, window) - k0, hi = t - k0;
           const l = lse[(b * H + h) * T + t];
           let delta = 0;
           for (let d = 0; d < D; d++) delta += dOut[oo + d] * out[oo + d];
-          for (let j = 0; j <= t; j++) {
-            const p = Math.exp(S[o + j] - l);
+          for (let j = lo; j <= hi; j++) {
+            const th = cap === undefined ? 0 : Math.tanh(S[o + j] / cap);
+            const p = Math.exp((cap === undefined ? S[o + j] : cap * th) - l);
             S[o + j] = p;
-            dP[o + j] = p * (dP[o + j] - delta) * scale; // dS
+            dP[o + j] = p * (dP[o + j] - delta) * scale * (1 - th * th); // dS of the raw score
           }
-          S.fill(0, o + t + 1, o + n);
-          dP.fill(0, o + t + 1, o + n);
+          S.fill(0, o, o + lo);
+          dP.fill(0, o, o + lo);
+          S.fill(0, o + hi + 1, o + n);
+          dP.fill(0, o + hi + 1, o + n);
         }
-        blas.dgemm(false, false, rows, D, n, 1, dP, n, s.K, D, 0, s.O, D); // dQ = dS·K
-        blas.dgemm(true, false, n, D, rows, 1, dP, n, s.Q, D, 1, s.dK, D); // dK += dSᵀ·Q
-        blas.dgemm(true, false, n, D, rows, 1, S, n, s.dO, D, 1, s.dV, D); // dV += Pᵀ·dO
+        blas.dgemm(false, false, rows, D, n, 1, dP, n, K, D, 0, s.O, D); // dQ = dS·K
+        blas.dgemm(true, false, n, D, rows, 1, dP, n, s.Q, D, 1, dK, D); // dK += dSᵀ·Q
+        blas.dgemm(true, false, n, D, rows, 1, S, n, s.dO, D, 1, dV, D); // dV += Pᵀ·dO
         for (let i = 0; i < rows; i++) {
           const o = (b * T + t0 + i) * H * D + h * D;
           for (let d = 0; d < D; d++) dq[o + d] = s.O[i * D + d];

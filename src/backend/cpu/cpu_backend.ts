@@ -19,6 +19,7 @@ import * as q from "./quant_ops.ts";
 import * as fo from "./float_ops.ts";
 import * as moe from "./moe_ops.ts";
 import * as tk from "./tasks.ts";
+import * as gelu from "./gelu.ts";
 
 export { CpuTensor } from "./cpu_tensor.ts";
 export type { CpuBackendOptions } from "./resources.ts";
@@ -75,6 +76,27 @@ export class CpuBackend extends CpuCore implements Backend {
     moe.scatterAddRows(this.fh, out, src, rows, scale);
   readonly rowDots: NonNullable<Backend["rowDots"]> = (a, b) => moe.rowDots(this.fh, a, b);
   readonly readSync: NonNullable<Backend["readSync"]> = (x) => moe.readSync(this.fh, x);
+
+  // ---- Gemma's activations (gelu.ts) -----------------------------------------------------------
+  geluTanhMul(g: Tensor, u: Tensor): Tensor {
+    const G = this.t(g), U = this.t(u);
+    const H = this.newFloat(G.shape, G.dtype);
+    this.pool.run(gelu.geluTanhMulTask, H.size, { g: G.f, u: U.f, h: H.f }, tk.MIN_RANGE_ELEMS);
+    return H.rounded();
+  }
+  /** Returns new dg, du whether or not `overwrite` is set (as siluMulBackward does). */
+  geluTanhMulBackward(g: Tensor, u: Tensor, dh: Tensor): { dg: Tensor; du: Tensor } {
+    const G = this.t(g), U = this.t(u), DH = this.t(dh);
+    const dg = this.newFloat(G.shape, DH.dtype), du = this.newFloat(U.shape, DH.dtype);
+    const args = { g: G.f, u: U.f, dh: DH.f, dg: dg.f, du: du.f };
+    this.pool.run(gelu.geluTanhMulBackwardTask, G.size, args, tk.MIN_RANGE_ELEMS);
+    return { dg: dg.rounded(), du: du.rounded() };
+  }
+  tanhSoftcap(x: Tensor, cap: number): void {
+    const X = this.t(x);
+    this.pool.run(gelu.tanhSoftcapTask, X.size, { x: X.f, cap }, tk.MIN_RANGE_ELEMS);
+    X.rounded();
+  }
 
   // ---- training -------------------------------------------------------------------------------
   mseLoss(y: Tensor, target: Tensor, mask: Tensor | undefined, scale: number): { loss: Tensor; dy: Tensor } {

@@ -21,6 +21,7 @@ import { BackendError } from "../../errors.ts";
 import { WorkerPool } from "../../parallel/pool.ts";
 import { decodeFloats } from "../../tensor/dtype.ts";
 import * as attn from "./attention_ops.ts";
+import { checkAttnOptions } from "./attention.ts";
 import { blasName, type OpsContext } from "./resources.ts";
 import { CpuTensor, HostBlock, HostMemory, type Storage } from "./cpu_tensor.ts";
 import { ggufQuantizeValues } from "./gguf.ts";
@@ -264,9 +265,15 @@ export abstract class CpuCore {
     x: Tensor,
     cos: Tensor,
     sin: Tensor,
-    geo: { batch: number; seqLen: number; nHeads: number; headDim: number; posOffset?: number },
+    geo: Parameters<Backend["rope"]>[3],
     inverse = false,
   ): void {
+    const rot = geo.rotaryDim ?? geo.headDim;
+    if (!(Number.isInteger(rot) && rot > 0 && rot % 2 === 0 && rot <= geo.headDim)) {
+      throw new BackendError(
+        `rope rotaryDim must be even, positive and ≤ headDim ${geo.headDim}, got ${rot}`,
+      );
+    }
     const X = this.t(x);
     const [c, s] = [this.t(cos).f, this.t(sin).f];
     const args = { x: X.f, cos: c, sin: s, ...geo, posOffset: geo.posOffset ?? 0, inverse };
@@ -274,6 +281,7 @@ export abstract class CpuCore {
     X.rounded();
   }
   attention(q: Tensor, kk: Tensor, v: Tensor, shape: AttentionShape): { out: Tensor; lse: Tensor } {
+    checkAttention(shape);
     const Q = this.t(q);
     const out = this.newFloat(Q.shape, Q.dtype);
     const lse = this.newFloat([shape.batch * shape.nHeads * shape.seqLen]);
@@ -289,6 +297,7 @@ export abstract class CpuCore {
     dOut: Tensor,
     shape: AttentionShape,
   ): { dq: Tensor; dk: Tensor; dv: Tensor } {
+    checkAttention(shape);
     const Q = this.t(q), K = this.t(kk), V = this.t(v), DO = this.t(dOut);
     const dq = this.newFloat(Q.shape, DO.dtype), dk = this.newFloat(K.shape, DO.dtype);
     const dv = this.newFloat(V.shape, DO.dtype);
@@ -339,4 +348,10 @@ export abstract class CpuCore {
     loss.argmaxRows(this.ctx, X.f, out.i);
     return out;
   }
+}
+
+/** Throws BackendError for a window or soft cap the kernels cannot take (attention.ts). */
+function checkAttention(shape: AttentionShape): void {
+  const bad = checkAttnOptions(shape);
+  if (bad) throw new BackendError(bad);
 }

@@ -156,7 +156,10 @@ export function rmsNormBackward(
   }
 }
 
-/** In-place rotate_half RoPE over `[B·T, H·hd]`; tables `[maxPos, hd/2]`. */
+/**
+ * In-place rotate_half RoPE over `[B·T, H·hd]` on the first `rot` elements of each head (Phi-3's
+ * partial rotary; rot = hd for the rest), pairing i with i + rot/2; tables `[maxPos, rot/2]`.
+ */
 export function rope(
   x: FArr,
   cos: FArr,
@@ -167,8 +170,9 @@ export function rope(
   hd: number,
   posOffset: number,
   inverse: boolean,
+  rot = hd,
 ): void {
-  const half = hd / 2;
+  const half = rot / 2;
   const sgn = inverse ? -1 : 1;
   for (let b = 0; b < batch; b++) {
     for (let t = 0; t < seqLen; t++) {

@@ -104,6 +104,7 @@ export const ropeTask = defineTask(
       headDim: number;
       posOffset: number;
       inverse: boolean;
+      rotaryDim?: number;
     },
     s,
     e,
@@ -118,6 +119,7 @@ export const ropeTask = defineTask(
       a.headDim,
       a.posOffset,
       a.inverse,
+      a.rotaryDim,
     ),
 );
 

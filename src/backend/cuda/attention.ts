@@ -3,8 +3,8 @@
  * bf16/f16 with head dim 64 or 128 and 16-byte aligned tensors, the general warp-per-row kernels
  * (ffi/cuda/attention.cu) for everything else (f32, other head dims).
  */
-import type { AttentionShape } from "../backend.ts";
-import { BackendError } from "../../errors.ts";
+import type { AttentionShape, Backend } from "../backend.ts";
+import { BackendError, UnsupportedError } from "../../errors.ts";
 import type { OpContext } from "./matmul.ts";
 import { aligned16, type CudaTensor, DTYPE_CODE } from "./tensor.ts";
 
@@ -13,7 +13,37 @@ const LOG2E = Math.LOG2E;
 const FLASH_BLOCK = 64;
 const FLASH_BQ: Record<number, number> = { 64: 64, 128: 32 };
 
+/**
+ * The options of issue 18 this backend has no kernels for yet (softcap, window: Gemma 2/3, Mistral;
+ * partial rotary: Phi-3): a clear error instead of silently wrong numbers.
+ */
+export function rejectUnimplemented(
+  what: { softcap?: number; window?: number; partialRotary?: number },
+): void {
+  const names = [
+    what.softcap !== undefined ? `attention softcap (${what.softcap})` : "",
+    what.window !== undefined ? `sliding-window attention (window ${what.window})` : "",
+    what.partialRotary !== undefined ? `partial rotary (rotaryDim ${what.partialRotary})` : "",
+  ].filter((n) => n);
+  if (names.length > 0) {
+    throw new UnsupportedError(
+      `the cuda backend has no kernel for ${names.join(" or ")} yet: use --device cpu (or --device webgpu)`,
+    );
+  }
+}
+
+/** The geometry argument of Backend.rope. */
+export type RopeGeo = Parameters<Backend["rope"]>[3];
+
+/** Partial rotary (rotaryDim ≠ headDim) has no kernel here yet. */
+export function rejectPartialRotary(geo: RopeGeo): void {
+  if (geo.rotaryDim !== undefined && geo.rotaryDim !== geo.headDim) {
+    rejectUnimplemented({ partialRotary: geo.rotaryDim });
+  }
+}
+
 function validate(q: CudaTensor, k: CudaTensor, v: CudaTensor, s: AttentionShape): void {
+  rejectUnimplemented(s);
   const { batch: B, seqLen: T, nHeads: H, nKvHeads: KV, headDim: hd } = s;
   if (H % KV !== 0) throw new BackendError(`attention: ${H} heads are not a multiple of ${KV} kv heads`);
   if (q.size !== B * T * H * hd) {

@@ -204,7 +204,7 @@ export class CudaBackend implements Backend, OpContext {
     x: Tensor,
     cos: Tensor,
     sin: Tensor,
-    geo: { batch: number; seqLen: number; nHeads: number; headDim: number; posOffset?: number },
+    geo: Parameters<Backend["rope"]>[3],
     inverse = false,
   ): void {
     ops.rope(this, this.t(x), this.t(cos), this.t(sin), geo, inverse);

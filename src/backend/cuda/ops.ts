@@ -5,6 +5,7 @@
  */
 import { BackendError } from "../../errors.ts";
 import type { OpContext } from "./matmul.ts";
+import { rejectPartialRotary, type RopeGeo } from "./attention.ts";
 import { aligned16, type CudaTensor, DTYPE_BYTES, DTYPE_CODE } from "./tensor.ts";
 import { symSearchGrid } from "../../qmath/int_quant.ts";
 
@@ -101,9 +102,10 @@ export function rope(
   x: CudaTensor,
   cos: CudaTensor,
   sin: CudaTensor,
-  geo: { batch: number; seqLen: number; nHeads: number; headDim: number; posOffset?: number },
+  geo: RopeGeo,
   inverse: boolean,
 ): void {
+  rejectPartialRotary(geo);
   const rows = geo.batch * geo.seqLen, half = geo.headDim / 2;
   if (x.size !== rows * geo.nHeads * geo.headDim) {
     throw new BackendError(`rope: x has ${x.size} elements, need ${rows}·${geo.nHeads}·${geo.headDim}`);

@@ -1,5 +1,6 @@
 /**
- * Dispatchers of wgsl/attention.wgsl and wgsl/attention_backward.wgsl. Block sizes follow the head
+ * Dispatchers of wgsl/attention.wgsl and wgsl/attention_backward.wgsl (with the soft cap and the
+ * sliding window of AttentionShape). Block sizes follow the head
  * dimension and the device's workgroup memory; the work is split over batch entries when the
  * tensors of all entries do not fit one binding (one sequence's q/k/v must).
  */
@@ -52,8 +53,19 @@ export function attnBlocks(D: number, limitBytes: number, kernel: "forward" | "d
   );
 }
 
+/** The kernels' window: the sliding window, or T (plain causal) without one or when it is wider. */
+function windowOf(shape: AttentionShape): number {
+  return Math.min(shape.window ?? shape.seqLen, shape.seqLen);
+}
+
 function check(shape: AttentionShape, q: GpuTensor, k: GpuTensor): void {
-  const { batch: B, seqLen: T, nHeads: H, nKvHeads: KV, headDim: D } = shape;
+  const { batch: B, seqLen: T, nHeads: H, nKvHeads: KV, headDim: D, softcap, window } = shape;
+  if (window !== undefined && !(Number.isInteger(window) && window >= 1)) {
+    throw new BackendError(`attention window must be a positive integer, got ${window}`);
+  }
+  if (softcap !== undefined && !(Number.isFinite(softcap) && softcap > 0)) {
+    throw new BackendError(`attention softcap must be a positive number, got ${softcap}`);
+  }
   if (H % KV !== 0) throw new BackendError(`attention: ${H} heads are not a multiple of ${KV} kv heads`);
   if (q.size !== B * T * H * D || k.size !== B * T * KV * D) {
     throw new BackendError(`attention: q/k sizes ${q.size}/${k.size} do not match the shape`);
@@ -101,7 +113,7 @@ export function attention(
   ];
   perBatch(ctx, shape, parts, (_b0, nb, [Q, K, V, O, L]) => {
     const p = new Params().u(T).u(H).u(KV).u(H / KV).u(Q.base).u(K.base).u(V.base).u(O.base)
-      .u(L.base).u(H * D).u(KV * D).f(shape.scale);
+      .u(L.base).u(H * D).u(KV * D).f(shape.scale).f(shape.softcap ?? 0).u(windowOf(shape));
     rt.dispatch(kern, p, [Q.window, K.window, V.window, O.window, L.window], [Math.ceil(T / blk.BQ), H, nb]);
   });
 }
@@ -166,7 +178,8 @@ export function attentionBackward(
     // Field order of BwdParams; the output bases ride in d_base/o_base/g_base per kernel.
     const params = (oBase: number, gBase: number) =>
       new Params().u(T).u(H).u(KV).u(H / KV).u(Q.base).u(K.base).u(V.base).u(DO.base)
-        .u(L.base).u(H * D).u(KV * D).f(shape.scale).u(DL.base).u(oBase).u(gBase).u(nb * T);
+        .u(L.base).u(H * D).u(KV * D).f(shape.scale).u(DL.base).u(oBase).u(gBase).u(nb * T)
+        .f(shape.softcap ?? 0).u(windowOf(shape));
     rt.dispatch(kDelta, params(O.base, 0), [DO.window, O.window, DL.window], Math.ceil((nb * T * H) / 256));
     const inputs = [Q.window, K.window, V.window, DO.window, L.window, DL.window];
     rt.dispatch(kKv, params(DV.base, DK.base), [...inputs, DK.window, DV.window], [

@@ -1,7 +1,7 @@
 /**
  * Dispatchers of wgsl/elementwise.wgsl, wgsl/rms_norm.wgsl, wgsl/rope.wgsl and wgsl/reduce.wgsl:
- * add, addRowVector, siluMul(+backward), signSgdStep, rmsNorm(+backward), rope,
- * accumulateColumnSquares.
+ * add, addRowVector, siluMul(+backward), geluTanhMul(+backward), tanhSoftcap, signSgdStep,
+ * rmsNorm(+backward), rope (with partial rotary), accumulateColumnSquares.
  */
 import { BackendError } from "../../errors.ts";
 import type { GpuContext } from "./context.ts";
@@ -67,7 +67,42 @@ export function addRowVector(ctx: GpuContext, x: GpuTensor, bias: GpuTensor): vo
   }, 1);
 }
 
-/** dg, du of siluMul. */
+/** h = gelu_tanh(g)·u (Gemma's GeGLU), a new tensor in g's dtype. */
+export function geluTanhMul(ctx: GpuContext, g: GpuTensor, u: GpuTensor): GpuTensor {
+  const out = ctx.alloc(g.shape, g.dtype);
+  sameSize("geluTanhMul", g, u, out);
+  binary(ctx, "gelu_tanh_mul", g, u, out);
+  return out;
+}
+
+/** dg, du of geluTanhMul, new tensors in dh's dtype. */
+export function geluTanhMulBackward(
+  ctx: GpuContext,
+  g: GpuTensor,
+  u: GpuTensor,
+  dh: GpuTensor,
+): { dg: GpuTensor; du: GpuTensor } {
+  const dg = ctx.alloc(g.shape, dh.dtype), du = ctx.alloc(u.shape, dh.dtype);
+  siluMulBackward(ctx, g, u, dh, dg, du, "gelu_tanh_mul_backward");
+  return { dg, du };
+}
+
+/** x ← cap·tanh(x/cap) in place. */
+export function tanhSoftcap(ctx: GpuContext, x: GpuTensor, cap: number): void {
+  if (!(cap > 0)) throw new BackendError(`tanhSoftcap: cap must be positive, got ${cap}`);
+  const k = ctx.rt.kernel({
+    family: "elementwise",
+    entry: "tanh_softcap",
+    bindings: ["rw", "rw", "rw"],
+    types: { a: x.kind, b: x.kind, out: x.kind },
+  });
+  forChunks(ctx.rt, x.size, [{ t: x, per: 1 }], (_s, n, [X]) => {
+    const p = new Params().u(n).u(X.base).u(X.base).u(X.base).u(1).f(cap);
+    ctx.rt.dispatch(k, p, [X.window, X.window, X.window], Math.ceil(n / WG));
+  });
+}
+
+/** dg, du of siluMul (or, with `entry`, of geluTanhMul). */
 export function siluMulBackward(
   ctx: GpuContext,
   g: GpuTensor,
@@ -75,12 +110,13 @@ export function siluMulBackward(
   dh: GpuTensor,
   dg: GpuTensor,
   du: GpuTensor,
+  entry = "silu_mul_backward",
 ): void {
-  sameSize("siluMulBackward", g, u, dh);
+  sameSize(entry, g, u, dh);
   const { rt } = ctx;
   const k = rt.kernel({
     family: "elementwise",
-    entry: "silu_mul_backward",
+    entry,
     bindings: ["rw", "rw", "rw", "rw", "rw"],
     types: { g: g.kind, u: u.kind, dh: dh.kind, dg: dg.kind, du: du.kind },
   });
@@ -175,11 +211,22 @@ export function rope(
   x: GpuTensor,
   cos: GpuTensor,
   sin: GpuTensor,
-  geo: { batch: number; seqLen: number; nHeads: number; headDim: number; posOffset?: number },
+  geo: {
+    batch: number;
+    seqLen: number;
+    nHeads: number;
+    headDim: number;
+    posOffset?: number;
+    rotaryDim?: number;
+  },
   inverse: boolean,
 ): void {
   const { rt } = ctx;
-  const half = geo.headDim / 2, rows = geo.batch * geo.seqLen, off = geo.posOffset ?? 0;
+  const rot = geo.rotaryDim ?? geo.headDim;
+  if (!(Number.isInteger(rot) && rot > 0 && rot % 2 === 0 && rot <= geo.headDim)) {
+    throw new BackendError(`rope rotaryDim must be even, positive and ≤ headDim ${geo.headDim}, got ${rot}`);
+  }
+  const half = rot / 2, rows = geo.batch * geo.seqLen, off = geo.posOffset ?? 0;
   if (x.size !== rows * geo.nHeads * geo.headDim) throw new BackendError(`rope: x has ${x.size} elements`);
   if ((off + geo.seqLen) * half > cos.size) {
     throw new BackendError(`rope: tables cover ${cos.size / half} positions, need ${off + geo.seqLen}`);
@@ -196,7 +243,7 @@ export function rope(
   forChunks(rt, rows, [{ t: x, per: width }], (r0, cnt, [X]) => {
     const pairs = cnt * geo.nHeads * half;
     const p = new Params().u(pairs).u(geo.nHeads).u(half).u(geo.seqLen).u(r0).u(X.base).u(C.base).u(S.base)
-      .f(inverse ? -1 : 1);
+      .f(inverse ? -1 : 1).u(geo.headDim);
     rt.dispatch(k, p, [X.window, C.window, S.window], Math.ceil(pairs / WG));
   }, 1);
 }

@@ -48,7 +48,8 @@ const TAGGED_OPS = `
   rmsNormBackward rope attention attentionBackward siluMul siluMulBackward embedding crossEntropy
   argmaxRows fakeQuant fakeQuantBackward quantizeWeights mseLoss signSgdStep accumulate
   accumulateColumnSquares keepBest ggufQuantize groupMinMax optRtnScales floatFakeQuant
-  floatFakeQuantBackward floatQuantizeWeights actFakeQuant actFakeQuantBackward
+  floatFakeQuantBackward floatQuantizeWeights actFakeQuant actFakeQuantBackward geluTanhMul
+  geluTanhMulBackward tanhSoftcap
 `.trim().split(/\s+/);
 
 /** The WebGPU implementation of Backend. Create with `await WebGpuBackend.create()`. */
@@ -252,7 +253,7 @@ export class WebGpuBackend implements Backend, GpuContext {
     x: Tensor,
     cos: Tensor,
     sin: Tensor,
-    geo: { batch: number; seqLen: number; nHeads: number; headDim: number; posOffset?: number },
+    geo: Parameters<Backend["rope"]>[3],
     inverse = false,
   ): void {
     math.rope(this, gpu(x), gpu(cos), gpu(sin), geo, inverse);
@@ -290,6 +291,10 @@ export class WebGpuBackend implements Backend, GpuContext {
     math.siluMulBackward(this, G, U, DH, dg, du);
     return { dg, du };
   }
+  readonly geluTanhMul = (g: Tensor, u: Tensor): Tensor => math.geluTanhMul(this, gpu(g), gpu(u));
+  readonly geluTanhMulBackward = (g: Tensor, u: Tensor, dh: Tensor) =>
+    math.geluTanhMulBackward(this, gpu(g), gpu(u), gpu(dh));
+  readonly tanhSoftcap = (x: Tensor, cap: number): void => math.tanhSoftcap(this, gpu(x), cap);
   embedding(table: Tensor, ids: Tensor): Tensor {
     const T = gpu(table), I = gpu(ids);
     const out = this.alloc([I.size, T.cols], T.dtype);
