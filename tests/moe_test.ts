@@ -184,12 +184,22 @@ Deno.test("a backend without the row ops or readSync refuses MoE blocks, naming 
   assertEquals(h.trace.linCalls, [], "refused before any Linear ran");
 });
 
-Deno.test("a missing expert weight is reported by name before anything runs", () => {
+Deno.test("a missing or misshapen expert weight is reported by name before anything runs", () => {
   const cfg = config(MIXTRAL_NAMES, true), W = randomWeights(rng(5), cfg, 8);
   using h = harness(cpu, W);
   const weights: Record<string, Tensor> = { ...h.weights };
   delete weights["block_sparse_moe.experts.3.w2"];
   using x = cpu.upload(rand(rng(6), 16), [2, 8]);
-  assertThrows(() => moeForward(cpu, cfg, weights, x, h.fwd()), Error, "block_sparse_moe.experts.3.w2");
+  assertThrows(
+    () => moeForward(cpu, cfg, weights, x, h.fwd()),
+    Error,
+    "block_sparse_moe.experts.3.w2 missing",
+  );
+  const wider = { ...cfg, expertInter: 7 };
+  assertThrows(
+    () => moeForward(cpu, wider, h.weights, x, h.fwd()),
+    Error,
+    "w1 is [6,8], the config says [7,8]",
+  );
   assertEquals(h.trace.linCalls, []);
 });
