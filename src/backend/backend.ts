@@ -297,8 +297,7 @@ export interface Backend extends Disposable {
   /**
    * The tensor's values now, without waiting: only backends whose tensors live in host memory
    * (the CPU backend) have it. Mixture-of-experts routing reads the router's logits with it inside
-   * the synchronous block forward. A backend computing in f64 (the CPU backend's gradient-check mode)
-   * returns its Float64Array values, so host math on them keeps that precision.
+   * the synchronous block forward. The CPU backend in f64 (gradient checks) returns Float64Array.
    */
   readSync?(t: Tensor): Float32Array | Float64Array;
   /** Embedding lookup: rows of `table` `[V, H]` for token ids (i32 `[n]`) → `[n, H]`. */

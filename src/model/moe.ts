@@ -165,16 +165,37 @@ function dispose(...ts: (Tensor | undefined)[]): void {
   for (const t of ts) t?.[Symbol.dispose]();
 }
 
-function weight(weights: Record<string, Tensor>, name: string): Tensor {
+function weight(weights: Record<string, Tensor>, name: string, shape?: readonly number[]): Tensor {
   const w = weights[name];
   if (!w) throw new Error(`MoE weight ${name} missing`);
+  if (shape && (w.shape.length !== 2 || w.shape[0] !== shape[0] || w.shape[1] !== shape[1])) {
+    throw new Error(`MoE weight ${name} is [${w.shape}], the config says [${shape}]`);
+  }
   return w;
+}
+
+/** Every MoE weight present with the shape the config gives it (spec § 2.3). */
+function checkWeights(cfg: MoeConfig, weights: Record<string, Tensor>, H: number): void {
+  const n = cfg.linearNames, I = cfg.expertInter;
+  weight(weights, n.router, [cfg.nExperts, H]);
+  for (let e = 0; e < cfg.nExperts; e++) {
+    weight(weights, expertLinear(cfg, e, "gate"), [I, H]);
+    weight(weights, expertLinear(cfg, e, "up"), [I, H]);
+    weight(weights, expertLinear(cfg, e, "down"), [H, I]);
+  }
+  if (!n.shared) return;
+  const Is = cfg.sharedInter;
+  if (Is === undefined) throw new Error(`MoE config with a shared expert needs sharedInter`);
+  weight(weights, n.shared.gate, [Is, H]);
+  weight(weights, n.shared.up, [Is, H]);
+  weight(weights, n.shared.down, [H, Is]);
+  weight(weights, n.shared.gateLinear, [1, H]);
 }
 
 /**
  * The MoE MLP of h2 `[T, H]` → out `[T, H]` in h2's dtype (spec § 2.1). With `save` the tensors
  * moeBackward needs are returned (free with disposeMoeSaved); `weights` (by relative name) are
- * checked to be all present, the forward itself reaches them only through `lin`.
+ * checked against the config's shapes; the forward itself reaches them only through `lin`.
  */
 export function moeForward(
   be: Backend,
@@ -185,8 +206,8 @@ export function moeForward(
 ): { out: Tensor; saved?: MoeSaved } {
   const ops = moeOps(be);
   const names = cfg.linearNames, { lin, observe, save = false } = opts;
-  for (const n of [names.router, ...moeLinearNames(cfg)]) weight(weights, n);
   const T = h2.shape[0], H = h2.size / T;
+  checkWeights(cfg, weights, H);
   const logitsT = lin(names.router, h2);
   const logits = ops.readSync(logitsT);
   dispose(logitsT);
