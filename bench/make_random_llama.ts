@@ -9,7 +9,8 @@
  * Host memory stays at one tensor: each is generated, written and dropped.
  */
 import { parseSize, SafetensorsWriter } from "../src/io/safetensors/writer.ts";
-import { blockPrefix, blockWeightShapes, parseModelConfig } from "../src/model/config.ts";
+import { blockWeightShapes } from "../src/model/block_layout.ts";
+import { blockPrefix, parseModelConfig } from "../src/model/config.ts";
 import { encodeFloats, type FloatDType } from "../src/tensor/dtype.ts";
 import { type FlagSpec, parseFlags } from "../src/std/cli.ts";
 import { join } from "../src/std/path.ts";
@@ -102,7 +103,7 @@ export async function makeRandomLlama(o: {
   };
   await put("model.embed_tokens.weight", [spec.vocab, spec.hidden], false);
   for (let i = 0; i < spec.nLayers; i++) {
-    for (const [rel, shape] of blockWeightShapes(spec)) {
+    for (const [rel, shape] of blockWeightShapes(spec, 0)) {
       await put(blockPrefix(i) + rel, shape, rel.includes("norm"));
     }
   }

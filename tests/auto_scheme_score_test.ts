@@ -7,10 +7,10 @@
 import type { Tensor } from "../src/backend/backend.ts";
 import { CpuBackend } from "../src/backend/cpu/cpu_backend.ts";
 import { blockBackward, blockForward, type BlockWeights } from "../src/model/block.ts";
+import { blockWeightShapes } from "../src/model/block_layout.ts";
 import {
   BLOCK_LINEARS,
   blockPrefix,
-  blockWeightShapes,
   type LinearName,
   type ModelSpec,
   parseModelConfig,
@@ -55,7 +55,7 @@ function randomSource(spec: ModelSpec): WeightSource & { values: Map<string, Flo
     ["lm_head.weight", [spec.vocab, spec.hidden]],
   ]);
   for (let i = 0; i < spec.nLayers; i++) {
-    for (const [n, s] of blockWeightShapes(spec)) shapes.set(blockPrefix(i) + n, s);
+    for (const [n, s] of blockWeightShapes(spec, i)) shapes.set(blockPrefix(i) + n, s);
   }
   const values = new Map<string, Float32Array>();
   for (const [n, s] of shapes) {

@@ -10,6 +10,9 @@
  * Every tensor a call returns is owned by the caller and must be disposed (`using t = ...`).
  * A `view` shares its parent's storage and must not outlive it; disposing a view frees nothing.
  */
+import type { AttentionShape, FamilyOps } from "./family_ops.ts";
+
+export type { AttentionShape } from "./family_ops.ts";
 import type { QuantGgmlType } from "../qmath/gguf/params.ts";
 import type { ActQuant, QuantizedWeights, QuantScheme } from "../qmath/quantized.ts";
 
@@ -24,28 +27,6 @@ export interface Tensor extends Disposable {
   readonly size: number;
   /** The backend that owns the storage. */
   readonly backend: Backend;
-}
-
-/** Batch geometry of attention inputs laid out as `[B·T, heads·headDim]`. */
-export interface AttentionShape {
-  batch: number;
-  seqLen: number;
-  nHeads: number;
-  nKvHeads: number;
-  headDim: number;
-  /** Softmax scale, normally 1/sqrt(headDim). */
-  scale: number;
-  /**
-   * Gemma 2 logit soft-capping: each score s = scale·q·k becomes cap·tanh(s/cap) before the mask
-   * and softmax. Absent: no capping. Backends without it throw UnsupportedError when it is set.
-   */
-  softcap?: number;
-  /**
-   * Sliding window (Gemma 2/3 sliding layers, Mistral/Qwen2 configs): query t sees key j iff
-   * j ≤ t and t − j < window (transformers' `kv_idx > q_idx - sliding_window`). Absent: causal only.
-   * Backends without it throw UnsupportedError when it is set.
-   */
-  window?: number;
 }
 
 /** Integer weight quantizer settings of one Linear (spec ALGORITHM.md § Integer quantizers). */
@@ -134,7 +115,7 @@ export interface FakeQuantGrads {
 }
 
 /** The op set. Each method's JSDoc states its exact math; the CPU backend is the reference. */
-export interface Backend extends Disposable {
+export interface Backend extends Disposable, FamilyOps<Tensor> {
   readonly name: "cpu" | "webgpu" | "cuda";
   /** Human-readable device description for logs. */
   readonly device: string;
@@ -274,32 +255,6 @@ export interface Backend extends Disposable {
     dh: Tensor,
     opts?: { overwrite?: boolean },
   ): { dg: Tensor; du: Tensor };
-  /** h = gelu_tanh(g) · u (Gemma's GeGLU; gelu_tanh(x) = x/2·(1 + tanh(√(2/π)(x + 0.044715x³)))). */
-  geluTanhMul?(g: Tensor, u: Tensor): Tensor;
-  /** Gradients of geluTanhMul for dh; `overwrite` as in siluMulBackward. */
-  geluTanhMulBackward?(
-    g: Tensor,
-    u: Tensor,
-    dh: Tensor,
-    opts?: { overwrite?: boolean },
-  ): { dg: Tensor; du: Tensor };
-  /** x ← cap·tanh(x/cap), in place (Gemma's final logit soft-capping; evaluation only). */
-  tanhSoftcap?(x: Tensor, cap: number): void;
-  /**
-   * Row gather for mixture-of-experts routing: out[i, :] = scale[i]·x[rows[i], :] (scale omitted:
-   * 1), rows i32 `[n]`, scale f32 `[n]` → `[n, cols]` in x's dtype.
-   */
-  gatherRows?(x: Tensor, rows: Tensor, scale?: Tensor): Tensor;
-  /** Scatter-add: out[rows[i], :] += scale[i]·src[i, :] (in place; rows may repeat). */
-  scatterAddRows?(out: Tensor, src: Tensor, rows: Tensor, scale?: Tensor): void;
-  /** Per-row dot products: f32 `[n]` with out[i] = Σ_c a[i, c]·b[i, c] (a, b `[n, cols]`). */
-  rowDots?(a: Tensor, b: Tensor): Tensor;
-  /**
-   * The tensor's values now, without waiting: only backends whose tensors live in host memory
-   * (the CPU backend) have it. Mixture-of-experts routing reads the router's logits with it inside
-   * the synchronous block forward. The CPU backend in f64 (gradient checks) returns Float64Array.
-   */
-  readSync?(t: Tensor): Float32Array | Float64Array;
   /** Embedding lookup: rows of `table` `[V, H]` for token ids (i32 `[n]`) → `[n, H]`. */
   embedding(table: Tensor, ids: Tensor): Tensor;
   /**

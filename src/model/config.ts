@@ -4,6 +4,7 @@
  * family has; adding a family is a table row, not a new forward pass.
  */
 import { FormatError, quote, UnsupportedError } from "../errors.ts";
+import { type FamilyParts, type LayerKind, parseFamily } from "./families.ts";
 
 /** Optional parts that distinguish the supported families. */
 export interface ArchTraits {
@@ -13,6 +14,8 @@ export interface ArchTraits {
   qkNorm: boolean;
   /** GGUF `general.architecture` name. */
   ggufArch: string;
+  /** q/k/v bias read from config `qkv_bias` (Qwen2-MoE) instead of always on. */
+  qkvBiasFlag?: boolean;
 }
 
 /** Supported `model_type` values. */
@@ -21,6 +24,12 @@ export const ARCHITECTURES: Readonly<Record<string, ArchTraits>> = {
   mistral: { qkvBias: false, qkNorm: false, ggufArch: "llama" },
   qwen2: { qkvBias: true, qkNorm: false, ggufArch: "qwen2" },
   qwen3: { qkvBias: false, qkNorm: true, ggufArch: "qwen3" },
+  qwen2_moe: { qkvBias: true, qkNorm: false, ggufArch: "qwen2moe", qkvBiasFlag: true },
+  qwen3_moe: { qkvBias: false, qkNorm: true, ggufArch: "qwen3moe" },
+  mixtral: { qkvBias: false, qkNorm: false, ggufArch: "llama" },
+  gemma2: { qkvBias: false, qkNorm: false, ggufArch: "gemma2" },
+  gemma3_text: { qkvBias: false, qkNorm: true, ggufArch: "gemma3" },
+  phi3: { qkvBias: false, qkNorm: false, ggufArch: "phi3" },
 };
 
 /** RoPE frequency scaling as transformers implements it. */
@@ -33,10 +42,19 @@ export type RopeScaling =
     lowFreqFactor: number;
     highFreqFactor: number;
     originalMaxPositions: number;
+  }
+  | {
+    /** Phi-3 LongRoPE: per-frequency factors, long ones when the sequence exceeds the original length. */
+    type: "longrope";
+    shortFactor: number[];
+    longFactor: number[];
+    originalMaxPositions: number;
+    /** Multiplies cos and sin (transformers `attention_factor`). */
+    attentionFactor: number;
   };
 
 /** Everything the forward pass needs to know about a checkpoint's architecture. */
-export interface ModelSpec {
+export interface ModelSpec extends Partial<FamilyParts> {
   modelType: string;
   /** `architectures[0]` of config.json, e.g. "LlamaForCausalLM". */
   architecture: string;
@@ -53,7 +71,10 @@ export interface ModelSpec {
   ropeTheta: number;
   ropeScaling: RopeScaling;
   tieEmbeddings: boolean;
-  /** Sliding-window size when the config enables one (not applied; calibration windows are shorter). */
+  /**
+   * Sliding-window size when the config enables one: applied to every layer, or to the layers
+   * `layerTypes` marks "sliding".
+   */
   slidingWindow?: number;
   /** Checkpoint dtype from config (`torch_dtype` / `dtype`). */
   torchDtype: "float32" | "float16" | "bfloat16";
@@ -62,7 +83,7 @@ export interface ModelSpec {
   padTokenId?: number;
 }
 
-/** The seven Linear layers of a decoder block, in execution order. */
+/** The seven Linear layers of a dense Llama-family block, in execution order (see blockLinears). */
 export const BLOCK_LINEARS = [
   "self_attn.q_proj",
   "self_attn.k_proj",
@@ -72,7 +93,8 @@ export const BLOCK_LINEARS = [
   "mlp.up_proj",
   "mlp.down_proj",
 ] as const;
-export type LinearName = typeof BLOCK_LINEARS[number];
+/** A Linear's name relative to its block prefix, e.g. `self_attn.q_proj`, `mlp.experts.3.up_proj`. */
+export type LinearName = string;
 
 /** Name prefix of block i's tensors. */
 export function blockPrefix(i: number): string {
@@ -153,14 +175,45 @@ function ids(v: unknown): number[] {
   return [];
 }
 
-function parseRopeScaling(raw: unknown, file: string): RopeScaling {
+function factors(r: Record<string, unknown>, key: string, n: number, file: string): number[] {
+  const v = r[key];
+  if (!Array.isArray(v) || v.length !== n || v.some((x) => typeof x !== "number" || !(x > 0))) {
+    throw new FormatError(`rope_scaling.${key} must be ${n} positive numbers`, file);
+  }
+  return v as number[];
+}
+
+function parseRopeScaling(
+  raw: unknown,
+  file: string,
+  root: Record<string, unknown> = {},
+  rotaryHalf = 0,
+): RopeScaling {
   if (raw === undefined || raw === null) return { type: "none" };
   if (typeof raw !== "object" || Array.isArray(raw)) {
     throw new FormatError(`rope_scaling must be an object`, file);
   }
   const r = raw as Record<string, unknown>;
   const type = typeof (r.rope_type ?? r.type) === "string" ? String(r.rope_type ?? r.type) : "default";
-  if (type === "default") return { type: "none" };
+  if (type === "default" || type === "mrope") return { type: "none" }; // mrope: text-only = 1-D RoPE
+  if (type === "longrope" || type === "su") {
+    const orig = size({ ...root, ...r }, "original_max_position_embeddings", file);
+    const factor = typeof r.factor === "number"
+      ? r.factor
+      : size(root, "max_position_embeddings", file) / orig;
+    const attentionFactor = typeof r.attention_factor === "number"
+      ? r.attention_factor
+      : factor <= 1
+      ? 1
+      : Math.sqrt(1 + Math.log(factor) / Math.log(orig));
+    return {
+      type: "longrope",
+      shortFactor: factors(r, "short_factor", rotaryHalf, file),
+      longFactor: factors(r, "long_factor", rotaryHalf, file),
+      originalMaxPositions: orig,
+      attentionFactor,
+    };
+  }
   if (type === "linear") return { type: "linear", factor: positive(r, "factor", file) };
   if (type === "llama3") {
     return {
@@ -172,7 +225,7 @@ function parseRopeScaling(raw: unknown, file: string): RopeScaling {
     };
   }
   throw new UnsupportedError(
-    `rope_scaling type ${quote(type)} is not supported (supported: default, linear, llama3)`,
+    `rope_scaling type ${quote(type)} is not supported (supported: default, linear, llama3, longrope)`,
     file,
   );
 }
@@ -209,32 +262,47 @@ export function parseModelConfig(cfg: Record<string, unknown>, file: string): Mo
       file,
     );
   }
-  if (cfg.attention_bias === true && !traits.qkvBias) {
+  const qkvBias = traits.qkvBiasFlag ? cfg.qkv_bias !== false : traits.qkvBias;
+  if (cfg.attention_bias === true && !qkvBias) {
     throw new UnsupportedError(`attention_bias=true is not supported for model_type ${modelType}`, file);
   }
   if (cfg.mlp_bias === true) throw new UnsupportedError(`mlp_bias=true is not supported`, file);
-  const act = cfg.hidden_act ?? "silu";
-  if (act !== "silu") {
-    throw new UnsupportedError(`hidden_act ${quote(act)} is not supported (only silu)`, file);
-  }
   const dtypeRaw = cfg.torch_dtype ?? cfg.dtype;
   const torchDtype = dtypeRaw === "bfloat16" || dtypeRaw === "float16" ? dtypeRaw : "float32";
   const useSliding = cfg.use_sliding_window === undefined ? true : cfg.use_sliding_window === true;
-  const sliding = typeof cfg.sliding_window === "number" && useSliding ? cfg.sliding_window : undefined;
+  const sliding = typeof cfg.sliding_window === "number" && cfg.sliding_window > 0 && useSliding
+    ? cfg.sliding_window
+    : undefined;
   // transformers ≥ 5 writes `rope_parameters: {rope_theta, rope_type, ...}` instead of the old keys.
-  const ropeParams = typeof cfg.rope_parameters === "object" && cfg.rope_parameters !== null
+  // Gemma 3 nests them per layer kind: the global layers' go to ropeTheta/ropeScaling.
+  const rpAll = typeof cfg.rope_parameters === "object" && cfg.rope_parameters !== null
     ? cfg.rope_parameters as Record<string, unknown>
     : undefined;
+  const ropeParams = typeof rpAll?.full_attention === "object"
+    ? rpAll.full_attention as Record<string, unknown>
+    : rpAll;
+  const nLayers = size(cfg, "num_hidden_layers", file, undefined, MAX_LAYERS);
+  const family = parseFamily(cfg, modelType, file, { hidden, headDim, nLayers, torchDtype });
+  const rotaryHalf = (family.rotaryDim ?? headDim) / 2;
+  let layerTypes: LayerKind[] | undefined = family.layerTypes;
+  if (!layerTypes && sliding !== undefined && Array.isArray(cfg.layer_types)) {
+    layerTypes = cfg.layer_types.map((t) => t === "sliding_attention" ? "sliding" : "full");
+    if (layerTypes.length !== nLayers) {
+      throw new FormatError(`layer_types has ${layerTypes.length} entries for ${nLayers} layers`, file);
+    }
+  }
   const arch = Array.isArray(cfg.architectures) && typeof cfg.architectures[0] === "string"
     ? cfg.architectures[0]
     : "";
   return {
+    ...family,
+    layerTypes,
     modelType,
     architecture: arch,
-    traits,
+    traits: { ...traits, qkvBias },
     hidden,
     intermediate: size(cfg, "intermediate_size", file),
-    nLayers: size(cfg, "num_hidden_layers", file, undefined, MAX_LAYERS),
+    nLayers,
     nHeads,
     nKvHeads,
     headDim,
@@ -247,7 +315,7 @@ export function parseModelConfig(cfg: Record<string, unknown>, file: string): Mo
       file,
       typeof ropeParams?.rope_theta === "number" ? ropeParams.rope_theta : 10000,
     ),
-    ropeScaling: parseRopeScaling(cfg.rope_scaling ?? ropeParams, file),
+    ropeScaling: parseRopeScaling(cfg.rope_scaling ?? ropeParams, file, cfg, rotaryHalf),
     tieEmbeddings: cfg.tie_word_embeddings === true,
     slidingWindow: sliding,
     torchDtype,
@@ -255,44 +323,4 @@ export function parseModelConfig(cfg: Record<string, unknown>, file: string): Mo
     eosTokenIds: ids(cfg.eos_token_id),
     padTokenId: typeof cfg.pad_token_id === "number" ? cfg.pad_token_id : undefined,
   };
-}
-
-/** Shape of every weight the forward pass reads, keyed by checkpoint tensor name. */
-export function expectedWeights(spec: ModelSpec): Map<string, number[]> {
-  const m = new Map<string, number[]>();
-  const { hidden: H, intermediate: I, nHeads, nKvHeads, headDim: D } = spec;
-  m.set("model.embed_tokens.weight", [spec.vocab, H]);
-  for (let i = 0; i < spec.nLayers; i++) {
-    for (const [name, shape] of blockWeightShapes(spec)) m.set(blockPrefix(i) + name, shape);
-  }
-  m.set("model.norm.weight", [H]);
-  if (!spec.tieEmbeddings) m.set("lm_head.weight", [spec.vocab, H]);
-  void I, nHeads, nKvHeads, D;
-  return m;
-}
-
-/** Tensor names (relative to the block prefix) and shapes of one decoder block. */
-export function blockWeightShapes(spec: ModelSpec): [string, number[]][] {
-  const { hidden: H, intermediate: I, nHeads, nKvHeads, headDim: D } = spec;
-  const out: [string, number[]][] = [
-    ["input_layernorm.weight", [H]],
-    ["self_attn.q_proj.weight", [nHeads * D, H]],
-    ["self_attn.k_proj.weight", [nKvHeads * D, H]],
-    ["self_attn.v_proj.weight", [nKvHeads * D, H]],
-    ["self_attn.o_proj.weight", [H, nHeads * D]],
-    ["post_attention_layernorm.weight", [H]],
-    ["mlp.gate_proj.weight", [I, H]],
-    ["mlp.up_proj.weight", [I, H]],
-    ["mlp.down_proj.weight", [H, I]],
-  ];
-  if (spec.traits.qkvBias) {
-    out.push(["self_attn.q_proj.bias", [nHeads * D]]);
-    out.push(["self_attn.k_proj.bias", [nKvHeads * D]]);
-    out.push(["self_attn.v_proj.bias", [nKvHeads * D]]);
-  }
-  if (spec.traits.qkNorm) {
-    out.push(["self_attn.q_norm.weight", [D]]);
-    out.push(["self_attn.k_norm.weight", [D]]);
-  }
-  return out;
 }

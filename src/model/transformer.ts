@@ -12,7 +12,8 @@ import {
   type InputTransform,
   type RopeTensors,
 } from "./block.ts";
-import { BLOCK_LINEARS, blockPrefix, blockWeightShapes, type LinearName, type ModelSpec } from "./config.ts";
+import { blockLinears, blockWeightShapes } from "./block_layout.ts";
+import { blockPrefix, type LinearName, type ModelSpec } from "./config.ts";
 import { ropeTables } from "./rope.ts";
 
 /** Where weights come from: name → f32 values (dequantized if stored quantized). */
@@ -85,24 +86,29 @@ export async function loadBlockWeights(
   const p = blockPrefix(i);
   const t: Record<string, Tensor> = {};
   try {
-    for (const [name, shape] of blockWeightShapes(spec)) {
-      t[name] = await loadChecked(be, src, p + name, shape, dtype);
+    for (const [name, shape] of blockWeightShapes(spec, i)) {
+      t[name] = spec.normOffset && /norm\.weight$/.test(name)
+        ? await loadNorm(be, spec, src, p + name, shape, dtype)
+        : await loadChecked(be, src, p + name, shape, dtype);
     }
   } catch (e) {
     for (const x of Object.values(t)) x[Symbol.dispose]();
     throw e;
   }
-  const linear = Object.fromEntries(BLOCK_LINEARS.map((n) => [n, t[`${n}.weight`]])) as Record<
-    LinearName,
-    Tensor
-  >;
+  const linear: Record<LinearName, Tensor> = {};
+  for (const [name, x] of Object.entries(t)) if (name.endsWith(".weight")) linear[name.slice(0, -7)] = x;
+  const names = blockLinears(spec, i).map((l) => l.name);
   const acts = src.activationQuant
-    ? new Map(BLOCK_LINEARS.map((n) => [n, src.activationQuant!(p + n)] as const).filter(([, a]) => a))
+    ? new Map(names.map((n) => [n, src.activationQuant!(p + n)] as const).filter(([, a]) => a))
     : undefined;
+  const sandwich = spec.sandwichNorms === true;
   return {
+    layer: i,
     inputTransform: acts?.size ? fixedActivationQuant(be, acts as Map<LinearName, ActQuantArgs>) : undefined,
     inputNorm: t["input_layernorm.weight"],
-    postNorm: t["post_attention_layernorm.weight"],
+    postNorm: t[sandwich ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"],
+    postAttnNorm: sandwich ? t["post_attention_layernorm.weight"] : undefined,
+    postFfnNorm: sandwich ? t["post_feedforward_layernorm.weight"] : undefined,
     linear,
     bias: spec.traits.qkvBias
       ? { q: t["self_attn.q_proj.bias"], k: t["self_attn.k_proj.bias"], v: t["self_attn.v_proj.bias"] }
@@ -115,19 +121,53 @@ export async function loadBlockWeights(
   };
 }
 
-/** Upload RoPE tables for `positions` positions. */
+/**
+ * A norm weight of a family that applies (1 + w) (Gemma): 1 + w computed once in f32, as
+ * transformers computes it, and uploaded in place of w.
+ */
+async function loadNorm(
+  be: Backend,
+  spec: ModelSpec,
+  src: WeightSource,
+  name: string,
+  shape: number[],
+  dtype: DType,
+): Promise<Tensor> {
+  using raw = await loadChecked(be, src, name, shape, "f32");
+  const w = await be.read(raw);
+  for (let i = 0; i < w.length; i++) w[i] = Math.fround(1 + w[i]);
+  void spec;
+  return be.upload(w, shape, dtype === "i32" || dtype === "u8" ? "f32" : dtype);
+}
+
+/** Embedding rows scaled as the family scales them (Gemma: ×√hidden); `x` is consumed. */
+export function scaleEmbeddings(be: Backend, spec: ModelSpec, x: Tensor): Tensor {
+  if (spec.embedScale === undefined) return x;
+  const out = be.full(x.shape, 0, x.dtype);
+  be.accumulate(out, x, spec.embedScale);
+  x[Symbol.dispose]();
+  return out;
+}
+
+/** Upload RoPE tables for `positions` positions (and the local/long variants the spec has). */
 export function uploadRope(be: Backend, spec: ModelSpec, positions: number): RopeTensors & Disposable {
-  const { cos, sin } = ropeTables(spec, positions);
-  const half = spec.headDim / 2;
-  const c = be.upload(cos, [positions, half]), s = be.upload(sin, [positions, half]);
-  return {
-    cos: c,
-    sin: s,
+  const half = (spec.rotaryDim ?? spec.headDim) / 2;
+  const owned: Tensor[] = [];
+  const up = (kind: "global" | "local" | "long") => {
+    const { cos, sin } = ropeTables(spec, positions, kind);
+    const c = be.upload(cos, [positions, half]), s = be.upload(sin, [positions, half]);
+    owned.push(c, s);
+    return { cos: c, sin: s };
+  };
+  const rope: RopeTensors & Disposable = {
+    ...up("global"),
     [Symbol.dispose]() {
-      c[Symbol.dispose]();
-      s[Symbol.dispose]();
+      for (const t of owned) t[Symbol.dispose]();
     },
   };
+  if (spec.localRopeTheta !== undefined) rope.local = up("local");
+  if (spec.ropeScaling.type === "longrope") rope.long = up("long");
+  return rope;
 }
 
 /** Every weight of a model resident on one backend (for evaluation and generation). */
@@ -151,7 +191,9 @@ export class LoadedModel implements Disposable {
   ): Promise<LoadedModel> {
     const dtype = opts.dtype ?? be.computeDType;
     const embed = await loadChecked(be, src, "model.embed_tokens.weight", [spec.vocab, spec.hidden], dtype);
-    const norm = await loadChecked(be, src, "model.norm.weight", [spec.hidden], dtype);
+    const norm = spec.normOffset
+      ? await loadNorm(be, spec, src, "model.norm.weight", [spec.hidden], dtype)
+      : await loadChecked(be, src, "model.norm.weight", [spec.hidden], dtype);
     // Tied models may still ship lm_head.weight (a copy); prefer it when present.
     const lmHead = !spec.tieEmbeddings || src.has("lm_head.weight")
       ? await loadChecked(be, src, "lm_head.weight", [spec.vocab, spec.hidden], dtype)
@@ -165,7 +207,7 @@ export class LoadedModel implements Disposable {
   /** Final normalized hidden states `[B·T, hidden]` for token ids `[B·T]`. */
   hidden(ids: Int32Array, geo: Geometry, posOffset = 0): Tensor {
     using idT = this.be.uploadInt(ids, [ids.length]);
-    let x = this.be.embedding(this.embed, idT);
+    let x = scaleEmbeddings(this.be, this.spec, this.be.embedding(this.embed, idT));
     for (const b of this.blocks) {
       const { y } = blockForward(this.be, this.spec, b, x, geo, this.rope, { posOffset });
       x[Symbol.dispose]();
@@ -178,7 +220,14 @@ export class LoadedModel implements Disposable {
 
   /** Logits `[rows, vocab]` of hidden states. */
   logits(hidden: Tensor): Tensor {
-    return this.be.matmul(hidden, this.lmHead, { transB: true });
+    const out = this.be.matmul(hidden, this.lmHead, { transB: true });
+    if (this.spec.finalSoftcap !== undefined) {
+      if (!this.be.tanhSoftcap) {
+        throw new BackendError(`the ${this.be.name} backend cannot soft-cap logits (use --device cpu)`);
+      }
+      this.be.tanhSoftcap(out, this.spec.finalSoftcap);
+    }
+    return out;
   }
 
   /**

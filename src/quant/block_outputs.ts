@@ -10,7 +10,8 @@ import type { Exporter, RawSource } from "../export/exporter.ts";
 import type { LayerPlan } from "../formats/run.ts";
 import type { Checkpoint } from "../io/checkpoint.ts";
 import type { BlockWeights } from "../model/block.ts";
-import { blockPrefix, blockWeightShapes, type LinearName } from "../model/config.ts";
+import { blockWeightShapes } from "../model/block_layout.ts";
+import { blockPrefix, type LinearName } from "../model/config.ts";
 import {
   type FloatQuantizedLinear,
   type FloatScheme,
@@ -151,7 +152,7 @@ export async function finishBlock(
     report.quantized.push(full);
   }
   // The rest of the block (norms; biases of Linears kept in 16-bit) is copied as stored.
-  for (const [rel] of blockWeightShapes(p.ckpt.spec)) {
+  for (const [rel] of blockWeightShapes(p.ckpt.spec, b)) {
     const lin = rel.replace(/\.(weight|bias)$/, "") as LinearName;
     const plan = plans.get(lin);
     if (plan && rel.endsWith(".weight")) continue; // Linear weights handled above

@@ -16,7 +16,8 @@
  *    false; true is refused for tied embeddings there too).
  */
 import { plainName, QuantizeError, quote, UsageError } from "../errors.ts";
-import { BLOCK_LINEARS, blockPrefix, type ModelSpec, toStandardRegex } from "../model/config.ts";
+import { blockLinears } from "../model/block_layout.ts";
+import { blockPrefix, type ModelSpec, toStandardRegex } from "../model/config.ts";
 import type { LayerPlan } from "../formats/run.ts";
 import { PRESET_SCHEMES, validateScheme } from "./scheme.ts";
 import { boundedRegExp, SlowRegexError } from "../std/regex.ts";
@@ -38,18 +39,9 @@ export interface LayerConfigResult {
   regexConfig: Map<string, LayerOverride>;
 }
 
-/** Shapes [out, in] of the Linear layers of one block. */
-export function blockLinearShapes(spec: ModelSpec): Record<string, [number, number]> {
-  const { hidden: H, intermediate: I, nHeads, nKvHeads, headDim: D } = spec;
-  return {
-    "self_attn.q_proj": [nHeads * D, H],
-    "self_attn.k_proj": [nKvHeads * D, H],
-    "self_attn.v_proj": [nKvHeads * D, H],
-    "self_attn.o_proj": [H, nHeads * D],
-    "mlp.gate_proj": [I, H],
-    "mlp.up_proj": [I, H],
-    "mlp.down_proj": [H, I],
-  };
+/** Shapes [out, in] of the Linear layers of block `i` (default 0). */
+export function blockLinearShapes(spec: ModelSpec, i = 0): Record<string, [number, number]> {
+  return Object.fromEntries(blockLinears(spec, i).map((l) => [l.name, [l.out, l.in]]));
 }
 
 /**
@@ -122,12 +114,9 @@ const OVERRIDE_TYPES: Record<string, "number" | "boolean" | "string"> = {
 
 /** All Linear layer names in block order with their [out, in] shapes. */
 export function modelLinears(spec: ModelSpec): { name: string; out: number; in: number }[] {
-  const shapes = blockLinearShapes(spec);
   const res = [];
   for (let i = 0; i < spec.nLayers; i++) {
-    for (const l of BLOCK_LINEARS) {
-      res.push({ name: blockPrefix(i) + l, out: shapes[l][0], in: shapes[l][1] });
-    }
+    for (const l of blockLinears(spec, i)) res.push({ name: blockPrefix(i) + l.name, out: l.out, in: l.in });
   }
   return res;
 }

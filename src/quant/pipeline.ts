@@ -15,11 +15,12 @@ import type { QuantState, Tensor } from "../backend/backend.ts";
 import type { LayerPlan } from "../formats/run.ts";
 import type { CalibrationSet } from "../io/calib.ts";
 import { PyRandom } from "../io/pyrandom.ts";
-import { TensorRows } from "../io/tensor_rows.ts";
 import type { Log } from "../log.ts";
 import type { LinearInputObserver, RopeTensors } from "../model/block.ts";
-import { BLOCK_LINEARS, blockPrefix, type LinearName } from "../model/config.ts";
+import { blockLinears } from "../model/block_layout.ts";
+import { blockPrefix, type LinearName } from "../model/config.ts";
 import { loadBlockWeights, uploadRope } from "../model/transformer.ts";
+import { embeddingSource } from "./calib_embeddings.ts";
 import type { QuantScheme } from "../qmath/quantized.ts";
 import { type ActivationStore, activationStore, computeBytes, samplesPerPass } from "./activations.ts";
 import {
@@ -164,7 +165,7 @@ async function initStreams(p: PipelineInput, calib: CalibrationSet): Promise<Str
     q: tuning && p.settings.enableQuantedInput ? make() : undefined,
     fpIn: tuning && !p.settings.enableQuantedInput ? make() : undefined,
   };
-  const embed = await embeddingSource(p, calib.ids);
+  const embed = await embeddingSource(p.be, p.ckpt, calib.ids);
   try {
     const bs = samplesPerPass(be, spec, calib.seqlen, p.settings.batchSize);
     for (let i = 0; i < calib.nsamples; i += bs) {
@@ -176,39 +177,6 @@ async function initStreams(p: PipelineInput, calib: CalibrationSet): Promise<Str
     embed[Symbol.dispose]();
   }
   return s;
-}
-
-/** Embedding rows of token ids as a tensor in the compute dtype. */
-interface EmbeddingSource extends Disposable {
-  lookup(ids: Int32Array): Tensor;
-}
-
-/**
- * The calibration tokens' embedding rows. From a plain checkpoint only the rows of the tokens that
- * occur are read (never the whole table: 2.5 GB as f32 for a 151936 × 4096 vocabulary, and over
- * some GPUs' largest buffer); other sources (a quantized folder) upload the whole table. Both give
- * the same values: the stored rows rounded to the compute dtype.
- */
-async function embeddingSource(p: PipelineInput, ids: Int32Array): Promise<EmbeddingSource> {
-  const { be, ckpt } = p;
-  const name = "model.embed_tokens.weight";
-  const info = ckpt.reader.has(name) ? ckpt.reader.info(name) : undefined;
-  if (info && info.shape.length === 2 && ["F32", "F16", "BF16"].includes(info.dtype)) {
-    const rows = await TensorRows.read(ckpt.reader, name, ids);
-    return {
-      lookup: (batch) => be.upload(rows.gather(batch), [batch.length, rows.cols], be.computeDType),
-      [Symbol.dispose]() {},
-    };
-  }
-  const spec = ckpt.spec;
-  const table = be.upload(await ckpt.weights.readF32(name), [spec.vocab, spec.hidden], be.computeDType);
-  return {
-    lookup: (batch) => {
-      using t = be.uploadInt(batch, [batch.length]);
-      return be.embedding(table, t);
-    },
-    [Symbol.dispose]: () => table[Symbol.dispose](),
-  };
 }
 
 /** Quantize one block. */
@@ -224,9 +192,8 @@ async function quantizeBlock(
   // Weights keep the checkpoint's dtype (the quantizer sees what auto-round sees); matmuls run in
   // the backend's compute dtype, as under autocast.
   using w = await loadBlockWeights(be, spec, ckpt.weights, b, checkpointDType(spec));
-  const plans = new Map<LinearName, LayerPlan>();
-  for (const l of BLOCK_LINEARS) plans.set(l, p.layers.layers.get(prefix + l)!);
-  const quantizedNames = BLOCK_LINEARS.filter((l) => plans.get(l)!.quantize);
+  const plans = blockPlans(p, b);
+  const quantizedNames = [...plans.keys()].filter((l) => plans.get(l)!.quantize);
 
   // fp forward over the calibration set: the targets (= next fp inputs), plus importance statistics.
   const imatrix = new Map<LinearName, Tensor>();
@@ -371,8 +338,7 @@ async function replayBlock(
     const calls = await replayedCalls(p, b, rec, w, st?.q ? fake : undefined);
     if (st) await forwardInPlace(p, w, st.fp, st.rope);
     if (st?.q) {
-      const plans = new Map(BLOCK_LINEARS.map((l) => [l, p.layers.layers.get(blockPrefix(b) + l)!]));
-      using inputTransform = nextInputsTransform(p.be, plans);
+      using inputTransform = nextInputsTransform(p.be, blockPlans(p, b));
       const linear = { ...w.linear, ...Object.fromEntries(fake) };
       await forwardInPlace(p, { ...w, linear, inputTransform }, st.q, st.rope);
     }
@@ -380,6 +346,13 @@ async function replayBlock(
   } finally {
     for (const t of fake.values()) t[Symbol.dispose]();
   }
+}
+
+/** The plans of block b's Linears, in execution order. */
+function blockPlans(p: PipelineInput, b: number): Map<LinearName, LayerPlan> {
+  return new Map(
+    blockLinears(p.ckpt.spec, b).map((l) => [l.name, p.layers.layers.get(blockPrefix(b) + l.name)!]),
+  );
 }
 
 /** Device dtype of a checkpoint's weights. */

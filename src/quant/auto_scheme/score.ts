@@ -12,9 +12,10 @@
  * to the next block down (onInputGrad). Host memory beyond the saved inputs is one block's weights.
  */
 import type { Backend, Tensor } from "../../backend/backend.ts";
-import { QuantizeError } from "../../errors.ts";
+import { QuantizeError, UnsupportedError } from "../../errors.ts";
 import { blockBackward, blockForward, type BlockWeights, disposeSaved } from "../../model/block.ts";
-import { BLOCK_LINEARS, blockPrefix, type LinearName, type ModelSpec } from "../../model/config.ts";
+import { blockLinears } from "../../model/block_layout.ts";
+import { blockPrefix, type LinearName, type ModelSpec } from "../../model/config.ts";
 import { loadBlockWeights, uploadRope, type WeightSource } from "../../model/transformer.ts";
 import { initialStateOf, quantParams } from "../linear_state.ts";
 import { fakeQuantOf } from "../weight_quant.ts";
@@ -90,7 +91,7 @@ async function quantizedBlock(
   const linear = { ...w.linear };
   const owned: Tensor[] = [];
   const delta = new Map<LinearName, Float64Array>();
-  for (const l of BLOCK_LINEARS) {
+  for (const { name: l } of blockLinears(inp.spec, i)) {
     const name = blockPrefix(i) + l;
     if (!inp.scored.has(name)) continue;
     const wq = await q(name, o, w.linear[l]);
@@ -117,6 +118,11 @@ export async function scoreOptions(inp: ScoreInput): Promise<ScoreResult> {
   const load = (name: string, shape: number[]) =>
     src.readF32(name).then((v) => be.upload(v, shape, be.computeDType));
   const H = spec.hidden, V = spec.vocab;
+  if (spec.normOffset || spec.embedScale !== undefined || spec.finalSoftcap !== undefined) {
+    throw new UnsupportedError(
+      `AutoScheme's scoring pass does not handle ${spec.modelType} (Gemma norms/scales) yet`,
+    );
+  }
   using embed = await load("model.embed_tokens.weight", [V, H]);
   using norm = await load("model.norm.weight", [H]);
   const headName = !spec.tieEmbeddings || src.has("lm_head.weight") ? "lm_head.weight" : undefined;
