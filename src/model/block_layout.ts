@@ -21,6 +21,8 @@ export interface BlockLinear {
   name: LinearName;
   out: number;
   in: number;
+  /** A MoE router: read by the forward, never quantized (auto-round keeps `.gate` 16-bit). */
+  router?: true;
 }
 
 /** The MoE MLP's configuration for moe.ts (names in the checkpoint's own spelling). */
@@ -53,7 +55,7 @@ export function isMoeLayer(spec: ModelSpec, i: number): boolean {
   return spec.moe !== undefined && !spec.moe.denseLayers.includes(i);
 }
 
-/** The quantizable Linears of block `i`, in execution order. */
+/** The Linears of block `i` in execution order: the quantizable ones, and a MoE block's router last. */
 export function blockLinears(spec: ModelSpec, i: number): BlockLinear[] {
   const { hidden: H, intermediate: I, nHeads, nKvHeads, headDim: D } = spec;
   const out: BlockLinear[] = spec.fused
@@ -77,6 +79,7 @@ export function blockLinears(spec: ModelSpec, i: number): BlockLinear[] {
       if (shared && name === shared.gateLinear) out.push({ name, out: 1, in: H });
       else out.push(down ? { name, out: H, in: width } : { name, out: width, in: H });
     }
+    out.push({ name: cfg.linearNames.router, out: moe.nExperts, in: H, router: true });
   } else if (spec.fused) {
     out.push({ name: "mlp.gate_up_proj", out: 2 * I, in: H }, { name: "mlp.down_proj", out: H, in: I });
   } else {
@@ -96,7 +99,6 @@ export function blockWeightShapes(spec: ModelSpec, i: number): [string, number[]
     out.push(["pre_feedforward_layernorm.weight", [H]], ["post_feedforward_layernorm.weight", [H]]);
   }
   for (const l of blockLinears(spec, i)) out.push([`${l.name}.weight`, [l.out, l.in]]);
-  if (spec.moe && isMoeLayer(spec, i)) out.push([`${routerName(spec.moe)}.weight`, [spec.moe.nExperts, H]]);
   if (spec.traits.qkvBias) {
     out.push(["self_attn.q_proj.bias", [nHeads * D]]);
     out.push(["self_attn.k_proj.bias", [nKvHeads * D]]);

@@ -113,10 +113,10 @@ const OVERRIDE_TYPES: Record<string, "number" | "boolean" | "string"> = {
 };
 
 /** All Linear layer names in block order with their [out, in] shapes. */
-export function modelLinears(spec: ModelSpec): { name: string; out: number; in: number }[] {
+export function modelLinears(spec: ModelSpec): { name: string; out: number; in: number; router?: true }[] {
   const res = [];
   for (let i = 0; i < spec.nLayers; i++) {
-    for (const l of blockLinears(spec, i)) res.push({ name: blockPrefix(i) + l.name, out: l.out, in: l.in });
+    for (const l of blockLinears(spec, i)) res.push({ ...l, name: blockPrefix(i) + l.name });
   }
   return res;
 }
@@ -165,6 +165,11 @@ export function resolveLayerConfig(
   const layers: LayerConfigResult["layers"] = new Map();
   for (const l of linears) {
     const base = { inFeatures: l.in, outFeatures: l.out };
+    if (l.router) {
+      // auto-round adds every MoE `.gate` to ignore_layers (spec/MODELS.md § 6): routing stays exact.
+      layers.set(l.name, { ...base, quantize: false, reason: "MoE router (kept 16-bit)", fromUser: false });
+      continue;
+    }
     if (ignored.has(l.name)) {
       layers.set(l.name, { ...base, quantize: false, reason: "--ignore_layers", fromUser: true });
       continue;

@@ -165,6 +165,8 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
   // mean over rows·hidden, so the sum reduction multiplies that back.
   const invValid = (i: number) => 1 / valid[i];
   let direct: FakeQuantGrads[] | undefined;
+  /** Linears that got a gradient this iteration; the others are not stepped (auto-round: grad None). */
+  const reached = new Set<number>();
   /**
    * Everything after the batch is in place: loss, backward, accumulation (one micro-batch). In
    * mean mode a pass over part of a batch weighs its mean by its share of the batch's samples.
@@ -185,12 +187,14 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
       first,
       tuned,
       single,
+      reached,
     );
   };
   /** Best-loss bookkeeping and the sign-SGD updates at the current learning rates. */
   const update = () => {
     if (!s.notUseBestMse) be.keepBest(total, best, bestPairs);
     acc.forEach((a, j) => {
+      if (!reached.has(j)) return; // a MoE expert no calibration token reached (spec/MODELS.md § 7.2)
       const [lrV, lrMin] = lrsOf(s, a.l);
       const g = direct?.[j];
       be.signSgdStep(a.l.state.v, g?.dv ?? a.dv!, lrCur.get(lrV)!);
@@ -204,8 +208,9 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
       const as = t.act?.scales.get(a.l.name);
       if (as) be.signSgdStep(as.param, as.grad, lrCur.get(lrMin)!, { lo: 0, hi: 1 });
     });
-    for (const g of direct ?? []) for (const x of [g.dv, g.dMinScale, g.dMaxScale]) x[Symbol.dispose]();
+    for (const g of direct ?? []) for (const x of [g?.dv, g?.dMinScale, g?.dMaxScale]) x?.[Symbol.dispose]();
     direct = undefined;
+    reached.clear();
   };
   /** Rows of the batch (of `batchSize` samples, one gradient-accumulation step) a pass belongs to. */
   const microBatchRows = (start: number) => {
@@ -324,6 +329,8 @@ function step(
   tuned: Set<LinearName>,
   /** Return the gradients instead of accumulating them (the only micro-batch of the iteration). */
   keep: boolean,
+  /** Receives the index of every Linear that got a gradient (a MoE expert no token reached gets none). */
+  reached: Set<number>,
 ): FakeQuantGrads[] | undefined {
   const { be, spec } = t;
   const T = t.inputs.seqLen, H = t.inputs.hidden;
@@ -360,6 +367,8 @@ function step(
   const index = new Map(acc.map((a, j) => [a.l.name, j]));
   const onGrad = (name: LinearName, dW: Tensor) => {
     const j = index.get(name)!, a = acc[j];
+    const got = reached.has(j);
+    reached.add(j);
     const g = fakeQuantBackwardOf(be, t.weights.linear[name], a.l.state, a.l.params, dW);
     dW[Symbol.dispose]();
     if (keep) {
@@ -367,7 +376,8 @@ function step(
       return;
     }
     for (const [dst, src] of [[a.dv!, g.dv], [a.dMin!, g.dMinScale], [a.dMax!, g.dMaxScale]] as const) {
-      if (first) be.copy(dst, src);
+      // The first pass that reaches a Linear starts its sums (an earlier pass may have missed it).
+      if (first || !got) be.copy(dst, src);
       else be.accumulate(dst, src);
       src[Symbol.dispose]();
     }
