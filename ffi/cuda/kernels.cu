@@ -8,3 +8,4 @@
 #include "fake_quant.cu"
 #include "attention.cu"
 #include "gemm.cu"
+#include "moe.cu"

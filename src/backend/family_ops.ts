@@ -45,8 +45,11 @@ export interface FamilyOps<Tensor> {
    * 1), rows i32 `[n]`, scale f32 `[n]` → `[n, cols]` in x's dtype.
    */
   gatherRows?(x: Tensor, rows: Tensor, scale?: Tensor): Tensor;
-  /** Scatter-add: out[rows[i], :] += scale[i]·src[i, :] (in place; rows may repeat). */
-  scatterAddRows?(out: Tensor, src: Tensor, rows: Tensor, scale?: Tensor): void;
+  /**
+   * Scatter-add: out[rows[i], :] += scale[i]·src[i, :] (in place; rows may repeat). `unique`: the
+   * caller guarantees no row repeats (a GPU may then add all rows at once).
+   */
+  scatterAddRows?(out: Tensor, src: Tensor, rows: Tensor, scale?: Tensor, unique?: boolean): void;
   /** Per-row dot products: f32 `[n]` with out[i] = Σ_c a[i, c]·b[i, c] (a, b `[n, cols]`). */
   rowDots?(a: Tensor, b: Tensor): Tensor;
   /**

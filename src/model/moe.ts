@@ -229,7 +229,7 @@ export function moeForward(
       expertLinear(cfg, e, "up"),
       expertLinear(cfg, e, "down"),
     ]);
-    ops.scatterAddRows(out, mlp.y, rows, scale);
+    ops.scatterAddRows(out, mlp.y, rows, scale, true); // an expert sees a token once
     if (save) experts.push({ rows, scale, x, ...mlp });
     else dispose(rows, scale, x, mlp.gate, mlp.up, mlp.act, mlp.y);
   }
@@ -274,7 +274,7 @@ function sharedForward(
   const g = Float64Array.from(z, (v) => cast(1 / (1 + Math.exp(-v))));
   const gScale = be.upload(g, [T]);
   const allRows = be.uploadInt(Int32Array.from({ length: T }, (_, i) => i), [T]);
-  ops.scatterAddRows(out, mlp.y, allRows, gScale);
+  ops.scatterAddRows(out, mlp.y, allRows, gScale, true);
   if (opts.save) return { gate: mlp.gate, up: mlp.up, act: mlp.act, out: mlp.y, g, gScale, allRows };
   dispose(mlp.gate, mlp.up, mlp.act, mlp.y, gScale, allRows);
   return undefined;
@@ -333,7 +333,7 @@ export function moeBackward(
     const dy = ops.gatherRows(dOut, ex.rows, ex.scale);
     const which = ["gate", "up", "down"] as const;
     const dx = mlpBackward(be, weights, opts, ex.x, ex, dy, which.map((w) => expertLinear(cfg, e, w)));
-    ops.scatterAddRows(dh2, dx, ex.rows);
+    ops.scatterAddRows(dh2, dx, ex.rows, undefined, true);
     dispose(dy, dx);
     if (opts.release) {
       dispose(ex.rows, ex.scale, ex.x, ex.gate, ex.up, ex.act, ex.y);

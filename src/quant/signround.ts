@@ -259,7 +259,8 @@ export async function tuneBlock(t: TuneInput): Promise<BlockTuning> {
         be.copy(lrCur.get(v)!, row);
       }
       if (deviceStores && uniform) {
-        if (be.capture && s.iters > 1) {
+        // MoE routing reads the router logits back each forward: not capturable.
+        if (be.capture && s.iters > 1 && !t.spec.moe) {
           graph ??= be.capture(() => deviceIteration(invValid(0)));
           graph.replay();
         } else deviceIteration(invValid(0));

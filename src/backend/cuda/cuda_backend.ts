@@ -15,6 +15,7 @@
  * console.log(await be.read(be.matmul(x, x)));
  * ```
  */
+import { cudaMoeOps } from "./moe_ops.ts";
 import type {
   AttentionShape,
   Backend,
@@ -61,6 +62,7 @@ export class CudaBackend implements Backend, OpContext {
     this.device = `${i.name} (sm_${i.computeCapability.join("")}, ${i.multiprocessors} SMs, ` +
       `${(i.totalBytes / 2 ** 30).toFixed(0)} GiB, driver CUDA ${Math.floor(v / 1000)}.${(v % 1000) / 10}, ` +
       `cuBLASLt ${this.rt.blas.version}, compute ${this.computeDType}${det})`;
+    Object.assign(this, cudaMoeOps(this, (x) => this.t(x))); // optional FamilyOps (moe_ops.ts)
   }
 
   /** @internal A tensor of this backend (or of a view of it sharing its runtime, e.g. an instrumented one). */
