@@ -55,7 +55,7 @@ export function plainSource(reader: SafetensorsReader, origin: string): WeightSo
     has: (n) => reader.has(n),
     shape: (n) => reader.info(n).shape,
     readF32: (n) => reader.readF32(n),
-    readRaw: async (n) => ({ dtype: reader.info(n).dtype, bytes: await reader.readBytes(n) }),
+    readRaw: async (n, into) => ({ dtype: reader.info(n).dtype, bytes: await reader.readBytes(n, into) }),
   };
 }
 

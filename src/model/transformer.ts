@@ -23,8 +23,11 @@ export interface WeightSource {
   has(name: string): boolean;
   shape(name: string): number[];
   readF32(name: string): Promise<Float32Array>;
-  /** Optional: the stored bytes of a float tensor (lets a backend convert on the device). */
-  readRaw?(name: string): Promise<{ dtype: string; bytes: Uint8Array }>;
+  /**
+   * Optional: the stored bytes of a float tensor (lets a backend convert on the device); read into
+   * `into` (which must hold 4 bytes per element) when given.
+   */
+  readRaw?(name: string, into?: Uint8Array): Promise<{ dtype: string; bytes: Uint8Array }>;
   /**
    * Optional: the activation quantizer of Linear `layer` (full name without `.weight`) of a
    * checkpoint quantized with activations (MXFP4, NVFP4, FP8_STATIC, INT8_W8A8…): a serving engine
@@ -41,6 +44,7 @@ async function loadChecked(
   name: string,
   shape: number[],
   dtype: DType,
+  staging?: { buf: Uint8Array },
 ): Promise<Tensor> {
   if (!src.has(name)) throw new FormatError(`tensor "${name}" is missing`, src.origin);
   const got = src.shape(name);
@@ -48,7 +52,11 @@ async function loadChecked(
     throw new FormatError(`tensor "${name}" has shape [${got}], expected [${shape}]`, src.origin);
   }
   if (src.readRaw && be.uploadBytes && dtype !== "i32" && dtype !== "u8") {
-    const raw = await src.readRaw(name);
+    // A block's tensors go through one reused host buffer: hundreds of MB of a MoE block's experts
+    // are not left as garbage ArrayBuffers for the collector (host RSS stays near one tensor).
+    const need = 4 * shape.reduce((a, b) => a * b, 1);
+    if (staging && staging.buf.length < need) staging.buf = new Uint8Array(need);
+    const raw = await src.readRaw(name, staging?.buf);
     const kind = RAW_DTYPES[raw.dtype];
     if (kind) return be.uploadBytes(raw.bytes, kind, shape, dtype);
   }
@@ -85,11 +93,12 @@ export async function loadBlockWeights(
 ): Promise<BlockWeights & Disposable> {
   const p = blockPrefix(i);
   const t: Record<string, Tensor> = {};
+  const staging = { buf: new Uint8Array(0) };
   try {
     for (const [name, shape] of blockWeightShapes(spec, i)) {
       t[name] = spec.normOffset && /norm\.weight$/.test(name)
         ? await loadNorm(be, spec, src, p + name, shape, dtype)
-        : await loadChecked(be, src, p + name, shape, dtype);
+        : await loadChecked(be, src, p + name, shape, dtype, staging);
     }
   } catch (e) {
     for (const x of Object.values(t)) x[Symbol.dispose]();

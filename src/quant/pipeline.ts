@@ -112,7 +112,7 @@ export async function runPipeline(p: PipelineInput): Promise<BlockReport[]> {
         rng.setState(rec.rng);
         r = { ...rec.report, replayed: true };
       } else {
-        const done = await quantizeBlock(p, b, streams, rng);
+        const done = await quantizeBlock(p, b, streams, rng, () => pending);
         calls = done.calls;
         r = { ...done.report, seconds: (performance.now() - t0) / 1000 };
         if (p.journal) {
@@ -185,6 +185,8 @@ async function quantizeBlock(
   b: number,
   st: Streams | undefined,
   rng: PyRandom,
+  /** The previous block's exports: awaited before this block's codes exist (host holds one block's). */
+  previousExports: () => Promise<void> = () => Promise.resolve(),
 ): Promise<{ report: Omit<BlockReport, "seconds">; calls: ExportCall[] }> {
   const { be, ckpt } = p;
   const spec = ckpt.spec;
@@ -295,6 +297,7 @@ async function quantizeBlock(
     let calls: ExportCall[];
     try {
       const extras = await floatExtras(be, plans, weightGs, actMax, actQ);
+      await previousExports();
       calls = await finishBlock(p, b, w, plans, states, imatrix, fake, report, st?.q !== undefined, extras);
       if (st?.q) {
         using inputTransform = nextInputsTransform(be, plans);

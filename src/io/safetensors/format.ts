@@ -58,8 +58,9 @@ export class ShardFile {
 
   constructor(readonly path: string, readonly file: Deno.FsFile, readonly size: number) {}
 
-  read(position: number, length: number): Promise<Uint8Array> {
-    const next = this.#queue.then(() => readExact(this.file, position, length, this.path));
+  /** Bytes [position, position + length); into `into`'s first `length` bytes when given (no allocation). */
+  read(position: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
+    const next = this.#queue.then(() => readExact(this.file, position, length, this.path, into));
     this.#queue = next.catch(() => {});
     return next;
   }
@@ -69,8 +70,15 @@ export class ShardFile {
   }
 }
 
-async function readExact(file: Deno.FsFile, position: number, length: number, path: string) {
-  const out = new Uint8Array(length);
+async function readExact(
+  file: Deno.FsFile,
+  position: number,
+  length: number,
+  path: string,
+  into?: Uint8Array,
+) {
+  if (into && into.length < length) throw new RangeError(`buffer of ${into.length} bytes for ${length}`);
+  const out = into ? into.subarray(0, length) : new Uint8Array(length);
   await file.seek(position, Deno.SeekMode.Start);
   let filled = 0;
   while (filled < length) {

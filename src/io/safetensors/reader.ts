@@ -181,11 +181,14 @@ export class SafetensorsReader implements Disposable {
     return { ...this.#metadata };
   }
 
-  /** The raw little-endian bytes of one tensor (one positioned read). */
-  async readBytes(name: string): Promise<Uint8Array> {
+  /**
+   * The raw little-endian bytes of one tensor (one positioned read); read into the start of `into`
+   * (and returned as its subarray) when given, so a caller streaming many tensors reuses one buffer.
+   */
+  async readBytes(name: string, into?: Uint8Array): Promise<Uint8Array> {
     if (this.#closed) throw new Error("SafetensorsReader is closed");
     const { info, shard } = this.#entry(name);
-    return await shard.read(info.start, info.end - info.start);
+    return await shard.read(info.start, info.end - info.start, into);
   }
 
   /** Bytes `[offset, offset + length)` of one tensor's data (one positioned read). */
