@@ -10,7 +10,7 @@ import { CpuBackend } from "../src/backend/cpu/cpu_backend.ts";
 import { UnsupportedError } from "../src/errors.ts";
 import { createExporters } from "../src/export/registry.ts";
 import type { ExportContext } from "../src/export/exporter.ts";
-import { openCheckpoint, overlaySource } from "../src/io/checkpoint.ts";
+import { type Checkpoint, openCheckpoint, overlaySource } from "../src/io/checkpoint.ts";
 import { SafetensorsReader } from "../src/io/safetensors/reader.ts";
 import { SafetensorsWriter } from "../src/io/safetensors/writer.ts";
 import { blockLinears } from "../src/model/block_layout.ts";
@@ -111,20 +111,47 @@ async function preparedFixture(name: string, dir: string, vision: string): Promi
   return out;
 }
 
+/**
+ * auto_gptq: the same text blocks named, the vision tensors kept under their names (float ones as
+ * float16, as save_quantized_as_autogptq saves the model; others as stored), the processor files
+ * copied, and the tuned weights loaded back exactly.
+ */
+async function checkAutoGptq(
+  dir: string,
+  fp: Checkpoint,
+  visionNames: string[],
+  blocks: string,
+  fake: Map<string, Float32Array>,
+): Promise<void> {
+  const cfg = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
+  assertEquals(cfg.quantization_config.block_name_to_quantize, blocks);
+  assertEquals(await Deno.readTextFile(`${dir}/processor_config.json`), EXTRA_FILES["processor_config.json"]);
+  using q = await openCheckpoint(dir);
+  for (const n of visionNames) {
+    const a = fp.reader.info(n), b = q.reader.info(n);
+    assertEquals([b.dtype, b.shape], [a.dtype === "I64" ? "I64" : "F16", a.shape], n);
+    if (a.dtype !== "F32") continue;
+    const x = await fp.reader.readF32(n), y = await q.reader.readF32(n);
+    assert(x.every((v, i) => Math.f16round(v) === y[i]), `${n}: not the float16 rounding`);
+  }
+  for (const [n, v] of fake) assertEquals(maxRelError(await q.weights.readF32(n), v), 0, n);
+}
+
 for (const { name, blocks, vision } of VLMS) {
-  Deno.test(`${name}: SignRound W4G32 quantizes the text blocks only; vision tensors and processor files copied byte for byte; auto_round loads back`, async () => {
+  Deno.test(`${name}: SignRound W4G32 quantizes the text blocks only; vision tensors and processor files copied byte for byte; auto_round and auto_gptq load back`, async () => {
     await withTempDir("vlm-", async (tmp) => {
       const visionRoot = name === "gemma3" ? "vision_tower" : "visual";
       const model = await preparedFixture(name, tmp, visionRoot);
       using be = new CpuBackend();
       const run = await quantizeStories(be, {
         model,
-        formats: ["auto_round"],
+        formats: ["auto_round", "auto_gptq"],
         scheme: resolveScheme("W4A16", { groupSize: 32 }),
         iters: 10,
         nsamples: 8,
         seqlen: 32,
       });
+      const dir = `${run.dir}/auto_round`;
       try {
         using fp = await openCheckpoint(model);
         const spec = fp.spec;
@@ -138,7 +165,7 @@ for (const { name, blocks, vision } of VLMS) {
           (_, i) => blockLinears(spec, i).map((l) => `${blocks}.${i}.${l.name}.weight`),
         ).flat();
         assertEquals([...run.fake.keys()].sort(), expected.sort());
-        using out = await SafetensorsReader.open(run.dir);
+        using out = await SafetensorsReader.open(dir);
         const qweights = out.names().filter((n) => n.endsWith(".qweight"));
         assertEquals(qweights.length, expected.length);
         assert(qweights.every((n) => n.startsWith(`${blocks}.`)), `quantized outside the text blocks`);
@@ -157,19 +184,19 @@ for (const { name, blocks, vision } of VLMS) {
         // Processor and tokenizer files byte for byte.
         for (const f of ["preprocessor_config.json", ...Object.keys(EXTRA_FILES), "tokenizer.json"]) {
           assertEquals(
-            await Deno.readTextFile(`${run.dir}/${f}`),
+            await Deno.readTextFile(`${dir}/${f}`),
             await Deno.readTextFile(`${model}/${f}`),
             f,
           );
         }
         // config.json keeps the VLM structure, with quantization_config added.
-        const cfg = JSON.parse(await Deno.readTextFile(`${run.dir}/config.json`));
+        const cfg = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
         assertEquals(cfg.model_type, name);
         assertEquals(cfg.text_config, fp.config.text_config);
         assertEquals(cfg.vision_config, fp.config.vision_config);
         assertEquals(cfg.quantization_config.block_name_to_quantize, blocks);
         // Loads back to the tuned model: the fake-quantized weights, biases as stored (float16).
-        using q = await openCheckpoint(run.dir);
+        using q = await openCheckpoint(dir);
         assertEquals(q.spec.textPrefix, spec.textPrefix);
         const tuned = new Map(run.fake);
         for (const n of run.fake.keys()) {
@@ -183,6 +210,7 @@ for (const { name, blocks, vision } of VLMS) {
         console.log(`  ${name}: loaded vs in-memory tuned ${e}, fp vs tuned ${eFp.toExponential(2)}`);
         assertEquals(e, 0);
         assert(eFp > 1e-4, "the quantized model differs from the fp one");
+        await checkAutoGptq(`${run.dir}/auto_gptq`, fp, visionNames, blocks, run.fake);
       } finally {
         await run.cleanup();
       }

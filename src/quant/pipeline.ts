@@ -190,7 +190,6 @@ async function quantizeBlock(
 ): Promise<{ report: Omit<BlockReport, "seconds">; calls: ExportCall[] }> {
   const { be, ckpt } = p;
   const spec = ckpt.spec;
-  const prefix = blockPrefix(b, spec);
   // Weights keep the checkpoint's dtype (the quantizer sees what auto-round sees); matmuls run in
   // the backend's compute dtype, as under autocast.
   using w = await loadBlockWeights(be, spec, ckpt.weights, b, checkpointDType(spec));
