@@ -1,6 +1,7 @@
 /**
  * config.json → a description of a Llama-family decoder (Llama incl. llama3 rope scaling, Mistral,
- * Qwen2, Qwen3). Architectures are data: each entry of ARCHITECTURES says which optional parts a
+ * Qwen2, Qwen3, the families of families.ts, and the text decoder of the vision-language checkpoints
+ * of multimodal.ts). Architectures are data: each entry of ARCHITECTURES says which optional parts a
  * family has; adding a family is a table row, not a new forward pass.
  */
 import { FormatError, quote, UnsupportedError } from "../errors.ts";
