@@ -104,7 +104,7 @@ export async function makeRandomLlama(o: {
   await put("model.embed_tokens.weight", [spec.vocab, spec.hidden], false);
   for (let i = 0; i < spec.nLayers; i++) {
     for (const [rel, shape] of blockWeightShapes(spec, 0)) {
-      await put(blockPrefix(i) + rel, shape, rel.includes("norm"));
+      await put(blockPrefix(i, spec) + rel, shape, rel.includes("norm"));
     }
   }
   await put("model.norm.weight", [spec.hidden], true);

@@ -55,7 +55,7 @@ function randomSource(spec: ModelSpec): WeightSource & { values: Map<string, Flo
     ["lm_head.weight", [spec.vocab, spec.hidden]],
   ]);
   for (let i = 0; i < spec.nLayers; i++) {
-    for (const [n, s] of blockWeightShapes(spec, i)) shapes.set(blockPrefix(i) + n, s);
+    for (const [n, s] of blockWeightShapes(spec, i)) shapes.set(blockPrefix(i, spec) + n, s);
   }
   const values = new Map<string, Float32Array>();
   for (const [n, s] of shapes) {
@@ -111,7 +111,7 @@ async function referenceLoss(
   for (let i = 0; i < spec.nLayers; i++) {
     using bw = await loadBlockWeights(be, spec, src, i);
     const linear = Object.fromEntries(
-      BLOCK_LINEARS.map((l) => [l, be.upload(wq.get(blockPrefix(i) + l)!, bw.linear[l].shape)]),
+      BLOCK_LINEARS.map((l) => [l, be.upload(wq.get(blockPrefix(i, spec) + l)!, bw.linear[l].shape)]),
     ) as Record<LinearName, Tensor>;
     const w: BlockWeights = { ...bw, linear };
     x = blockForward(be, spec, w, x, geo, rope).y;
@@ -137,7 +137,9 @@ Deno.test("scoring pass: whole-model dL/dŴ matches finite differences of the mo
   const M = geo.batch * geo.seqLen;
   const ids = Int32Array.from({ length: M }, () => Math.floor(Math.random() * spec.vocab));
   const mask = new Uint8Array(M).map((_, r) => (r % geo.seqLen < geo.seqLen - 1 ? 1 : 0));
-  const names = [...Array(spec.nLayers).keys()].flatMap((i) => BLOCK_LINEARS.map((l) => blockPrefix(i) + l));
+  const names = [...Array(spec.nLayers).keys()].flatMap((i) =>
+    BLOCK_LINEARS.map((l) => blockPrefix(i, spec) + l)
+  );
   const wq = new Map(names.map((n) => [n, Float64Array.from(src.values.get(n + ".weight")!, (x) => x / 2)]));
   const grads = new Map<string, Float64Array>();
   const { options } = resolveOptions("W4A16");

@@ -77,10 +77,10 @@ for (const family of FAMILIES) {
         if (f16 === 0) assert(e === 0, `${format}: ${e}`);
         if (spec.moe) {
           const router = blockLinears(spec, 0).find((l) => l.router)!.name;
-          assert(!run.fake.has(blockPrefix(0) + router), "the router is not quantized");
+          assert(!run.fake.has(blockPrefix(0, spec) + router), "the router is not quantized");
           if (format === "auto_round") {
             const qc = q.config.quantization_config as { extra_config: Record<string, { bits: number }> };
-            assertEquals(qc.extra_config[blockPrefix(0) + router]?.bits, 16);
+            assertEquals(qc.extra_config[blockPrefix(0, spec) + router]?.bits, 16);
           }
         }
       }

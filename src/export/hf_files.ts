@@ -1,6 +1,7 @@
 /**
  * The non-weight files of a Hugging Face model folder that every safetensors-based export copies:
- * tokenizer, chat template, generation config.
+ * tokenizer, chat template, generation config, and a vision-language model's processor files
+ * (auto-round's processor/image_processor.save_pretrained; copied byte for byte, spec/MODELS.md § 9.3).
  */
 import { writeErrorOf } from "../errors.ts";
 import { join } from "../std/path.ts";
@@ -17,6 +18,9 @@ export const COPIED_FILES = [
   "chat_template.jinja",
   "chat_template.json",
   "generation_config.json",
+  "preprocessor_config.json",
+  "processor_config.json",
+  "video_preprocessor_config.json",
 ];
 
 /** Copy the tokenizer/generation files that exist in `src` into `dst`; returns the names copied. */

@@ -19,7 +19,7 @@
  * - auto_awq stores 4-bit weights only (and warns when symmetric: the classic kernels want
  *   zero_point true); auto_gptq warns for asymmetric schemes (auto-round's warning).
  */
-import { UsageError, writeErrorOf } from "../errors.ts";
+import { UnsupportedError, UsageError, writeErrorOf } from "../errors.ts";
 import { checkAwqScheme } from "../formats/awq.ts";
 import { gptqWarnings } from "../formats/gptq/config.ts";
 import { PACKED_BITS } from "../formats/layout.ts";
@@ -321,6 +321,7 @@ export function createExporters(
   ctx: ExportContext,
 ): Exporter[] {
   const specs = formats.map((f) => (typeof f === "string" ? parseFormats(f)[0] : f));
+  checkMultimodalFormats(specs, ctx.spec.multimodal);
   return specs.map((f) => {
     const dir = specs.length === 1 ? outDir : join(outDir, formatDirName(f.name));
     try {
@@ -343,4 +344,20 @@ export function createExporters(
         return new GgufExporter(dir, ctx, f.name);
     }
   });
+}
+
+/**
+ * The formats that keep a VLM's vision tower 16-bit by construction: auto_round and auto_gptq name
+ * the text blocks in `block_name_to_quantize` (spec/MODELS.md § 9.3), fake stores plain weights.
+ * AWQ's and compressed-tensors' configs list what is *not* quantized, and GGUF needs a separate
+ * mmproj file (§ 9.4): not written for VLMs yet.
+ */
+function checkMultimodalFormats(specs: FormatSpec[], multimodal: string | undefined): void {
+  const bad = specs.filter((f) => !["auto_round", "auto_gptq", "fake"].includes(f.kind));
+  if (multimodal && bad.length) {
+    throw new UnsupportedError(
+      `format ${bad[0].name} is not supported for the vision-language model ${multimodal} ` +
+        `(supported: auto_round, auto_gptq, fake; the vision tower is kept 16-bit)`,
+    );
+  }
 }

@@ -33,6 +33,12 @@ export interface RunInfo {
   amp: boolean;
   dataset: string;
   /**
+   * The text blocks' ModuleList, recorded as `block_name_to_quantize` (spec/MODELS.md § 9.3): e.g.
+   * `language_model.model.layers` for Gemma 3, so loaders keep a VLM's vision tower 16-bit.
+   * Absent: `model.layers`.
+   */
+  blocksName?: string;
+  /**
    * `--disable_opt_rtn` (true) / `--enable_opt_rtn` (false) as given; undefined = AutoRound's default
    * (optimized RTN on at iters 0, off for 8-bit int). Formats that quantize by themselves (GGUF) read it.
    */

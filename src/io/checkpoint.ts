@@ -5,6 +5,7 @@
  */
 import { FormatError, InputError } from "../errors.ts";
 import { type ModelSpec, parseModelConfig } from "../model/config.ts";
+import { locateTextTower } from "../model/multimodal.ts";
 import type { WeightSource } from "../model/transformer.ts";
 import { nestsDeeperThan } from "../std/json.ts";
 import { join } from "../std/path.ts";
@@ -71,9 +72,11 @@ export function plainSource(reader: SafetensorsReader, origin: string): WeightSo
 export async function openCheckpoint(model: string): Promise<Checkpoint> {
   const dir = await resolveModelDir(model);
   const config = await readConfig(dir);
-  const spec = parseModelConfig(config, join(dir, "config.json"));
+  const parsed = parseModelConfig(config, join(dir, "config.json"));
   const reader = await SafetensorsReader.open(dir);
   try {
+    // A VLM's text tower under the names this checkpoint uses (spec/MODELS.md § 9.1).
+    const spec = { ...parsed, ...locateTextTower(parsed, (n) => reader.has(n), dir) };
     const raw = config.quantization_config ?? undefined;
     if (raw !== undefined && (typeof raw !== "object" || Array.isArray(raw))) {
       throw new FormatError(`quantization_config is not an object`, join(dir, "config.json"));

@@ -7,6 +7,7 @@
  */
 import { blockPrefix, type LinearName, type ModelSpec } from "./config.ts";
 import type { MoeSpec } from "./families.ts";
+import { embedName, finalNormName } from "./multimodal.ts";
 import {
   expertLinear,
   MIXTRAL_NAMES,
@@ -114,11 +115,11 @@ export function blockWeightShapes(spec: ModelSpec, i: number): [string, number[]
 /** Shape of every weight the forward pass reads, keyed by checkpoint tensor name. */
 export function expectedWeights(spec: ModelSpec): Map<string, number[]> {
   const m = new Map<string, number[]>();
-  m.set("model.embed_tokens.weight", [spec.vocab, spec.hidden]);
+  m.set(embedName(spec), [spec.vocab, spec.hidden]);
   for (let i = 0; i < spec.nLayers; i++) {
-    for (const [name, shape] of blockWeightShapes(spec, i)) m.set(blockPrefix(i) + name, shape);
+    for (const [name, shape] of blockWeightShapes(spec, i)) m.set(blockPrefix(i, spec) + name, shape);
   }
-  m.set("model.norm.weight", [spec.hidden]);
-  if (!spec.tieEmbeddings) m.set("lm_head.weight", [spec.vocab, spec.hidden]);
+  m.set(finalNormName(spec), [spec.hidden]);
+  if (!spec.tieEmbeddings) m.set(spec.lmHeadName, [spec.vocab, spec.hidden]);
   return m;
 }

@@ -1,10 +1,12 @@
 /**
  * config.json → a description of a Llama-family decoder (Llama incl. llama3 rope scaling, Mistral,
- * Qwen2, Qwen3). Architectures are data: each entry of ARCHITECTURES says which optional parts a
+ * Qwen2, Qwen3, the families of families.ts, and the text decoder of the vision-language checkpoints
+ * of multimodal.ts). Architectures are data: each entry of ARCHITECTURES says which optional parts a
  * family has; adding a family is a table row, not a new forward pass.
  */
 import { FormatError, quote, UnsupportedError } from "../errors.ts";
 import { type FamilyParts, type LayerKind, parseFamily } from "./families.ts";
+import { decoderConfig, type TextTower } from "./multimodal.ts";
 
 /** Optional parts that distinguish the supported families. */
 export interface ArchTraits {
@@ -53,8 +55,11 @@ export type RopeScaling =
     attentionFactor: number;
   };
 
-/** Everything the forward pass needs to know about a checkpoint's architecture. */
-export interface ModelSpec extends Partial<FamilyParts> {
+/**
+ * Everything the forward pass needs to know about a checkpoint's architecture; for a
+ * vision-language checkpoint, about its text decoder (TextTower says where its tensors are).
+ */
+export interface ModelSpec extends Partial<FamilyParts>, TextTower {
   modelType: string;
   /** `architectures[0]` of config.json, e.g. "LlamaForCausalLM". */
   architecture: string;
@@ -96,9 +101,9 @@ export const BLOCK_LINEARS = [
 /** A Linear's name relative to its block prefix, e.g. `self_attn.q_proj`, `mlp.experts.3.up_proj`. */
 export type LinearName = string;
 
-/** Name prefix of block i's tensors. */
-export function blockPrefix(i: number): string {
-  return `model.layers.${i}.`;
+/** Name prefix of block i's tensors: `model.layers.3.` (`language_model.model.layers.3.` in Gemma 3). */
+export function blockPrefix(i: number, tower: TextTower): string {
+  return `${tower.textPrefix}layers.${i}.`;
 }
 
 /**
@@ -231,14 +236,17 @@ function parseRopeScaling(
 }
 
 /**
- * Parse a config.json object. `file` is only used in error messages.
+ * Parse a config.json object. `file` is only used in error messages. A vision-language config
+ * gives its text decoder's spec (multimodal.ts), with the legacy tensor layout: openCheckpoint
+ * re-locates it from the checkpoint's names.
  *
  * @example
  * ```ts
  * const spec = parseModelConfig(JSON.parse(await Deno.readTextFile("m/config.json")), "m/config.json");
  * ```
  */
-export function parseModelConfig(cfg: Record<string, unknown>, file: string): ModelSpec {
+export function parseModelConfig(root: Record<string, unknown>, file: string): ModelSpec {
+  const { cfg, tower } = decoderConfig(root, file);
   const modelType = typeof cfg.model_type === "string" ? cfg.model_type : "";
   const traits = Object.hasOwn(ARCHITECTURES, modelType) ? ARCHITECTURES[modelType] : undefined;
   if (!traits) {
@@ -296,6 +304,7 @@ export function parseModelConfig(cfg: Record<string, unknown>, file: string): Mo
     : "";
   return {
     ...family,
+    ...tower,
     layerTypes,
     modelType,
     architecture: arch,

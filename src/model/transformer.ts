@@ -14,6 +14,7 @@ import {
 } from "./block.ts";
 import { blockLinears, blockWeightShapes } from "./block_layout.ts";
 import { blockPrefix, type LinearName, type ModelSpec } from "./config.ts";
+import { embedName, finalNormName } from "./multimodal.ts";
 import { ropeTables } from "./rope.ts";
 
 /** Where weights come from: name → f32 values (dequantized if stored quantized). */
@@ -91,7 +92,7 @@ export async function loadBlockWeights(
   i: number,
   dtype: DType = be.computeDType,
 ): Promise<BlockWeights & Disposable> {
-  const p = blockPrefix(i);
+  const p = blockPrefix(i, spec);
   const t: Record<string, Tensor> = {};
   const staging = { buf: new Uint8Array(0) };
   try {
@@ -199,13 +200,13 @@ export class LoadedModel implements Disposable {
     opts: { positions?: number; dtype?: DType } = {},
   ): Promise<LoadedModel> {
     const dtype = opts.dtype ?? be.computeDType;
-    const embed = await loadChecked(be, src, "model.embed_tokens.weight", [spec.vocab, spec.hidden], dtype);
+    const embed = await loadChecked(be, src, embedName(spec), [spec.vocab, spec.hidden], dtype);
     const norm = spec.normOffset
-      ? await loadNorm(be, spec, src, "model.norm.weight", [spec.hidden], dtype)
-      : await loadChecked(be, src, "model.norm.weight", [spec.hidden], dtype);
+      ? await loadNorm(be, spec, src, finalNormName(spec), [spec.hidden], dtype)
+      : await loadChecked(be, src, finalNormName(spec), [spec.hidden], dtype);
     // Tied models may still ship lm_head.weight (a copy); prefer it when present.
-    const lmHead = !spec.tieEmbeddings || src.has("lm_head.weight")
-      ? await loadChecked(be, src, "lm_head.weight", [spec.vocab, spec.hidden], dtype)
+    const lmHead = !spec.tieEmbeddings || src.has(spec.lmHeadName)
+      ? await loadChecked(be, src, spec.lmHeadName, [spec.vocab, spec.hidden], dtype)
       : embed;
     const blocks = [];
     for (let i = 0; i < spec.nLayers; i++) blocks.push(await loadBlockWeights(be, spec, src, i, dtype));

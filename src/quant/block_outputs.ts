@@ -98,7 +98,7 @@ export async function finishBlock(
   extras: ReadonlyMap<LinearName, FloatLinearExtras> = new Map(),
 ): Promise<ExportCall[]> {
   const { be } = p;
-  const prefix = blockPrefix(b);
+  const prefix = blockPrefix(b, p.ckpt.spec);
   const all = p.exporters.map((_, i) => i);
   const packed = all.filter((i) => !p.exporters[i].wantsFloatLinears);
   const floatWanting = all.filter((i) => p.exporters[i].wantsFloatLinears);

@@ -4,6 +4,7 @@
 import type { Backend, Tensor } from "../backend/backend.ts";
 import type { Checkpoint } from "../io/checkpoint.ts";
 import { TensorRows } from "../io/tensor_rows.ts";
+import { embedName } from "../model/multimodal.ts";
 import { scaleEmbeddings } from "../model/transformer.ts";
 
 /** Embedding rows of token ids as a tensor in the compute dtype. */
@@ -22,7 +23,7 @@ export async function embeddingSource(
   ckpt: Checkpoint,
   ids: Int32Array,
 ): Promise<EmbeddingSource> {
-  const name = "model.embed_tokens.weight";
+  const name = embedName(ckpt.spec);
   const info = ckpt.reader.has(name) ? ckpt.reader.info(name) : undefined;
   if (info && info.shape.length === 2 && ["F32", "F16", "BF16"].includes(info.dtype)) {
     const rows = await TensorRows.read(ckpt.reader, name, ids);

@@ -116,7 +116,7 @@ const OVERRIDE_TYPES: Record<string, "number" | "boolean" | "string"> = {
 export function modelLinears(spec: ModelSpec): { name: string; out: number; in: number; router?: true }[] {
   const res = [];
   for (let i = 0; i < spec.nLayers; i++) {
-    for (const l of blockLinears(spec, i)) res.push({ ...l, name: blockPrefix(i) + l.name });
+    for (const l of blockLinears(spec, i)) res.push({ ...l, name: blockPrefix(i, spec) + l.name });
   }
   return res;
 }

@@ -19,6 +19,7 @@ import type { Log } from "../log.ts";
 import type { LinearInputObserver, RopeTensors } from "../model/block.ts";
 import { blockLinears } from "../model/block_layout.ts";
 import { blockPrefix, type LinearName } from "../model/config.ts";
+import { tensorsOutsideBlocks } from "../model/multimodal.ts";
 import { loadBlockWeights, uploadRope } from "../model/transformer.ts";
 import { embeddingSource } from "./calib_embeddings.ts";
 import type { QuantScheme } from "../qmath/quantized.ts";
@@ -132,9 +133,10 @@ export async function runPipeline(p: PipelineInput): Promise<BlockReport[]> {
       for (const s of [streams.rope, streams.fp, streams.q, streams.fpIn]) s?.[Symbol.dispose]();
     }
   }
-  // Tensors outside the blocks are kept as stored (lm_head and embeddings are not quantized).
-  for (const name of ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]) {
-    if (ckpt.reader.has(name)) await writeRawTo(p, p.exporters, name);
+  // Tensors outside the blocks are kept as stored (lm_head and embeddings are not quantized; a
+  // VLM's vision tower and projector neither, spec/MODELS.md § 9.1).
+  for (const name of tensorsOutsideBlocks(spec, ckpt.reader.names())) {
+    await writeRawTo(p, p.exporters, name);
   }
   return reports;
 }
@@ -190,7 +192,6 @@ async function quantizeBlock(
 ): Promise<{ report: Omit<BlockReport, "seconds">; calls: ExportCall[] }> {
   const { be, ckpt } = p;
   const spec = ckpt.spec;
-  const prefix = blockPrefix(b);
   // Weights keep the checkpoint's dtype (the quantizer sees what auto-round sees); matmuls run in
   // the backend's compute dtype, as under autocast.
   using w = await loadBlockWeights(be, spec, ckpt.weights, b, checkpointDType(spec));
@@ -354,7 +355,9 @@ async function replayBlock(
 /** The plans of block b's Linears, in execution order. */
 function blockPlans(p: PipelineInput, b: number): Map<LinearName, LayerPlan> {
   return new Map(
-    blockLinears(p.ckpt.spec, b).map((l) => [l.name, p.layers.layers.get(blockPrefix(b) + l.name)!]),
+    blockLinears(p.ckpt.spec, b).map((
+      l,
+    ) => [l.name, p.layers.layers.get(blockPrefix(b, p.ckpt.spec) + l.name)!]),
   );
 }
 

@@ -34,6 +34,7 @@ import { type BlockReport, runPipeline } from "./pipeline.ts";
 import { usesOptRtn } from "./linear_state.ts";
 import { JOURNAL_DIR, RunJournal } from "./journal.ts";
 import { VERSION } from "../version.ts";
+import { textBlocksName } from "../model/multimodal.ts";
 import { type FloatScheme, isIntWeightOnly, type QuantScheme } from "../qmath/quantized.ts";
 import { needsCalibration } from "./act_quant.ts";
 import { CpuBackend } from "../backend/cpu/cpu_backend.ts";
@@ -228,6 +229,7 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
       lowGpuMemUsage: o.lowGpuMemUsage ?? false,
       amp: be.computeDType !== "f32",
       dataset: o.dataset,
+      blocksName: textBlocksName(ckpt.spec),
       disableOptRtn: o.disableOptRtn,
       // validateScheme admits float data types and INT8_W8A8 only symmetric.
       floatScheme: isIntWeightOnly(scheme) ? undefined : scheme as FloatScheme,

@@ -39,7 +39,7 @@ export async function replayedCalls(
   w: BlockWeights,
   fake?: Map<LinearName, Tensor>,
 ): Promise<ExportCall[]> {
-  const prefix = blockPrefix(b);
+  const prefix = blockPrefix(b, p.ckpt.spec);
   const linearOf = (name: string) => name.slice(prefix.length) as LinearName;
   const calls: ExportCall[] = [];
   for (const c of rec.calls) {

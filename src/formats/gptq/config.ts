@@ -47,7 +47,7 @@ export function autoRoundQuantizationConfig(r: RunInfo, packing: string): Record
     scale_dtype: "torch.float16",
     dataset: r.dataset,
     autoround_version: AUTOROUND_COMPAT_VERSION,
-    block_name_to_quantize: "model.layers",
+    block_name_to_quantize: r.blocksName ?? "model.layers",
     quant_method: "auto-round",
     packing_format: packing,
     producer: PRODUCER,
@@ -62,7 +62,7 @@ export function autoRoundQuantizationConfig(r: RunInfo, packing: string): Record
 export function autoGptqQuantizationConfig(run: RunInfo): Record<string, unknown> {
   const cfg: Record<string, unknown> = {
     ...tuningConfig(run),
-    block_name_to_quantize: "model.layers",
+    block_name_to_quantize: run.blocksName ?? "model.layers",
     quant_method: "gptq",
     desc_act: false,
     true_sequential: false,

@@ -179,7 +179,7 @@ export async function runAutoScheme(a: AutoSchemeRunInput): Promise<AutoSchemeRe
     target: a.cfg.avgBits,
     ignoreScaleZpBits: a.cfg.ignoreScaleZpBits,
     sharedLayers: a.cfg.sharedLayers,
-    blocks: Array.from({ length: spec.nLayers }, (_, i) => blockPrefix(i).slice(0, -1)),
+    blocks: Array.from({ length: spec.nLayers }, (_, i) => blockPrefix(i, spec).slice(0, -1)),
     tiedEmbeddings: spec.tieEmbeddings,
   });
   const layerConfig: Record<string, LayerOverride> = { ...a.userLayers };

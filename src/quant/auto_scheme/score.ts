@@ -16,6 +16,7 @@ import { QuantizeError, UnsupportedError } from "../../errors.ts";
 import { blockBackward, blockForward, type BlockWeights, disposeSaved } from "../../model/block.ts";
 import { blockLinears } from "../../model/block_layout.ts";
 import { blockPrefix, type LinearName, type ModelSpec } from "../../model/config.ts";
+import { embedName, finalNormName } from "../../model/multimodal.ts";
 import { loadBlockWeights, uploadRope, type WeightSource } from "../../model/transformer.ts";
 import { initialStateOf, quantParams } from "../linear_state.ts";
 import { fakeQuantOf } from "../weight_quant.ts";
@@ -92,7 +93,7 @@ async function quantizedBlock(
   const owned: Tensor[] = [];
   const delta = new Map<LinearName, Float64Array>();
   for (const { name: l } of blockLinears(inp.spec, i)) {
-    const name = blockPrefix(i) + l;
+    const name = blockPrefix(i, inp.spec) + l;
     if (!inp.scored.has(name)) continue;
     const wq = await q(name, o, w.linear[l]);
     owned.push(wq);
@@ -123,9 +124,9 @@ export async function scoreOptions(inp: ScoreInput): Promise<ScoreResult> {
       `AutoScheme's scoring pass does not handle ${spec.modelType} (Gemma norms/scales) yet`,
     );
   }
-  using embed = await load("model.embed_tokens.weight", [V, H]);
-  using norm = await load("model.norm.weight", [H]);
-  const headName = !spec.tieEmbeddings || src.has("lm_head.weight") ? "lm_head.weight" : undefined;
+  using embed = await load(embedName(spec), [V, H]);
+  using norm = await load(finalNormName(spec), [H]);
+  const headName = !spec.tieEmbeddings || src.has(spec.lmHeadName) ? spec.lmHeadName : undefined;
   using headOwned = headName ? await load(headName, [V, H]) : undefined;
   const head = headOwned ?? embed;
   using rope = uploadRope(be, spec, seqlen);
@@ -181,7 +182,7 @@ export async function scoreOptions(inp: ScoreInput): Promise<ScoreResult> {
           blockBackward(be, spec, qb.weights, saved!, g, geo, rope, (l) => qb.delta.has(l), {
             release: true,
             onGrad: (l, dW) => {
-              const name = blockPrefix(i) + l;
+              const name = blockPrefix(i, spec) + l;
               inp.onWeightGrad?.(name, oi, dW);
               pending.push(
                 be.read(dW).then((gh) => {
