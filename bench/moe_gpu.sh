@@ -41,3 +41,9 @@ has q3 && quant q3 cuda "$RECIPE"
 CKPT=$CM
 has mx && quant mx cuda "$RECIPE"
 cp "$W/summary.txt" "$OUT/" 2>/dev/null
+# probe: where the host memory of the Mixtral-shape run goes (bench/memory_probe.ts, one line per second)
+if has probe; then
+  deno run -A --no-check bench/memory_probe.ts --model $CM --scheme W4A16 --dataset "$CALIB" --nsamples 128 \
+    --seqlen 2048 --batch_size 8 --device cuda --iters "${PROBE_ITERS:-20}" --output_dir "$W/q_probe" > "$OUT/probe.log" 2>&1
+  note "probe rc $? $(tail -1 "$OUT/probe.log")"
+fi

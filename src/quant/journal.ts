@@ -90,7 +90,7 @@ export class RunJournal {
 
   /** Record finished block `b` (written whole, then renamed: it exists only complete). */
   async writeBlock(b: number, rec: JournalBlock): Promise<void> {
-    await writeWhole(blockPath(this.dir, b), encodeBlock(rec));
+    await writeWhole(blockPath(this.dir, b), ...encodeBlock(rec));
   }
 
   /** Read finished block `b`. */
@@ -118,13 +118,20 @@ async function countFinished(dir: string): Promise<number> {
   return n;
 }
 
-async function writeWhole(path: string, bytes: Uint8Array): Promise<void> {
+/**
+ * Write `pieces` one after another to `path` (through a temporary file and a rename); a function
+ * piece is called when its turn comes (its bytes exist only while they are written).
+ */
+async function writeWhole(path: string, ...pieces: (Uint8Array | (() => Uint8Array))[]): Promise<void> {
   const tmp = `${path}.tmp`;
   try {
     {
       using f = await Deno.open(tmp, { write: true, create: true, truncate: true });
-      let at = 0;
-      while (at < bytes.length) at += await f.write(bytes.subarray(at));
+      for (const piece of pieces) {
+        const bytes = typeof piece === "function" ? piece() : piece;
+        let at = 0;
+        while (at < bytes.length) at += await f.write(bytes.subarray(at));
+      }
       await f.sync();
     }
     await Deno.rename(tmp, path);
@@ -149,12 +156,29 @@ function mismatch(have: Record<string, unknown>, want: Record<string, unknown>, 
 
 // ---- block record encoding ----
 
-type Blob = { dtype: "u8" | "u32" | "i32" | "f32"; bytes: Uint8Array; length: number };
+/** A blob's bytes are made when written (`bytes()`); `byteLength` is known before. */
+type Blob = {
+  dtype: "u8" | "u32" | "i32" | "f32";
+  bytes: () => Uint8Array;
+  byteLength: number;
+  length: number;
+};
 
-function encodeBlock(rec: JournalBlock): Uint8Array {
+/**
+ * The record's bytes as pieces to write in order (header, then each blob padded to 8 bytes): a MoE
+ * block's codes are packed one Linear at a time as they are written, never all at once nor copied
+ * into one block-sized buffer.
+ */
+function encodeBlock(rec: JournalBlock): (Uint8Array | (() => Uint8Array))[] {
   const blobs: Blob[] = [];
   const add = (a: Uint8Array | Uint32Array | Int32Array | Float32Array, dtype: Blob["dtype"]) => {
-    blobs.push({ dtype, bytes: new Uint8Array(a.buffer, a.byteOffset, a.byteLength), length: a.length });
+    const bytes = () => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+    blobs.push({ dtype, bytes, byteLength: a.byteLength, length: a.length });
+    return blobs.length - 1;
+  };
+  const addCodes = (codes: Uint8Array, bits: number) => {
+    const byteLength = bits > 4 ? codes.length : Math.ceil(codes.length / 2);
+    blobs.push({ dtype: "u8", bytes: () => packCodes(codes, bits), byteLength, length: byteLength });
     return blobs.length - 1;
   };
   const calls = rec.calls.map((c) => {
@@ -162,7 +186,7 @@ function encodeBlock(rec: JournalBlock): Uint8Array {
       const { q, ...rest } = c;
       return {
         ...rest,
-        codes: add(packCodes(q.codes, c.bits), "u8"),
+        codes: addCodes(q.codes, c.bits),
         codesLength: q.codes.length,
         scales: add(q.scales, "f32"),
         zeros: add(q.zeros, "i32"),
@@ -187,17 +211,17 @@ function encodeBlock(rec: JournalBlock): Uint8Array {
   let at = 0;
   const offsets = blobs.map((b) => {
     const o = at;
-    at += Math.ceil(b.bytes.length / 8) * 8;
+    at += Math.ceil(b.byteLength / 8) * 8;
     return { dtype: b.dtype, offset: o, length: b.length };
   });
   const header = new TextEncoder().encode(JSON.stringify({ calls, report: rec.report, rng, blobs: offsets }));
   const start = Math.ceil((8 + header.length) / 8) * 8;
-  const out = new Uint8Array(start + at);
-  out.set(new TextEncoder().encode(MAGIC), 0);
-  new DataView(out.buffer).setUint32(4, header.length, true);
-  out.set(header, 8);
-  blobs.forEach((b, i) => out.set(b.bytes, start + offsets[i].offset));
-  return out;
+  const head = new Uint8Array(start);
+  head.set(new TextEncoder().encode(MAGIC), 0);
+  new DataView(head.buffer).setUint32(4, header.length, true);
+  head.set(header, 8);
+  const pad = (n: number) => new Uint8Array(Math.ceil(n / 8) * 8 - n);
+  return [head, ...blobs.flatMap((b) => [b.bytes, pad(b.byteLength)])];
 }
 
 function decodeBlock(bytes: Uint8Array): JournalBlock {
