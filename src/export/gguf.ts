@@ -7,11 +7,22 @@
  * float weights (with the importance matrix when calibration collected one), picks each tensor's type
  * with AutoRound's mix rules (formats/gguf/presets.ts), quantizes it as AutoRound does
  * (qmath/gguf/quantize.ts, on the run's device when it has a GGUF quantizer, see ExportContext),
- * permutes q/k rows for the "llama" architecture, and streams the blocks to the file.
+ * permutes q/k rows for the "llama" architecture, and streams the blocks to the file. Issue-18
+ * families (spec/MODELS.md § 8): per-architecture names, routed experts stacked per projection
+ * (gguf_experts.ts), routers and the shared-expert gate F32, Gemma norms written as 1 + w.
  */
 import { FormatError } from "../errors.ts";
 import { packBlocks } from "../qmath/gguf/blocks.ts";
-import { hfToGgufName, permuteRowsHfToGguf, permutesQK, qkHeads } from "../formats/gguf/names.ts";
+import {
+  expertSlot,
+  ggufNaming,
+  hfToGgufName,
+  permuteRowsHfToGguf,
+  permutesQK,
+  qkHeads,
+} from "../formats/gguf/names.ts";
+import { familyTensors, ggufFamilyWarnings } from "../formats/gguf/families.ts";
+import { ExpertStacker } from "./gguf_experts.ts";
 import { type GgmlTypeName } from "../qmath/gguf/types.ts";
 import type { QuantGgmlType } from "../qmath/gguf/params.ts";
 import { LLAMA_FILE_TYPES } from "../formats/gguf/constants.ts";
@@ -83,6 +94,10 @@ export class GgufExporter implements Exporter {
   readonly #types = new Map<string, GgmlTypeName>();
 
   readonly #forceType?: GgmlTypeName;
+  readonly #naming: string;
+  readonly #stacker?: ExpertStacker;
+  /** What llama.cpp will compute differently from the checkpoint (families.ts ggufFamilyWarnings). */
+  readonly warnings: string[];
 
   /**
    * `opts.forceType` writes every weight (Linears and embeddings) in one type instead of the
@@ -117,6 +132,9 @@ export class GgufExporter implements Exporter {
       !(ctx.run.disableOptRtn ?? (fmt.base === "Q8_0"));
     this.wantsImportance = this.#optRtn;
     this.#permute = permutesQK(spec.traits.ggufArch);
+    this.#naming = ggufNaming(spec.traits.ggufArch, spec.moe?.style);
+    if (spec.moe) this.#stacker = new ExpertStacker(spec.moe.nExperts);
+    this.warnings = ggufFamilyWarnings(spec, join(ctx.sourceDir, "config.json"));
   }
 
   /** Path of the file written by {@link finish}. */
@@ -136,8 +154,17 @@ export class GgufExporter implements Exporter {
 
   /** Add a tensor; `ne` in ggml order (a weight [n, k] is [k, n]). */
   async #put(hfName: string, type: GgmlTypeName, ne: number[], bytes: Uint8Array, given = false) {
-    const name = hfToGgufName(hfName);
+    const name = hfToGgufName(hfName, this.#naming);
     if (!name) throw new FormatError(`no GGUF name for tensor ${hfName}`);
+    const slot = this.#stacker && expertSlot(hfName, this.#naming);
+    if (slot) {
+      const t = this.#stacker!.add(name, slot.expert, type, ne, bytes);
+      if (!t) return;
+      [ne, bytes] = [t.ne, t.bytes];
+      hfName = hfName.replace(`.${slot.expert}.`, ".*.");
+    }
+    // The shared-expert gate [1, H] is a vector in llama.cpp ({n_embd}, qwen2moe.cpp).
+    if (name.endsWith("ffn_gate_inp_shexp.weight")) ne = [ne[0]];
     await (await this.#w()).addTensor(name, type, ne, bytes);
     this.records.push({ name, hfName, type, fromGivenCodes: given || undefined });
   }
@@ -201,6 +228,8 @@ export class GgufExporter implements Exporter {
       return;
     }
     const w = decodeFloats(bytes, dtype);
+    // Gemma stores w and computes (1 + w): the converter writes 1 + w (gemma.py modify_tensors).
+    if (spec.normOffset && name.endsWith("norm.weight")) for (let i = 0; i < w.length; i++) w[i] += 1;
     // Norms and biases: F32 (convert.py: 1-D tensors and norms stay float32).
     const rows = shape[0], cols = shape.length > 1 ? shape[1] : 1;
     const wr = this.#toGgufRows(name, w, rows, cols);
@@ -240,11 +269,13 @@ export class GgufExporter implements Exporter {
 
   /** The type of a block Linear, with the user's layer_config taken into account. */
   linearType(layer: string, k: number): GgmlTypeName {
+    const gname = hfToGgufName(`${layer}.weight`, this.#naming) ?? layer;
+    // Routers and the shared-expert gate are never quantized in GGUF (convert.py: F32).
+    if (/ffn_gate_inp(_shexp)?\.weight$/.test(gname)) return "F32";
     if (this.#forceType) return this.#forceType;
     // Decided once per layer: the selector counts attn_v tensors as it is asked.
     const known = this.#types.get(layer);
     if (known) return known;
-    const gname = hfToGgufName(`${layer}.weight`) ?? layer;
     const m = /layers\.(\d+)\./.exec(layer);
     const plan = this.#ctx.run.layers.layers.get(layer);
     let userBits: number | undefined;
@@ -372,6 +403,8 @@ export class GgufExporter implements Exporter {
   async finish(): Promise<void> {
     const w = await this.#w();
     const spec = this.#ctx.spec;
+    this.#stacker?.checkComplete();
+    for (const [name, v] of familyTensors(spec)) await w.addTensor(name, "F32", [v.length], encodeFloats(v, "F32"));
     const factors = llama3RopeFactors(spec);
     if (factors && !w.hasTensor("rope_freqs.weight")) {
       await w.addTensor("rope_freqs.weight", "F32", [factors.length], encodeFloats(factors, "F32"));
