@@ -63,7 +63,11 @@ export async function checkFamilyTensors(g: GgufFile, spec: ModelSpec, w: Weight
         shapeIs(g, `${b}ffn_up_shexp.weight`, [H, Is]);
         shapeIs(g, `${b}ffn_down_shexp.weight`, [Is, H]);
         shapeIs(g, `${b}ffn_gate_inp_shexp.weight`, [H], "F32");
-        await equalTo(g, `${b}ffn_gate_inp_shexp.weight`, await w.readF32(`${hf}mlp.shared_expert_gate.weight`));
+        await equalTo(
+          g,
+          `${b}ffn_gate_inp_shexp.weight`,
+          await w.readF32(`${hf}mlp.shared_expert_gate.weight`),
+        );
       }
     }
     if (spec.sandwichNorms) {
@@ -74,7 +78,9 @@ export async function checkFamilyTensors(g: GgufFile, spec: ModelSpec, w: Weight
         ["ffn_norm", "pre_feedforward_layernorm"],
         ["post_ffw_norm", "post_feedforward_layernorm"],
       ];
-      if (spec.traits.qkNorm) norms.push(["attn_q_norm", "self_attn.q_norm"], ["attn_k_norm", "self_attn.k_norm"]);
+      if (spec.traits.qkNorm) {
+        norms.push(["attn_q_norm", "self_attn.q_norm"], ["attn_k_norm", "self_attn.k_norm"]);
+      }
       for (const [gg, h] of norms) {
         const x = await w.readF32(`${hf}${h}.weight`);
         await equalTo(g, `${b}${gg}.weight`, Float32Array.from(x, (v) => v + 1));

@@ -6,13 +6,20 @@
  *   Gemma +1, metadata and forced types all have to be right for llama.cpp to compute the model;
  * - our forward over the same file read back by our reader (dequantized weights; every file).
  *
- * Bounds. F32: max|Δlogit| / max|logit| ≤ 2e-5 for both comparisons (f32 accumulation orders;
- * measured ≤ 5e-6, see the printed table). Quantized: llama.cpp's CPU matmul quantizes activations
- * to Q8_0/Q8_1 blocks for Q8_0/Q5_0 weights, which our f32 forward does not, so logits differ by
- * that rounding; the bound is 3% of the largest logit (measured ≤ 1%), KL ≤ 1e-3 nats per
- * position and the same top-1 token at ≥ 95% of the positions (near-ties of random models flip).
+ * Bounds (measured values in the printed tables and the commit message).
+ * - F32: max|Δlogit| / max|logit| ≤ 2e-5 per position against both references (f32 summation
+ *   order; measured ≤ 5.4e-6) and mean KL ≤ 1e-6. Gemma: ≤ 3e-3 (measured ≤ 1.2e-3), because
+ *   ggml's CPU GeGLU looks gelu up in an f16 table (ggml-cpu/vec.h GGML_GELU_FP16: input and result
+ *   rounded to f16, 2^-11 relative each), which transformers and our forward do not.
+ * - F16 weights: llama.cpp rounds the activations to f16 for the matmul: median per-position error
+ *   ≤ 3e-3 (measured ≤ 1.3e-3), mean KL ≤ 1e-4, same top-1 at ≥ 95% of the positions.
+ * - Q8_0 / Q4_K_M: llama.cpp quantizes the activations to 8-bit blocks (Q8_0/Q8_1), our f32 forward
+ *   does not: median per-position error ≤ 5% (measured ≤ 3.2%), mean KL ≤ 0.01 (measured ≤ 5.4e-3),
+ *   same top-1 at ≥ 90% (measured ≥ 93%). No bound on the worst position: in the MoE fixtures that
+ *   rounding flips a token's top-k experts where two router probabilities nearly tie (random weights),
+ *   which moves that position's logits by O(1) (measured worst 1.1 relative; F16 shows it too).
  * Every input size of these fixtures is 32 or 64, so q4_k_m's K-quants fall back to Q5_0/Q8_0
- * (presets.ts fitToInput) — K-quant blocks are proven on stories260K (gguf_llamacpp_test.ts);
+ * (presets.ts fitToInput); K-quant blocks are proven on stories260K (gguf_llamacpp_test.ts), and
  * stacking is byte concatenation, the same for every type.
  *
  * Fixture choices (spec/MODELS.md § 10.6): qwen2_moe is the norm_topk_prob=false fixture (llama.cpp's
@@ -38,7 +45,7 @@ import { checkFamilyTensors } from "./gguf_families_layout.ts";
 
 const UNAVAILABLE = await llamaCppUnavailable();
 const W4G32 = { bits: 4, groupSize: 32, sym: true, dataType: "int" as const };
-const T = 48, F32_BOUND = 2e-5, Q_BOUND = 0.03, KL_BOUND = 1e-3;
+const T = 48, F32_BOUND = 2e-5, GEMMA_F32_BOUND = 3e-3, F16_MEDIAN = 3e-3, Q_MEDIAN = 0.05, Q_KL = 0.01;
 
 const FAMILIES: [string, string][] = [
   ["qwen2_moe", "qwen2moe"],
@@ -66,31 +73,52 @@ async function ourLogits(file: string, ids: Int32Array): Promise<Float32Array[]>
 }
 
 interface Cmp {
+  /** Per position max|Δ|/max|logit|: the median and the worst. */
+  median: number;
   rel: number;
+  /** KL(b‖a) per position: the mean and the worst. */
+  meanKl: number;
   kl: number;
+  /** Share of positions with the same argmax. */
   top1: number;
 }
 
-/** max|a−b|/max|b| over all rows, worst KL(b‖a) of a row, share of rows with the same argmax. */
+/** Row-wise comparison of logits `a` with `b`, each `[positions · V]` per sequence. */
 function compare(a: ArrayLike<number>[], b: ArrayLike<number>[], V: number): Cmp {
-  let d = 0, s = 0, worst = 0, same = 0, rows = 0;
+  const rels: number[] = [], kls: number[] = [];
+  let same = 0;
   for (let i = 0; i < a.length; i++) {
-    for (let j = 0; j < a[i].length; j++) {
-      d = Math.max(d, Math.abs(a[i][j] - b[i][j]));
-      s = Math.max(s, Math.abs(b[i][j]));
-    }
     for (let r = 0; r * V < a[i].length; r++) {
-      const x = Array.prototype.slice.call(a[i], r * V, (r + 1) * V);
-      const y = Array.prototype.slice.call(b[i], r * V, (r + 1) * V);
-      worst = Math.max(worst, kl(y, x));
+      const x = Array.prototype.slice.call(a[i], r * V, (r + 1) * V) as number[];
+      const y = Array.prototype.slice.call(b[i], r * V, (r + 1) * V) as number[];
+      let d = 0, s = 0;
+      for (let j = 0; j < V; j++) (d = Math.max(d, Math.abs(x[j] - y[j])), s = Math.max(s, Math.abs(y[j])));
+      rels.push(d / s);
+      kls.push(kl(y, x));
       same += argmax(x) === argmax(y) ? 1 : 0;
-      rows++;
     }
   }
-  return { rel: d / s, kl: worst, top1: same / rows };
+  rels.sort((p, q) => p - q);
+  return {
+    median: rels[rels.length >> 1],
+    rel: rels[rels.length - 1],
+    meanKl: kls.reduce((p, q) => p + q, 0) / kls.length,
+    kl: Math.max(...kls),
+    top1: same / rels.length,
+  };
 }
 
-const fmt = (c: Cmp) => `${c.rel.toExponential(2)} | ${c.kl.toExponential(2)} | ${(c.top1 * 100).toFixed(0)}%`;
+async function copyDir(src: string, dst: string): Promise<string> {
+  await Deno.mkdir(dst, { recursive: true });
+  for await (const e of Deno.readDir(src)) {
+    if (e.isFile) await Deno.copyFile(join(src, e.name), join(dst, e.name));
+  }
+  return dst;
+}
+
+const e2 = (x: number) => x.toExponential(1);
+const fmt = (c: Cmp) =>
+  `${e2(c.median)} | ${e2(c.rel)} | ${e2(c.meanKl)} | ${e2(c.kl)} | ${(c.top1 * 100).toFixed(0)}%`;
 
 for (const [family, arch] of FAMILIES) {
   Deno.test({
@@ -104,9 +132,24 @@ for (const [family, arch] of FAMILIES) {
       r.close();
       const tmp = await Deno.makeTempDir({ prefix: `gguf_${family}_` });
       try {
-        const common = { model: dir, scheme: W4G32, nsamples: 4, seqlen: 32 };
-        const f32 = await exportModel({ ...common, formats: "gguf:q8_0", out: join(tmp, "f32"), forceType: "F32" });
-        const q = await exportModel({ ...common, formats: "gguf:q8_0,gguf:q4_k_m", out: join(tmp, "q") });
+        // llama.cpp's vocabulary loader marks Phi-3's special tokens when general.name contains
+        // "phi3" and needs "<|endoftext|>", which the fixtures' stories260K vocabulary lacks: the
+        // Phi-3 fixtures are exported from a copy named otherwise (general.name is the folder's).
+        const model = family.startsWith("phi3")
+          ? await copyDir(dir, join(tmp, family.replace("phi3", "p3")))
+          : dir;
+        const common = { model, scheme: W4G32, nsamples: 4, seqlen: 32 };
+        const f32 = await exportModel({
+          ...common,
+          formats: "gguf:q8_0",
+          out: join(tmp, "f32"),
+          forceType: "F32",
+        });
+        const q = await exportModel({
+          ...common,
+          formats: "gguf:q8_0,gguf:q4_k_m,gguf:f16",
+          out: join(tmp, "q"),
+        });
         const exporters = [...f32.exporters, ...q.exporters] as GgufExporter[];
         const files = exporters.map((e) => e.path);
         for (const e of exporters) assertEquals(e.warnings, [], `${family}: warnings`);
@@ -120,26 +163,34 @@ for (const [family, arch] of FAMILIES) {
         const seqs = [0, 1, 2].map((s) => [...ids.subarray(s * T, (s + 1) * T)]);
         const res = await runLlamaCpp(files.map((model) => ({ model, sequences: seqs })));
         const llama = res.map((x) => x.logits!.map((rows) => Float32Array.from(rows.flat())));
-        console.log(`\n${family} → ${arch}\n| file | vs | max rel | worst KL | same top-1 |\n|---|---|---|---|---|`);
+        console.log(
+          `\n${family} → ${arch}\n| file | vs | median rel | max rel | mean KL | max KL | same top-1 |\n|---|---|---|---|---|---|---|`,
+        );
         // F32: llama.cpp against transformers (sequence 0 everywhere, the three last positions).
         const lastOf = (x: Float32Array[]) => x.map((s) => s.subarray((T - 1) * V));
         const refRows = [0, 1, 2].map((s) => refLast.subarray(s * V, (s + 1) * V));
         const tAll = compare([llama[0][0]], [refAll], V), tLast = compare(lastOf(llama[0]), refRows, V);
         console.log(`| F32 | transformers, seq 0 all positions | ${fmt(tAll)} |`);
         console.log(`| F32 | transformers, last positions | ${fmt(tLast)} |`);
-        assert(tAll.rel <= F32_BOUND && tLast.rel <= F32_BOUND, `${family} F32 vs transformers: ${tAll.rel}, ${tLast.rel}`);
+        const f32Bound = ckpt.spec.act === "gelu_tanh" ? GEMMA_F32_BOUND : F32_BOUND;
+        assert(
+          tAll.rel <= f32Bound && tLast.rel <= f32Bound && tAll.meanKl <= 1e-6,
+          `${family} F32 vs transformers: ${tAll.rel}, ${tLast.rel}`,
+        );
         for (const [i, file] of files.entries()) {
           const ours = await ourLogits(file, ids);
           const c = compare(llama[i], ours, V);
           const name = file.split("-").pop()!;
           console.log(`| ${name} | ours on the dequantized file | ${fmt(c)} |`);
           if (i === 0) {
-            assert(c.rel <= F32_BOUND, `${family} F32 llama.cpp vs ours: ${c.rel}`);
+            assert(c.rel <= f32Bound && c.meanKl <= 1e-6, `${family} F32 llama.cpp vs ours: ${fmt(c)}`);
             // Our reader gives back the checkpoint: our forward on it is transformers' model.
             const back = compare([ours[0]], [refAll], V);
             assert(back.rel <= F32_BOUND, `${family} F32 read back vs transformers: ${back.rel}`);
+          } else if (name === "F16.gguf") {
+            assert(c.median <= F16_MEDIAN && c.meanKl <= 1e-4 && c.top1 >= 0.95, `${family} F16: ${fmt(c)}`);
           } else {
-            assert(c.rel <= Q_BOUND && c.kl <= KL_BOUND && c.top1 >= 0.95, `${family} ${name}: ${fmt(c)}`);
+            assert(c.median <= Q_MEDIAN && c.meanKl <= Q_KL && c.top1 >= 0.9, `${family} ${name}: ${fmt(c)}`);
           }
         }
       } finally {

@@ -229,7 +229,7 @@ export class GgufExporter implements Exporter {
     }
     const w = decodeFloats(bytes, dtype);
     // Gemma stores w and computes (1 + w): the converter writes 1 + w (gemma.py modify_tensors).
-    if (spec.normOffset && name.endsWith("norm.weight")) for (let i = 0; i < w.length; i++) w[i] += 1;
+    if (spec.normOffset && name.endsWith("norm.weight")) { for (let i = 0; i < w.length; i++) w[i] += 1; }
     // Norms and biases: F32 (convert.py: 1-D tensors and norms stay float32).
     const rows = shape[0], cols = shape.length > 1 ? shape[1] : 1;
     const wr = this.#toGgufRows(name, w, rows, cols);
@@ -404,7 +404,9 @@ export class GgufExporter implements Exporter {
     const w = await this.#w();
     const spec = this.#ctx.spec;
     this.#stacker?.checkComplete();
-    for (const [name, v] of familyTensors(spec)) await w.addTensor(name, "F32", [v.length], encodeFloats(v, "F32"));
+    for (const [name, v] of familyTensors(spec)) {
+      await w.addTensor(name, "F32", [v.length], encodeFloats(v, "F32"));
+    }
     const factors = llama3RopeFactors(spec);
     if (factors && !w.hasTensor("rope_freqs.weight")) {
       await w.addTensor("rope_freqs.weight", "F32", [factors.length], encodeFloats(factors, "F32"));

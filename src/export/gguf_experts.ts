@@ -32,7 +32,13 @@ export class ExpertStacker {
    * Add expert `e`'s bytes (ggml shape `ne` = `{k, n}`) to `stacked`; returns the whole tensor when
    * this was its last expert.
    */
-  add(stacked: string, e: number, type: GgmlTypeName, ne: number[], bytes: Uint8Array): StackedTensor | undefined {
+  add(
+    stacked: string,
+    e: number,
+    type: GgmlTypeName,
+    ne: number[],
+    bytes: Uint8Array,
+  ): StackedTensor | undefined {
     let p = this.#pending.get(stacked);
     if (!p) {
       p = { type, ne, parts: new Array(this.nExperts).fill(undefined), got: 0 };

@@ -71,7 +71,10 @@ export async function openGgufModel(path: string): Promise<GgufModel> {
     const get = (n: string) => {
       const hit = names.get(n);
       if (!hit) {
-        throw new FormatError(`tensor "${n}" (${hfToGgufName(n, naming) ?? "no GGUF name"}) is missing`, path);
+        throw new FormatError(
+          `tensor "${n}" (${hfToGgufName(n, naming) ?? "no GGUF name"}) is missing`,
+          path,
+        );
       }
       return hit;
     };
@@ -93,7 +96,7 @@ export async function openGgufModel(path: string): Promise<GgufModel> {
         }
         const w = await file.readF32(t.name);
         // Gemma's GGUF norms hold 1 + w (the converter's shift); the ModelSpec wants w.
-        if (spec.normOffset && n.endsWith("norm.weight")) for (let i = 0; i < w.length; i++) w[i] -= 1;
+        if (spec.normOffset && n.endsWith("norm.weight")) { for (let i = 0; i < w.length; i++) w[i] -= 1; }
         const heads = permute ? qkHeads(n, spec.nHeads, spec.nKvHeads) : 0;
         if (!heads) return w;
         const rows = t.ne.length > 1 ? t.ne[1] : t.ne[0];

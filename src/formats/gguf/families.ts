@@ -56,7 +56,9 @@ export function ggufFamilyWarnings(spec: ModelSpec, file = "config.json"): strin
     );
   }
   if (a === "phi3" && spec.slidingWindow) {
-    out.push(`llama.cpp disables Phi-3's sliding window (phi3.cpp); sliding_window ${spec.slidingWindow} is ignored`);
+    out.push(
+      `llama.cpp disables Phi-3's sliding window (phi3.cpp); sliding_window ${spec.slidingWindow} is ignored`,
+    );
   }
   if (a === "gemma2" || a === "gemma3") {
     const lt = spec.layerTypes;
@@ -64,7 +66,8 @@ export function ggufFamilyWarnings(spec: ModelSpec, file = "config.json"): strin
       out.push(`layer_types differ from llama.cpp's ${a} sliding pattern; the GGUF uses llama.cpp's`);
     }
     const scale = spec.attnScale ?? 1 / Math.sqrt(spec.headDim);
-    const theirs = 1 / Math.sqrt(llamaCppGemmaScaleDim(a, spec.nLayers, spec.hidden, spec.nHeads, spec.headDim));
+    const theirs = 1 /
+      Math.sqrt(llamaCppGemmaScaleDim(a, spec.nLayers, spec.hidden, spec.nHeads, spec.headDim));
     if (Math.abs(scale - theirs) > 1e-7 * theirs) {
       out.push(
         `query_pre_attn_scalar gives attention scale ${scale}; llama.cpp's ${a} uses ${theirs} (from the layer count)`,
@@ -120,7 +123,10 @@ export function familyTensors(spec: ModelSpec): [string, Float32Array][] {
 // ---------------------------------------------------------------------------------------------------
 
 /** model_type and architecture of a GGUF architecture (llama with experts: Mixtral). */
-export function hfFamilyOf(arch: string, nExperts: number): { modelType: string; architecture: string } | undefined {
+export function hfFamilyOf(
+  arch: string,
+  nExperts: number,
+): { modelType: string; architecture: string } | undefined {
   if (arch === "llama" && nExperts > 0) return { modelType: "mixtral", architecture: "MixtralForCausalLM" };
   const m: Record<string, [string, string]> = {
     qwen2moe: ["qwen2_moe", "Qwen2MoeForCausalLM"],
