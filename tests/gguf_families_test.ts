@@ -199,3 +199,41 @@ for (const [family, arch] of FAMILIES) {
     },
   });
 }
+
+Deno.test({
+  name:
+    "llama.cpp: qwen2_moe with norm_topk_prob=true is warned; the GGUF computes llama.cpp's qwen2moe (no renorm), as our reader reads it",
+  async fn() {
+    if (UNAVAILABLE) return console.log(`skipped: ${UNAVAILABLE}`);
+    const dir = fixture("models/qwen2_moe_norm");
+    const r = await SafetensorsReader.open(`${dir}/reference.safetensors`);
+    const ids = await r.readInt32("ids"), refAll = await r.readF32("logits");
+    r.close();
+    const tmp = await Deno.makeTempDir({ prefix: "gguf_qwen2_moe_norm_" });
+    try {
+      const run = await exportModel({
+        model: dir,
+        scheme: W4G32,
+        nsamples: 4,
+        seqlen: 32,
+        formats: "gguf:q8_0",
+        out: tmp,
+        forceType: "F32",
+      });
+      const e = run.exporters[0] as GgufExporter;
+      assert(e.warnings.length === 1 && /norm_topk_prob=true/.test(e.warnings[0]), e.warnings.join());
+      const res = await runLlamaCpp([{ model: e.path, sequences: [[...ids.subarray(0, T)]] }]);
+      const llama = Float32Array.from(res[0].logits![0].flat());
+      const V = run.spec.vocab;
+      const vsTransformers = compare([llama], [refAll], V);
+      const vsOurs = compare([llama], [(await ourLogits(e.path, ids))[0]], V);
+      console.log(
+        `transformers (renorm): ${fmt(vsTransformers)}\nours on the file (no renorm): ${fmt(vsOurs)}`,
+      );
+      assert(vsTransformers.median > 1e-2, `llama.cpp renormalised? ${fmt(vsTransformers)}`);
+      assert(vsOurs.rel <= F32_BOUND, `read back as llama.cpp's qwen2moe: ${fmt(vsOurs)}`);
+    } finally {
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+});

@@ -22,9 +22,8 @@ import {
   qkHeads,
 } from "../formats/gguf/names.ts";
 import { familyTensors, ggufFamilyWarnings } from "../formats/gguf/families.ts";
-import { ExpertStacker } from "./gguf_experts.ts";
+import { deviceRowChunks, ExpertStacker } from "./gguf_experts.ts";
 import { type GgmlTypeName } from "../qmath/gguf/types.ts";
-import type { QuantGgmlType } from "../qmath/gguf/params.ts";
 import { LLAMA_FILE_TYPES } from "../formats/gguf/constants.ts";
 import { GgufWriter, meta } from "../formats/gguf/writer.ts";
 import { basename, join } from "../std/path.ts";
@@ -42,8 +41,8 @@ import {
   type RawSource,
   readAllRaw,
 } from "./exporter.ts";
-import type { FloatQuantizedLinear, QuantizedLinear } from "../qmath/quantized.ts";
-import { paramsFromQuantized } from "../formats/gguf/given_codes.ts";
+import { dequantizeLinear, type FloatQuantizedLinear, type QuantizedLinear } from "../qmath/quantized.ts";
+import { paramsFromQuantized, permuteGivenRows } from "../formats/gguf/given_codes.ts";
 import { packMxfp4Blocks } from "../qmath/gguf/mxfp4.ts";
 
 export { paramsFromQuantized } from "../formats/gguf/given_codes.ts";
@@ -126,6 +125,7 @@ export class GgufExporter implements Exporter {
       nHeads: spec.nHeads,
       nKvHeads: spec.nKvHeads,
       tied: spec.tieEmbeddings,
+      nExpert: spec.moe?.nExperts,
     }, nAttnV);
     // RTNConfig: opt-RTN unless disabled; W8 int (gguf:q8_0) turns it off by default.
     this.#optRtn = ctx.run.iters === 0 && !isFloatGguf(named) &&
@@ -214,7 +214,16 @@ export class GgufExporter implements Exporter {
       const [n, k] = shape;
       const type = this.#forceType ??
         (name === "lm_head.weight" ? this.#selector.lmHead(k) : this.#selector.embedding(k));
-      if (isQuantType(type)) return await this.#deviceRowChunks(name, type, dtype, src, n, k);
+      if (isQuantType(type)) {
+        const opts = name === "lm_head.weight" ? { optRtn: this.#optRtn } : { optRtn: false, atExport: true };
+        const device = this.#ctx.ggufQuantizer;
+        return await this.#put(
+          name,
+          type,
+          [k, n],
+          await deviceRowChunks(device, type, dtype, src, n, k, opts),
+        );
+      }
     }
     // Whole: the host GGUF quantizers take the rows of the embedding and lm_head at will.
     const bytes = await readAllRaw(src);
@@ -234,37 +243,6 @@ export class GgufExporter implements Exporter {
     const rows = shape[0], cols = shape.length > 1 ? shape[1] : 1;
     const wr = this.#toGgufRows(name, w, rows, cols);
     await this.#put(name, "F32", [...shape].reverse(), encodeFloats(wr, "F32"));
-  }
-
-  /**
-   * The embedding or lm_head through the device quantizer, 256 MiB of f32 rows at a time, read from
-   * the checkpoint piece by piece: a 151936 × 8192 table is never whole on the host, neither as
-   * stored nor as f32 (GGML blocks never cross rows, so the pieces' bytes concatenate to the whole's).
-   */
-  async #deviceRowChunks(
-    name: string,
-    type: GgmlTypeName,
-    dtype: FloatDType | "F64",
-    src: RawSource,
-    n: number,
-    k: number,
-  ) {
-    const device = this.#ctx.ggufQuantizer!;
-    const size = ST_DTYPE_BYTES[dtype] * k;
-    // AUTOROUND_GGUF_ROW_CHUNK_BYTES: smaller pieces, so that tests cut a small table into several.
-    const chunk = Number(Deno.env.get("AUTOROUND_GGUF_ROW_CHUNK_BYTES") ?? 2 ** 28);
-    const step = Math.max(1, Math.floor((chunk > 0 ? chunk : 2 ** 28) / (4 * k)));
-    const opts = name === "lm_head.weight" ? { optRtn: this.#optRtn } : { optRtn: false, atExport: true };
-    const parts: Uint8Array[] = [];
-    for (let r = 0; r < n; r += step) {
-      const m = Math.min(step, n - r);
-      const w = decodeFloats(await src.read(r * size, m * size), dtype);
-      parts.push(await device(type as QuantGgmlType, w, m, k, opts));
-    }
-    const bytes = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-    let at = 0;
-    for (const p of parts) (bytes.set(p, at), at += p.length);
-    await this.#put(name, type, [k, n], bytes);
   }
 
   /** The type of a block Linear, with the user's layer_config taken into account. */
@@ -370,31 +348,19 @@ export class GgufExporter implements Exporter {
     const type = this.linearType(l.name, l.k);
     const hf = `${l.name}.weight`;
     const given = paramsFromQuantized(l, type);
+    const heads = this.#permute ? qkHeads(hf, this.#ctx.spec.nHeads, this.#ctx.spec.nKvHeads) : 0;
     if (given && isQuantType(type)) {
-      const heads = this.#permute ? qkHeads(hf, this.#ctx.spec.nHeads, this.#ctx.spec.nKvHeads) : 0;
-      let { wq, params } = given;
-      if (heads) {
-        wq = permuteRowsHfToGguf(wq, l.n, l.k, heads);
-        const G = l.k / 32;
-        const perm = (a: Float32Array) => permuteRowsHfToGguf(a, l.n, G, heads);
-        params = params.kind === "sym" ? { kind: "sym", scale: perm(params.scale) } : {
-          kind: "asym",
-          scale: perm((params as { scale: Float32Array }).scale),
-          zp: perm((params as { zp: Float32Array }).zp),
-        };
-      }
+      const { wq, params } = heads ? permuteGivenRows(given, l.n, l.k, heads) : given;
       await this.#put(hf, type, [l.k, l.n], packBlocks(packParams(type, wq, l.n, l.k, params)), true);
     } else {
-      const G = Math.ceil(l.k / (l.groupSize <= 0 ? l.k : Math.min(l.groupSize, l.k)));
-      const g = l.k / G;
-      const w = new Float32Array(l.n * l.k);
-      for (let r = 0; r < l.n; r++) {
-        for (let c = 0; c < l.k; c++) {
-          const gi = r * G + Math.floor(c / g);
-          w[r * l.k + c] = l.q.scales[gi] * (l.q.codes[r * l.k + c] - l.q.zeros[gi]);
-        }
-      }
-      await this.#quantized(hf, type, rowsOf(this.#toGgufRows(hf, w, l.n, l.k), l.k), l.n, l.k, "linear");
+      await this.#quantized(
+        hf,
+        type,
+        rowsOf(this.#toGgufRows(hf, dequantizeLinear(l), l.n, l.k), l.k),
+        l.n,
+        l.k,
+        "linear",
+      );
     }
     // No bias here: the pipeline hands biases of quantized layers to float-wanting exporters with
     // writeRaw (pipeline.ts), so writing l.bias too would duplicate the tensor.
