@@ -33,19 +33,25 @@
 import { assert, assertEquals, fixture } from "./assert.ts";
 import { GgufExporter } from "../src/export/gguf.ts";
 import { GgufFile } from "../src/formats/gguf/file.ts";
-import { openGgufModel } from "../src/io/gguf_model.ts";
 import { openCheckpoint } from "../src/io/checkpoint.ts";
 import { SafetensorsReader } from "../src/io/safetensors/reader.ts";
-import { CpuBackend } from "../src/backend/cpu/cpu_backend.ts";
-import { LoadedModel } from "../src/model/transformer.ts";
-import { exportModel, llamaCppUnavailable, runLlamaCpp } from "./consumers/helpers.ts";
-import { argmax, kl } from "./consumers/logits.ts";
+import {
+  exportModel,
+  llamaCppUnavailable,
+  runLlamaCpp,
+} from "./consumers/helpers.ts";
+import { compare, fmt, ourLogits } from "./consumers/family_logits.ts";
 import { join } from "./consumers/path.ts";
 import { checkFamilyTensors } from "./gguf_families_layout.ts";
 
 const UNAVAILABLE = await llamaCppUnavailable();
 const W4G32 = { bits: 4, groupSize: 32, sym: true, dataType: "int" as const };
-const T = 48, F32_BOUND = 2e-5, GEMMA_F32_BOUND = 3e-3, F16_MEDIAN = 3e-3, Q_MEDIAN = 0.05, Q_KL = 0.01;
+const T = 48,
+  F32_BOUND = 2e-5,
+  GEMMA_F32_BOUND = 3e-3,
+  F16_MEDIAN = 3e-3,
+  Q_MEDIAN = 0.05,
+  Q_KL = 0.01;
 
 const FAMILIES: [string, string][] = [
   ["qwen2_moe", "qwen2moe"],
@@ -58,56 +64,6 @@ const FAMILIES: [string, string][] = [
   ["phi3_longrope", "phi3"],
 ];
 
-/** All-position logits of each sequence under our forward, `[3][T·V]`. */
-async function ourLogits(file: string, ids: Int32Array): Promise<Float32Array[]> {
-  using be = new CpuBackend();
-  using m = await openGgufModel(file);
-  using model = await LoadedModel.load(be, m.spec, m.weights, { positions: 64 });
-  const out: Float32Array[] = [];
-  for (let s = 0; s < 3; s++) {
-    using h = model.hidden(ids.subarray(s * T, (s + 1) * T), { batch: 1, seqLen: T });
-    using lg = model.logits(h);
-    out.push(await be.read(lg));
-  }
-  return out;
-}
-
-interface Cmp {
-  /** Per position max|Δ|/max|logit|: the median and the worst. */
-  median: number;
-  rel: number;
-  /** KL(b‖a) per position: the mean and the worst. */
-  meanKl: number;
-  kl: number;
-  /** Share of positions with the same argmax. */
-  top1: number;
-}
-
-/** Row-wise comparison of logits `a` with `b`, each `[positions · V]` per sequence. */
-function compare(a: ArrayLike<number>[], b: ArrayLike<number>[], V: number): Cmp {
-  const rels: number[] = [], kls: number[] = [];
-  let same = 0;
-  for (let i = 0; i < a.length; i++) {
-    for (let r = 0; r * V < a[i].length; r++) {
-      const x = Array.prototype.slice.call(a[i], r * V, (r + 1) * V) as number[];
-      const y = Array.prototype.slice.call(b[i], r * V, (r + 1) * V) as number[];
-      let d = 0, s = 0;
-      for (let j = 0; j < V; j++) (d = Math.max(d, Math.abs(x[j] - y[j])), s = Math.max(s, Math.abs(y[j])));
-      rels.push(d / s);
-      kls.push(kl(y, x));
-      same += argmax(x) === argmax(y) ? 1 : 0;
-    }
-  }
-  rels.sort((p, q) => p - q);
-  return {
-    median: rels[rels.length >> 1],
-    rel: rels[rels.length - 1],
-    meanKl: kls.reduce((p, q) => p + q, 0) / kls.length,
-    kl: Math.max(...kls),
-    top1: same / rels.length,
-  };
-}
-
 async function copyDir(src: string, dst: string): Promise<string> {
   await Deno.mkdir(dst, { recursive: true });
   for await (const e of Deno.readDir(src)) {
@@ -116,13 +72,10 @@ async function copyDir(src: string, dst: string): Promise<string> {
   return dst;
 }
 
-const e2 = (x: number) => x.toExponential(1);
-const fmt = (c: Cmp) =>
-  `${e2(c.median)} | ${e2(c.rel)} | ${e2(c.meanKl)} | ${e2(c.kl)} | ${(c.top1 * 100).toFixed(0)}%`;
-
 for (const [family, arch] of FAMILIES) {
   Deno.test({
-    name: `llama.cpp: ${family} as GGUF ${arch} (F32, Q8_0, Q4_K_M) gives transformers' and our logits`,
+    name:
+      `llama.cpp: ${family} as GGUF ${arch} (F32, Q8_0, Q4_K_M) gives transformers' and our logits`,
     async fn() {
       if (UNAVAILABLE) return console.log(`skipped: ${UNAVAILABLE}`);
       const dir = fixture(`models/${family}`);
@@ -152,45 +105,78 @@ for (const [family, arch] of FAMILIES) {
         });
         const exporters = [...f32.exporters, ...q.exporters] as GgufExporter[];
         const files = exporters.map((e) => e.path);
-        for (const e of exporters) assertEquals(e.warnings, [], `${family}: warnings`);
+        for (const e of exporters) {
+          assertEquals(e.warnings, [], `${family}: warnings`);
+        }
         using ckpt = await openCheckpoint(dir);
         const V = ckpt.spec.vocab;
         // Names, shapes, types and values of the family's own tensors, read back with our reader.
         for (const file of files) {
           using g = await GgufFile.open(file);
-          await checkFamilyTensors(g, ckpt.spec, ckpt.weights, file.endsWith("F32.gguf"));
+          await checkFamilyTensors(
+            g,
+            ckpt.spec,
+            ckpt.weights,
+            file.endsWith("F32.gguf"),
+          );
         }
-        const seqs = [0, 1, 2].map((s) => [...ids.subarray(s * T, (s + 1) * T)]);
-        const res = await runLlamaCpp(files.map((model) => ({ model, sequences: seqs })));
-        const llama = res.map((x) => x.logits!.map((rows) => Float32Array.from(rows.flat())));
+        const seqs = [0, 1, 2].map((
+          s,
+        ) => [...ids.subarray(s * T, (s + 1) * T)]);
+        const res = await runLlamaCpp(
+          files.map((model) => ({ model, sequences: seqs })),
+        );
+        const llama = res.map((x) =>
+          x.logits!.map((rows) => Float32Array.from(rows.flat()))
+        );
         console.log(
           `\n${family} → ${arch}\n| file | vs | median rel | max rel | mean KL | max KL | same top-1 |\n|---|---|---|---|---|---|---|`,
         );
         // F32: llama.cpp against transformers (sequence 0 everywhere, the three last positions).
-        const lastOf = (x: Float32Array[]) => x.map((s) => s.subarray((T - 1) * V));
-        const refRows = [0, 1, 2].map((s) => refLast.subarray(s * V, (s + 1) * V));
-        const tAll = compare([llama[0][0]], [refAll], V), tLast = compare(lastOf(llama[0]), refRows, V);
-        console.log(`| F32 | transformers, seq 0 all positions | ${fmt(tAll)} |`);
+        const lastOf = (x: Float32Array[]) =>
+          x.map((s) => s.subarray((T - 1) * V));
+        const refRows = [0, 1, 2].map((s) =>
+          refLast.subarray(s * V, (s + 1) * V)
+        );
+        const tAll = compare([llama[0][0]], [refAll], V),
+          tLast = compare(lastOf(llama[0]), refRows, V);
+        console.log(
+          `| F32 | transformers, seq 0 all positions | ${fmt(tAll)} |`,
+        );
         console.log(`| F32 | transformers, last positions | ${fmt(tLast)} |`);
-        const f32Bound = ckpt.spec.act === "gelu_tanh" ? GEMMA_F32_BOUND : F32_BOUND;
+        const f32Bound = ckpt.spec.act === "gelu_tanh"
+          ? GEMMA_F32_BOUND
+          : F32_BOUND;
         assert(
           tAll.rel <= f32Bound && tLast.rel <= f32Bound && tAll.meanKl <= 1e-6,
           `${family} F32 vs transformers: ${tAll.rel}, ${tLast.rel}`,
         );
         for (const [i, file] of files.entries()) {
-          const ours = await ourLogits(file, ids);
+          const ours = await ourLogits(file, ids, T);
           const c = compare(llama[i], ours, V);
           const name = file.split("-").pop()!;
           console.log(`| ${name} | ours on the dequantized file | ${fmt(c)} |`);
           if (i === 0) {
-            assert(c.rel <= f32Bound && c.meanKl <= 1e-6, `${family} F32 llama.cpp vs ours: ${fmt(c)}`);
+            assert(
+              c.rel <= f32Bound && c.meanKl <= 1e-6,
+              `${family} F32 llama.cpp vs ours: ${fmt(c)}`,
+            );
             // Our reader gives back the checkpoint: our forward on it is transformers' model.
             const back = compare([ours[0]], [refAll], V);
-            assert(back.rel <= F32_BOUND, `${family} F32 read back vs transformers: ${back.rel}`);
+            assert(
+              back.rel <= F32_BOUND,
+              `${family} F32 read back vs transformers: ${back.rel}`,
+            );
           } else if (name === "F16.gguf") {
-            assert(c.median <= F16_MEDIAN && c.meanKl <= 1e-4 && c.top1 >= 0.95, `${family} F16: ${fmt(c)}`);
+            assert(
+              c.median <= F16_MEDIAN && c.meanKl <= 1e-4 && c.top1 >= 0.95,
+              `${family} F16: ${fmt(c)}`,
+            );
           } else {
-            assert(c.median <= Q_MEDIAN && c.meanKl <= Q_KL && c.top1 >= 0.9, `${family} ${name}: ${fmt(c)}`);
+            assert(
+              c.median <= Q_MEDIAN && c.meanKl <= Q_KL && c.top1 >= 0.9,
+              `${family} ${name}: ${fmt(c)}`,
+            );
           }
         }
       } finally {
@@ -221,17 +207,35 @@ Deno.test({
         forceType: "F32",
       });
       const e = run.exporters[0] as GgufExporter;
-      assert(e.warnings.length === 1 && /norm_topk_prob=true/.test(e.warnings[0]), e.warnings.join());
-      const res = await runLlamaCpp([{ model: e.path, sequences: [[...ids.subarray(0, T)]] }]);
+      assert(
+        e.warnings.length === 1 && /norm_topk_prob=true/.test(e.warnings[0]),
+        e.warnings.join(),
+      );
+      const res = await runLlamaCpp([{
+        model: e.path,
+        sequences: [[...ids.subarray(0, T)]],
+      }]);
       const llama = Float32Array.from(res[0].logits![0].flat());
       const V = run.spec.vocab;
       const vsTransformers = compare([llama], [refAll], V);
-      const vsOurs = compare([llama], [(await ourLogits(e.path, ids))[0]], V);
-      console.log(
-        `transformers (renorm): ${fmt(vsTransformers)}\nours on the file (no renorm): ${fmt(vsOurs)}`,
+      const vsOurs = compare(
+        [llama],
+        [(await ourLogits(e.path, ids, T))[0]],
+        V,
       );
-      assert(vsTransformers.median > 1e-2, `llama.cpp renormalised? ${fmt(vsTransformers)}`);
-      assert(vsOurs.rel <= F32_BOUND, `read back as llama.cpp's qwen2moe: ${fmt(vsOurs)}`);
+      console.log(
+        `transformers (renorm): ${
+          fmt(vsTransformers)
+        }\nours on the file (no renorm): ${fmt(vsOurs)}`,
+      );
+      assert(
+        vsTransformers.median > 1e-2,
+        `llama.cpp renormalised? ${fmt(vsTransformers)}`,
+      );
+      assert(
+        vsOurs.rel <= F32_BOUND,
+        `read back as llama.cpp's qwen2moe: ${fmt(vsOurs)}`,
+      );
     } finally {
       await Deno.remove(tmp, { recursive: true });
     }

@@ -24,7 +24,11 @@ const SIDE_FILES = [
   "generation_config.json",
 ];
 
-async function copySide(src: string, dst: string, files = SIDE_FILES): Promise<void> {
+async function copySide(
+  src: string,
+  dst: string,
+  files = SIDE_FILES,
+): Promise<void> {
   for (const f of files) {
     try {
       await Deno.copyFile(join(src, f), join(dst, f));
@@ -35,9 +39,17 @@ async function copySide(src: string, dst: string, files = SIDE_FILES): Promise<v
 }
 
 /** Embed a [rows, cols] matrix into a zero [R, C] one at the top-left. */
-function pad2(w: Float32Array, rows: number, cols: number, R: number, C: number): Float32Array {
+function pad2(
+  w: Float32Array,
+  rows: number,
+  cols: number,
+  R: number,
+  C: number,
+): Float32Array {
   const out = new Float32Array(R * C);
-  for (let r = 0; r < rows; r++) out.set(w.subarray(r * cols, (r + 1) * cols), r * C);
+  for (let r = 0; r < rows; r++) {
+    out.set(w.subarray(r * cols, (r + 1) * cols), r * C);
+  }
   return out;
 }
 
@@ -65,8 +77,18 @@ export async function widenStories(dir: string): Promise<string> {
     const p = `model.layers.${b}.`;
     await norm(p + "input_layernorm.weight");
     await norm(p + "post_attention_layernorm.weight");
-    const lin = async (n: string, rows: number, cols: number, R: number, C: number) =>
-      await put(p + n + ".weight", [R, C], pad2(await r.readF32(p + n + ".weight"), rows, cols, R, C));
+    const lin = async (
+      n: string,
+      rows: number,
+      cols: number,
+      R: number,
+      C: number,
+    ) =>
+      await put(
+        p + n + ".weight",
+        [R, C],
+        pad2(await r.readF32(p + n + ".weight"), rows, cols, R, C),
+      );
     await lin("self_attn.q_proj", 8 * D, H, 32 * D, H2);
     await lin("self_attn.k_proj", 4 * D, H, 16 * D, H2);
     await lin("self_attn.v_proj", 4 * D, H, 16 * D, H2);
@@ -86,7 +108,10 @@ export async function widenStories(dir: string): Promise<string> {
     head_dim: D,
     rms_norm_eps: cfg.rms_norm_eps / 4,
   };
-  await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(wide, null, 2));
+  await Deno.writeTextFile(
+    join(dir, "config.json"),
+    JSON.stringify(wide, null, 2),
+  );
   await copySide(STORIES, dir);
   await Deno.copyFile(join(STORIES, "eval.txt"), join(dir, "eval.txt"));
   return dir;
@@ -102,15 +127,26 @@ function randn(n: number, sigma: number, seed: number): Float32Array {
     return (s >>> 0) / 4294967296;
   };
   const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = (u() + u() + u() + u() - 2) * Math.sqrt(3) * sigma;
+  for (let i = 0; i < n; i++) {
+    out[i] = (u() + u() + u() + u() - 2) * Math.sqrt(3) * sigma;
+  }
   return out;
 }
 
 /** The Qwen3 tokenizer fixture folder (shared models). */
-export const QWEN3_TOKENIZER = join(REPO, "..", "shared", "models", "qwen3-tokenizer");
+export const QWEN3_TOKENIZER = join(
+  REPO,
+  "..",
+  "shared",
+  "models",
+  "qwen3-tokenizer",
+);
 
 /** A random two-block Qwen2/Qwen3 with the Qwen3 tokenizer, BF16 weights, written into `dir`. */
-export async function tinyQwen(dir: string, arch: "qwen2" | "qwen3"): Promise<string> {
+export async function tinyQwen(
+  dir: string,
+  arch: "qwen2" | "qwen3",
+): Promise<string> {
   await Deno.mkdir(dir, { recursive: true });
   const H = 64, I = 128, L = 2, NH = 4, NKV = 2, D = 16, V = 151936;
   await using w = new SafetensorsWriter(dir, { maxShardSize: 1e9 });
@@ -119,7 +155,8 @@ export async function tinyQwen(dir: string, arch: "qwen2" | "qwen3"): Promise<st
     w.add(name, "BF16", shape, encodeFloats(v, "BF16"));
   const rnd = (name: string, shape: number[], sigma: number) =>
     put(name, shape, randn(shape.reduce((a, b) => a * b), sigma, seed++));
-  const ones = (name: string, n: number) => put(name, [n], randn(n, 0.1, seed++).map((x) => 1 + x));
+  const ones = (name: string, n: number) =>
+    put(name, [n], randn(n, 0.1, seed++).map((x) => 1 + x));
   await rnd("model.embed_tokens.weight", [V, H], 0.5);
   for (let b = 0; b < L; b++) {
     const p = `model.layers.${b}.`;
@@ -163,7 +200,116 @@ export async function tinyQwen(dir: string, arch: "qwen2" | "qwen3"): Promise<st
     bos_token_id: 151643,
     eos_token_id: 151645,
   };
-  await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(cfg, null, 2));
+  await Deno.writeTextFile(
+    join(dir, "config.json"),
+    JSON.stringify(cfg, null, 2),
+  );
   await copySide(QWEN3_TOKENIZER, dir);
+  return dir;
+}
+
+/**
+ * A random two-block MoE whose every Linear input is 256 wide, so that the K-quants apply to the
+ * stacked experts instead of falling back (the family fixtures are 64 wide): qwen2_moe (shared
+ * expert, norm_topk_prob false, as llama.cpp's qwen2moe computes) or mixtral (8 experts: the
+ * llama-quant.cpp 8-expert type rules, q/k permuted), F32, stories260K tokenizer, written into `dir`.
+ */
+export async function wideMoe(
+  dir: string,
+  family: "qwen2_moe" | "mixtral",
+): Promise<string> {
+  await Deno.mkdir(dir, { recursive: true });
+  const H = 256,
+    Im = 256,
+    L = 2,
+    NH = 4,
+    NKV = 2,
+    D = 64,
+    V = 512,
+    E = family === "mixtral" ? 8 : 4;
+  await using w = new SafetensorsWriter(dir, { maxShardSize: 1e9 });
+  let seed = 7;
+  const put = (name: string, shape: number[], v: Float32Array) =>
+    w.add(name, "F32", shape, encodeFloats(v, "F32"));
+  const rnd = (name: string, shape: number[], sigma: number) =>
+    put(name, shape, randn(shape.reduce((a, b) => a * b), sigma, seed++));
+  const ones = (name: string, n: number) =>
+    put(name, [n], randn(n, 0.1, seed++).map((x) => 1 + x));
+  await rnd("model.embed_tokens.weight", [V, H], 0.5);
+  const [moe, proj] = family === "mixtral"
+    ? ["block_sparse_moe", ["w1", "w3", "w2"]]
+    : ["mlp", ["gate_proj", "up_proj", "down_proj"]];
+  for (let b = 0; b < L; b++) {
+    const p = `model.layers.${b}.`;
+    await ones(p + "input_layernorm.weight", H);
+    await ones(p + "post_attention_layernorm.weight", H);
+    await rnd(p + "self_attn.q_proj.weight", [NH * D, H], 0.08);
+    await rnd(p + "self_attn.k_proj.weight", [NKV * D, H], 0.08);
+    await rnd(p + "self_attn.v_proj.weight", [NKV * D, H], 0.08);
+    await rnd(p + "self_attn.o_proj.weight", [H, NH * D], 0.08);
+    if (family === "qwen2_moe") {
+      for (const x of ["q", "k", "v"]) {
+        await rnd(
+          `${p}self_attn.${x}_proj.bias`,
+          [(x === "q" ? NH : NKV) * D],
+          0.1,
+        );
+      }
+      await rnd(p + "mlp.shared_expert.gate_proj.weight", [Im, H], 0.08);
+      await rnd(p + "mlp.shared_expert.up_proj.weight", [Im, H], 0.08);
+      await rnd(p + "mlp.shared_expert.down_proj.weight", [H, Im], 0.06);
+      await rnd(p + "mlp.shared_expert_gate.weight", [1, H], 0.1);
+    }
+    await rnd(`${p}${moe}.gate.weight`, [E, H], 0.3);
+    for (let e = 0; e < E; e++) {
+      await rnd(`${p}${moe}.experts.${e}.${proj[0]}.weight`, [Im, H], 0.08);
+      await rnd(`${p}${moe}.experts.${e}.${proj[1]}.weight`, [Im, H], 0.08);
+      await rnd(`${p}${moe}.experts.${e}.${proj[2]}.weight`, [H, Im], 0.06);
+    }
+  }
+  await ones("model.norm.weight", H);
+  await rnd("lm_head.weight", [V, H], 0.1);
+  await w.finish();
+  const common = {
+    hidden_size: H,
+    num_hidden_layers: L,
+    num_attention_heads: NH,
+    num_key_value_heads: NKV,
+    head_dim: D,
+    vocab_size: V,
+    max_position_embeddings: 256,
+    rms_norm_eps: 1e-6,
+    rope_theta: 10000,
+    hidden_act: "silu",
+    tie_word_embeddings: false,
+    torch_dtype: "float32",
+    bos_token_id: 1,
+    eos_token_id: 2,
+    num_experts_per_tok: 2,
+  };
+  const cfg = family === "mixtral"
+    ? {
+      ...common,
+      architectures: ["MixtralForCausalLM"],
+      model_type: "mixtral",
+      intermediate_size: Im,
+      num_local_experts: E,
+    }
+    : {
+      ...common,
+      architectures: ["Qwen2MoeForCausalLM"],
+      model_type: "qwen2_moe",
+      intermediate_size: 512,
+      moe_intermediate_size: Im,
+      shared_expert_intermediate_size: Im,
+      num_experts: E,
+      norm_topk_prob: false,
+      qkv_bias: true,
+    };
+  await Deno.writeTextFile(
+    join(dir, "config.json"),
+    JSON.stringify(cfg, null, 2),
+  );
+  await copySide(STORIES, dir);
   return dir;
 }
