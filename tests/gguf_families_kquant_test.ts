@@ -12,11 +12,7 @@
 import { assert, assertEquals } from "./assert.ts";
 import type { GgufExporter } from "../src/export/gguf.ts";
 import { GgufFile } from "../src/formats/gguf/file.ts";
-import {
-  exportModel,
-  llamaCppUnavailable,
-  runLlamaCpp,
-} from "./consumers/helpers.ts";
+import { exportModel, llamaCppUnavailable, runLlamaCpp } from "./consumers/helpers.ts";
 import { compare, fmt, ourLogits } from "./consumers/family_logits.ts";
 import { wideMoe } from "./consumers/models.ts";
 import { join } from "./consumers/path.ts";
@@ -26,8 +22,7 @@ const T = 48;
 
 for (const family of ["qwen2_moe", "mixtral"] as const) {
   Deno.test({
-    name:
-      `llama.cpp: ${family} 256 wide as Q4_K_M and Q6_K: K-quant experts stacked, logits agree`,
+    name: `llama.cpp: ${family} 256 wide as Q4_K_M and Q6_K: K-quant experts stacked, logits agree`,
     async fn() {
       if (UNAVAILABLE) return console.log(`skipped: ${UNAVAILABLE}`);
       const tmp = await Deno.makeTempDir({ prefix: `gguf_kq_${family}_` });
@@ -71,9 +66,7 @@ for (const family of ["qwen2_moe", "mixtral"] as const) {
           `\n${family} 256 wide\n| file | median rel | max rel | mean KL | max KL | same top-1 |`,
         );
         for (const [i, file] of files.entries()) {
-          const llama = res[i].logits!.map((rows) =>
-            Float32Array.from(rows.flat())
-          );
+          const llama = res[i].logits!.map((rows) => Float32Array.from(rows.flat()));
           const c = compare(
             llama,
             await ourLogits(file, ids, T),

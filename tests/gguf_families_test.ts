@@ -35,11 +35,7 @@ import { GgufExporter } from "../src/export/gguf.ts";
 import { GgufFile } from "../src/formats/gguf/file.ts";
 import { openCheckpoint } from "../src/io/checkpoint.ts";
 import { SafetensorsReader } from "../src/io/safetensors/reader.ts";
-import {
-  exportModel,
-  llamaCppUnavailable,
-  runLlamaCpp,
-} from "./consumers/helpers.ts";
+import { exportModel, llamaCppUnavailable, runLlamaCpp } from "./consumers/helpers.ts";
 import { compare, fmt, ourLogits } from "./consumers/family_logits.ts";
 import { join } from "./consumers/path.ts";
 import { checkFamilyTensors } from "./gguf_families_layout.ts";
@@ -74,8 +70,7 @@ async function copyDir(src: string, dst: string): Promise<string> {
 
 for (const [family, arch] of FAMILIES) {
   Deno.test({
-    name:
-      `llama.cpp: ${family} as GGUF ${arch} (F32, Q8_0, Q4_K_M) gives transformers' and our logits`,
+    name: `llama.cpp: ${family} as GGUF ${arch} (F32, Q8_0, Q4_K_M) gives transformers' and our logits`,
     async fn() {
       if (UNAVAILABLE) return console.log(`skipped: ${UNAVAILABLE}`);
       const dir = fixture(`models/${family}`);
@@ -126,27 +121,20 @@ for (const [family, arch] of FAMILIES) {
         const res = await runLlamaCpp(
           files.map((model) => ({ model, sequences: seqs })),
         );
-        const llama = res.map((x) =>
-          x.logits!.map((rows) => Float32Array.from(rows.flat()))
-        );
+        const llama = res.map((x) => x.logits!.map((rows) => Float32Array.from(rows.flat())));
         console.log(
           `\n${family} → ${arch}\n| file | vs | median rel | max rel | mean KL | max KL | same top-1 |\n|---|---|---|---|---|---|---|`,
         );
         // F32: llama.cpp against transformers (sequence 0 everywhere, the three last positions).
-        const lastOf = (x: Float32Array[]) =>
-          x.map((s) => s.subarray((T - 1) * V));
-        const refRows = [0, 1, 2].map((s) =>
-          refLast.subarray(s * V, (s + 1) * V)
-        );
+        const lastOf = (x: Float32Array[]) => x.map((s) => s.subarray((T - 1) * V));
+        const refRows = [0, 1, 2].map((s) => refLast.subarray(s * V, (s + 1) * V));
         const tAll = compare([llama[0][0]], [refAll], V),
           tLast = compare(lastOf(llama[0]), refRows, V);
         console.log(
           `| F32 | transformers, seq 0 all positions | ${fmt(tAll)} |`,
         );
         console.log(`| F32 | transformers, last positions | ${fmt(tLast)} |`);
-        const f32Bound = ckpt.spec.act === "gelu_tanh"
-          ? GEMMA_F32_BOUND
-          : F32_BOUND;
+        const f32Bound = ckpt.spec.act === "gelu_tanh" ? GEMMA_F32_BOUND : F32_BOUND;
         assert(
           tAll.rel <= f32Bound && tLast.rel <= f32Bound && tAll.meanKl <= 1e-6,
           `${family} F32 vs transformers: ${tAll.rel}, ${tLast.rel}`,
@@ -224,9 +212,7 @@ Deno.test({
         V,
       );
       console.log(
-        `transformers (renorm): ${
-          fmt(vsTransformers)
-        }\nours on the file (no renorm): ${fmt(vsOurs)}`,
+        `transformers (renorm): ${fmt(vsTransformers)}\nours on the file (no renorm): ${fmt(vsOurs)}`,
       );
       assert(
         vsTransformers.median > 1e-2,

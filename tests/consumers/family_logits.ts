@@ -63,8 +63,7 @@ export function compare(
       ) as number[];
       let d = 0, s = 0;
       for (let j = 0; j < V; j++) {
-        (d = Math.max(d, Math.abs(x[j] - y[j])),
-          s = Math.max(s, Math.abs(y[j])));
+        (d = Math.max(d, Math.abs(x[j] - y[j])), s = Math.max(s, Math.abs(y[j])));
       }
       rels.push(d / s);
       kls.push(kl(y, x));
@@ -83,6 +82,4 @@ export function compare(
 
 const e2 = (x: number) => x.toExponential(1);
 export const fmt = (c: Cmp) =>
-  `${e2(c.median)} | ${e2(c.rel)} | ${e2(c.meanKl)} | ${e2(c.kl)} | ${
-    (c.top1 * 100).toFixed(0)
-  }%`;
+  `${e2(c.median)} | ${e2(c.rel)} | ${e2(c.meanKl)} | ${e2(c.kl)} | ${(c.top1 * 100).toFixed(0)}%`;

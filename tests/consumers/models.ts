@@ -155,8 +155,7 @@ export async function tinyQwen(
     w.add(name, "BF16", shape, encodeFloats(v, "BF16"));
   const rnd = (name: string, shape: number[], sigma: number) =>
     put(name, shape, randn(shape.reduce((a, b) => a * b), sigma, seed++));
-  const ones = (name: string, n: number) =>
-    put(name, [n], randn(n, 0.1, seed++).map((x) => 1 + x));
+  const ones = (name: string, n: number) => put(name, [n], randn(n, 0.1, seed++).map((x) => 1 + x));
   await rnd("model.embed_tokens.weight", [V, H], 0.5);
   for (let b = 0; b < L; b++) {
     const p = `model.layers.${b}.`;
@@ -233,8 +232,7 @@ export async function wideMoe(
     w.add(name, "F32", shape, encodeFloats(v, "F32"));
   const rnd = (name: string, shape: number[], sigma: number) =>
     put(name, shape, randn(shape.reduce((a, b) => a * b), sigma, seed++));
-  const ones = (name: string, n: number) =>
-    put(name, [n], randn(n, 0.1, seed++).map((x) => 1 + x));
+  const ones = (name: string, n: number) => put(name, [n], randn(n, 0.1, seed++).map((x) => 1 + x));
   await rnd("model.embed_tokens.weight", [V, H], 0.5);
   const [moe, proj] = family === "mixtral"
     ? ["block_sparse_moe", ["w1", "w3", "w2"]]

@@ -176,6 +176,9 @@ export async function tokenizerMetadata(
   if (isGpt2) kv.push(["tokenizer.ggml.pre", meta.str(preTokenizerName(spec.modelType, vocab))]);
   kv.push(["tokenizer.ggml.tokens", meta.strs(tokens)]);
   if (isSpm) kv.push(["tokenizer.ggml.scores", meta.f32s(scoresFromMerges(tokens, tok.merges()))]);
+  // Gemma2/Gemma3: _set_vocab_sentencepiece then add_add_space_prefix(False) (conversion/gemma.py).
+  const gemma = spec.traits.ggufArch === "gemma2" || spec.traits.ggufArch === "gemma3";
+  if (isSpm && gemma) kv.push(["tokenizer.ggml.add_space_prefix", meta.bool(false)]);
   kv.push(["tokenizer.ggml.token_type", meta.i32s(types)]);
   if (isGpt2) kv.push(["tokenizer.ggml.merges", meta.strs(tok.merges())]);
 
