@@ -93,6 +93,14 @@ Deno.test("type mix: 8 experts put attn_v/attn_k in Q8_0 and attn_output in Q5_K
   const four = new GgufTypeSelector(f, { nLayers: 4, nHeads: 8, nKvHeads: 2, tied: false, nExpert: 4 });
   assertEquals(four.linear("blk.1.attn_k.weight", 1, 256), "Q4_K");
   assertEquals(four.linear("blk.1.attn_output.weight", 1, 256), "Q4_K");
+  const f16 = new GgufTypeSelector(ggufFormat("f16")!, {
+    nLayers: 4,
+    nHeads: 8,
+    nKvHeads: 2,
+    tied: false,
+    nExpert: 8,
+  });
+  assertEquals(f16.linear("blk.1.attn_k.weight", 1, 256), "F16");
   const dense = new GgufTypeSelector(f, { nLayers: 4, nHeads: 8, nKvHeads: 8, tied: false });
   assertEquals(dense.linear("blk.1.attn_qkv.weight", 1, 256), "Q5_K");
 });

@@ -181,7 +181,8 @@ export class GgufTypeSelector {
     const n = this.model.nLayers;
     const nGqa = Math.max(1, Math.trunc(this.model.nHeads / this.model.nKvHeads));
     let t: GgmlTypeName = this.format.base;
-    const eight = this.model.nExpert === 8;
+    // Only quantized files get llama-quant.cpp's mixes (float conversions keep every weight's type).
+    const eight = this.model.nExpert === 8 && Object.hasOwn(GGUF_SCHEME_FACTS, this.format.base);
     if (/attn_v\.weight$/.test(ggufName)) {
       const i = this.#iAttnV++;
       if (ft === "Q2_K_S" && nGqa >= 4) t = "Q4_K";
