@@ -24,11 +24,7 @@ const SIDE_FILES = [
   "generation_config.json",
 ];
 
-async function copySide(
-  src: string,
-  dst: string,
-  files = SIDE_FILES,
-): Promise<void> {
+async function copySide(src: string, dst: string, files = SIDE_FILES): Promise<void> {
   for (const f of files) {
     try {
       await Deno.copyFile(join(src, f), join(dst, f));
@@ -39,17 +35,9 @@ async function copySide(
 }
 
 /** Embed a [rows, cols] matrix into a zero [R, C] one at the top-left. */
-function pad2(
-  w: Float32Array,
-  rows: number,
-  cols: number,
-  R: number,
-  C: number,
-): Float32Array {
+function pad2(w: Float32Array, rows: number, cols: number, R: number, C: number): Float32Array {
   const out = new Float32Array(R * C);
-  for (let r = 0; r < rows; r++) {
-    out.set(w.subarray(r * cols, (r + 1) * cols), r * C);
-  }
+  for (let r = 0; r < rows; r++) out.set(w.subarray(r * cols, (r + 1) * cols), r * C);
   return out;
 }
 
@@ -77,18 +65,8 @@ export async function widenStories(dir: string): Promise<string> {
     const p = `model.layers.${b}.`;
     await norm(p + "input_layernorm.weight");
     await norm(p + "post_attention_layernorm.weight");
-    const lin = async (
-      n: string,
-      rows: number,
-      cols: number,
-      R: number,
-      C: number,
-    ) =>
-      await put(
-        p + n + ".weight",
-        [R, C],
-        pad2(await r.readF32(p + n + ".weight"), rows, cols, R, C),
-      );
+    const lin = async (n: string, rows: number, cols: number, R: number, C: number) =>
+      await put(p + n + ".weight", [R, C], pad2(await r.readF32(p + n + ".weight"), rows, cols, R, C));
     await lin("self_attn.q_proj", 8 * D, H, 32 * D, H2);
     await lin("self_attn.k_proj", 4 * D, H, 16 * D, H2);
     await lin("self_attn.v_proj", 4 * D, H, 16 * D, H2);
@@ -108,10 +86,7 @@ export async function widenStories(dir: string): Promise<string> {
     head_dim: D,
     rms_norm_eps: cfg.rms_norm_eps / 4,
   };
-  await Deno.writeTextFile(
-    join(dir, "config.json"),
-    JSON.stringify(wide, null, 2),
-  );
+  await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(wide, null, 2));
   await copySide(STORIES, dir);
   await Deno.copyFile(join(STORIES, "eval.txt"), join(dir, "eval.txt"));
   return dir;
@@ -127,26 +102,15 @@ function randn(n: number, sigma: number, seed: number): Float32Array {
     return (s >>> 0) / 4294967296;
   };
   const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    out[i] = (u() + u() + u() + u() - 2) * Math.sqrt(3) * sigma;
-  }
+  for (let i = 0; i < n; i++) out[i] = (u() + u() + u() + u() - 2) * Math.sqrt(3) * sigma;
   return out;
 }
 
 /** The Qwen3 tokenizer fixture folder (shared models). */
-export const QWEN3_TOKENIZER = join(
-  REPO,
-  "..",
-  "shared",
-  "models",
-  "qwen3-tokenizer",
-);
+export const QWEN3_TOKENIZER = join(REPO, "..", "shared", "models", "qwen3-tokenizer");
 
 /** A random two-block Qwen2/Qwen3 with the Qwen3 tokenizer, BF16 weights, written into `dir`. */
-export async function tinyQwen(
-  dir: string,
-  arch: "qwen2" | "qwen3",
-): Promise<string> {
+export async function tinyQwen(dir: string, arch: "qwen2" | "qwen3"): Promise<string> {
   await Deno.mkdir(dir, { recursive: true });
   const H = 64, I = 128, L = 2, NH = 4, NKV = 2, D = 16, V = 151936;
   await using w = new SafetensorsWriter(dir, { maxShardSize: 1e9 });
@@ -199,10 +163,7 @@ export async function tinyQwen(
     bos_token_id: 151643,
     eos_token_id: 151645,
   };
-  await Deno.writeTextFile(
-    join(dir, "config.json"),
-    JSON.stringify(cfg, null, 2),
-  );
+  await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(cfg, null, 2));
   await copySide(QWEN3_TOKENIZER, dir);
   return dir;
 }
