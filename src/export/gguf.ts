@@ -7,13 +7,23 @@
  * float weights (with the importance matrix when calibration collected one), picks each tensor's type
  * with AutoRound's mix rules (formats/gguf/presets.ts), quantizes it as AutoRound does
  * (qmath/gguf/quantize.ts, on the run's device when it has a GGUF quantizer, see ExportContext),
- * permutes q/k rows for the "llama" architecture, and streams the blocks to the file.
+ * permutes q/k rows for the "llama" architecture, and streams the blocks to the file. Issue-18
+ * families (spec/MODELS.md § 8): per-architecture names, routed experts stacked per projection
+ * (gguf_experts.ts), routers and the shared-expert gate F32, Gemma norms written as 1 + w.
  */
 import { FormatError } from "../errors.ts";
 import { packBlocks } from "../qmath/gguf/blocks.ts";
-import { hfToGgufName, permuteRowsHfToGguf, permutesQK, qkHeads } from "../formats/gguf/names.ts";
+import {
+  expertSlot,
+  ggufNaming,
+  hfToGgufName,
+  permuteRowsHfToGguf,
+  permutesQK,
+  qkHeads,
+} from "../formats/gguf/names.ts";
+import { familyTensors, ggufFamilyWarnings } from "../formats/gguf/families.ts";
+import { deviceRowChunks, ExpertStacker } from "./gguf_experts.ts";
 import { type GgmlTypeName } from "../qmath/gguf/types.ts";
-import type { QuantGgmlType } from "../qmath/gguf/params.ts";
 import { LLAMA_FILE_TYPES } from "../formats/gguf/constants.ts";
 import { GgufWriter, meta } from "../formats/gguf/writer.ts";
 import { basename, join } from "../std/path.ts";
@@ -31,8 +41,8 @@ import {
   type RawSource,
   readAllRaw,
 } from "./exporter.ts";
-import type { FloatQuantizedLinear, QuantizedLinear } from "../qmath/quantized.ts";
-import { paramsFromQuantized } from "../formats/gguf/given_codes.ts";
+import { dequantizeLinear, type FloatQuantizedLinear, type QuantizedLinear } from "../qmath/quantized.ts";
+import { paramsFromQuantized, permuteGivenRows } from "../formats/gguf/given_codes.ts";
 import { packMxfp4Blocks } from "../qmath/gguf/mxfp4.ts";
 
 export { paramsFromQuantized } from "../formats/gguf/given_codes.ts";
@@ -83,6 +93,10 @@ export class GgufExporter implements Exporter {
   readonly #types = new Map<string, GgmlTypeName>();
 
   readonly #forceType?: GgmlTypeName;
+  readonly #naming: string;
+  readonly #stacker?: ExpertStacker;
+  /** What llama.cpp will compute differently from the checkpoint (families.ts ggufFamilyWarnings). */
+  readonly warnings: string[];
 
   /**
    * `opts.forceType` writes every weight (Linears and embeddings) in one type instead of the
@@ -111,12 +125,16 @@ export class GgufExporter implements Exporter {
       nHeads: spec.nHeads,
       nKvHeads: spec.nKvHeads,
       tied: spec.tieEmbeddings,
+      nExpert: spec.moe?.nExperts,
     }, nAttnV);
     // RTNConfig: opt-RTN unless disabled; W8 int (gguf:q8_0) turns it off by default.
     this.#optRtn = ctx.run.iters === 0 && !isFloatGguf(named) &&
       !(ctx.run.disableOptRtn ?? (fmt.base === "Q8_0"));
     this.wantsImportance = this.#optRtn;
     this.#permute = permutesQK(spec.traits.ggufArch);
+    this.#naming = ggufNaming(spec.traits.ggufArch, spec.moe?.style);
+    if (spec.moe) this.#stacker = new ExpertStacker(spec.moe.nExperts);
+    this.warnings = ggufFamilyWarnings(spec, join(ctx.sourceDir, "config.json"));
   }
 
   /** Path of the file written by {@link finish}. */
@@ -136,8 +154,17 @@ export class GgufExporter implements Exporter {
 
   /** Add a tensor; `ne` in ggml order (a weight [n, k] is [k, n]). */
   async #put(hfName: string, type: GgmlTypeName, ne: number[], bytes: Uint8Array, given = false) {
-    const name = hfToGgufName(hfName);
+    const name = hfToGgufName(hfName, this.#naming);
     if (!name) throw new FormatError(`no GGUF name for tensor ${hfName}`);
+    const slot = this.#stacker && expertSlot(hfName, this.#naming);
+    if (slot) {
+      const t = this.#stacker!.add(name, slot.expert, type, ne, bytes);
+      if (!t) return;
+      [ne, bytes] = [t.ne, t.bytes];
+      hfName = hfName.replace(`.${slot.expert}.`, ".*.");
+    }
+    // The shared-expert gate [1, H] is a vector in llama.cpp ({n_embd}, qwen2moe.cpp).
+    if (name.endsWith("ffn_gate_inp_shexp.weight")) ne = [ne[0]];
     await (await this.#w()).addTensor(name, type, ne, bytes);
     this.records.push({ name, hfName, type, fromGivenCodes: given || undefined });
   }
@@ -187,7 +214,16 @@ export class GgufExporter implements Exporter {
       const [n, k] = shape;
       const type = this.#forceType ??
         (name === "lm_head.weight" ? this.#selector.lmHead(k) : this.#selector.embedding(k));
-      if (isQuantType(type)) return await this.#deviceRowChunks(name, type, dtype, src, n, k);
+      if (isQuantType(type)) {
+        const opts = name === "lm_head.weight" ? { optRtn: this.#optRtn } : { optRtn: false, atExport: true };
+        const device = this.#ctx.ggufQuantizer;
+        return await this.#put(
+          name,
+          type,
+          [k, n],
+          await deviceRowChunks(device, type, dtype, src, n, k, opts),
+        );
+      }
     }
     // Whole: the host GGUF quantizers take the rows of the embedding and lm_head at will.
     const bytes = await readAllRaw(src);
@@ -201,50 +237,23 @@ export class GgufExporter implements Exporter {
       return;
     }
     const w = decodeFloats(bytes, dtype);
+    // Gemma stores w and computes (1 + w): the converter writes 1 + w (gemma.py modify_tensors).
+    if (spec.normOffset && name.endsWith("norm.weight")) { for (let i = 0; i < w.length; i++) w[i] += 1; }
     // Norms and biases: F32 (convert.py: 1-D tensors and norms stay float32).
     const rows = shape[0], cols = shape.length > 1 ? shape[1] : 1;
     const wr = this.#toGgufRows(name, w, rows, cols);
     await this.#put(name, "F32", [...shape].reverse(), encodeFloats(wr, "F32"));
   }
 
-  /**
-   * The embedding or lm_head through the device quantizer, 256 MiB of f32 rows at a time, read from
-   * the checkpoint piece by piece: a 151936 × 8192 table is never whole on the host, neither as
-   * stored nor as f32 (GGML blocks never cross rows, so the pieces' bytes concatenate to the whole's).
-   */
-  async #deviceRowChunks(
-    name: string,
-    type: GgmlTypeName,
-    dtype: FloatDType | "F64",
-    src: RawSource,
-    n: number,
-    k: number,
-  ) {
-    const device = this.#ctx.ggufQuantizer!;
-    const size = ST_DTYPE_BYTES[dtype] * k;
-    // AUTOROUND_GGUF_ROW_CHUNK_BYTES: smaller pieces, so that tests cut a small table into several.
-    const chunk = Number(Deno.env.get("AUTOROUND_GGUF_ROW_CHUNK_BYTES") ?? 2 ** 28);
-    const step = Math.max(1, Math.floor((chunk > 0 ? chunk : 2 ** 28) / (4 * k)));
-    const opts = name === "lm_head.weight" ? { optRtn: this.#optRtn } : { optRtn: false, atExport: true };
-    const parts: Uint8Array[] = [];
-    for (let r = 0; r < n; r += step) {
-      const m = Math.min(step, n - r);
-      const w = decodeFloats(await src.read(r * size, m * size), dtype);
-      parts.push(await device(type as QuantGgmlType, w, m, k, opts));
-    }
-    const bytes = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-    let at = 0;
-    for (const p of parts) (bytes.set(p, at), at += p.length);
-    await this.#put(name, type, [k, n], bytes);
-  }
-
   /** The type of a block Linear, with the user's layer_config taken into account. */
   linearType(layer: string, k: number): GgmlTypeName {
+    const gname = hfToGgufName(`${layer}.weight`, this.#naming) ?? layer;
+    // Routers and the shared-expert gate are never quantized in GGUF (convert.py: F32).
+    if (/ffn_gate_inp(_shexp)?\.weight$/.test(gname)) return "F32";
     if (this.#forceType) return this.#forceType;
     // Decided once per layer: the selector counts attn_v tensors as it is asked.
     const known = this.#types.get(layer);
     if (known) return known;
-    const gname = hfToGgufName(`${layer}.weight`) ?? layer;
     const m = /layers\.(\d+)\./.exec(layer);
     const plan = this.#ctx.run.layers.layers.get(layer);
     let userBits: number | undefined;
@@ -339,31 +348,19 @@ export class GgufExporter implements Exporter {
     const type = this.linearType(l.name, l.k);
     const hf = `${l.name}.weight`;
     const given = paramsFromQuantized(l, type);
+    const heads = this.#permute ? qkHeads(hf, this.#ctx.spec.nHeads, this.#ctx.spec.nKvHeads) : 0;
     if (given && isQuantType(type)) {
-      const heads = this.#permute ? qkHeads(hf, this.#ctx.spec.nHeads, this.#ctx.spec.nKvHeads) : 0;
-      let { wq, params } = given;
-      if (heads) {
-        wq = permuteRowsHfToGguf(wq, l.n, l.k, heads);
-        const G = l.k / 32;
-        const perm = (a: Float32Array) => permuteRowsHfToGguf(a, l.n, G, heads);
-        params = params.kind === "sym" ? { kind: "sym", scale: perm(params.scale) } : {
-          kind: "asym",
-          scale: perm((params as { scale: Float32Array }).scale),
-          zp: perm((params as { zp: Float32Array }).zp),
-        };
-      }
+      const { wq, params } = heads ? permuteGivenRows(given, l.n, l.k, heads) : given;
       await this.#put(hf, type, [l.k, l.n], packBlocks(packParams(type, wq, l.n, l.k, params)), true);
     } else {
-      const G = Math.ceil(l.k / (l.groupSize <= 0 ? l.k : Math.min(l.groupSize, l.k)));
-      const g = l.k / G;
-      const w = new Float32Array(l.n * l.k);
-      for (let r = 0; r < l.n; r++) {
-        for (let c = 0; c < l.k; c++) {
-          const gi = r * G + Math.floor(c / g);
-          w[r * l.k + c] = l.q.scales[gi] * (l.q.codes[r * l.k + c] - l.q.zeros[gi]);
-        }
-      }
-      await this.#quantized(hf, type, rowsOf(this.#toGgufRows(hf, w, l.n, l.k), l.k), l.n, l.k, "linear");
+      await this.#quantized(
+        hf,
+        type,
+        rowsOf(this.#toGgufRows(hf, dequantizeLinear(l), l.n, l.k), l.k),
+        l.n,
+        l.k,
+        "linear",
+      );
     }
     // No bias here: the pipeline hands biases of quantized layers to float-wanting exporters with
     // writeRaw (pipeline.ts), so writing l.bias too would duplicate the tensor.
@@ -372,6 +369,10 @@ export class GgufExporter implements Exporter {
   async finish(): Promise<void> {
     const w = await this.#w();
     const spec = this.#ctx.spec;
+    this.#stacker?.checkComplete();
+    for (const [name, v] of familyTensors(spec)) {
+      await w.addTensor(name, "F32", [v.length], encodeFloats(v, "F32"));
+    }
     const factors = llama3RopeFactors(spec);
     if (factors && !w.hasTensor("rope_freqs.weight")) {
       await w.addTensor("rope_freqs.weight", "F32", [factors.length], encodeFloats(factors, "F32"));

@@ -34,6 +34,8 @@ import { AutoRoundExporter } from "./auto_round.ts";
 import type { ExportContext, Exporter } from "./exporter.ts";
 import { FakeExporter } from "./fake.ts";
 import { GgufExporter } from "./gguf.ts";
+import { ggufFamilyWarnings } from "../formats/gguf/families.ts";
+import type { ModelSpec } from "../model/config.ts";
 import {
   GGUF_FORMAT_NAMES,
   GGUF_SCHEME_FACTS,
@@ -231,6 +233,7 @@ export function checkFormats(
   formats: FormatSpec[],
   layers: PlannedLayers,
   scheme: QuantScheme,
+  spec?: ModelSpec,
 ): string[] {
   const warnings: string[] = [];
   const floats = new Map<string, QuantScheme>();
@@ -245,6 +248,8 @@ export function checkFormats(
     if (f.kind === "auto_awq") warnings.push(...checkAwqScheme(layers, scheme));
     if (f.kind === "auto_gptq") warnings.push(...gptqWarnings(scheme));
   }
+  // What llama.cpp computes differently from the checkpoint (or cannot load: throws).
+  if (spec && formats.some((f) => f.kind === "gguf")) warnings.push(...ggufFamilyWarnings(spec));
   return warnings;
 }
 

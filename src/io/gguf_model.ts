@@ -7,6 +7,8 @@ import { FormatError } from "../errors.ts";
 import { GgufFile, type GgufTensorInfo } from "../formats/gguf/file.ts";
 import { ggufModelConfig } from "../formats/gguf/metadata.ts";
 import {
+  expertHfName,
+  ggufNaming,
   ggufToHfName,
   hfToGgufName,
   permuteRowsGgufToHf,
@@ -25,8 +27,9 @@ export interface GgufModel extends Disposable {
 }
 
 /**
- * Open a GGUF file for our own forward pass: HF tensor names, weights dequantized to f32 and q/k rows
- * put back into HF order for the "llama" architecture.
+ * Open a GGUF file for our own forward pass: HF tensor names, weights dequantized to f32, q/k rows
+ * put back into HF order for the "llama" architecture, stacked experts split per expert and Gemma's
+ * stored 1 + w norms back to w (spec/MODELS.md § 8.5).
  *
  * @example
  * ```ts
@@ -37,28 +40,63 @@ export interface GgufModel extends Disposable {
 export async function openGgufModel(path: string): Promise<GgufModel> {
   const file = await GgufFile.open(path);
   try {
-    const config = ggufModelConfig(file);
+    const arch = file.str("general.architecture") ?? "";
+    const hasFactors = file.tensors.some((t) => t.name === "rope_factors_long.weight");
+    const factors = hasFactors
+      ? {
+        long: [...await file.readF32("rope_factors_long.weight")],
+        short: [...await file.readF32("rope_factors_short.weight")],
+      }
+      : undefined;
+    const config = ggufModelConfig(file, factors);
     const spec = parseModelConfig(config, path);
-    const permute = permutesQK(file.str("general.architecture") ?? "");
-    const names = new Map<string, GgufTensorInfo>();
+    const permute = permutesQK(arch);
+    const naming = ggufNaming(arch, spec.moe?.style);
+    // HF name → tensor, and the expert's index for the slices of a stacked `*_exps` tensor.
+    const names = new Map<string, { t: GgufTensorInfo; expert?: number }>();
     for (const t of file.tensors) {
-      const hf = ggufToHfName(t.name);
-      if (hf) names.set(hf, t);
+      const hf = ggufToHfName(t.name, naming);
+      if (hf) names.set(hf, { t });
+      for (let e = 0; t.ne.length === 3 && e < t.ne[2]; e++) {
+        const name = expertHfName(t.name, e, naming);
+        if (name) names.set(name, { t, expert: e });
+      }
     }
+    // The last stacked tensor read, dequantized whole once for all its experts.
+    let cached: { name: string; w: Float32Array } | undefined;
+    const read = async (t: GgufTensorInfo) => {
+      if (cached?.name !== t.name) cached = { name: t.name, w: await file.readF32(t.name) };
+      return cached.w;
+    };
+    const get = (n: string) => {
+      const hit = names.get(n);
+      if (!hit) {
+        throw new FormatError(
+          `tensor "${n}" (${hfToGgufName(n, naming) ?? "no GGUF name"}) is missing`,
+          path,
+        );
+      }
+      return hit;
+    };
     const weights: WeightSource = {
       origin: path,
       has: (n) => names.has(n),
       shape: (n) => {
-        const t = names.get(n);
-        if (!t) {
-          throw new FormatError(`tensor "${n}" (${hfToGgufName(n) ?? "no GGUF name"}) is missing`, path);
-        }
+        const { t, expert } = get(n);
+        if (expert !== undefined) return [t.ne[1], t.ne[0]];
+        // The shared-expert gate is stored as a vector (families: qwen2moe ffn_gate_inp_shexp).
+        if (n.endsWith("shared_expert_gate.weight")) return [1, t.ne[0]];
         return [...t.ne].reverse();
       },
       readF32: async (n) => {
-        const t = names.get(n);
-        if (!t) throw new FormatError(`tensor "${n}" is missing`, path);
+        const { t, expert } = get(n);
+        if (expert !== undefined) {
+          const size = t.ne[0] * t.ne[1];
+          return (await read(t)).slice(expert * size, (expert + 1) * size);
+        }
         const w = await file.readF32(t.name);
+        // Gemma's GGUF norms hold 1 + w (the converter's shift); the ModelSpec wants w.
+        if (spec.normOffset && n.endsWith("norm.weight")) { for (let i = 0; i < w.length; i++) w[i] -= 1; }
         const heads = permute ? qkHeads(n, spec.nHeads, spec.nKvHeads) : 0;
         if (!heads) return w;
         const rows = t.ne.length > 1 ? t.ne[1] : t.ne[0];

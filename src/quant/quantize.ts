@@ -183,7 +183,7 @@ export async function quantize(o: QuantizeOptions, log: Log): Promise<QuantizeRe
       })).layerConfig;
     }
     const layers = resolveLayerConfig(ckpt.spec, scheme, layerConfig, o.ignoreLayers ?? []);
-    for (const w of checkFormats(formats, layers, scheme)) log.warn(w);
+    for (const w of checkFormats(formats, layers, scheme, ckpt.spec)) log.warn(w);
     // Calibration feeds SignRound, opt-RTN's scale search, and GGUF's importance-weighted searches.
     // gguf:f32/f16/bf16 only: a conversion, nothing is quantized (the layer plan is not reported).
     const conversionOnly = formats.every((f) => f.kind === "gguf" && isFloatGguf(f.gguf!));

@@ -30,8 +30,10 @@ async function runJob(req) {
     // Threads stated explicitly: node-llama-cpp's default oversubscribes small machines (2 s per
     // evaluation on 2 cores instead of milliseconds).
     const threads = Math.max(1, Math.min(4, availableParallelism()));
+    // One slot more than the longest sequence: a full context makes node-llama-cpp shift it (drop
+    // the first tokens) before the last token is evaluated.
     const context = await model.createContext({
-      contextSize: Math.max(longest, 32),
+      contextSize: Math.max(longest + 1, 32),
       batchSize: Math.max(longest, 32),
       sequences: 1,
       threads,

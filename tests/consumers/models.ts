@@ -167,3 +167,108 @@ export async function tinyQwen(dir: string, arch: "qwen2" | "qwen3"): Promise<st
   await copySide(QWEN3_TOKENIZER, dir);
   return dir;
 }
+
+/**
+ * A random two-block MoE whose every Linear input is 256 wide, so that the K-quants apply to the
+ * stacked experts instead of falling back (the family fixtures are 64 wide): qwen2_moe (shared
+ * expert, norm_topk_prob false, as llama.cpp's qwen2moe computes) or mixtral (8 experts: the
+ * llama-quant.cpp 8-expert type rules, q/k permuted), F32, stories260K tokenizer, written into `dir`.
+ */
+export async function wideMoe(
+  dir: string,
+  family: "qwen2_moe" | "mixtral",
+): Promise<string> {
+  await Deno.mkdir(dir, { recursive: true });
+  const H = 256,
+    Im = 256,
+    L = 2,
+    NH = 4,
+    NKV = 2,
+    D = 64,
+    V = 512,
+    E = family === "mixtral" ? 8 : 4;
+  await using w = new SafetensorsWriter(dir, { maxShardSize: 1e9 });
+  let seed = 7;
+  const put = (name: string, shape: number[], v: Float32Array) =>
+    w.add(name, "F32", shape, encodeFloats(v, "F32"));
+  const rnd = (name: string, shape: number[], sigma: number) =>
+    put(name, shape, randn(shape.reduce((a, b) => a * b), sigma, seed++));
+  const ones = (name: string, n: number) => put(name, [n], randn(n, 0.1, seed++).map((x) => 1 + x));
+  await rnd("model.embed_tokens.weight", [V, H], 0.5);
+  const [moe, proj] = family === "mixtral"
+    ? ["block_sparse_moe", ["w1", "w3", "w2"]]
+    : ["mlp", ["gate_proj", "up_proj", "down_proj"]];
+  for (let b = 0; b < L; b++) {
+    const p = `model.layers.${b}.`;
+    await ones(p + "input_layernorm.weight", H);
+    await ones(p + "post_attention_layernorm.weight", H);
+    await rnd(p + "self_attn.q_proj.weight", [NH * D, H], 0.08);
+    await rnd(p + "self_attn.k_proj.weight", [NKV * D, H], 0.08);
+    await rnd(p + "self_attn.v_proj.weight", [NKV * D, H], 0.08);
+    await rnd(p + "self_attn.o_proj.weight", [H, NH * D], 0.08);
+    if (family === "qwen2_moe") {
+      for (const x of ["q", "k", "v"]) {
+        await rnd(
+          `${p}self_attn.${x}_proj.bias`,
+          [(x === "q" ? NH : NKV) * D],
+          0.1,
+        );
+      }
+      await rnd(p + "mlp.shared_expert.gate_proj.weight", [Im, H], 0.08);
+      await rnd(p + "mlp.shared_expert.up_proj.weight", [Im, H], 0.08);
+      await rnd(p + "mlp.shared_expert.down_proj.weight", [H, Im], 0.06);
+      await rnd(p + "mlp.shared_expert_gate.weight", [1, H], 0.1);
+    }
+    await rnd(`${p}${moe}.gate.weight`, [E, H], 0.3);
+    for (let e = 0; e < E; e++) {
+      await rnd(`${p}${moe}.experts.${e}.${proj[0]}.weight`, [Im, H], 0.08);
+      await rnd(`${p}${moe}.experts.${e}.${proj[1]}.weight`, [Im, H], 0.08);
+      await rnd(`${p}${moe}.experts.${e}.${proj[2]}.weight`, [H, Im], 0.06);
+    }
+  }
+  await ones("model.norm.weight", H);
+  await rnd("lm_head.weight", [V, H], 0.1);
+  await w.finish();
+  const common = {
+    hidden_size: H,
+    num_hidden_layers: L,
+    num_attention_heads: NH,
+    num_key_value_heads: NKV,
+    head_dim: D,
+    vocab_size: V,
+    max_position_embeddings: 256,
+    rms_norm_eps: 1e-6,
+    rope_theta: 10000,
+    hidden_act: "silu",
+    tie_word_embeddings: false,
+    torch_dtype: "float32",
+    bos_token_id: 1,
+    eos_token_id: 2,
+    num_experts_per_tok: 2,
+  };
+  const cfg = family === "mixtral"
+    ? {
+      ...common,
+      architectures: ["MixtralForCausalLM"],
+      model_type: "mixtral",
+      intermediate_size: Im,
+      num_local_experts: E,
+    }
+    : {
+      ...common,
+      architectures: ["Qwen2MoeForCausalLM"],
+      model_type: "qwen2_moe",
+      intermediate_size: 512,
+      moe_intermediate_size: Im,
+      shared_expert_intermediate_size: Im,
+      num_experts: E,
+      norm_topk_prob: false,
+      qkv_bias: true,
+    };
+  await Deno.writeTextFile(
+    join(dir, "config.json"),
+    JSON.stringify(cfg, null, 2),
+  );
+  await copySide(STORIES, dir);
+  return dir;
+}

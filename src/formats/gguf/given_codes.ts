@@ -5,6 +5,7 @@
 import type { GgmlTypeName } from "../../qmath/gguf/types.ts";
 import type { GgufParams } from "../../qmath/gguf/quantize.ts";
 import type { QuantizedLinear } from "../../qmath/quantized.ts";
+import { permuteRowsHfToGguf } from "./names.ts";
 
 /**
  * The QuantizedLinear's own quantization as GGUF parameters when the tensor's type stores exactly
@@ -33,4 +34,20 @@ export function paramsFromQuantized(
     ? { kind: "sym", scale }
     : { kind: "asym", scale, zp: Float32Array.from(l.q.zeros) };
   return { params, wq };
+}
+
+/** Given codes of a q/k Linear with rows (and their per-group parameters) in llama.cpp's order. */
+export function permuteGivenRows(
+  given: { params: GgufParams; wq: Float32Array },
+  n: number,
+  k: number,
+  heads: number,
+): { params: GgufParams; wq: Float32Array } {
+  const G = k / 32;
+  const perm = (a: Float32Array) => permuteRowsHfToGguf(a, n, G, heads);
+  const p = given.params as { scale: Float32Array; zp?: Float32Array };
+  const params: GgufParams = given.params.kind === "sym"
+    ? { kind: "sym", scale: perm(p.scale) }
+    : { kind: "asym", scale: perm(p.scale), zp: perm(p.zp!) };
+  return { wq: permuteRowsHfToGguf(given.wq, n, k, heads), params };
 }

@@ -13,6 +13,7 @@ import { type GgufMetaValue, meta } from "./writer.ts";
 import type { ModelSpec } from "../../model/config.ts";
 import { join } from "../../std/path.ts";
 import type { GgufFormat } from "./presets.ts";
+import { familyConfig, familyMetadata, hfFamilyOf } from "./families.ts";
 
 /** gguf-py GGML_QUANT_VERSION. */
 const QUANT_VERSION = 2;
@@ -65,7 +66,7 @@ export function architectureMetadata(spec: ModelSpec): [string, GgufMetaValue][]
     kv.push([`${a}.rope.scaling.type`, meta.str("linear")]);
     kv.push([`${a}.rope.scaling.factor`, meta.f32(spec.ropeScaling.factor)]);
   }
-  return kv;
+  return [...kv, ...familyMetadata(spec)];
 }
 
 /**
@@ -175,6 +176,9 @@ export async function tokenizerMetadata(
   if (isGpt2) kv.push(["tokenizer.ggml.pre", meta.str(preTokenizerName(spec.modelType, vocab))]);
   kv.push(["tokenizer.ggml.tokens", meta.strs(tokens)]);
   if (isSpm) kv.push(["tokenizer.ggml.scores", meta.f32s(scoresFromMerges(tokens, tok.merges()))]);
+  // Gemma2/Gemma3: _set_vocab_sentencepiece then add_add_space_prefix(False) (conversion/gemma.py).
+  const gemma = spec.traits.ggufArch === "gemma2" || spec.traits.ggufArch === "gemma3";
+  if (isSpm && gemma) kv.push(["tokenizer.ggml.add_space_prefix", meta.bool(false)]);
   kv.push(["tokenizer.ggml.token_type", meta.i32s(types)]);
   if (isGpt2) kv.push(["tokenizer.ggml.merges", meta.strs(tok.merges())]);
 
@@ -216,13 +220,26 @@ const HF_ARCH: Record<string, { modelType: string; architecture: string; bias: b
   qwen3: { modelType: "qwen3", architecture: "Qwen3ForCausalLM", bias: false },
 };
 
-/** A config.json object equivalent to a GGUF file's hyperparameters (for {@link parseModelConfig}). */
-export function ggufModelConfig(f: GgufFile): Record<string, unknown> {
+/**
+ * A config.json object equivalent to a GGUF file's hyperparameters (for {@link parseModelConfig}),
+ * with the semantics llama.cpp gives the file (families.ts familyConfig). `factors`: Phi-3's
+ * rope_factors_long/short tensors when present.
+ */
+export function ggufModelConfig(
+  f: GgufFile,
+  factors?: { long: number[]; short: number[] },
+): Record<string, unknown> {
   const arch = f.str("general.architecture") ?? "";
-  const hf = Object.hasOwn(HF_ARCH, arch) ? HF_ARCH[arch] : undefined;
+  const family = hfFamilyOf(arch, f.num(`${arch}.expert_count`) ?? 0);
+  const hf = family
+    ? { ...family, bias: arch === "qwen2moe" }
+    : Object.hasOwn(HF_ARCH, arch)
+    ? HF_ARCH[arch]
+    : undefined;
   if (!hf) {
+    const known = [...Object.keys(HF_ARCH), "qwen2moe", "qwen3moe", "gemma2", "gemma3", "phi3"];
     throw new UnsupportedError(
-      `GGUF architecture ${quote(arch)} cannot be read back (${Object.keys(HF_ARCH).join(", ")} can)`,
+      `GGUF architecture ${quote(arch)} cannot be read back (${known.join(", ")} can)`,
       f.path,
     );
   }
@@ -264,5 +281,5 @@ export function ggufModelConfig(f: GgufFile): Record<string, unknown> {
   if (f.str(`${arch}.rope.scaling.type`) === "linear") {
     cfg.rope_scaling = { rope_type: "linear", factor: k("rope.scaling.factor") };
   }
-  return cfg;
+  return family ? { ...cfg, ...familyConfig(f, arch, cfg, factors) } : cfg;
 }

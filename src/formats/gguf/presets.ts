@@ -6,7 +6,8 @@
  * - export/export_to_gguf/config.py `_GGUF_FORMAT_FIELDS` (type of the embedding and of the output
  *   head per base type);
  * - export/export_to_gguf/gguf_dtype.py `GGUFDTypeSelector.select_qtype` (llama.cpp's
- *   `llama_tensor_get_type` mixes from src/llama-quant.cpp, for dense models);
+ *   `llama_tensor_get_type` mixes from src/llama-quant.cpp, for dense models), plus llama-quant.cpp's
+ *   rules for 8-expert models (Mixtral: attn_v/attn_k Q8_0, attn_output Q5_K) and fused attn_qkv (Phi-3);
  * - export/formats/backends/gguf.py `_select_gguf_layer_type` / `_gguf_type_fallback` and
  *   convert.py `prepare_tensors` (fallbacks when the input size is not a multiple of the block).
  */
@@ -151,6 +152,8 @@ export interface MixModel {
   nHeads: number;
   nKvHeads: number;
   tied: boolean;
+  /** Routed experts per MoE layer (0 or absent: dense). */
+  nExpert?: number;
 }
 
 /**
@@ -178,6 +181,8 @@ export class GgufTypeSelector {
     const n = this.model.nLayers;
     const nGqa = Math.max(1, Math.trunc(this.model.nHeads / this.model.nKvHeads));
     let t: GgmlTypeName = this.format.base;
+    // Only quantized files get llama-quant.cpp's mixes (float conversions keep every weight's type).
+    const eight = this.model.nExpert === 8 && Object.hasOwn(GGUF_SCHEME_FACTS, this.format.base);
     if (/attn_v\.weight$/.test(ggufName)) {
       const i = this.#iAttnV++;
       if (ft === "Q2_K_S" && nGqa >= 4) t = "Q4_K";
@@ -185,6 +190,10 @@ export class GgufTypeSelector {
       else if (ft === "Q3_K_L") t = "Q5_K";
       else if ((ft === "Q4_K_M" || ft === "Q5_K_M") && useMoreBits(i, this.nAttnV || n)) t = "Q6_K";
       else if (ft === "Q4_K_S" && i < 4) t = "Q5_K";
+      // llama-quant.cpp: "for the 8-expert model, bumping this to Q8_0 trades just ~128MB" (Mixtral).
+      if (eight) t = "Q8_0";
+    } else if (/attn_k\.weight$/.test(ggufName)) {
+      if (eight) t = "Q8_0";
     } else if (/ffn_down/.test(ggufName)) {
       const i = layer;
       if (ft === "Q2_K_S" && i < Math.trunc(n / 8)) t = "Q4_K";
@@ -194,8 +203,15 @@ export class GgufTypeSelector {
       else if (ft === "Q5_K_M" && useMoreBits(i, n)) t = "Q6_K";
       else if (ft === "Q4_K_S" && i < Math.trunc(n / 8)) t = "Q5_K";
     } else if (/attn_output\.weight$/.test(ggufName)) {
-      if (ft === "Q3_K_M") t = "Q4_K";
+      if (eight) {
+        if (["Q3_K_S", "Q3_K_M", "Q4_K_S", "Q4_K_M"].includes(ft)) t = "Q5_K";
+      } else if (ft === "Q3_K_M") t = "Q4_K";
       else if (ft === "Q3_K_L") t = "Q5_K";
+    } else if (/attn_qkv\.weight$/.test(ggufName)) {
+      // Fused qkv (Phi-3): llama-quant.cpp ATTENTION_QKV.
+      if (ft === "Q3_K_M" || ft === "Q3_K_L") t = "Q4_K";
+      else if (ft === "Q4_K_M") t = "Q5_K";
+      else if (ft === "Q5_K_M") t = "Q6_K";
     }
     return t;
   }
