@@ -7,6 +7,7 @@ import { CpuBackend } from "../src/backend/cpu/cpu_backend.ts";
 import { openCheckpoint } from "../src/io/checkpoint.ts";
 import { SafetensorsReader } from "../src/io/safetensors/reader.ts";
 import { blockForward } from "../src/model/block.ts";
+import { KvCacheDecoder } from "../src/eval/generate.ts";
 import { LoadedModel, scaleEmbeddings } from "../src/model/transformer.ts";
 import { assert, fixture, maxRelError } from "./assert.ts";
 
@@ -85,3 +86,21 @@ const precision = "f32", bound = 1e-5;
     });
   }
 }
+
+Deno.test("generation (KvCacheDecoder) of every family: prefill and a step give transformers' logits", async () => {
+  for (const family of FAMILIES) {
+    const dir = fixture(`models/${family}`);
+    const ref = await reference(dir);
+    using ckpt = await openCheckpoint(dir);
+    using be = new CpuBackend();
+    using m = await LoadedModel.load(be, ckpt.spec, ckpt.weights, { positions: 64 });
+    const V = ckpt.spec.vocab, ids = Array.from(ref.ids.subarray(0, 48));
+    const dec = new KvCacheDecoder(m, 64);
+    const a = await dec.prefill(ids.slice(0, 40));
+    const b = await dec.step(ids[40]);
+    const ea = maxRelError(a, ref.logits.subarray(39 * V, 40 * V)),
+      eb = maxRelError(b, ref.logits.subarray(40 * V, 41 * V));
+    console.log(`  ${family}: prefill ${ea.toExponential(2)}, step ${eb.toExponential(2)}`);
+    assert(ea <= 1e-5 && eb <= 1e-5, `${family}: ${ea}, ${eb}`);
+  }
+});

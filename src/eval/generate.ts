@@ -7,13 +7,23 @@
  *   arithmetic as the CPU reference kernel, for one query row.
  * On a GPU backend that costs two small transfers per block and token; a device-side cached
  * attention op would remove them (see the eval report).
+ * Families whose block has more than the Llama parts (MoE, Gemma, Phi-3: spec/MODELS.md) decode by
+ * running the whole sequence through `LoadedModel.hidden` each step: exact, quadratic in length.
  */
 import { UsageError } from "../errors.ts";
 import type { Tensor } from "../backend/backend.ts";
 import { blockForward, type BlockWeights, disposeSaved } from "../model/block.ts";
+import type { ModelSpec } from "../model/config.ts";
 import type { LoadedModel } from "../model/transformer.ts";
 import { yieldToEventLoop } from "../std/event_loop.ts";
 import { Sampler, type SamplerOptions } from "./sampler.ts";
+
+/** Whether blockStep's one-token Llama block math is the model's (else: recompute each step). */
+function llamaBlock(spec: ModelSpec): boolean {
+  return !spec.moe && !spec.fused && !spec.sandwichNorms && spec.act !== "gelu_tanh" && !spec.rotaryDim &&
+    spec.attnScale === undefined && spec.attnSoftcap === undefined && spec.embedScale === undefined &&
+    spec.slidingWindow === undefined && spec.ropeScaling.type !== "longrope";
+}
 
 /** A model plus its growing key/value cache. */
 export class KvCacheDecoder {
@@ -21,11 +31,25 @@ export class KvCacheDecoder {
   private readonly v: Float32Array[];
   /** Tokens in the cache. */
   length = 0;
+  /** The sequence so far, when every step recomputes it (families blockStep does not cover). */
+  private readonly ids?: number[];
 
   constructor(readonly model: LoadedModel, readonly capacity: number) {
     const row = model.spec.nKvHeads * model.spec.headDim;
-    this.k = model.blocks.map(() => new Float32Array(capacity * row));
-    this.v = model.blocks.map(() => new Float32Array(capacity * row));
+    const cached = llamaBlock(model.spec);
+    this.k = cached ? model.blocks.map(() => new Float32Array(capacity * row)) : [];
+    this.v = cached ? model.blocks.map(() => new Float32Array(capacity * row)) : [];
+    if (!cached) this.ids = [];
+  }
+
+  /** Logits after the last of `this.ids`, from the whole sequence. */
+  private async recompute(): Promise<Float32Array> {
+    const ids = this.ids!, m = this.model;
+    using h = m.hidden(Int32Array.from(ids), { batch: 1, seqLen: ids.length });
+    using last = m.be.rows(h, ids.length - 1, 1);
+    using logits = m.logits(last);
+    this.length = ids.length;
+    return await m.be.read(logits);
   }
 
   /** Run the prompt (the cache must be empty); returns the logits after its last token. */
@@ -33,6 +57,10 @@ export class KvCacheDecoder {
     if (this.length !== 0) throw new Error("prefill needs an empty cache");
     if (ids.length === 0) throw new Error("prefill needs at least one token");
     if (ids.length > this.capacity) throw new Error(`prompt of ${ids.length} tokens exceeds the cache`);
+    if (this.ids) {
+      this.ids.push(...ids);
+      return await this.recompute();
+    }
     const { be, spec } = this.model;
     const geo = { batch: 1, seqLen: ids.length };
     using idT = be.uploadInt(Int32Array.from(ids), [ids.length]);
@@ -62,6 +90,10 @@ export class KvCacheDecoder {
   /** Append one token; returns the logits for the next. */
   async step(id: number): Promise<Float32Array> {
     if (this.length >= this.capacity) throw new Error("the key/value cache is full");
+    if (this.ids) {
+      this.ids.push(id);
+      return await this.recompute();
+    }
     const be = this.model.be;
     using idT = be.uploadInt(Int32Array.of(id), [1]);
     let x = be.embedding(this.model.embed, idT);
