@@ -5,21 +5,14 @@
  * `[maxPos, rotaryDim/2]`), the rest passes through bit for bit; the inverse is the backward
  * (central differences) and undoes the forward; 2 threads give the single-threaded bits.
  */
-import type { Backend, Tensor } from "../src/backend/backend.ts";
+import type { Backend, RopeGeo, Tensor } from "../src/backend/backend.ts";
 import { CpuBackend } from "../src/backend/cpu/cpu_backend.ts";
 import { BackendError } from "../src/errors.ts";
 import { assert, assertSameNumbers, assertThrows, maxRelError } from "./assert.ts";
 import { fdCheck } from "./finite_diff.ts";
 import { Rng } from "./webgpu_helpers.ts";
 
-interface Geo {
-  batch: number;
-  seqLen: number;
-  nHeads: number;
-  headDim: number;
-  posOffset?: number;
-  rotaryDim?: number;
-}
+type Geo = RopeGeo;
 
 /** HF's tables for rotaryDim dims: θ_i = base^(−2i/rotaryDim), cos/sin `[maxPos, rotaryDim/2]`. */
 function tables(maxPos: number, rotaryDim: number, base = 10000) {

@@ -10,9 +10,9 @@
  * Every tensor a call returns is owned by the caller and must be disposed (`using t = ...`).
  * A `view` shares its parent's storage and must not outlive it; disposing a view frees nothing.
  */
-import type { AttentionShape, FamilyOps } from "./family_ops.ts";
+import type { AttentionShape, FamilyOps, RopeGeo } from "./family_ops.ts";
 
-export type { AttentionShape } from "./family_ops.ts";
+export type { AttentionShape, RopeGeo } from "./family_ops.ts";
 import type { QuantGgmlType } from "../qmath/gguf/params.ts";
 import type { ActQuant, QuantizedWeights, QuantScheme } from "../qmath/quantized.ts";
 
@@ -213,19 +213,7 @@ export interface Backend extends Disposable, FamilyOps<Tensor> {
     x: Tensor,
     cos: Tensor,
     sin: Tensor,
-    geo: {
-      batch: number;
-      seqLen: number;
-      nHeads: number;
-      headDim: number;
-      posOffset?: number;
-      /**
-       * Partial rotary (Phi-3 `partial_rotary_factor`): only the first `rotaryDim` (even, ≤ headDim)
-       * elements of each head rotate, pairing i with i + rotaryDim/2; the rest pass through. The
-       * tables are then `[maxPos, rotaryDim/2]`. Absent: headDim.
-       */
-      rotaryDim?: number;
-    },
+    geo: RopeGeo,
     inverse?: boolean,
   ): void;
   /**

@@ -27,6 +27,21 @@ export interface AttentionShape {
   window?: number;
 }
 
+/** Geometry of a rope call: `[batch·seqLen, nHeads·headDim]` rows, positions from `posOffset`. */
+export interface RopeGeo {
+  batch: number;
+  seqLen: number;
+  nHeads: number;
+  headDim: number;
+  posOffset?: number;
+  /**
+   * Partial rotary (Phi-3 `partial_rotary_factor`): only the first `rotaryDim` (even, ≤ headDim)
+   * elements of each head rotate, pairing i with i + rotaryDim/2; the rest pass through. The tables
+   * are then `[maxPos, rotaryDim/2]`. Absent: headDim.
+   */
+  rotaryDim?: number;
+}
+
 /** Family ops a Backend may offer, over its tensor type (the Backend's `Tensor`). */
 export interface FamilyOps<Tensor> {
   /** h = gelu_tanh(g) · u (Gemma's GeGLU; gelu_tanh(x) = x/2·(1 + tanh(√(2/π)(x + 0.044715x³)))). */

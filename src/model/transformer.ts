@@ -98,7 +98,7 @@ export async function loadBlockWeights(
   try {
     for (const [name, shape] of blockWeightShapes(spec, i)) {
       t[name] = spec.normOffset && /norm\.weight$/.test(name)
-        ? await loadNorm(be, spec, src, p + name, shape, dtype)
+        ? await loadNorm(be, src, p + name, shape, dtype)
         : await loadChecked(be, src, p + name, shape, dtype, staging);
     }
   } catch (e) {
@@ -135,9 +135,8 @@ export async function loadBlockWeights(
  * A norm weight of a family that applies (1 + w) (Gemma): 1 + w computed once in f32, as
  * transformers computes it, and uploaded in place of w.
  */
-async function loadNorm(
+export async function loadNorm(
   be: Backend,
-  spec: ModelSpec,
   src: WeightSource,
   name: string,
   shape: number[],
@@ -146,7 +145,6 @@ async function loadNorm(
   using raw = await loadChecked(be, src, name, shape, "f32");
   const w = await be.read(raw);
   for (let i = 0; i < w.length; i++) w[i] = Math.fround(1 + w[i]);
-  void spec;
   return be.upload(w, shape, dtype === "i32" || dtype === "u8" ? "f32" : dtype);
 }
 
@@ -202,7 +200,7 @@ export class LoadedModel implements Disposable {
     const dtype = opts.dtype ?? be.computeDType;
     const embed = await loadChecked(be, src, embedName(spec), [spec.vocab, spec.hidden], dtype);
     const norm = spec.normOffset
-      ? await loadNorm(be, spec, src, finalNormName(spec), [spec.hidden], dtype)
+      ? await loadNorm(be, src, finalNormName(spec), [spec.hidden], dtype)
       : await loadChecked(be, src, finalNormName(spec), [spec.hidden], dtype);
     // Tied models may still ship lm_head.weight (a copy); prefer it when present.
     const lmHead = !spec.tieEmbeddings || src.has(spec.lmHeadName)

@@ -5,21 +5,11 @@
  * unit u = b·nKvHeads + kh owns the output rows of its query heads and the dk/dv rows of its kv
  * head, so disjoint unit ranges can run on different threads and give the same bits as one loop.
  */
+import type { AttentionShape } from "../family_ops.ts";
 import type { FArr } from "./kernels.ts";
 
-/** Geometry of one attention call. */
-export interface AttnGeo {
-  batch: number;
-  seqLen: number;
-  nHeads: number;
-  nKvHeads: number;
-  headDim: number;
-  scale: number;
-  /** Scores s become cap·tanh(s/cap) before the mask and softmax (Gemma 2). */
-  softcap?: number;
-  /** Query t sees keys t − window < j ≤ t (transformers' `kv_idx > q_idx - sliding_window`). */
-  window?: number;
-}
+/** Geometry of one attention call (the Backend's AttentionShape). */
+export type AttnGeo = AttentionShape;
 
 /** The first key query t sees: 0, or t − window + 1 under a sliding window. */
 export function firstKey(t: number, window: number | undefined): number {

@@ -3,6 +3,7 @@
  * add, addRowVector, siluMul(+backward), geluTanhMul(+backward), tanhSoftcap, signSgdStep,
  * rmsNorm(+backward), rope (with partial rotary), accumulateColumnSquares.
  */
+import type { RopeGeo } from "../family_ops.ts";
 import { BackendError } from "../../errors.ts";
 import type { GpuContext } from "./context.ts";
 import { Params } from "./params.ts";
@@ -211,14 +212,7 @@ export function rope(
   x: GpuTensor,
   cos: GpuTensor,
   sin: GpuTensor,
-  geo: {
-    batch: number;
-    seqLen: number;
-    nHeads: number;
-    headDim: number;
-    posOffset?: number;
-    rotaryDim?: number;
-  },
+  geo: RopeGeo,
   inverse: boolean,
 ): void {
   const { rt } = ctx;

@@ -17,7 +17,13 @@ import { blockBackward, blockForward, type BlockWeights, disposeSaved } from "..
 import { blockLinears } from "../../model/block_layout.ts";
 import { blockPrefix, type LinearName, type ModelSpec } from "../../model/config.ts";
 import { embedName, finalNormName } from "../../model/multimodal.ts";
-import { loadBlockWeights, uploadRope, type WeightSource } from "../../model/transformer.ts";
+import {
+  loadBlockWeights,
+  loadNorm,
+  scaleEmbeddings,
+  uploadRope,
+  type WeightSource,
+} from "../../model/transformer.ts";
 import { initialStateOf, quantParams } from "../linear_state.ts";
 import { fakeQuantOf } from "../weight_quant.ts";
 import type { AutoOption } from "./options.ts";
@@ -119,13 +125,15 @@ export async function scoreOptions(inp: ScoreInput): Promise<ScoreResult> {
   const load = (name: string, shape: number[]) =>
     src.readF32(name).then((v) => be.upload(v, shape, be.computeDType));
   const H = spec.hidden, V = spec.vocab;
-  if (spec.normOffset || spec.embedScale !== undefined || spec.finalSoftcap !== undefined) {
+  if (spec.finalSoftcap !== undefined) {
     throw new UnsupportedError(
-      `AutoScheme's scoring pass does not handle ${spec.modelType} (Gemma norms/scales) yet`,
+      `AutoScheme's scoring pass has no backward of ${spec.modelType}'s final logit soft-capping yet`,
     );
   }
   using embed = await load(embedName(spec), [V, H]);
-  using norm = await load(finalNormName(spec), [H]);
+  using norm = spec.normOffset
+    ? await loadNorm(be, src, finalNormName(spec), [H], be.computeDType)
+    : await load(finalNormName(spec), [H]);
   const headName = !spec.tieEmbeddings || src.has(spec.lmHeadName) ? spec.lmHeadName : undefined;
   using headOwned = headName ? await load(headName, [V, H]) : undefined;
   const head = headOwned ?? embed;
@@ -142,7 +150,7 @@ export async function scoreOptions(inp: ScoreInput): Promise<ScoreResult> {
       const hs: Tensor[] = [];
       try {
         using idT = be.uploadInt(ids, [rows]);
-        hs.push(be.embedding(embed, idT));
+        hs.push(scaleEmbeddings(be, spec, be.embedding(embed, idT)));
         for (let i = 0; i < spec.nLayers; i++) {
           using w = await loadBlockWeights(be, spec, src, i);
           const qb = await quantizedBlock(inp, w, i, o, false);
