@@ -78,6 +78,7 @@ Deno.test("float presets: a layer whose input is not a multiple of the MX/NV gro
     headDim: 16,
     vocab: 32,
     tieEmbeddings: true,
+    textPrefix: "model.",
   } as unknown as ModelSpec;
   const mx = resolveLayerConfig(spec, resolveScheme("MXFP4")).layers;
   assertEquals(mx.get("model.layers.0.mlp.down_proj")?.quantize, false);
