@@ -235,10 +235,11 @@ Deno.test("mllama: refused with the reason (cross-attention layers need image ca
   });
 });
 
-Deno.test("VLM: formats that cannot keep the vision tower 16-bit (gguf, auto_awq, llm_compressor) are refused", async () => {
+// GGUF writes the text model only: tests/gguf_vlm_test.ts.
+Deno.test("VLM: formats that cannot keep the vision tower 16-bit (auto_awq, llm_compressor) are refused", async () => {
   using ckpt = await openCheckpoint(fixture("models/gemma3"));
   const ctx = { spec: ckpt.spec } as ExportContext;
-  for (const f of ["gguf:q4_k_m", "auto_awq", "llm_compressor"]) {
+  for (const f of ["auto_awq", "llm_compressor"]) {
     assertThrows(() => createExporters([f], "/nonexistent/out", ctx), UnsupportedError, "vision-language");
   }
 });

@@ -44,7 +44,6 @@ import {
 import { dequantizeLinear, type FloatQuantizedLinear, type QuantizedLinear } from "../qmath/quantized.ts";
 import { paramsFromQuantized, permuteGivenRows } from "../formats/gguf/given_codes.ts";
 import { packMxfp4Blocks } from "../qmath/gguf/mxfp4.ts";
-
 export { paramsFromQuantized } from "../formats/gguf/given_codes.ts";
 import { copyModelSideFiles } from "./hf_files.ts";
 import { Tokenizer } from "../io/tokenizer.ts";
@@ -57,6 +56,7 @@ import {
 } from "../formats/gguf/metadata.ts";
 import { isQuantType, packParams } from "../qmath/gguf/quantize.ts";
 import { quantizeToBytesOn } from "../qmath/gguf/parallel.ts";
+import { plainTextName } from "../model/multimodal.ts";
 
 /** The row getter of a whole `[·, k]` tensor in memory. */
 function rowsOf(w: Float32Array, k: number): (r0: number, r1: number) => Float32Array {
@@ -118,8 +118,9 @@ export class GgufExporter implements Exporter {
     const spec = ctx.spec;
     this.fileName = `${basename(ctx.sourceDir)}-${fmt.fileTypeName}.gguf`;
     const nAttnV =
-      [...ctx.run.layers.layers].filter(([n, p]) => n.endsWith(".v_proj") && (p.quantize || !p.fromUser))
-        .length;
+      [...ctx.run.layers.layers].filter(([n, p]) =>
+        n.endsWith(".v_proj") && plainTextName(spec, n) && (p.quantize || !p.fromUser)
+      ).length;
     this.#selector = new GgufTypeSelector(fmt, {
       nLayers: spec.nLayers,
       nHeads: spec.nHeads,
@@ -154,6 +155,7 @@ export class GgufExporter implements Exporter {
 
   /** Add a tensor; `ne` in ggml order (a weight [n, k] is [k, n]). */
   async #put(hfName: string, type: GgmlTypeName, ne: number[], bytes: Uint8Array, given = false) {
+    hfName = this.#plain(hfName) ?? hfName;
     const name = hfToGgufName(hfName, this.#naming);
     if (!name) throw new FormatError(`no GGUF name for tensor ${hfName}`);
     const slot = this.#stacker && expertSlot(hfName, this.#naming);
@@ -167,6 +169,11 @@ export class GgufExporter implements Exporter {
     if (name.endsWith("ffn_gate_inp_shexp.weight")) ne = [ne[0]];
     await (await this.#w()).addTensor(name, type, ne, bytes);
     this.records.push({ name, hfName, type, fromGivenCodes: given || undefined });
+  }
+
+  /** A VLM's text tensor under its text model name; undefined for the vision side (no mmproj). */
+  #plain(name: string): string | undefined {
+    return plainTextName(this.#ctx.spec, name) ?? (this.#ctx.spec.multimodal ? undefined : name);
   }
 
   /** Float tensor bytes of a GGUF float type. */
@@ -203,7 +210,9 @@ export class GgufExporter implements Exporter {
     await this.#put(hfName, type, [k, n], quantizeToBytesOn(this.#ctx.pool, type, n, k, rows, opts));
   }
 
-  async writeRaw(name: string, dtype: StDType, shape: number[], src: RawSource): Promise<void> {
+  async writeRaw(stored: string, dtype: StDType, shape: number[], src: RawSource): Promise<void> {
+    const name = this.#plain(stored);
+    if (!name) return;
     if (dtype !== "F32" && dtype !== "F16" && dtype !== "BF16" && dtype !== "F64") {
       throw new FormatError(`tensor ${name}: dtype ${dtype} cannot go into GGUF`);
     }
@@ -247,7 +256,7 @@ export class GgufExporter implements Exporter {
 
   /** The type of a block Linear, with the user's layer_config taken into account. */
   linearType(layer: string, k: number): GgmlTypeName {
-    const gname = hfToGgufName(`${layer}.weight`, this.#naming) ?? layer;
+    const gname = hfToGgufName(this.#plain(`${layer}.weight`) ?? layer, this.#naming) ?? layer;
     // Routers and the shared-expert gate are never quantized in GGUF (convert.py: F32).
     if (/ffn_gate_inp(_shexp)?\.weight$/.test(gname)) return "F32";
     if (this.#forceType) return this.#forceType;

@@ -326,7 +326,7 @@ export function createExporters(
   ctx: ExportContext,
 ): Exporter[] {
   const specs = formats.map((f) => (typeof f === "string" ? parseFormats(f)[0] : f));
-  checkMultimodalFormats(specs, ctx.spec.multimodal);
+  checkMultimodalFormats(specs, ctx.spec);
   return specs.map((f) => {
     const dir = specs.length === 1 ? outDir : join(outDir, formatDirName(f.name));
     try {
@@ -354,11 +354,14 @@ export function createExporters(
 /**
  * The formats that keep a VLM's vision tower 16-bit by construction: auto_round and auto_gptq name
  * the text blocks in `block_name_to_quantize` (spec/MODELS.md § 9.3), fake stores plain weights.
- * AWQ's and compressed-tensors' configs list what is *not* quantized, and GGUF needs a separate
- * mmproj file (§ 9.4): not written for VLMs yet.
+ * AWQ's and compressed-tensors' configs list what is *not* quantized. GGUF writes the text model
+ * only (§ 9.4; the vision side would be a separate mmproj file, not written): families.ts
+ * ggufFamilyWarnings says so, and refuses the VLMs whose text GGUF is not done.
  */
-function checkMultimodalFormats(specs: FormatSpec[], multimodal: string | undefined): void {
-  const bad = specs.filter((f) => !["auto_round", "auto_gptq", "fake"].includes(f.kind));
+function checkMultimodalFormats(specs: FormatSpec[], spec: ModelSpec): void {
+  const multimodal = spec.multimodal;
+  if (multimodal && specs.some((f) => f.kind === "gguf")) ggufFamilyWarnings(spec); // throws if refused
+  const bad = specs.filter((f) => !["auto_round", "auto_gptq", "fake", "gguf"].includes(f.kind));
   if (multimodal && bad.length) {
     throw new UnsupportedError(
       `format ${bad[0].name} is not supported for the vision-language model ${multimodal} ` +

@@ -117,3 +117,14 @@ export function tensorsOutsideBlocks(t: TextTower, names: readonly string[]): st
   const blocks = `${textBlocksName(t)}.`;
   return names.filter((n) => own.includes(n) || !(n.startsWith(t.textPrefix) || n.startsWith(blocks)));
 }
+
+/**
+ * A text-decoder tensor's name as the plain text model spells it (`model.…`, `lm_head.weight`), or
+ * undefined for a tensor outside the text decoder (vision tower, projector). The GGUF export maps
+ * these names: llama.cpp's text GGUF of a VLM is the text family's file (spec/MODELS.md § 9.4).
+ */
+export function plainTextName(t: TextTower, name: string): string | undefined {
+  if (name === t.lmHeadName) return "lm_head.weight";
+  if (name.startsWith(t.textPrefix)) return `model.${name.slice(t.textPrefix.length)}`;
+  return undefined;
+}

@@ -35,6 +35,7 @@ export function llamaCppSlidingLayer(ggufArch: string, i: number): boolean {
 export function ggufFamilyWarnings(spec: ModelSpec, file = "config.json"): string[] {
   const a = spec.traits.ggufArch, out: string[] = [];
   const moe = spec.moe;
+  if (spec.multimodal) out.push(multimodalWarning(spec.multimodal, a, file));
   if (moe && moe.denseLayers.length > 0 && a !== "llama") {
     throw new UnsupportedError(
       `GGUF ${a} has no dense-MLP layers; layers ${moe.denseLayers.join(", ")} are dense ` +
@@ -75,6 +76,23 @@ export function ggufFamilyWarnings(spec: ModelSpec, file = "config.json"): strin
     }
   }
   return out;
+}
+
+/**
+ * A VLM's GGUF is its text model (spec/MODELS.md § 9.4): Gemma 3's is plain gemma3, as auto-round
+ * and llama.cpp's converter write it. Qwen2.5-VL's would be llama.cpp's qwen2vl architecture
+ * (M-RoPE sections), not written: refused.
+ */
+function multimodalWarning(type: string, a: string, file: string): string {
+  if (type !== "gemma3") {
+    throw new UnsupportedError(
+      `GGUF export of the vision-language model ${type} is not supported (only Gemma 3's text model ` +
+        `is written to GGUF; use auto_round, auto_gptq or fake)`,
+      file,
+    );
+  }
+  return `GGUF of the vision-language model ${type}: only the text model is written (GGUF ${a}); ` +
+    `the vision tower and projector are left out (no mmproj file), so the file cannot read images`;
 }
 
 /** llama.cpp gemma2/gemma3: the attention scale is 1/√head_dim, 1/√(H/nH) for the 27B (46/62 layers). */
