@@ -284,9 +284,11 @@ Deno.test("qwen2_5_vl: the older config layout (text fields at the root, mrope r
   assertEquals(spec.slidingWindow, undefined);
   assertEquals([spec.torchDtype, spec.tieEmbeddings], ["bfloat16", true]);
   assertEquals([spec.textPrefix, spec.lmHeadName], ["model.", "lm_head.weight"]);
-  const { architecture: _a, multimodal: _m, ...vlmRest } = spec;
+  // The same decoder; GGUF writes it as llama.cpp's qwen2vl with the M-RoPE sections (gguf_vlm_test.ts).
+  const { architecture: _a, multimodal: _m, mropeSection, traits, ...vlmRest } = spec;
   const { architecture: _b, multimodal: _n, ...plainRest } = plain;
-  assertEquals(vlmRest, plainRest);
+  assertEquals([mropeSection, traits.ggufArch], [[2, 3, 3], "qwen2vl"]);
+  assertEquals({ ...vlmRest, traits: { ...traits, ggufArch: "qwen2" } }, plainRest);
   // The same decoder under text_config (newer layout) wins over stale root fields.
   const nested = parseModelConfig({
     ...OLD_QWEN25_VL,

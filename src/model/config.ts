@@ -6,7 +6,7 @@
  */
 import { FormatError, quote, UnsupportedError } from "../errors.ts";
 import { type FamilyParts, type LayerKind, parseFamily } from "./families.ts";
-import { decoderConfig, type TextTower } from "./multimodal.ts";
+import { decoderConfig, type TextTower, vlmGgufArch } from "./multimodal.ts";
 
 /** Optional parts that distinguish the supported families. */
 export interface ArchTraits {
@@ -308,7 +308,7 @@ export function parseModelConfig(root: Record<string, unknown>, file: string): M
     layerTypes,
     modelType,
     architecture: arch,
-    traits: { ...traits, qkvBias },
+    traits: { ...traits, qkvBias, ggufArch: vlmGgufArch(tower) ?? traits.ggufArch },
     hidden,
     intermediate: size(cfg, "intermediate_size", file),
     nLayers,

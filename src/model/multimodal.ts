@@ -18,6 +18,11 @@ export interface TextTower {
   lmHeadName: string;
   /** A vision-language checkpoint's root `model_type` (qwen2_5_vl, gemma3); undefined for text models. */
   multimodal?: string;
+  /**
+   * Qwen2.5-VL's M-RoPE sections (t, h, w rotary pairs, `mrope_section`): GGUF qwen2vl's
+   * `rope.dimension_sections`. Text-only positions make it 1-D RoPE, which is what we compute.
+   */
+  mropeSection?: number[];
 }
 
 /** A text model's layout. */
@@ -69,7 +74,12 @@ export function decoderConfig(cfg: Cfg, file: string): { cfg: Cfg; tower: TextTo
   const merged: Cfg = { ...root, ...text as Cfg, model_type: VLM_TEXT_TYPES[type] };
   // Legacy layouts as saved (the loader re-locates them from the tensor names: locateTextTower).
   const legacy = type === "gemma3" ? VLM_LAYOUTS[1] : VLM_LAYOUTS[2];
-  return { cfg: merged, tower: { ...legacy, multimodal: type } };
+  const rope = (merged.rope_scaling ?? merged.rope_parameters ?? {}) as Cfg;
+  const sec = rope.mrope_section;
+  const mropeSection = Array.isArray(sec) && sec.every((x) => Number.isInteger(x) && x >= 0)
+    ? sec as number[]
+    : undefined;
+  return { cfg: merged, tower: { ...legacy, multimodal: type, mropeSection } };
 }
 
 /**
@@ -87,7 +97,15 @@ export function locateTextTower(tower: TextTower, has: (name: string) => boolean
       file,
     );
   }
-  return { ...found, multimodal: tower.multimodal };
+  return { ...tower, ...found };
+}
+
+/**
+ * The GGUF architecture of a VLM's text model where it is not the text family's: Qwen2.5-VL's is
+ * llama.cpp's qwen2vl (M-RoPE), as its converter and auto-round write it; Gemma 3's is plain gemma3.
+ */
+export function vlmGgufArch(t: TextTower): string | undefined {
+  return t.multimodal === "qwen2_5_vl" ? "qwen2vl" : undefined;
 }
 
 /** The ModuleList of the text blocks (auto-round's `block_name_to_quantize`), e.g. `model.layers`. */

@@ -35,7 +35,7 @@ export function llamaCppSlidingLayer(ggufArch: string, i: number): boolean {
 export function ggufFamilyWarnings(spec: ModelSpec, file = "config.json"): string[] {
   const a = spec.traits.ggufArch, out: string[] = [];
   const moe = spec.moe;
-  if (spec.multimodal) out.push(multimodalWarning(spec.multimodal, a, file));
+  if (spec.multimodal) out.push(multimodalWarning(spec, a, file));
   if (moe && moe.denseLayers.length > 0 && a !== "llama") {
     throw new UnsupportedError(
       `GGUF ${a} has no dense-MLP layers; layers ${moe.denseLayers.join(", ")} are dense ` +
@@ -79,15 +79,14 @@ export function ggufFamilyWarnings(spec: ModelSpec, file = "config.json"): strin
 }
 
 /**
- * A VLM's GGUF is its text model (spec/MODELS.md § 9.4): Gemma 3's is plain gemma3, as auto-round
- * and llama.cpp's converter write it. Qwen2.5-VL's would be llama.cpp's qwen2vl architecture
- * (M-RoPE sections), not written: refused.
+ * A VLM's GGUF is its text model (spec/MODELS.md § 9.4), as auto-round and llama.cpp's converter
+ * write it: Gemma 3's is plain gemma3, Qwen2.5-VL's llama.cpp's qwen2vl (qwen2 with M-RoPE sections).
  */
-function multimodalWarning(type: string, a: string, file: string): string {
-  if (type !== "gemma3") {
+function multimodalWarning(spec: ModelSpec, a: string, file: string): string {
+  const type = spec.multimodal!;
+  if (a === "qwen2vl" && !(spec.mropeSection && spec.mropeSection.length <= 4)) {
     throw new UnsupportedError(
-      `GGUF export of the vision-language model ${type} is not supported (only Gemma 3's text model ` +
-        `is written to GGUF; use auto_round, auto_gptq or fake)`,
+      `GGUF qwen2vl needs mrope_section (at most 4 entries) in the RoPE config`,
       file,
     );
   }
@@ -114,6 +113,11 @@ export function familyMetadata(spec: ModelSpec): Kv {
     if (spec.finalSoftcap) kv.push([`${a}.final_logit_softcapping`, meta.f32(spec.finalSoftcap)]);
     if (spec.slidingWindow) kv.push([`${a}.attention.sliding_window`, meta.u32(spec.slidingWindow)]);
     if (spec.localRopeTheta) kv.push([`${a}.rope.freq_base_swa`, meta.f32(spec.localRopeTheta)]);
+  }
+  if (a === "qwen2vl") {
+    // base.py: mrope_section padded with zeros to [time, height, width, extra].
+    const s = [...spec.mropeSection!, 0, 0, 0, 0].slice(0, 4);
+    kv.push([`${a}.rope.dimension_sections`, meta.i32s(s)]);
   }
   if (a === "phi3") {
     const r = spec.ropeScaling;

@@ -218,6 +218,8 @@ const HF_ARCH: Record<string, { modelType: string; architecture: string; bias: b
   llama: { modelType: "llama", architecture: "LlamaForCausalLM", bias: false },
   qwen2: { modelType: "qwen2", architecture: "Qwen2ForCausalLM", bias: true },
   qwen3: { modelType: "qwen3", architecture: "Qwen3ForCausalLM", bias: false },
+  // Qwen2.5-VL's text model: M-RoPE with text-only positions is qwen2's 1-D RoPE.
+  qwen2vl: { modelType: "qwen2", architecture: "Qwen2ForCausalLM", bias: true },
 };
 
 /**
