@@ -8,6 +8,7 @@
 #     "node_modules/hyparquet",".cm"] \
 #     command="STEPS='tests ckq q3' bash bench/moe_gpu.sh"
 # Steps: tests · ckq (make the Qwen3-MoE shape) q3 (CUDA, RECIPE) · ckm (Mixtral shape) mx (CUDA, RECIPE)
+#        mxl (CUDA, RECIPE, --low_gpu_mem_usage) · probe (bench/memory_probe.ts on the Mixtral shape)
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # A slimmer carry than .carry (the 64 MiB limit): .cm/{c4-qwen3-128x2048.safetensors, qwen3-tokenizer.tar.xz}.
@@ -40,6 +41,7 @@ CKPT=$CQ
 has q3 && quant q3 cuda "$RECIPE"
 CKPT=$CM
 has mx && quant mx cuda "$RECIPE"
+has mxl && quant mxl cuda "$RECIPE" --low_gpu_mem_usage
 cp "$W/summary.txt" "$OUT/" 2>/dev/null
 # probe: where the host memory of the Mixtral-shape run goes (bench/memory_probe.ts, one line per second)
 if has probe; then

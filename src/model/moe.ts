@@ -143,7 +143,7 @@ function moeOps(be: Backend): MoeOps {
   if (!gatherRows || !scatterAddRows || !rowDots || !readSync) {
     throw new UnsupportedError(
       `mixture-of-experts blocks need row gather/scatter and synchronous reads, which the ${be.name} ` +
-        `backend lacks; use --device cpu`,
+        `backend lacks; use --device cpu or --device cuda`,
     );
   }
   return {
