@@ -8,14 +8,7 @@
 import { blockPrefix, type LinearName, type ModelSpec } from "./config.ts";
 import type { MoeSpec } from "./families.ts";
 import { embedName, finalNormName } from "./multimodal.ts";
-import {
-  expertLinear,
-  MIXTRAL_NAMES,
-  type MoeConfig,
-  moeLinearNames,
-  QWEN2_MOE_NAMES,
-  QWEN3_MOE_NAMES,
-} from "./moe.ts";
+import { MIXTRAL_NAMES, type MoeConfig, moeLinearNames, QWEN2_MOE_NAMES, QWEN3_MOE_NAMES } from "./moe.ts";
 
 /** A Linear of a block: name relative to the block prefix, [out, in]. */
 export interface BlockLinear {
@@ -34,21 +27,6 @@ export function moeConfigOf(moe: MoeSpec): MoeConfig {
     ? QWEN2_MOE_NAMES
     : QWEN3_MOE_NAMES;
   return { ...moe, linearNames };
-}
-
-/** Names of expert e's three Linears (gate, up, down). */
-export function expertNames(moe: MoeSpec, e: number): { gate: string; up: string; down: string } {
-  const cfg = moeConfigOf(moe);
-  return {
-    gate: expertLinear(cfg, e, "gate"),
-    up: expertLinear(cfg, e, "up"),
-    down: expertLinear(cfg, e, "down"),
-  };
-}
-
-/** The router Linear of a MoE block (16-bit, not quantized). */
-export function routerName(moe: MoeSpec): string {
-  return moeConfigOf(moe).linearNames.router;
 }
 
 /** Whether layer `i` has a mixture-of-experts MLP. */

@@ -78,7 +78,8 @@ export function floatParams(
   return p.u(extra.stat ? 1 : 0).u(extra.flags ?? 0).f(extra.actMax ?? 0);
 }
 
-interface Plan {
+/** Geometry of one float-quantized weight (also the INT8 kernels', int8_weights.ts). */
+export interface Plan {
   fmt: FloatFormat;
   n: number;
   k: number;

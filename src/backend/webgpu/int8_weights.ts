@@ -15,26 +15,19 @@ import type { GpuContext } from "./context.ts";
 import {
   floatFakeQuant as floatFq,
   floatFakeQuantBackward as floatFqBackward,
-  type FloatFormat,
   floatParams,
   floatQuantizeWeights as floatQw,
   nvOrFp8Format,
+  type Plan,
 } from "./float_quant.ts";
-import { type Bound, forChunks, gpu, type GpuTensor } from "./tensor.ts";
+import type { StorageKind } from "./storage.ts";
+import { forChunks, gpu, type GpuTensor } from "./tensor.ts";
 
 const WG = 256;
 /** Whether α enters the scale (see above); the CPU reference leaves it out. */
 const USE_ALPHA = 0;
 
-interface I8Plan {
-  fmt: FloatFormat;
-  n: number;
-  k: number;
-  g: number;
-  perRow: number;
-}
-
-function plan(w: GpuTensor, st: QuantState, p: FloatQuantParams): I8Plan {
+function plan(w: GpuTensor, st: QuantState, p: FloatQuantParams): Plan {
   const s = p.scheme, n = w.rows, k = w.cols;
   if (!s.sym) throw new BackendError("INT8 weights: symmetric only (quant_tensor_sym)");
   const g = s.groupSize <= 0 || s.groupSize > k ? k : s.groupSize, perRow = Math.ceil(k / g);
@@ -59,7 +52,7 @@ function stateTypes(st: QuantState) {
 }
 
 /** flw_i8_info into a new [groups·4] tensor. */
-function info(ctx: GpuContext, pl: I8Plan, st: QuantState): GpuTensor {
+function info(ctx: GpuContext, pl: Plan, st: QuantState): GpuTensor {
   const { rt } = ctx, inf = ctx.alloc([pl.n * pl.perRow * 4], "f32");
   const k = rt.kernel({
     family: "floatQuant",
@@ -76,24 +69,30 @@ function info(ctx: GpuContext, pl: I8Plan, st: QuantState): GpuTensor {
   return inf;
 }
 
-/** An element kernel over row chunks: info, w, v and `more` [n, k] tensors bound in that order. */
-function elementPass(
+/**
+ * One element kernel (`entry`: Ŵ or the codes, into `out` [n, k]) over row chunks, with info, w, v and
+ * out bound in that order.
+ */
+function elementKernel(
   ctx: GpuContext,
-  pl: I8Plan,
+  entry: string,
+  types: Record<string, StorageKind>,
+  pl: Plan,
   inf: GpuTensor,
   w: GpuTensor,
   v: GpuTensor,
-  more: GpuTensor[],
-  emit: (rows: number, b: Bound[]) => void,
+  out: GpuTensor,
 ): void {
-  const parts = [{ t: inf, per: pl.perRow * 4 }, { t: w, per: pl.k }, { t: v, per: pl.k }];
-  forChunks(
-    ctx.rt,
-    pl.n,
-    [...parts, ...more.map((t) => ({ t, per: pl.k }))],
-    (_r0, rows, b) => emit(rows, b),
-    1,
-  );
+  const { rt } = ctx;
+  const k = rt.kernel({ family: "floatQuant", entry, bindings: ["r", "r", "r", "rw"], types });
+  const parts = [{ t: inf, per: pl.perRow * 4 }, { t: w, per: pl.k }, { t: v, per: pl.k }, {
+    t: out,
+    per: pl.k,
+  }];
+  forChunks(rt, pl.n, parts, (_r0, rows, b) => {
+    const prm = floatParams(pl.fmt, { ...pl, rows }, [b[1].base, b[2].base, 0, 0, 0, b[3].base, b[0].base]);
+    rt.dispatch(k, prm, b.map((x) => x.window), Math.ceil((rows * pl.k) / WG));
+  }, 1);
 }
 
 /** Ŵ = s·q in `outDType`. */
@@ -104,20 +103,10 @@ export function int8FakeQuant(
   p: FloatQuantParams,
   outDType: DType,
 ): GpuTensor {
-  const { rt } = ctx, pl = plan(w, st, p), v = gpu(st.v);
+  const pl = plan(w, st, p), v = gpu(st.v);
   using inf = info(ctx, pl, st);
   const out = ctx.alloc(w.shape, outDType);
-  const types = { w: w.kind, v: v.kind, out: out.kind };
-  const k = rt.kernel({
-    family: "floatQuant",
-    entry: "flw_i8_apply",
-    bindings: ["r", "r", "r", "rw"],
-    types,
-  });
-  elementPass(ctx, pl, inf, w, v, [out], (rows, b) => {
-    const prm = floatParams(pl.fmt, { ...pl, rows }, [b[1].base, b[2].base, 0, 0, 0, b[3].base, b[0].base]);
-    rt.dispatch(k, prm, b.map((x) => x.window), Math.ceil((rows * pl.k) / WG));
-  });
+  elementKernel(ctx, "flw_i8_apply", { w: w.kind, v: v.kind, out: out.kind }, pl, inf, w, v, out);
   return out;
 }
 
@@ -131,17 +120,7 @@ export async function int8QuantizeWeights(
   const { rt } = ctx, pl = plan(w, st, p), v = gpu(st.v);
   using inf = info(ctx, pl, st);
   using el = ctx.alloc(w.shape, "f32");
-  const types = { w: w.kind, v: v.kind };
-  const k = rt.kernel({
-    family: "floatQuant",
-    entry: "flw_i8_elems",
-    bindings: ["r", "r", "r", "rw"],
-    types,
-  });
-  elementPass(ctx, pl, inf, w, v, [el], (rows, b) => {
-    const prm = floatParams(pl.fmt, { ...pl, rows }, [b[1].base, b[2].base, 0, 0, 0, b[3].base, b[0].base]);
-    rt.dispatch(k, prm, b.map((x) => x.window), Math.ceil((rows * pl.k) / WG));
-  });
+  elementKernel(ctx, "flw_i8_elems", { w: w.kind, v: v.kind }, pl, inf, w, v, el);
   const read = async (t: GpuTensor) =>
     new Float32Array(await rt.read(t.storage.buffer, t.offset * 4, t.size * 4));
   const words = await read(inf);
